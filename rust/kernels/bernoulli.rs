@@ -1,0 +1,202 @@
+//! Binary Concrete (relaxed Bernoulli) and Hard Concrete, elementwise.
+//!
+//! Element `i` uses the logistic noise `L_i` of `(seed, offset, i)`:
+//! relaxed Bernoulli `y = sigmoid((x + L) / tau)` (Maddison et al. 2017,
+//! Jang et al. 2017); Hard Concrete `z = clamp(lo + (hi - lo) * y, 0, 1)`
+//! (Louizos et al. 2018), which puts probability mass on exactly 0 and 1.
+
+use super::noise::{fill, Noise};
+use super::{check_len, for_each_chunk, KernelError, SharedMut, Tau, CHUNK};
+use crate::math::{sigmoid, Real};
+use crate::rng::Stream;
+
+fn check_inputs<T: Real>(x_len: usize, n: usize, tau: &Tau<'_, T>) -> Result<(), KernelError> {
+    check_len("logits", x_len, n)?;
+    tau.check(n)
+}
+
+/// Runs `f(i, x[i], L_i)` over every element and writes the values it
+/// returns into `out` (and the second value into `second`, when given).
+fn map_noisy<T: Real, F>(
+    x: &[T],
+    stream: Stream,
+    out: &mut [T],
+    second: Option<&mut [T]>,
+    f: F,
+) -> Result<(), KernelError>
+where
+    F: Fn(usize, T, T) -> (T, T) + Sync,
+{
+    let n = out.len();
+    let out = SharedMut::new(out);
+    let second = second.map(SharedMut::new);
+    for_each_chunk(
+        n,
+        || vec![T::ZERO; CHUNK],
+        |start, len, noise| {
+            let noise = &mut noise[..len];
+            fill(Noise::Logistic, &stream, start as u64, noise);
+            for (t, &l) in noise.iter().enumerate() {
+                let i = start + t;
+                if x[i].is_nan() {
+                    return Err(KernelError::NanLogit { index: i });
+                }
+                let (a, b) = f(i, x[i], l);
+                // SAFETY: each chunk of elements is visited by one thread only.
+                unsafe { out.write(i, a) };
+                if let Some(second) = &second {
+                    // SAFETY: as above.
+                    unsafe { second.write(i, b) };
+                }
+            }
+            Ok(())
+        },
+    )
+}
+
+/// Relaxed Bernoulli forward. With `soft = None` writes the soft sample to
+/// `y`; with `Some(soft)` writes it to `soft` and the straight-through hard
+/// sample (1.0 where `x + L > 0`, else 0.0) to `y`. Logits of `-inf` and
+/// `+inf` are gates that are always closed or always open.
+pub fn relaxed_bernoulli_forward<T: Real>(
+    x: &[T],
+    tau: Tau<'_, T>,
+    stream: Stream,
+    y: &mut [T],
+    soft: Option<&mut [T]>,
+) -> Result<(), KernelError> {
+    check_inputs(x.len(), y.len(), &tau)?;
+    let hard = soft.is_some();
+    if let Some(s) = &soft {
+        check_len("soft output", s.len(), y.len())?;
+    }
+    map_noisy(x, stream, y, soft, |i, xi, l| {
+        let w = xi + l;
+        let ys = sigmoid(w * tau.inverse_at(i));
+        if hard {
+            (if w > T::ZERO { T::ONE } else { T::ZERO }, ys)
+        } else {
+            (ys, ys)
+        }
+    })
+}
+
+/// Relaxed Bernoulli backward from the soft sample: `g * y * (1 - y) / tau`.
+pub fn relaxed_bernoulli_backward<T: Real>(
+    g: &[T],
+    y: &[T],
+    tau: Tau<'_, T>,
+    grad_x: &mut [T],
+) -> Result<(), KernelError> {
+    check_inputs(g.len(), grad_x.len(), &tau)?;
+    check_len("y", y.len(), grad_x.len())?;
+    for (i, out) in grad_x.iter_mut().enumerate() {
+        *out = (g[i] * (y[i] * (T::ONE - y[i]))) * tau.inverse_at(i);
+    }
+    Ok(())
+}
+
+/// Hard Concrete forward: `z = clamp(lo + (hi - lo) * sigmoid((x + L) / tau), 0, 1)`.
+pub fn hard_concrete_forward<T: Real>(
+    x: &[T],
+    tau: Tau<'_, T>,
+    limits: (T, T),
+    stream: Stream,
+    z: &mut [T],
+) -> Result<(), KernelError> {
+    check_inputs(x.len(), z.len(), &tau)?;
+    let (lo, hi) = limits;
+    let width = hi - lo;
+    map_noisy(x, stream, z, None, |i, xi, l| {
+        let s = sigmoid((xi + l) * tau.inverse_at(i));
+        let v = (s * width + lo).max(T::ZERO).min(T::ONE);
+        (v, v)
+    })
+}
+
+/// Hard Concrete backward from the output `z`: where `0 < z < 1`,
+/// `g * (hi - lo) * s * (1 - s) / tau` with `s = (z - lo) / (hi - lo)`;
+/// 0 where the sample was clamped.
+pub fn hard_concrete_backward<T: Real>(
+    g: &[T],
+    z: &[T],
+    tau: Tau<'_, T>,
+    limits: (T, T),
+    grad_x: &mut [T],
+) -> Result<(), KernelError> {
+    check_inputs(g.len(), grad_x.len(), &tau)?;
+    check_len("z", z.len(), grad_x.len())?;
+    let (lo, hi) = limits;
+    let width = hi - lo;
+    for (i, out) in grad_x.iter_mut().enumerate() {
+        *out = if z[i] > T::ZERO && z[i] < T::ONE {
+            let s = (z[i] - lo) / width;
+            ((g[i] * width) * (s * (T::ONE - s))) * tau.inverse_at(i)
+        } else {
+            T::ZERO
+        };
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::kernels::noise::noise;
+
+    #[test]
+    fn relaxed_bernoulli_matches_formula_and_hard_mode() {
+        let x: Vec<f64> = (0..9000).map(|i| (i as f64 - 4500.0) / 900.0).collect();
+        let stream = Stream::new(3, 3);
+        let mut l = vec![0.0; x.len()];
+        noise(Noise::Logistic, stream, &mut l).unwrap();
+        let mut y = vec![0.0; x.len()];
+        relaxed_bernoulli_forward(&x, Tau::Scalar(0.5), stream, &mut y, None).unwrap();
+        let mut hard = vec![0.0; x.len()];
+        let mut soft = vec![0.0; x.len()];
+        relaxed_bernoulli_forward(&x, Tau::Scalar(0.5), stream, &mut hard, Some(&mut soft))
+            .unwrap();
+        assert_eq!(soft, y);
+        for i in 0..x.len() {
+            let want = 1.0 / (1.0 + (-(x[i] + l[i]) / 0.5).exp());
+            assert!((y[i] - want).abs() < 1e-15);
+            assert_eq!(hard[i], if x[i] + l[i] > 0.0 { 1.0 } else { 0.0 });
+        }
+    }
+
+    #[test]
+    fn hard_concrete_hits_both_ends_and_clamped_gradients_vanish() {
+        let x = vec![0.0f32; 20_000];
+        let mut z = vec![0.0f32; x.len()];
+        hard_concrete_forward(
+            &x,
+            Tau::Scalar(2.0 / 3.0),
+            (-0.1, 1.1),
+            Stream::new(1, 0),
+            &mut z,
+        )
+        .unwrap();
+        let zeros = z.iter().filter(|&&v| v == 0.0).count();
+        let ones = z.iter().filter(|&&v| v == 1.0).count();
+        // P(z == 0) = P(z == 1) = sigmoid(-tau * ln(11)) ~ 0.168 for x = 0;
+        // 3000..3700 is > 5 standard deviations (sd ~ 53) each side.
+        assert!((3000..3700).contains(&zeros), "{zeros}");
+        assert!((3000..3700).contains(&ones), "{ones}");
+        let g = vec![1.0f32; x.len()];
+        let mut grad = vec![0.0f32; x.len()];
+        hard_concrete_backward(&g, &z, Tau::Scalar(2.0 / 3.0), (-0.1, 1.1), &mut grad).unwrap();
+        for (zi, gi) in z.iter().zip(&grad) {
+            assert_eq!(*gi == 0.0, *zi == 0.0 || *zi == 1.0);
+        }
+    }
+
+    #[test]
+    fn nan_logits_are_reported_at_their_index() {
+        let mut x = vec![0.0f32; 10_000];
+        x[7777] = f32::NAN;
+        x[9000] = f32::NAN;
+        let mut y = vec![0.0f32; x.len()];
+        let e = relaxed_bernoulli_forward(&x, Tau::Scalar(1.0), Stream::new(0, 0), &mut y, None);
+        assert_eq!(e, Err(KernelError::NanLogit { index: 7777 }));
+    }
+}

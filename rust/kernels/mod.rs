@@ -1,0 +1,270 @@
+//! Row kernels over tensors viewed as `(outer, k, inner)`.
+//!
+//! A tensor of any rank, reduced along one dimension `dim`, is seen as
+//! `outer = prod(shape[..dim])`, `k = shape[dim]`, `inner = prod(shape[dim+1..])`
+//! in its contiguous order. Row `r` (with `o = r / inner`, `j = r % inner`)
+//! holds elements `base + t * inner` for `t < k`, `base = o * k * inner + j`.
+//! The random words of element `i` depend on `(seed, offset, i)` only, so the
+//! way rows are split between threads never changes a result.
+
+pub mod bernoulli;
+pub mod noise;
+pub mod sampling;
+pub mod softmax;
+
+use crate::math::Real;
+use crate::parallel;
+use std::fmt;
+
+/// The view of a tensor as `(outer, k, inner)`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Dims {
+    pub outer: usize,
+    pub k: usize,
+    pub inner: usize,
+}
+
+impl Dims {
+    pub fn new(outer: usize, k: usize, inner: usize) -> Self {
+        Dims { outer, k, inner }
+    }
+    /// A flat run of `n` independent elements (one element per row).
+    pub fn flat(n: usize) -> Self {
+        Dims::new(n, 1, 1)
+    }
+    pub fn rows(&self) -> usize {
+        self.outer * self.inner
+    }
+    pub fn len(&self) -> usize {
+        self.outer * self.k * self.inner
+    }
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+    /// Index of the first element of row `r`.
+    #[inline(always)]
+    pub fn base(&self, r: usize) -> usize {
+        (r / self.inner) * self.k * self.inner + r % self.inner
+    }
+}
+
+/// Temperature: one value for every row, or one per row.
+#[derive(Clone, Copy, Debug)]
+pub enum Tau<'a, T> {
+    Scalar(T),
+    PerRow(&'a [T]),
+}
+
+impl<T: Real> Tau<'_, T> {
+    #[inline(always)]
+    pub fn at(&self, row: usize) -> T {
+        match *self {
+            Tau::Scalar(t) => t,
+            Tau::PerRow(ts) => ts[row],
+        }
+    }
+    /// `1 / tau` of a row; computed once per row, used as a multiplier.
+    #[inline(always)]
+    pub fn inverse_at(&self, row: usize) -> T {
+        T::ONE / self.at(row)
+    }
+    fn check(&self, rows: usize) -> Result<(), KernelError> {
+        match *self {
+            Tau::PerRow(ts) if ts.len() != rows => Err(KernelError::Shape {
+                what: "tau",
+                expected: rows,
+                got: ts.len(),
+            }),
+            _ => Ok(()),
+        }
+    }
+}
+
+/// What a kernel found wrong with its input. Indices are flat positions in
+/// the contiguous order of the input (elements) or row numbers (rows).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum KernelError {
+    /// A logit is NaN.
+    NanLogit { index: usize },
+    /// A logit is +inf, which makes the distribution undefined.
+    PosInfLogit { index: usize },
+    /// Every logit of a row is -inf: no category can be drawn.
+    AllMasked { row: usize },
+    /// A row has fewer categories that are not masked (-inf) than requested.
+    TooFewUnmasked {
+        row: usize,
+        available: usize,
+        requested: usize,
+    },
+    /// A buffer has the wrong number of elements.
+    Shape {
+        what: &'static str,
+        expected: usize,
+        got: usize,
+    },
+}
+
+impl KernelError {
+    /// The flat position a fault refers to, used to report the first one.
+    fn position(&self, dims: &Dims) -> usize {
+        match *self {
+            KernelError::NanLogit { index } | KernelError::PosInfLogit { index } => index,
+            KernelError::AllMasked { row } | KernelError::TooFewUnmasked { row, .. } => {
+                dims.base(row)
+            }
+            KernelError::Shape { .. } => 0,
+        }
+    }
+}
+
+impl fmt::Display for KernelError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match *self {
+            KernelError::NanLogit { index } => write!(f, "logit {index} is NaN"),
+            KernelError::PosInfLogit { index } => write!(f, "logit {index} is +inf"),
+            KernelError::AllMasked { row } => write!(f, "every logit of row {row} is -inf"),
+            KernelError::TooFewUnmasked {
+                row,
+                available,
+                requested,
+            } => write!(
+                f,
+                "row {row} has {available} categories that are not -inf, {requested} requested"
+            ),
+            KernelError::Shape {
+                what,
+                expected,
+                got,
+            } => write!(f, "{what} has {got} elements, expected {expected}"),
+        }
+    }
+}
+
+impl std::error::Error for KernelError {}
+
+pub(crate) fn check_len(
+    what: &'static str,
+    got: usize,
+    expected: usize,
+) -> Result<(), KernelError> {
+    if got == expected {
+        Ok(())
+    } else {
+        Err(KernelError::Shape {
+            what,
+            expected,
+            got,
+        })
+    }
+}
+
+/// Runs `f(row, scratch)` for every row on the library's thread pool, with
+/// one `scratch = init()` per range of rows, and returns the fault at the
+/// smallest position, so the error reported never depends on scheduling.
+pub(crate) fn for_each_row<S, I, F>(dims: &Dims, init: I, f: F) -> Result<(), KernelError>
+where
+    I: Fn() -> S + Sync,
+    F: Fn(usize, &mut S) -> Result<(), KernelError> + Sync,
+{
+    let first_fault = |rows: std::ops::Range<usize>| {
+        let mut scratch = init();
+        let mut first: Option<KernelError> = None;
+        for r in rows {
+            if let Err(e) = f(r, &mut scratch) {
+                if first.is_none_or(|old| e.position(dims) < old.position(dims)) {
+                    first = Some(e);
+                }
+            }
+        }
+        first
+    };
+    parallel::map_ranges(dims.rows(), dims.k.max(1), first_fault)
+        .into_iter()
+        .flatten()
+        .min_by_key(|e| e.position(dims))
+        .map_or(Ok(()), Err)
+}
+
+/// Elements per unit of work of the elementwise kernels.
+pub(crate) const CHUNK: usize = 4096;
+
+/// Runs `f(start, len, scratch)` over chunks of `CHUNK` consecutive elements
+/// of an `n`-element tensor, like `for_each_row`.
+pub(crate) fn for_each_chunk<S, I, F>(n: usize, init: I, f: F) -> Result<(), KernelError>
+where
+    I: Fn() -> S + Sync,
+    F: Fn(usize, usize, &mut S) -> Result<(), KernelError> + Sync,
+{
+    // One "row" per chunk, with k = CHUNK so the pool sees the real cost.
+    let dims = Dims::new(n.div_ceil(CHUNK), CHUNK, 1);
+    for_each_row(&dims, init, |c, s| {
+        let start = c * CHUNK;
+        f(start, CHUNK.min(n - start), s)
+    })
+}
+
+/// A slice that several threads write through, each to its own elements.
+///
+/// Rows of a `Dims` view interleave in memory when `inner > 1`, so the
+/// output cannot be split into contiguous sub-slices per thread. Kernels
+/// instead share this pointer and write only the elements of the rows they
+/// were given; rows partition the index set, so no element is written twice
+/// and no element is read while another thread writes it.
+pub(crate) struct SharedMut<T> {
+    ptr: *mut T,
+    len: usize,
+}
+
+// SAFETY: `SharedMut` is only a pointer to a slice that outlives every use
+// (kernels create it from a `&mut [T]` they hold for the whole parallel
+// region); concurrent writes go to disjoint indices as documented above.
+unsafe impl<T: Send> Send for SharedMut<T> {}
+// SAFETY: as above; no two threads access the same index.
+unsafe impl<T: Send> Sync for SharedMut<T> {}
+
+impl<T: Copy> SharedMut<T> {
+    pub(crate) fn new(slice: &mut [T]) -> Self {
+        SharedMut {
+            ptr: slice.as_mut_ptr(),
+            len: slice.len(),
+        }
+    }
+
+    /// Writes `value` at `index`.
+    ///
+    /// # Safety
+    /// No other thread may access `index` during the parallel region that
+    /// owns this `SharedMut`.
+    #[inline(always)]
+    pub(crate) unsafe fn write(&self, index: usize, value: T) {
+        assert!(index < self.len);
+        // SAFETY: in bounds (checked above); exclusive per the caller's contract.
+        unsafe { self.ptr.add(index).write(value) }
+    }
+}
+
+/// Copies row `r` of `x` (strided by `dims.inner`) into `row`.
+#[inline(always)]
+pub(crate) fn gather_row<T: Copy>(x: &[T], dims: &Dims, r: usize, row: &mut [T]) {
+    let base = dims.base(r);
+    if dims.inner == 1 {
+        row.copy_from_slice(&x[base..base + dims.k]);
+    } else {
+        for (t, v) in row.iter_mut().enumerate() {
+            *v = x[base + t * dims.inner];
+        }
+    }
+}
+
+/// Writes `row` into row `r` of the shared output.
+///
+/// # Safety
+/// Row `r` must belong to the calling thread in the current parallel region.
+#[inline(always)]
+pub(crate) unsafe fn scatter_row<T: Copy>(out: &SharedMut<T>, dims: &Dims, r: usize, row: &[T]) {
+    let base = dims.base(r);
+    for (t, &v) in row.iter().enumerate() {
+        // SAFETY: the element belongs to row `r`, owned by this thread.
+        unsafe { out.write(base + t * dims.inner, v) };
+    }
+}

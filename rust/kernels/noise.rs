@@ -1,0 +1,104 @@
+//! Noise tensors: element `i` of the output is drawn from `(seed, offset, i)`.
+
+use super::{for_each_chunk, KernelError, SharedMut, CHUNK};
+use crate::math::{gumbel_from_uniform, logistic_from_uniform, Real};
+use crate::rng::Stream;
+
+/// Which noise a kernel draws from a uniform `v` in (0, 1).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Noise {
+    /// The uniform itself (the tail variable `v`).
+    Uniform,
+    /// Standard Gumbel, `-ln(-ln(1 - v))`.
+    Gumbel,
+    /// Standard logistic, `ln(1 - v) - ln(v)`.
+    Logistic,
+}
+
+impl Noise {
+    #[inline(always)]
+    pub fn from_uniform<T: Real>(self, v: T) -> T {
+        match self {
+            Noise::Uniform => v,
+            Noise::Gumbel => gumbel_from_uniform(v),
+            Noise::Logistic => logistic_from_uniform(v),
+        }
+    }
+}
+
+/// Draws the noise of elements `start .. start + out.len()` into `out`.
+#[inline]
+pub fn fill<T: Real>(kind: Noise, stream: &Stream, start: u64, out: &mut [T]) {
+    T::fill_uniform(stream, start, out);
+    for v in out.iter_mut() {
+        *v = kind.from_uniform(*v);
+    }
+}
+
+/// Draws the noise of elements `base + t * stride` for `t < out.len()`.
+#[inline]
+pub fn fill_strided<T: Real>(kind: Noise, stream: &Stream, base: u64, stride: u64, out: &mut [T]) {
+    if stride == 1 {
+        fill(kind, stream, base, out);
+    } else {
+        for (t, v) in out.iter_mut().enumerate() {
+            *v = kind.from_uniform(T::uniform(stream, base + t as u64 * stride));
+        }
+    }
+}
+
+/// Fills `out` with noise of the given kind: `out[i]` is element `i` of `stream`.
+pub fn noise<T: Real>(kind: Noise, stream: Stream, out: &mut [T]) -> Result<(), KernelError> {
+    let n = out.len();
+    let shared = SharedMut::new(out);
+    for_each_chunk(
+        n,
+        || vec![T::ZERO; CHUNK],
+        |start, len, buf| {
+            fill(kind, &stream, start as u64, &mut buf[..len]);
+            for (t, &v) in buf[..len].iter().enumerate() {
+                // SAFETY: each chunk of elements is visited by one thread only.
+                unsafe { shared.write(start + t, v) };
+            }
+            Ok(())
+        },
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn noise_matches_elementwise_formula() {
+        let s = Stream::new(3, 1);
+        let mut out = vec![0f32; 10_007];
+        noise(Noise::Gumbel, s, &mut out).unwrap();
+        for (i, &g) in out.iter().enumerate() {
+            assert_eq!(g, gumbel_from_uniform(f32::uniform(&s, i as u64)));
+        }
+        let mut strided = vec![0f32; 100];
+        fill_strided(Noise::Gumbel, &s, 5, 7, &mut strided);
+        for (t, &g) in strided.iter().enumerate() {
+            assert_eq!(g, out[5 + 7 * t]);
+        }
+    }
+
+    #[test]
+    fn gumbel_noise_has_the_right_mean_and_variance() {
+        // Mean = Euler's gamma, variance = pi^2 / 6. With n = 10^6 draws the
+        // standard error of the mean is 1.28e-3 and of the variance 3.45e-3
+        // (excess kurtosis 12/5); the bounds are > 6 standard errors
+        // (false-failure rate < 1e-8).
+        let mut out = vec![0f64; 1_000_000];
+        noise(Noise::Gumbel, Stream::new(42, 0), &mut out).unwrap();
+        let n = out.len() as f64;
+        let mean = out.iter().sum::<f64>() / n;
+        let var = out.iter().map(|g| (g - mean).powi(2)).sum::<f64>() / (n - 1.0);
+        assert!((mean - 0.577_215_664_9).abs() < 8e-3, "mean {mean}");
+        assert!(
+            (var - std::f64::consts::PI.powi(2) / 6.0).abs() < 2.5e-2,
+            "var {var}"
+        );
+    }
+}

@@ -1,0 +1,340 @@
+//! Gumbel-Softmax forward (soft and straight-through hard) and backward.
+
+use super::noise::{fill_strided, Noise};
+use super::{check_len, for_each_row, gather_row, scatter_row, Dims, KernelError, SharedMut, Tau};
+use crate::math::{combine_lanes, Real};
+use crate::rng::Stream;
+
+/// Checks one row of logits: no NaN, no +inf, at least one finite value.
+/// Reports the first fault in the row's order.
+#[inline]
+pub(crate) fn check_logits<T: Real>(x: &[T], dims: &Dims, r: usize) -> Result<(), KernelError> {
+    let base = dims.base(r);
+    let mut any = false;
+    for (t, &v) in x.iter().enumerate() {
+        if v.is_nan() {
+            return Err(KernelError::NanLogit {
+                index: base + t * dims.inner,
+            });
+        }
+        if v == T::INFINITY {
+            return Err(KernelError::PosInfLogit {
+                index: base + t * dims.inner,
+            });
+        }
+        any |= v > T::NEG_INFINITY;
+    }
+    if any || x.is_empty() {
+        Ok(())
+    } else {
+        Err(KernelError::AllMasked { row: r })
+    }
+}
+
+/// Perturbs `w[t] = x[t] + g[t]` in place (g is in `w` on entry) and returns
+/// the first index of the maximum and the maximum.
+#[inline]
+pub(crate) fn perturb<T: Real>(x: &[T], w: &mut [T]) -> (usize, T) {
+    let mut best = (0, T::NEG_INFINITY);
+    for (t, (wt, &xt)) in w.iter_mut().zip(x).enumerate() {
+        *wt = xt + *wt;
+        if *wt > best.1 {
+            best = (t, *wt);
+        }
+    }
+    best
+}
+
+/// `w <- softmax((w - m) / tau)` for the row maximum `m`, summing in
+/// `T::LANES` lanes. Subtracting the maximum before scaling keeps every
+/// exponent `<= 0`, so no temperature, however small, overflows.
+#[inline]
+fn softmax_in_place<T: Real>(w: &mut [T], m: T, inv_tau: T, lanes: &mut [T]) {
+    lanes.fill(T::ZERO);
+    for (t, wt) in w.iter_mut().enumerate() {
+        *wt = ((*wt - m) * inv_tau).exp();
+        lanes[t % T::LANES] = lanes[t % T::LANES] + *wt;
+    }
+    let s = combine_lanes(lanes);
+    for wt in w.iter_mut() {
+        *wt = *wt / s;
+    }
+}
+
+struct Scratch<T> {
+    x: Vec<T>,
+    z: Vec<T>,
+    lanes: Vec<T>,
+}
+
+impl<T: Real> Scratch<T> {
+    fn new(k: usize) -> Self {
+        Scratch {
+            x: vec![T::ZERO; k],
+            z: vec![T::ZERO; k],
+            lanes: vec![T::ZERO; T::LANES],
+        }
+    }
+}
+
+/// Gumbel-Softmax forward: `y = softmax((x + g) / tau)` along the `k` axis,
+/// computed as `exp((w - max w) / tau) / sum(...)` with `w = x + g`.
+///
+/// With `soft = None` the soft sample is written to `y`. With `Some(soft)` it
+/// is written to `soft`, and `y` receives the straight-through hard sample:
+/// exactly 1.0 at the first maximum of `x + g` and 0.0 elsewhere.
+/// `-inf` logits get probability exactly 0.
+pub fn gumbel_softmax_forward<T: Real>(
+    x: &[T],
+    dims: Dims,
+    tau: Tau<'_, T>,
+    stream: Stream,
+    y: &mut [T],
+    soft: Option<&mut [T]>,
+) -> Result<(), KernelError> {
+    check_len("logits", x.len(), dims.len())?;
+    check_len("output", y.len(), dims.len())?;
+    tau.check(dims.rows())?;
+    let soft = match soft {
+        Some(s) => {
+            check_len("soft output", s.len(), dims.len())?;
+            Some(SharedMut::new(s))
+        }
+        None => None,
+    };
+    let out = SharedMut::new(y);
+    for_each_row(
+        &dims,
+        || Scratch::new(dims.k),
+        |r, s| {
+            gather_row(x, &dims, r, &mut s.x);
+            check_logits(&s.x, &dims, r)?;
+            let base = dims.base(r);
+            fill_strided(
+                Noise::Gumbel,
+                &stream,
+                base as u64,
+                dims.inner as u64,
+                &mut s.z,
+            );
+            let (arg, m) = perturb(&s.x, &mut s.z);
+            softmax_in_place(&mut s.z, m, tau.inverse_at(r), &mut s.lanes);
+            match &soft {
+                None => {
+                    // SAFETY: row `r` is visited by this thread only.
+                    unsafe { scatter_row(&out, &dims, r, &s.z) };
+                }
+                Some(soft) => {
+                    // SAFETY: row `r` is visited by this thread only.
+                    unsafe { scatter_row(soft, &dims, r, &s.z) };
+                    for t in 0..dims.k {
+                        let v = if t == arg { T::ONE } else { T::ZERO };
+                        // SAFETY: element of row `r`, visited by this thread only.
+                        unsafe { out.write(base + t * dims.inner, v) };
+                    }
+                }
+            }
+            Ok(())
+        },
+    )
+}
+
+/// Gumbel-Softmax backward from the soft sample `y` and the incoming gradient
+/// `g`: `grad_x = y * (g - sum(g * y)) / tau` along the `k` axis.
+pub fn gumbel_softmax_backward<T: Real>(
+    g: &[T],
+    y: &[T],
+    dims: Dims,
+    tau: Tau<'_, T>,
+    grad_x: &mut [T],
+) -> Result<(), KernelError> {
+    check_len("grad", g.len(), dims.len())?;
+    check_len("y", y.len(), dims.len())?;
+    check_len("grad_logits", grad_x.len(), dims.len())?;
+    tau.check(dims.rows())?;
+    let out = SharedMut::new(grad_x);
+    for_each_row(
+        &dims,
+        || Scratch::new(dims.k),
+        |r, s| {
+            gather_row(g, &dims, r, &mut s.x);
+            gather_row(y, &dims, r, &mut s.z);
+            s.lanes.fill(T::ZERO);
+            for (t, (&gt, &yt)) in s.x.iter().zip(&s.z).enumerate() {
+                let l = t % T::LANES;
+                s.lanes[l] = gt.fma(yt, s.lanes[l]);
+            }
+            let dot = combine_lanes(&mut s.lanes);
+            let inv_tau = tau.inverse_at(r);
+            for (gt, &yt) in s.x.iter_mut().zip(&s.z) {
+                *gt = (yt * (*gt - dot)) * inv_tau;
+            }
+            // SAFETY: row `r` is visited by this thread only.
+            unsafe { scatter_row(&out, &dims, r, &s.x) };
+            Ok(())
+        },
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::kernels::noise::noise;
+
+    fn logits(n: usize, seed: u64) -> Vec<f64> {
+        let mut v = vec![0.0; n];
+        noise(Noise::Gumbel, Stream::new(seed, 99), &mut v).unwrap();
+        v
+    }
+
+    /// Plain per-element reference of the forward, in float64.
+    fn reference(x: &[f64], dims: Dims, tau: f64, stream: Stream) -> (Vec<f64>, Vec<usize>) {
+        let mut g = vec![0.0; x.len()];
+        noise(Noise::Gumbel, stream, &mut g).unwrap();
+        let mut y = vec![0.0; x.len()];
+        let mut args = vec![];
+        for r in 0..dims.rows() {
+            let idx: Vec<usize> = (0..dims.k).map(|t| dims.base(r) + t * dims.inner).collect();
+            let w: Vec<f64> = idx.iter().map(|&i| x[i] + g[i]).collect();
+            let m = w.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
+            args.push(w.iter().position(|&v| v == m).unwrap());
+            let s: f64 = w.iter().map(|v| ((v - m) / tau).exp()).sum();
+            for (t, &i) in idx.iter().enumerate() {
+                y[i] = ((w[t] - m) / tau).exp() / s;
+            }
+        }
+        (y, args)
+    }
+
+    #[test]
+    fn forward_matches_reference_for_every_layout() {
+        for dims in [
+            Dims::new(3, 5, 1),
+            Dims::new(2, 7, 3),
+            Dims::new(1, 40, 4),
+            Dims::new(5, 1, 2),
+        ] {
+            let x = logits(dims.len(), 1);
+            let stream = Stream::new(17, 4);
+            let mut y = vec![0.0; dims.len()];
+            gumbel_softmax_forward(&x, dims, Tau::Scalar(0.7), stream, &mut y, None).unwrap();
+            let (want, args) = reference(&x, dims, 0.7, stream);
+            for (a, b) in y.iter().zip(&want) {
+                assert!((a - b).abs() <= 1e-14, "{a} vs {b}");
+            }
+            let mut hard = vec![0.0; dims.len()];
+            let mut soft = vec![0.0; dims.len()];
+            gumbel_softmax_forward(
+                &x,
+                dims,
+                Tau::Scalar(0.7),
+                stream,
+                &mut hard,
+                Some(&mut soft),
+            )
+            .unwrap();
+            assert_eq!(soft, y);
+            for (r, &a) in args.iter().enumerate() {
+                for t in 0..dims.k {
+                    let want = if t == a { 1.0 } else { 0.0 };
+                    assert_eq!(hard[dims.base(r) + t * dims.inner], want);
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn masked_logits_get_exactly_zero_and_errors_name_the_first_fault() {
+        let dims = Dims::new(2, 3, 1);
+        let x = [
+            0.0f32,
+            f32::NEG_INFINITY,
+            1.0,
+            f32::NEG_INFINITY,
+            2.0,
+            f32::NEG_INFINITY,
+        ];
+        let mut y = [9.0f32; 6];
+        gumbel_softmax_forward(&x, dims, Tau::Scalar(0.5), Stream::new(0, 0), &mut y, None)
+            .unwrap();
+        assert_eq!((y[1], y[3], y[5]), (0.0, 0.0, 0.0));
+        assert_eq!(y[4], 1.0);
+
+        let bad = [0.0f32, f32::NAN, 1.0, f32::INFINITY, 2.0, 3.0];
+        let e = gumbel_softmax_forward(
+            &bad,
+            dims,
+            Tau::Scalar(1.0),
+            Stream::new(0, 0),
+            &mut y,
+            None,
+        );
+        assert_eq!(e, Err(KernelError::NanLogit { index: 1 }));
+        let masked = [f32::NEG_INFINITY; 6];
+        let e = gumbel_softmax_forward(
+            &masked,
+            dims,
+            Tau::Scalar(1.0),
+            Stream::new(0, 0),
+            &mut y,
+            None,
+        );
+        assert_eq!(e, Err(KernelError::AllMasked { row: 0 }));
+        // Strided rows: the fault at the smallest flat position wins.
+        let dims = Dims::new(1, 3, 2);
+        let x = [0.0f32, 0.0, 0.0, 0.0, f32::NAN, f32::INFINITY];
+        let e = gumbel_softmax_forward(&x, dims, Tau::Scalar(1.0), Stream::new(0, 0), &mut y, None);
+        assert_eq!(e, Err(KernelError::NanLogit { index: 4 }));
+    }
+
+    #[test]
+    fn backward_matches_formula() {
+        let dims = Dims::new(2, 6, 3);
+        let y = {
+            let x = logits(dims.len(), 2);
+            let mut y = vec![0.0; dims.len()];
+            gumbel_softmax_forward(&x, dims, Tau::Scalar(2.0), Stream::new(1, 1), &mut y, None)
+                .unwrap();
+            y
+        };
+        let g = logits(dims.len(), 3);
+        let taus = [0.5, 1.5, 2.0, 3.0, 0.25, 1.0];
+        let mut out = vec![0.0; dims.len()];
+        gumbel_softmax_backward(&g, &y, dims, Tau::PerRow(&taus), &mut out).unwrap();
+        for (r, tau) in taus.iter().enumerate() {
+            let idx: Vec<usize> = (0..dims.k).map(|t| dims.base(r) + t * dims.inner).collect();
+            let dot: f64 = idx.iter().map(|&i| g[i] * y[i]).sum();
+            for &i in &idx {
+                let want = y[i] * (g[i] - dot) / tau;
+                assert!((out[i] - want).abs() < 1e-14);
+            }
+        }
+    }
+
+    #[test]
+    fn results_do_not_depend_on_the_thread_count() {
+        let dims = Dims::new(64, 1000, 1);
+        let x: Vec<f32> = logits(dims.len(), 5).iter().map(|&v| v as f32).collect();
+        let run = |threads| {
+            crate::parallel::set_num_threads(threads);
+            let mut y = vec![0f32; dims.len()];
+            let mut soft = vec![0f32; dims.len()];
+            gumbel_softmax_forward(
+                &x,
+                dims,
+                Tau::Scalar(0.3),
+                Stream::new(8, 2),
+                &mut y,
+                Some(&mut soft),
+            )
+            .unwrap();
+            (y, soft)
+        };
+        let one = run(1);
+        let two = run(2);
+        let four = run(4);
+        crate::parallel::set_num_threads(0);
+        assert_eq!(one, two);
+        assert_eq!(one, four);
+    }
+}

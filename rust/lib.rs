@@ -1,0 +1,22 @@
+//! gumbelrs: Gumbel-Softmax / Concrete sampling kernels.
+//!
+//! The core is plain Rust over slices: a counter-based RNG ([`rng`]), the
+//! elementary functions every device shares ([`math`]), row and elementwise
+//! kernels ([`kernels`]) and a thread pool ([`parallel`]). The `python`
+//! feature adds the PyO3 bindings (`gumbelrs._core`) and nothing else.
+
+pub mod kernels;
+pub mod math;
+pub mod parallel;
+pub mod rng;
+
+pub use kernels::bernoulli::{
+    hard_concrete_backward, hard_concrete_forward, relaxed_bernoulli_backward,
+    relaxed_bernoulli_forward,
+};
+pub use kernels::noise::{noise, Noise};
+pub use kernels::sampling::{gumbel_topk, sample_categorical};
+pub use kernels::softmax::{gumbel_softmax_backward, gumbel_softmax_forward};
+pub use kernels::{Dims, KernelError, Tau};
+pub use math::Real;
+pub use rng::Stream;
