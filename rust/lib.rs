@@ -10,6 +10,9 @@ pub mod math;
 pub mod parallel;
 pub mod rng;
 
+#[cfg(feature = "python")]
+mod python;
+
 pub use kernels::bernoulli::{
     hard_concrete_backward, hard_concrete_forward, relaxed_bernoulli_backward,
     relaxed_bernoulli_forward,

@@ -68,6 +68,8 @@ impl<T: Real> Tau<'_, T> {
     pub fn inverse_at(&self, row: usize) -> T {
         T::ONE / self.at(row)
     }
+    /// Checks the length of a per-row temperature and that every value is
+    /// positive and finite (a scalar one is checked by the caller).
     fn check(&self, rows: usize) -> Result<(), KernelError> {
         match *self {
             Tau::PerRow(ts) if ts.len() != rows => Err(KernelError::Shape {
@@ -75,7 +77,11 @@ impl<T: Real> Tau<'_, T> {
                 expected: rows,
                 got: ts.len(),
             }),
-            _ => Ok(()),
+            Tau::PerRow(ts) => match ts.iter().position(|&t| !(t > T::ZERO && t < T::INFINITY)) {
+                Some(index) => Err(KernelError::BadTau { index }),
+                None => Ok(()),
+            },
+            Tau::Scalar(_) => Ok(()),
         }
     }
 }
@@ -96,6 +102,8 @@ pub enum KernelError {
         available: usize,
         requested: usize,
     },
+    /// A per-row temperature is not positive and finite.
+    BadTau { index: usize },
     /// A buffer has the wrong number of elements.
     Shape {
         what: &'static str,
@@ -112,7 +120,7 @@ impl KernelError {
             KernelError::AllMasked { row } | KernelError::TooFewUnmasked { row, .. } => {
                 dims.base(row)
             }
-            KernelError::Shape { .. } => 0,
+            KernelError::BadTau { .. } | KernelError::Shape { .. } => 0,
         }
     }
 }
@@ -131,6 +139,9 @@ impl fmt::Display for KernelError {
                 f,
                 "row {row} has {available} categories that are not -inf, {requested} requested"
             ),
+            KernelError::BadTau { index } => {
+                write!(f, "temperature {index} is not positive and finite")
+            }
             KernelError::Shape {
                 what,
                 expected,

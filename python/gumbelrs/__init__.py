@@ -1,0 +1,47 @@
+"""gumbelrs: fast, reproducible Gumbel-Softmax / Concrete relaxations for PyTorch.
+
+>>> import torch, gumbelrs
+>>> g = gumbelrs.Generator(seed=0)
+>>> y = gumbelrs.gumbel_softmax(torch.randn(4, 10), tau=0.5, hard=True, generator=g)
+"""
+
+from ._core import get_num_threads as _get_num_threads
+from ._core import set_num_threads as _set_num_threads
+from ._generator import Generator, default_generator
+from .functional import (
+    gumbel_noise,
+    gumbel_softmax,
+    gumbel_topk,
+    hard_concrete,
+    relaxed_bernoulli,
+    sample_categorical,
+)
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "Generator",
+    "default_generator",
+    "get_num_threads",
+    "gumbel_noise",
+    "gumbel_softmax",
+    "gumbel_topk",
+    "hard_concrete",
+    "relaxed_bernoulli",
+    "sample_categorical",
+    "set_num_threads",
+]
+
+
+def set_num_threads(n: int) -> None:
+    """Sets the number of threads the CPU kernels use (default: all cores).
+
+    Results are bitwise identical for any number of threads."""
+    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+        raise ValueError(f"set_num_threads: n must be a positive int, got {n!r}")
+    _set_num_threads(n)
+
+
+def get_num_threads() -> int:
+    """The number of threads the CPU kernels use."""
+    return _get_num_threads()

@@ -1,0 +1,156 @@
+"""CPU backend: torch tensors in, Rust kernels (``_core``) on their memory.
+
+Inputs are contiguous float32/float64 CPU tensors; each crosses as a flat
+NumPy view (``tensor.view(-1).numpy()`` shares memory, no copy). Outputs are
+allocated here by torch and written in place by the kernels.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from . import _core
+
+
+def _np(t: torch.Tensor):
+    return t.detach().view(-1).numpy()
+
+
+def _opt(t: torch.Tensor | None):
+    return None if t is None else _np(t)
+
+
+def split(shape: torch.Size, dim: int) -> tuple[int, int, int]:
+    """``(outer, k, inner)`` of ``shape`` around ``dim``."""
+    return math.prod(shape[:dim]), shape[dim], math.prod(shape[dim + 1:])
+
+
+def _where(shape: torch.Size, flat: int) -> str:
+    idx = []
+    for n in reversed(shape):
+        idx.append(flat % n)
+        flat //= n
+    return "logits[" + ", ".join(str(i) for i in reversed(idx)) + "]"
+
+
+def _row(shape: torch.Size, dim: int, row: int) -> str:
+    batch = [n for i, n in enumerate(shape) if i != dim]
+    idx: list[str] = []
+    for n in reversed(batch):
+        idx.append(str(row % n))
+        row //= n
+    idx.reverse()
+    idx.insert(dim, ":")
+    return "logits[" + ", ".join(idx) + "]"
+
+
+def translate(fn: str, err: _core.KernelError, shape: torch.Size, dim: int | None,
+              tau: torch.Tensor | None) -> ValueError:
+    """The user-facing error for a fault a kernel found."""
+    kind, pos, available, requested = err.args
+    if kind == "tau":
+        return ValueError(
+            f"{fn}: tau must be positive and finite everywhere, got {tau.view(-1)[pos].item()}"
+        )
+    if kind == "nan":
+        what = "finite or -inf (a -inf logit masks its category out)" if dim is not None else \
+            "not NaN (-inf and +inf give gates that are always closed or open)"
+        return ValueError(f"{fn}: {_where(shape, pos)} is NaN; logits must be {what}")
+    if kind == "posinf":
+        return ValueError(
+            f"{fn}: {_where(shape, pos)} is +inf; logits must be finite or -inf "
+            "(-inf masks a category out; +inf has no probability distribution)"
+        )
+    if kind == "all_masked":
+        if shape[dim] == 0:
+            return ValueError(f"{fn}: logits have no category along dim={dim} (size 0)")
+        return ValueError(
+            f"{fn}: every logit of {_row(shape, dim, pos)} is -inf; each row needs at least "
+            "one category that is not masked"
+        )
+    return ValueError(
+        f"{fn}: k={requested} but {_row(shape, dim, pos)} has only {available} categories "
+        "that are not -inf"
+    )
+
+
+def noise(kind: str, shape, dtype: torch.dtype, seed: int, offset: int) -> torch.Tensor:
+    out = torch.empty(shape, dtype=dtype)
+    _core.noise(kind, _np(out), seed, offset)
+    return out
+
+
+def gumbel_softmax(fn, x, dim, tau, tau_rows, seed, offset, hard):
+    y = torch.empty_like(x)
+    soft = torch.empty_like(x) if hard else None
+    try:
+        _core.gumbel_softmax_forward(
+            _np(x), split(x.shape, dim), tau, _opt(tau_rows), seed, offset, _np(y), _opt(soft)
+        )
+    except _core.KernelError as e:
+        raise translate(fn, e, x.shape, dim, tau_rows) from None
+    return y, soft
+
+
+def gumbel_softmax_backward(grad, y, dim, tau, tau_rows):
+    out = torch.empty_like(y)
+    _core.gumbel_softmax_backward(
+        _np(grad), _np(y), split(y.shape, dim), tau, _opt(tau_rows), _np(out)
+    )
+    return out
+
+
+def sample_categorical(fn, x, dim, num_samples, seed, offset):
+    batch = [n for i, n in enumerate(x.shape) if i != dim]
+    out = torch.empty((*batch, num_samples), dtype=torch.int64)
+    try:
+        _core.sample_categorical(_np(x), split(x.shape, dim), num_samples, seed, offset, _np(out))
+    except _core.KernelError as e:
+        raise translate(fn, e, x.shape, dim, None) from None
+    return out
+
+
+def gumbel_topk(fn, x, dim, k, seed, offset):
+    shape = list(x.shape)
+    shape[dim] = k
+    out = torch.empty(shape, dtype=torch.int64)
+    try:
+        _core.gumbel_topk(_np(x), split(x.shape, dim), k, seed, offset, _np(out))
+    except _core.KernelError as e:
+        raise translate(fn, e, x.shape, dim, None) from None
+    return out
+
+
+def relaxed_bernoulli(fn, x, tau, tau_elems, seed, offset, hard):
+    y = torch.empty_like(x)
+    soft = torch.empty_like(x) if hard else None
+    try:
+        _core.relaxed_bernoulli_forward(
+            _np(x), tau, _opt(tau_elems), seed, offset, _np(y), _opt(soft)
+        )
+    except _core.KernelError as e:
+        raise translate(fn, e, x.shape, None, tau_elems) from None
+    return y, soft
+
+
+def relaxed_bernoulli_backward(grad, y, tau, tau_elems):
+    out = torch.empty_like(y)
+    _core.relaxed_bernoulli_backward(_np(grad), _np(y), tau, _opt(tau_elems), _np(out))
+    return out
+
+
+def hard_concrete(fn, x, tau, tau_elems, limits, seed, offset):
+    z = torch.empty_like(x)
+    try:
+        _core.hard_concrete_forward(_np(x), tau, _opt(tau_elems), limits, seed, offset, _np(z))
+    except _core.KernelError as e:
+        raise translate(fn, e, x.shape, None, tau_elems) from None
+    return z
+
+
+def hard_concrete_backward(grad, z, tau, tau_elems, limits):
+    out = torch.empty_like(z)
+    _core.hard_concrete_backward(_np(grad), _np(z), tau, _opt(tau_elems), limits, _np(out))
+    return out

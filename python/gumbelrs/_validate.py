@@ -1,0 +1,120 @@
+"""Argument checks shared by the public ops. Every message names the op, the
+argument, the value it got and what it expects."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import torch
+
+from . import _generator
+from ._generator import Generator, default_generator
+
+FLOAT_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
+
+
+def logits(fn: str, x: object, *, min_dim: int = 1) -> torch.Tensor:
+    if not isinstance(x, torch.Tensor):
+        raise TypeError(f"{fn}: logits must be a torch.Tensor, got {type(x).__name__}")
+    if x.dtype not in FLOAT_DTYPES:
+        raise TypeError(
+            f"{fn}: logits must be a floating-point tensor (float16, bfloat16, float32 or "
+            f"float64), got dtype {x.dtype}"
+        )
+    if x.dim() < min_dim:
+        raise ValueError(
+            f"{fn}: logits must have at least {min_dim} dimension(s), got a {x.dim()}-d tensor"
+        )
+    return x
+
+
+def dim(fn: str, d: object, ndim: int) -> int:
+    if isinstance(d, bool) or not isinstance(d, int):
+        raise TypeError(f"{fn}: dim must be an int, got {type(d).__name__} {d!r}")
+    if not -ndim <= d < ndim:
+        raise IndexError(
+            f"{fn}: dim={d} is out of range for logits with {ndim} dimension(s) "
+            f"(expected {-ndim} <= dim < {ndim})"
+        )
+    return d % ndim
+
+
+def count(fn: str, name: str, v: object, lo: int, hi: int, what: str) -> int:
+    """An int in ``[lo, hi]``; ``what`` says where the bounds come from."""
+    if isinstance(v, bool) or not isinstance(v, int):
+        raise TypeError(f"{fn}: {name} must be an int, got {type(v).__name__} {v!r}")
+    if not lo <= v <= hi:
+        raise ValueError(f"{fn}: {name}={v} is out of range; expected {lo} <= {name} <= {hi}{what}")
+    return v
+
+
+def _broadcasts(shape: Sequence[int], target: Sequence[int]) -> bool:
+    if len(shape) > len(target):
+        return False
+    return all(a in (1, b) for a, b in zip(reversed(shape), reversed(target)))
+
+
+def tau(fn: str, t: object, like: torch.Tensor, batch_shape: Sequence[int], *,
+        dim: int | None = None):
+    """``(float, None)`` for a scalar temperature, ``(1.0, tensor)`` for a tensor one.
+
+    A tensor temperature is broadcast to ``batch_shape`` (one value per row)
+    and returned contiguous with the dtype and device of ``like``. For ops
+    with a category dimension ``dim``, a tensor with the rank of ``like`` and
+    size 1 along ``dim`` is accepted too. Its values are checked (positive,
+    finite) by the kernels, which see them anyway.
+    """
+    if isinstance(t, torch.Tensor):
+        if not (t.dtype.is_floating_point or t.dtype in (torch.int32, torch.int64)):
+            raise TypeError(
+                f"{fn}: tau must be a positive float or a real tensor, got dtype {t.dtype}"
+            )
+        if t.requires_grad:
+            raise ValueError(
+                f"{fn}: gradients with respect to tau are not supported; pass tau.detach() "
+                "(a learned temperature can be folded into the logits instead)"
+            )
+        if dim is not None and t.dim() == like.dim() and t.shape[dim] == 1:
+            t = t.squeeze(dim)
+        if not _broadcasts(t.shape, batch_shape):
+            raise ValueError(
+                f"{fn}: tau of shape {tuple(t.shape)} does not broadcast against the batch shape "
+                f"{tuple(batch_shape)}"
+                + (" (logits' shape without the category dimension)" if dim is not None else "")
+            )
+        rows = t.to(dtype=like.dtype, device=like.device).expand(tuple(batch_shape))
+        return 1.0, rows.contiguous()
+    if isinstance(t, bool) or not isinstance(t, (int, float)):
+        raise TypeError(f"{fn}: tau must be a positive float or a tensor, got {type(t).__name__}")
+    if not (math.isfinite(t) and t > 0):
+        raise ValueError(f"{fn}: tau must be a positive finite number, got {t}")
+    return float(t), None
+
+
+def limits(fn: str, lim: object) -> tuple[float, float]:
+    try:
+        lo, hi = (float(v) for v in lim)  # type: ignore[union-attr]
+    except (TypeError, ValueError):
+        raise TypeError(f"{fn}: limits must be a pair of floats (lo, hi), got {lim!r}") from None
+    if not (math.isfinite(lo) and math.isfinite(hi) and lo < 0.0 and hi > 1.0):
+        raise ValueError(
+            f"{fn}: limits must satisfy lo < 0 < 1 < hi (finite) so that exact 0 and 1 occur, "
+            f"got ({lo}, {hi})"
+        )
+    return lo, hi
+
+
+def generator(fn: str, g: object) -> Generator:
+    if g is None:
+        if torch.compiler.is_compiling():
+            # Re-seeding checks take a lock: not traceable. Compiled code uses
+            # the default generator that exists when it is traced.
+            return _generator.current_default()
+        return default_generator()
+    if not isinstance(g, Generator):
+        raise TypeError(
+            f"{fn}: generator must be a gumbelrs.Generator or None, got {type(g).__module__}."
+            f"{type(g).__qualname__}"
+        )
+    return g

@@ -1,0 +1,212 @@
+"""The public ops: check the arguments, pick the stream, call the op.
+
+Every op takes ``generator=None`` (the process-wide default, seeded from
+``torch.initial_seed()``) or a :class:`gumbelrs.Generator`, and draws one call's
+worth of its stream: element ``i`` of the call (in the contiguous order of the
+logits) uses the Philox words of ``(seed, offset, i)`` only. Inputs are never
+modified. float16/bfloat16 logits are computed in float32 and the result is
+returned in their dtype.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+
+from . import _ops, _validate
+from ._generator import Generator
+
+__all__ = [
+    "gumbel_noise",
+    "gumbel_softmax",
+    "gumbel_topk",
+    "hard_concrete",
+    "relaxed_bernoulli",
+    "sample_categorical",
+]
+
+_NOISE_KINDS = ("gumbel", "logistic", "uniform")
+
+
+def _compute(x: torch.Tensor) -> torch.Tensor:
+    """``x`` contiguous in the dtype the kernels compute in."""
+    if x.dtype in (torch.float16, torch.bfloat16):
+        x = x.float()
+    return x.contiguous()
+
+
+def _flag(fn: str, name: str, v: object) -> bool:
+    if not isinstance(v, bool):
+        raise TypeError(f"{fn}: {name} must be True or False, got {type(v).__name__} {v!r}")
+    return v
+
+
+def _batch(shape: torch.Size, dim: int) -> list[int]:
+    return [n for i, n in enumerate(shape) if i != dim]
+
+
+def gumbel_softmax(
+    logits: torch.Tensor,
+    tau: float | torch.Tensor = 1.0,
+    hard: bool = False,
+    dim: int = -1,
+    *,
+    generator: Generator | None = None,
+) -> torch.Tensor:
+    """A Gumbel-Softmax (Concrete) sample: ``softmax((logits + g) / tau, dim)``.
+
+    Drop-in for ``torch.nn.functional.gumbel_softmax`` with a generator.
+    ``hard=True`` returns the exact one-hot of ``argmax(logits + g)`` (values
+    0.0 and 1.0) whose gradient is that of the soft sample (straight-through).
+    ``tau`` is a positive float or a tensor that broadcasts against the batch
+    shape (the logits' shape without ``dim``; size 1 at ``dim`` is accepted).
+    A ``-inf`` logit masks its category out: probability and gradient exactly 0.
+    """
+    fn = "gumbel_softmax"
+    _validate.logits(fn, logits)
+    d = _validate.dim(fn, dim, logits.dim())
+    hard = _flag(fn, "hard", hard)
+    gen = _validate.generator(fn, generator)
+    x = _compute(logits)
+    t, t_rows = _validate.tau(fn, tau, x, _batch(x.shape, d), dim=d)
+    y = _ops.GumbelSoftmax.apply(x, d, t, t_rows, _ops.take(gen), hard, fn)
+    return y.to(logits.dtype)
+
+
+def relaxed_bernoulli(
+    logits: torch.Tensor,
+    tau: float | torch.Tensor = 1.0,
+    hard: bool = False,
+    *,
+    generator: Generator | None = None,
+) -> torch.Tensor:
+    """A Binary Concrete (relaxed Bernoulli) sample ``sigmoid((logits + L) / tau)``,
+    ``L`` standard logistic noise (Maddison et al. 2017; Jang et al. 2017).
+
+    ``hard=True`` returns ``1.0`` where ``logits + L > 0`` and ``0.0`` elsewhere,
+    with the gradient of the soft sample. ``tau`` broadcasts against ``logits``.
+    Logits of ``-inf``/``+inf`` are gates that are always closed/open (gradient 0).
+    """
+    fn = "relaxed_bernoulli"
+    _validate.logits(fn, logits, min_dim=0)
+    hard = _flag(fn, "hard", hard)
+    gen = _validate.generator(fn, generator)
+    x = _compute(logits)
+    t, t_elems = _validate.tau(fn, tau, x, x.shape)
+    y = _ops.RelaxedBernoulli.apply(x, t, t_elems, _ops.take(gen), hard, fn)
+    return y.to(logits.dtype)
+
+
+def hard_concrete(
+    logits: torch.Tensor,
+    tau: float | torch.Tensor = 2.0 / 3.0,
+    limits: tuple[float, float] = (-0.1, 1.1),
+    *,
+    generator: Generator | None = None,
+) -> torch.Tensor:
+    """A Hard Concrete sample (Louizos, Welling and Kingma 2018):
+    ``clamp(lo + (hi - lo) * sigmoid((logits + L) / tau), 0, 1)``.
+
+    Stretching to ``limits = (lo, hi)`` with ``lo < 0 < 1 < hi`` and clamping
+    puts probability mass on exactly 0 and 1; the gradient is 0 where the
+    sample was clamped.
+    """
+    fn = "hard_concrete"
+    _validate.logits(fn, logits, min_dim=0)
+    lim = _validate.limits(fn, limits)
+    gen = _validate.generator(fn, generator)
+    x = _compute(logits)
+    t, t_elems = _validate.tau(fn, tau, x, x.shape)
+    z = _ops.HardConcrete.apply(x, t, t_elems, lim, _ops.take(gen), fn)
+    return z.to(logits.dtype)
+
+
+def _shape(fn: str, shape: object) -> list[int]:
+    if isinstance(shape, int) and not isinstance(shape, bool):
+        shape = (shape,)
+    if not isinstance(shape, Sequence) or not all(
+        isinstance(n, int) and not isinstance(n, bool) and n >= 0 for n in shape
+    ):
+        raise TypeError(f"{fn}: shape must be a sequence of non-negative ints, got {shape!r}")
+    return list(shape)
+
+
+def _noise(
+    kind: str,
+    shape: Sequence[int] | int,
+    *,
+    dtype: torch.dtype = torch.float32,
+    device: torch.device | str | None = None,
+    generator: Generator | None = None,
+) -> torch.Tensor:
+    """Noise of ``kind`` ("gumbel", "logistic", or "uniform": the tail variable
+    ``v`` in (0, 1) the others are computed from), exactly as the ops draw it
+    for the same generator state."""
+    fn = f"{kind}_noise" if kind in _NOISE_KINDS else "noise"
+    if kind not in _NOISE_KINDS:
+        raise ValueError(f"{fn}: kind must be one of {_NOISE_KINDS}, got {kind!r}")
+    size = _shape(fn, shape)
+    if dtype not in _validate.FLOAT_DTYPES:
+        raise TypeError(
+            f"{fn}: dtype must be float16, bfloat16, float32 or float64, got {dtype}"
+        )
+    dev = torch.device("cpu") if device is None else torch.device(device)
+    gen = _validate.generator(fn, generator)
+    compute = torch.float32 if dtype in (torch.float16, torch.bfloat16) else dtype
+    return _ops.noise(kind, size, compute, dev, _ops.take(gen)).to(dtype)
+
+
+def gumbel_noise(
+    shape: Sequence[int] | int,
+    *,
+    dtype: torch.dtype = torch.float32,
+    device: torch.device | str | None = None,
+    generator: Generator | None = None,
+) -> torch.Tensor:
+    """Standard Gumbel noise ``-log(-log(U))``: always finite; the upper tail is
+    resolved to about 22 (float32) or 36 (float64). These are the values the
+    other ops add to the logits for the same generator state."""
+    return _noise("gumbel", shape, dtype=dtype, device=device, generator=generator)
+
+
+def sample_categorical(
+    logits: torch.Tensor,
+    num_samples: int = 1,
+    dim: int = -1,
+    *,
+    generator: Generator | None = None,
+) -> torch.Tensor:
+    """``num_samples`` independent draws from ``Categorical(logits=logits)`` along
+    ``dim`` by Gumbel-max. Returns int64 indices of shape ``(*batch, num_samples)``
+    (the logits' shape without ``dim``, then the draws). Draw ``s`` uses the noise
+    of a ``(num_samples, *logits.shape)`` tensor at ``[s]``."""
+    fn = "sample_categorical"
+    _validate.logits(fn, logits)
+    d = _validate.dim(fn, dim, logits.dim())
+    _validate.count(fn, "num_samples", num_samples, 1, 2**31 - 1, "")
+    gen = _validate.generator(fn, generator)
+    x = _compute(logits.detach())
+    return _ops.sample_categorical(fn, x, d, num_samples, _ops.take(gen))
+
+
+def gumbel_topk(
+    logits: torch.Tensor,
+    k: int,
+    dim: int = -1,
+    *,
+    generator: Generator | None = None,
+) -> torch.Tensor:
+    """``k`` draws without replacement from ``Categorical(logits=logits)`` along
+    ``dim``, in the order drawn: the indices of the ``k`` largest ``logits + g``
+    in decreasing order (Gumbel-top-k; Kool et al. 2019). int64, the logits'
+    shape with size ``k`` at ``dim``. Every row needs ``k`` logits that are not
+    ``-inf``."""
+    fn = "gumbel_topk"
+    _validate.logits(fn, logits)
+    d = _validate.dim(fn, dim, logits.dim())
+    size = logits.shape[d]
+    _validate.count(fn, "k", k, 0, size, f" (the size of logits along dim={dim})")
+    gen = _validate.generator(fn, generator)
+    x = _compute(logits.detach())
+    return _ops.gumbel_topk(fn, x, d, k, _ops.take(gen))
