@@ -7,7 +7,7 @@
 
 from ._core import get_num_threads as _get_num_threads
 from ._core import set_num_threads as _set_num_threads
-from ._generator import Generator, default_generator
+from ._generator import Generator, default_generator, manual_seed
 from .functional import (
     gumbel_noise,
     gumbel_softmax,
@@ -27,6 +27,7 @@ __all__ = [
     "gumbel_softmax",
     "gumbel_topk",
     "hard_concrete",
+    "manual_seed",
     "relaxed_bernoulli",
     "sample_categorical",
     "set_num_threads",

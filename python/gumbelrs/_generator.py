@@ -78,7 +78,8 @@ class Generator:
         """Restores a state returned by :meth:`get_state`; returns ``self``."""
         if not isinstance(state, torch.Tensor):
             raise TypeError(
-                f"state must be the int64 tensor returned by get_state(), got {type(state).__name__}"
+                "state must be the int64 tensor returned by get_state(), got "
+                f"{type(state).__name__}"
             )
         if state.dtype != torch.int64 or tuple(state.shape) != (2,):
             raise ValueError(
@@ -132,8 +133,10 @@ _default_lock = threading.Lock()
 def default_generator() -> Generator:
     """The process-wide generator used when an op gets ``generator=None``.
 
-    It is seeded from ``torch.initial_seed()`` and re-seeded whenever that
-    changes, so ``torch.manual_seed(s)`` also makes gumbelrs reproducible.
+    It is seeded from ``torch.initial_seed()`` and restarted whenever that
+    value changes, so ``torch.manual_seed(s)`` with a new ``s`` also restarts
+    gumbelrs. To restart with the seed already in use, call
+    :func:`gumbelrs.manual_seed`.
     """
     global _default, _default_torch_seed
     seed = torch.initial_seed()
@@ -141,6 +144,23 @@ def default_generator() -> Generator:
         if _default is None or seed != _default_torch_seed:
             _default = Generator(seed & _U64)
             _default_torch_seed = seed
+        return _default
+
+
+def manual_seed(seed: int) -> Generator:
+    """Seeds torch (``torch.manual_seed``) and restarts the default stream at
+    ``seed``, offset 0; returns the default generator.
+
+    Use it instead of ``torch.manual_seed`` when re-running with the seed
+    already in use: the default generator follows ``torch.initial_seed()``
+    only when that value *changes*.
+    """
+    global _default, _default_torch_seed
+    seed = _check_seed(seed)
+    torch.manual_seed(seed)
+    with _default_lock:
+        _default = Generator(seed)
+        _default_torch_seed = torch.initial_seed()
         return _default
 
 

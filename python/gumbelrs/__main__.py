@@ -1,0 +1,34 @@
+"""The ``gumbelrs`` command (also ``python -m gumbelrs``)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="gumbelrs", description="Fast, reproducible Gumbel-Softmax for PyTorch."
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser("demo", help="show that samples follow softmax(logits) and the speed vs torch")
+    sub.add_parser("info", help="versions and threads")
+    args = parser.parse_args(argv)
+
+    import torch
+
+    import gumbelrs
+
+    if args.command == "demo":
+        from gumbelrs.demo import main as demo
+
+        demo()
+    else:
+        print(f"gumbelrs {gumbelrs.__version__}")
+        print(f"torch {torch.__version__}")
+        print(f"threads: gumbelrs {gumbelrs.get_num_threads()}, torch {torch.get_num_threads()}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,71 @@
+"""Plain-torch versions of every op, fed the noise explicitly.
+
+This is the test oracle: each function computes the textbook formula with
+ordinary torch ops from noise drawn by :func:`gumbelrs.functional._noise` with
+the same generator state the fast op used, so the two must agree (bitwise for
+noise, hard samples and indices; to a few ULP for soft values). It is also
+readable documentation of what the kernels compute.
+"""
+
+from __future__ import annotations
+
+import torch
+
+
+def gumbel_from_uniform(v: torch.Tensor) -> torch.Tensor:
+    """Gumbel noise from the tail variable ``v``: ``-log(-log1p(-v))``."""
+    return -torch.log(-torch.log1p(-v))
+
+
+def logistic_from_uniform(v: torch.Tensor) -> torch.Tensor:
+    """Logistic noise from the tail variable ``v``: ``log1p(-v) - log(v)``."""
+    return torch.log1p(-v) - torch.log(v)
+
+
+def _per_row(tau, logits: torch.Tensor, dim: int):
+    if isinstance(tau, torch.Tensor) and tau.dim() == logits.dim() - 1:
+        return tau.unsqueeze(dim)
+    return tau
+
+
+def gumbel_softmax(logits, gumbels, tau=1.0, hard=False, dim=-1):
+    """``softmax((logits + g) / tau)``; hard: one-hot of ``argmax(logits + g)``
+    with the straight-through gradient of the soft sample."""
+    w = logits + gumbels
+    y = torch.softmax(w / _per_row(tau, logits, dim), dim)
+    if not hard:
+        return y
+    one_hot = torch.zeros_like(y).scatter_(dim, w.argmax(dim, keepdim=True), 1.0)
+    return one_hot - y.detach() + y
+
+
+def gumbel_softmax_backward(grad, y, tau=1.0, dim=-1):
+    """``y * (grad - sum(grad * y)) / tau``."""
+    return y * (grad - (grad * y).sum(dim, keepdim=True)) / _per_row(tau, y, dim)
+
+
+def sample_categorical(logits, gumbels, dim=-1):
+    """Argmax of ``logits + gumbels[s]`` for each draw ``s``; ``gumbels`` has
+    shape ``(num_samples, *logits.shape)``. Returns ``(*batch, num_samples)``."""
+    d = dim % logits.dim()
+    return (logits.unsqueeze(0) + gumbels).argmax(d + 1).movedim(0, -1)
+
+
+def gumbel_topk(logits, gumbels, k, dim=-1):
+    """Indices of the ``k`` largest ``logits + gumbels`` along ``dim``, in order."""
+    return torch.topk(logits + gumbels, k, dim=dim, largest=True, sorted=True).indices
+
+
+def relaxed_bernoulli(logits, logistic, tau=1.0, hard=False):
+    """``sigmoid((logits + L) / tau)``; hard: ``logits + L > 0`` straight-through."""
+    y = torch.sigmoid((logits + logistic) / tau)
+    if not hard:
+        return y
+    return (logits + logistic > 0).to(y.dtype) - y.detach() + y
+
+
+def hard_concrete(logits, logistic, tau=2.0 / 3.0, limits=(-0.1, 1.1)):
+    """``clamp(lo + (hi - lo) * sigmoid((logits + L) / tau), 0, 1)``."""
+    lo, hi = limits
+    s = torch.sigmoid((logits + logistic) / tau)
+    return torch.clamp(s * (hi - lo) + lo, 0.0, 1.0)

@@ -1,0 +1,496 @@
+"""The public ops: distributions, parity with the plain-torch reference,
+gradients, masks, threads, memory sharing and input checking.
+
+Statistical tests use fixed seeds; each asserts a p-value above 1e-4, so a
+correct implementation fails any one of them with probability 1e-4 for a
+random seed (the ~20 such tests together: < 2e-3), and a fixed seed makes the
+outcome deterministic.
+"""
+
+import math
+
+import numpy as np
+import pytest
+import torch
+from scipy import stats
+
+import gumbelrs
+from gumbelrs import _core, _cpu, _reference
+from gumbelrs.functional import _noise
+
+from .conftest import raises
+
+ALPHA = 1e-4
+NEG_INF = float("-inf")
+
+
+def chi2_p(counts, probs):
+    counts = np.asarray(counts, dtype=np.float64)
+    probs = np.asarray(probs, dtype=np.float64)
+    expected = probs / probs.sum() * counts.sum()
+    assert expected.min() >= 5, "too few expected counts for a chi-square test"
+    return stats.chisquare(counts, expected).pvalue
+
+
+def fresh(seed=11):
+    return gumbelrs.Generator(seed)
+
+
+# --------------------------------------------------------------- distributions
+
+LOGITS = torch.tensor([1.0, 0.0, -1.0, 2.0, 0.5, NEG_INF])
+PROBS = torch.softmax(LOGITS, 0)
+
+
+@pytest.mark.parametrize("tau", [0.1, 0.5, 1.0, 5.0])
+@pytest.mark.parametrize("hard", [False, True])
+def test_argmax_frequencies_follow_softmax(gen, tau, hard):
+    x = LOGITS.expand(40_000, -1)
+    y = gumbelrs.gumbel_softmax(x, tau, hard=hard, generator=gen)
+    counts = torch.bincount(y.argmax(-1), minlength=6)
+    assert counts[5] == 0
+    assert chi2_p(counts[:5], PROBS[:5]) > ALPHA
+    if hard:
+        assert set(y.unique().tolist()) == {0.0, 1.0}
+        assert torch.equal(y.sum(-1), torch.ones(40_000))
+
+
+@pytest.mark.parametrize("dim", [-1, 0])
+def test_sample_categorical_frequencies_follow_softmax(gen, dim):
+    x = LOGITS.unsqueeze(0) if dim == -1 else LOGITS.unsqueeze(1)
+    s = gumbelrs.sample_categorical(x, 40_000, dim=dim, generator=gen)
+    assert s.shape == (1, 40_000) and s.dtype == torch.int64
+    counts = torch.bincount(s.flatten(), minlength=6)
+    assert counts[5] == 0
+    assert chi2_p(counts[:5], PROBS[:5]) > ALPHA
+
+
+def test_gumbel_topk_ordered_pairs_follow_plackett_luce(gen):
+    logits = torch.tensor([0.5, -0.3, 1.2, 0.0])
+    p = torch.softmax(logits, 0).tolist()
+    idx = gumbelrs.gumbel_topk(logits.expand(60_000, -1), 2, generator=gen)
+    assert idx.shape == (60_000, 2)
+    assert bool((idx[:, 0] != idx[:, 1]).all())
+    pairs = [(i, j) for i in range(4) for j in range(4) if i != j]
+    code = idx[:, 0] * 4 + idx[:, 1]
+    counts = torch.bincount(code, minlength=16)
+    observed = [int(counts[i * 4 + j]) for i, j in pairs]
+    expected = [p[i] * p[j] / (1 - p[i]) for i, j in pairs]
+    assert chi2_p(observed, expected) > ALPHA
+
+
+@pytest.mark.parametrize("tau", [0.2, 1.0, 3.0])
+def test_rounded_relaxed_bernoulli_follows_bernoulli(gen, tau):
+    logits = torch.tensor([-2.0, -0.5, 0.0, 0.7, 2.5])
+    n = 20_000
+    y = gumbelrs.relaxed_bernoulli(logits.expand(n, -1), tau, generator=gen)
+    ones = (y > 0.5).sum(0).double()
+    p = torch.sigmoid(logits).double()
+    stat = float((((ones - n * p) ** 2) / (n * p * (1 - p))).sum())
+    assert stats.chi2.sf(stat, df=5) > ALPHA
+
+
+def test_hard_concrete_point_masses_match_closed_form(gen):
+    lo, hi, tau = -0.1, 1.1, 2 / 3
+    logits = torch.tensor([-1.5, 0.0, 1.0])
+    n = 30_000
+    z = gumbelrs.hard_concrete(logits.expand(n, -1), tau, (lo, hi), generator=gen)
+    for c, x in enumerate(logits.tolist()):
+        p0 = 1 / (1 + math.exp(x - tau * math.log(-lo / hi)))
+        p1 = 1 / (1 + math.exp(-(x - tau * math.log((1 - lo) / (hi - 1)))))
+        col = z[:, c]
+        counts = [int((col == 0).sum()), int((col == 1).sum()), int(((col > 0) & (col < 1)).sum())]
+        assert chi2_p(counts, [p0, p1, 1 - p0 - p1]) > ALPHA
+
+
+# ------------------------------------------------------- parity with reference
+
+CASES = [((7, 13), -1), ((3, 5, 4), 1), ((6, 9), 0), ((2, 1000), -1), ((4, 3, 2), 0)]
+
+
+def _tol(dtype):
+    # Soft values agree to the rounding of exp((w - max) / tau): a few ulp of
+    # its argument (|arg| <~ 60 here) plus the exp error.
+    if dtype == torch.float32:
+        return {"rtol": 2e-5, "atol": 1e-7}
+    return {"rtol": 1e-12, "atol": 1e-15}
+
+
+def assert_grads_close(got, want):
+    # grad = y * (g - dot) / tau cancels where g ~ dot: compare against the
+    # scale of the whole gradient (32 ulp of its largest entry).
+    atol = 32 * torch.finfo(want.dtype).eps * float(want.abs().max())
+    torch.testing.assert_close(got, want, rtol=_tol(want.dtype)["rtol"], atol=atol)
+
+
+@pytest.mark.parametrize(("shape", "dim"), CASES)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("per_row_tau", [False, True])
+def test_gumbel_softmax_matches_reference(shape, dim, dtype, per_row_tau):
+    x = (torch.randn(shape, generator=torch.Generator().manual_seed(0)) * 3).to(dtype)
+    x.view(-1)[::7] = NEG_INF
+    x.select(dim, 1).fill_(0.5)  # every row keeps a finite logit
+    batch = [n for i, n in enumerate(shape) if i != dim % len(shape)]
+    tau = torch.rand(batch, dtype=dtype, generator=torch.Generator().manual_seed(1)) + 0.2 \
+        if per_row_tau else 0.4
+    g = gumbelrs.gumbel_noise(shape, dtype=dtype, generator=fresh())
+    want = _reference.gumbel_softmax(x, g, tau, dim=dim)
+    got = gumbelrs.gumbel_softmax(x, tau, dim=dim, generator=fresh())
+    torch.testing.assert_close(got, want, **_tol(dtype))
+    assert bool((got[x == NEG_INF] == 0).all())
+
+    hard = gumbelrs.gumbel_softmax(x, tau, hard=True, dim=dim, generator=fresh())
+    one_hot = torch.zeros_like(x).scatter_(dim, (x + g).argmax(dim, keepdim=True), 1.0)
+    assert torch.equal(hard, one_hot)
+
+    w = torch.randn(shape, dtype=dtype, generator=torch.Generator().manual_seed(2))
+    xr = x.clone().requires_grad_()
+    (gumbelrs.gumbel_softmax(xr, tau, dim=dim, generator=fresh()) * w).sum().backward()
+    xs = x.clone().requires_grad_()
+    (_reference.gumbel_softmax(xs, g, tau, dim=dim) * w).sum().backward()
+    assert_grads_close(xr.grad, xs.grad)
+    assert bool((xr.grad[x == NEG_INF] == 0).all())
+
+
+@pytest.mark.parametrize(("shape", "dim"), CASES)
+def test_sampling_ops_match_reference(shape, dim):
+    x = torch.randn(shape, dtype=torch.float64, generator=torch.Generator().manual_seed(3))
+    s = gumbelrs.sample_categorical(x, 5, dim=dim, generator=fresh())
+    g = gumbelrs.gumbel_noise((5, *shape), dtype=torch.float64, generator=fresh())
+    assert torch.equal(s, _reference.sample_categorical(x, g, dim=dim))
+    k = min(3, shape[dim])
+    t = gumbelrs.gumbel_topk(x, k, dim=dim, generator=fresh())
+    g = gumbelrs.gumbel_noise(shape, dtype=torch.float64, generator=fresh())
+    assert torch.equal(t, _reference.gumbel_topk(x, g, k, dim=dim))
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("hard", [False, True])
+def test_relaxed_bernoulli_matches_reference(dtype, hard):
+    x = (torch.randn(50, 30, generator=torch.Generator().manual_seed(4)) * 2).to(dtype)
+    tau = torch.rand(30, dtype=dtype, generator=torch.Generator().manual_seed(5)) + 0.1
+    noise = _noise("logistic", x.shape, dtype=dtype, generator=fresh())
+    want = _reference.relaxed_bernoulli(x, noise, tau, hard=hard)
+    got = gumbelrs.relaxed_bernoulli(x, tau, hard=hard, generator=fresh())
+    if hard:
+        assert torch.equal(got, (x + noise > 0).to(dtype))
+    else:
+        torch.testing.assert_close(got, want, **_tol(dtype))
+    w = torch.randn(x.shape, dtype=dtype, generator=torch.Generator().manual_seed(6))
+    xr = x.clone().requires_grad_()
+    (gumbelrs.relaxed_bernoulli(xr, tau, hard=hard, generator=fresh()) * w).sum().backward()
+    xs = x.clone().requires_grad_()
+    (_reference.relaxed_bernoulli(xs, noise, tau, hard=hard) * w).sum().backward()
+    assert_grads_close(xr.grad, xs.grad)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_hard_concrete_matches_reference(dtype):
+    x = (torch.randn(80, 25, generator=torch.Generator().manual_seed(7)) * 2).to(dtype)
+    noise = _noise("logistic", x.shape, dtype=dtype, generator=fresh())
+    want = _reference.hard_concrete(x, noise, 0.5, (-0.2, 1.3))
+    got = gumbelrs.hard_concrete(x, 0.5, (-0.2, 1.3), generator=fresh())
+    torch.testing.assert_close(got, want, **_tol(dtype))
+    assert bool((got == 0).any()) and bool((got == 1).any())
+    xr = x.clone().requires_grad_()
+    gumbelrs.hard_concrete(xr, 0.5, (-0.2, 1.3), generator=fresh()).sum().backward()
+    xs = x.clone().requires_grad_()
+    _reference.hard_concrete(xs, noise, 0.5, (-0.2, 1.3)).sum().backward()
+    assert_grads_close(xr.grad, xs.grad)
+
+
+# ------------------------------------------------------------------ gradients
+
+
+@pytest.mark.parametrize(("shape", "dim", "tau"), [
+    ((4, 6), -1, 0.7), ((3, 5, 2), 1, 1.3), ((5, 3), 0, "rows"),
+])
+def test_gumbel_softmax_gradcheck(shape, dim, tau):
+    x = torch.randn(shape, dtype=torch.float64, requires_grad=True)
+    if tau == "rows":
+        tau = torch.tensor([0.5, 1.0, 2.0], dtype=torch.float64)
+    assert torch.autograd.gradcheck(
+        lambda v: gumbelrs.gumbel_softmax(v, tau, dim=dim, generator=fresh()), (x,)
+    )
+
+
+def test_bernoulli_ops_gradcheck():
+    x = torch.randn(3, 7, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(
+        lambda v: gumbelrs.relaxed_bernoulli(v, 0.6, generator=fresh()), (x,)
+    )
+    assert torch.autograd.gradcheck(
+        lambda v: gumbelrs.hard_concrete(v, 0.8, generator=fresh(3)), (x,)
+    )
+
+
+def test_straight_through_gradient_is_the_soft_gradient():
+    x = torch.randn(6, 9, dtype=torch.float64)
+    w = torch.randn(6, 9, dtype=torch.float64)
+    for op in (
+        lambda v, hard: gumbelrs.gumbel_softmax(v, 0.5, hard=hard, generator=fresh()),
+        lambda v, hard: gumbelrs.relaxed_bernoulli(v, 0.5, hard=hard, generator=fresh()),
+    ):
+        grads = []
+        for hard in (False, True):
+            v = x.clone().requires_grad_()
+            (op(v, hard) * w).sum().backward()
+            grads.append(v.grad)
+        assert torch.equal(grads[0], grads[1])
+
+
+def test_masked_categories_get_exactly_zero_gradient():
+    x = torch.tensor([[0.3, NEG_INF, 1.0, NEG_INF]], dtype=torch.float64, requires_grad=True)
+    y = gumbelrs.gumbel_softmax(x, 0.1, hard=True, generator=fresh())
+    (y * torch.tensor([[1.0, 2.0, 3.0, 4.0]], dtype=torch.float64)).sum().backward()
+    assert x.grad[0, 1] == 0 and x.grad[0, 3] == 0
+    assert torch.isfinite(x.grad).all()
+
+
+def test_extreme_temperatures_and_logits_stay_finite():
+    x = torch.tensor([[3e38, 0.0, -3e38], [1.0, 1.0, 1.0]])
+    for tau in (1e-30, 1e-3, 1e3, 1e30):
+        y = gumbelrs.gumbel_softmax(x, tau, generator=fresh())
+        assert torch.isfinite(y).all(), tau
+        torch.testing.assert_close(y.sum(-1), torch.ones(2))
+        assert torch.isfinite(gumbelrs.relaxed_bernoulli(x, tau, generator=fresh())).all()
+
+
+# ------------------------------------------------------- threads and memory
+
+
+def test_results_are_bitwise_identical_for_any_thread_count():
+    x = torch.randn(96, 1024)
+    def run():
+        return (
+            gumbelrs.gumbel_softmax(x, 0.5, generator=fresh()),
+            gumbelrs.gumbel_softmax(x, 0.5, hard=True, dim=0, generator=fresh()),
+            gumbelrs.sample_categorical(x, 3, generator=fresh()),
+            gumbelrs.gumbel_topk(x, 4, dim=0, generator=fresh()),
+            gumbelrs.relaxed_bernoulli(x, 0.5, generator=fresh()),
+            gumbelrs.hard_concrete(x, generator=fresh()),
+            gumbelrs.gumbel_noise(x.shape, generator=fresh()),
+        )
+    gumbelrs.set_num_threads(1)
+    one = run()
+    gumbelrs.set_num_threads(2)
+    assert gumbelrs.get_num_threads() == 2
+    two = run()
+    for a, b in zip(one, two):
+        assert torch.equal(a, b)
+
+
+def test_tensors_cross_into_rust_without_copies():
+    x = torch.randn(8, 16, requires_grad=True)
+    view = _cpu._np(x)
+    assert _core.data_ptr(view) == x.data_ptr()
+    out = torch.empty(8, 16)
+    assert _core.data_ptr(_cpu._np(out)) == out.data_ptr()
+    idx = torch.empty(5, dtype=torch.int64)
+    assert _core.data_ptr(_cpu._np(idx)) == idx.data_ptr()
+    # A contiguous float32/float64 input reaches the kernel as it is, whatever dim.
+    from gumbelrs.functional import _compute
+    assert _compute(x).data_ptr() == x.data_ptr()
+
+
+def test_inputs_are_never_modified():
+    x = torch.randn(10, 7)
+    x[0, 0] = NEG_INF
+    keep = x.clone()
+    tau = torch.rand(10) + 0.5
+    tau_keep = tau.clone()
+    gumbelrs.gumbel_softmax(x, tau, hard=True, generator=fresh())
+    gumbelrs.gumbel_softmax(x, 0.3, dim=0, generator=fresh())
+    gumbelrs.sample_categorical(x, 4, generator=fresh())
+    gumbelrs.gumbel_topk(x, 3, generator=fresh())
+    gumbelrs.relaxed_bernoulli(x, 0.5, hard=True, generator=fresh())
+    gumbelrs.hard_concrete(x, generator=fresh())
+    assert torch.equal(x, keep) and torch.equal(tau, tau_keep)
+
+
+def test_non_contiguous_and_half_inputs():
+    base = torch.randn(12, 10)
+    x = base.t()  # non-contiguous view
+    a = gumbelrs.gumbel_softmax(x, 0.5, generator=fresh())
+    b = gumbelrs.gumbel_softmax(x.contiguous(), 0.5, generator=fresh())
+    assert torch.equal(a, b)
+    for dtype in (torch.float16, torch.bfloat16):
+        h = base.to(dtype)
+        y = gumbelrs.gumbel_softmax(h, 0.5, generator=fresh())
+        assert y.dtype == dtype
+        assert torch.equal(y, gumbelrs.gumbel_softmax(h.float(), 0.5, generator=fresh()).to(dtype))
+        hard = gumbelrs.gumbel_softmax(h, 0.5, hard=True, generator=fresh())
+        assert set(hard.unique().tolist()) == {0.0, 1.0}
+        assert gumbelrs.relaxed_bernoulli(h, 0.5, generator=fresh()).dtype == dtype
+        assert gumbelrs.hard_concrete(h, generator=fresh()).dtype == dtype
+        s = gumbelrs.sample_categorical(h, 2, generator=fresh())
+        assert torch.equal(s, gumbelrs.sample_categorical(h.float(), 2, generator=fresh()))
+        hr = h.clone().requires_grad_()
+        gumbelrs.gumbel_softmax(hr, 0.5, generator=fresh()).sum().backward()
+        assert hr.grad.dtype == dtype
+
+
+def test_empty_tensors_give_empty_results():
+    assert gumbelrs.gumbel_softmax(torch.empty(0, 5), 0.5).shape == (0, 5)
+    assert gumbelrs.gumbel_softmax(torch.empty(3, 0), 0.5).shape == (3, 0)
+    assert gumbelrs.gumbel_softmax(torch.empty(0, 5), 0.5, hard=True).shape == (0, 5)
+    assert gumbelrs.sample_categorical(torch.empty(0, 5), 2).shape == (0, 2)
+    assert gumbelrs.gumbel_topk(torch.empty(0, 5), 2).shape == (0, 2)
+    assert gumbelrs.gumbel_topk(torch.empty(3, 0), 0).shape == (3, 0)
+    assert gumbelrs.relaxed_bernoulli(torch.empty(0)).shape == (0,)
+    assert gumbelrs.hard_concrete(torch.empty(2, 0)).shape == (2, 0)
+
+
+def test_scalar_logits_for_bernoulli_ops():
+    y = gumbelrs.relaxed_bernoulli(torch.tensor(0.3), 0.5, generator=fresh())
+    assert y.shape == () and 0 < float(y) < 1
+    assert gumbelrs.hard_concrete(torch.tensor(0.3), generator=fresh()).shape == ()
+
+
+def test_infinite_bernoulli_logits_are_fixed_gates():
+    x = torch.tensor([NEG_INF, float("inf")], dtype=torch.float64, requires_grad=True)
+    y = gumbelrs.relaxed_bernoulli(x, 0.5, generator=fresh())
+    assert y.tolist() == [0.0, 1.0]
+    y.sum().backward()
+    assert x.grad.tolist() == [0.0, 0.0]
+    assert gumbelrs.hard_concrete(x.detach(), generator=fresh()).tolist() == [0.0, 1.0]
+
+
+# ------------------------------------------------------------------- errors
+
+
+def test_bad_logits_values():
+    x = torch.zeros(2, 3)
+    x[1, 2] = float("nan")
+    with raises(ValueError, "gumbel_softmax: logits[1, 2] is NaN; logits must be finite or -inf "
+                "(a -inf logit masks its category out)"):
+        gumbelrs.gumbel_softmax(x)
+    x[1, 2] = float("inf")
+    with raises(ValueError, "sample_categorical: logits[1, 2] is +inf; logits must be finite or "
+                "-inf (-inf masks a category out; +inf has no probability distribution)"):
+        gumbelrs.sample_categorical(x)
+    x[1] = NEG_INF
+    with raises(ValueError, "gumbel_topk: every logit of logits[1, :] is -inf; each row needs at "
+                "least one category that is not masked"):
+        gumbelrs.gumbel_topk(x, 1)
+    with raises(ValueError, "gumbel_softmax: every logit of logits[:, 2] is -inf; each row needs "
+                "at least one category that is not masked"):
+        gumbelrs.gumbel_softmax(torch.tensor([[0.0, 1.0, NEG_INF], [0.0, 1.0, NEG_INF]]), dim=0)
+    with raises(ValueError, "gumbel_topk: k=2 but logits[0, :] has only 1 categories that are "
+                "not -inf"):
+        gumbelrs.gumbel_topk(torch.tensor([[0.0, NEG_INF, NEG_INF]]), 2)
+    with raises(ValueError, "relaxed_bernoulli: logits[3] is NaN; logits must be not NaN (-inf and "
+                "+inf give gates that are always closed or open)"):
+        gumbelrs.relaxed_bernoulli(torch.tensor([0.0, 1.0, 2.0, float("nan")]))
+    with raises(ValueError, "sample_categorical: logits have no category along dim=1 (size 0)"):
+        gumbelrs.sample_categorical(torch.empty(2, 0))
+
+
+def test_bad_types_and_ranges():
+    x = torch.zeros(2, 3)
+    with raises(TypeError, "gumbel_softmax: logits must be a floating-point tensor (float16, "
+                "bfloat16, float32 or float64), got dtype torch.int64"):
+        gumbelrs.gumbel_softmax(torch.zeros(2, 3, dtype=torch.int64))
+    with raises(TypeError, "sample_categorical: logits must be a floating-point tensor (float16, "
+                "bfloat16, float32 or float64), got dtype torch.complex64"):
+        gumbelrs.sample_categorical(torch.zeros(2, 3, dtype=torch.complex64))
+    with raises(TypeError, "gumbel_softmax: logits must be a torch.Tensor, got list"):
+        gumbelrs.gumbel_softmax([1.0, 2.0])
+    with raises(IndexError, "gumbel_softmax: dim=2 is out of range for logits with 2 dimension(s) "
+                "(expected -2 <= dim < 2)"):
+        gumbelrs.gumbel_softmax(x, dim=2)
+    with raises(ValueError, "gumbel_softmax: logits must have at least 1 dimension(s), got a 0-d "
+                "tensor"):
+        gumbelrs.gumbel_softmax(torch.tensor(1.0))
+    with raises(ValueError, "gumbel_softmax: tau must be a positive finite number, got 0.0"):
+        gumbelrs.gumbel_softmax(x, 0.0)
+    with raises(ValueError, "relaxed_bernoulli: tau must be a positive finite number, got nan"):
+        gumbelrs.relaxed_bernoulli(x, float("nan"))
+    with raises(ValueError, "hard_concrete: tau must be a positive finite number, got inf"):
+        gumbelrs.hard_concrete(x, float("inf"))
+    with raises(ValueError, "gumbel_softmax: tau must be positive and finite everywhere, got -1.0"):
+        gumbelrs.gumbel_softmax(x, torch.tensor([0.5, -1.0]))
+    with raises(ValueError,
+                "relaxed_bernoulli: tau must be positive and finite everywhere, got inf"):
+        gumbelrs.relaxed_bernoulli(x, torch.tensor([0.5, float("inf"), 1.0]))
+    with raises(ValueError, "gumbel_softmax: tau of shape (3,) does not broadcast against the "
+                "batch shape (2,) (logits' shape without the category dimension)"):
+        gumbelrs.gumbel_softmax(x, torch.ones(3))
+    with raises(TypeError, "gumbel_softmax: tau must be a positive float or a tensor, got str"):
+        gumbelrs.gumbel_softmax(x, "1")
+    with raises(TypeError, "gumbel_softmax: hard must be True or False, got int 1"):
+        gumbelrs.gumbel_softmax(x, hard=1)
+    with raises(ValueError, "sample_categorical: num_samples=0 is out of range; expected 1 <= "
+                "num_samples <= 2147483647"):
+        gumbelrs.sample_categorical(x, 0)
+    with raises(ValueError, "gumbel_topk: k=4 is out of range; expected 0 <= k <= 3 (the size of "
+                "logits along dim=-1)"):
+        gumbelrs.gumbel_topk(x, 4)
+    with raises(ValueError, "gumbel_topk: k=-1 is out of range; expected 0 <= k <= 3 (the size of "
+                "logits along dim=-1)"):
+        gumbelrs.gumbel_topk(x, -1)
+    with raises(TypeError, "gumbel_softmax: generator must be a gumbelrs.Generator or None, got "
+                "torch._C.Generator"):
+        gumbelrs.gumbel_softmax(x, generator=torch.Generator())
+    with raises(ValueError, "hard_concrete: limits must satisfy lo < 0 < 1 < hi (finite) so that "
+                "exact 0 and 1 occur, got (0.0, 1.0)"):
+        gumbelrs.hard_concrete(x, limits=(0.0, 1.0))
+    with raises(ValueError, "gumbel_softmax: gradients with respect to tau are not supported; pass "
+                "tau.detach() (a learned temperature can be folded into the logits instead)"):
+        gumbelrs.gumbel_softmax(x, torch.ones(2, requires_grad=True))
+    with raises(ValueError, "set_num_threads: n must be a positive int, got 0"):
+        gumbelrs.set_num_threads(0)
+
+
+def test_cuda_tensors_get_a_clear_error_without_the_gpu_path():
+    if not torch.cuda.is_available():
+        x = torch.zeros(2, 3, device="meta")
+        with pytest.raises(RuntimeError, match="tensors on device 'meta' are not supported"):
+            gumbelrs.gumbel_softmax(x)
+
+
+# --------------------------------------------------------------- compilation
+
+
+def test_compiled_function_draws_the_same_stream_as_eager():
+    def step(x, w, gen):
+        y = gumbelrs.gumbel_softmax(x, 0.5, hard=True, generator=gen)
+        b = gumbelrs.relaxed_bernoulli(x, 0.7, generator=gen)
+        z = gumbelrs.hard_concrete(x, generator=gen)
+        s = gumbelrs.sample_categorical(x, 2, generator=gen)
+        t = gumbelrs.gumbel_topk(x, 3, generator=gen)
+        loss = (y * w).sum() + (b * w).sum() + z.sum()
+        return loss, s, t
+
+    compiled = torch.compile(step, fullgraph=True)
+    x = torch.randn(5, 8)
+    w = torch.randn(5, 8)
+    ge, gc = fresh(), fresh()
+    for _ in range(2):  # the second call checks that the offset advances in compiled code
+        xe = x.clone().requires_grad_()
+        xc = x.clone().requires_grad_()
+        le, se, te = step(xe, w, ge)
+        lc, sc, tc = compiled(xc, w, gc)
+        assert torch.equal(se, sc) and torch.equal(te, tc)
+        torch.testing.assert_close(le, lc)
+        le.backward()
+        lc.backward()
+        torch.testing.assert_close(xe.grad, xc.grad)
+        assert ge.offset == gc.offset
+
+
+@pytest.mark.parametrize("op", ["gumbel_softmax", "gumbel_softmax_hard", "relaxed_bernoulli",
+                                "sample_categorical", "gumbel_topk", "hard_concrete"])
+def test_custom_op_registrations_pass_opcheck(op):
+    x = torch.randn(4, 6)
+    so = torch.tensor([3, 0])
+    args = {
+        "gumbel_softmax": ("gumbel_softmax", x, 1, 0.5, None, so),
+        "gumbel_softmax_hard": ("gumbel_softmax", x, 1, 0.5, None, so),
+        "relaxed_bernoulli": ("relaxed_bernoulli", x, 0.5, None, so),
+        "sample_categorical": ("sample_categorical", x, 1, 3, so),
+        "gumbel_topk": ("gumbel_topk", x, 1, 2, so),
+        "hard_concrete": ("hard_concrete", x, 0.5, None, -0.1, 1.1, so),
+    }[op]
+    torch.library.opcheck(getattr(torch.ops.gumbelrs, op), args,
+                          test_utils=("test_schema", "test_faketensor"))
