@@ -5,6 +5,7 @@
 //! kernels ([`kernels`]) and a thread pool ([`parallel`]). The `python`
 //! feature adds the PyO3 bindings (`gumbelrs._core`) and nothing else.
 
+pub mod isa;
 pub mod kernels;
 pub mod math;
 pub mod parallel;

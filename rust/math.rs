@@ -265,6 +265,7 @@ impl Real for f32 {
     fn uniform(stream: &crate::rng::Stream, i: u64) -> f32 {
         uniform_f32(stream.word(i))
     }
+    #[inline(always)]
     fn fill_uniform(stream: &crate::rng::Stream, start: u64, out: &mut [f32]) {
         let mut i = start;
         let mut t = 0;
@@ -443,6 +444,7 @@ impl Real for f64 {
     fn uniform(stream: &crate::rng::Stream, i: u64) -> f64 {
         uniform_f64(stream.word64(i))
     }
+    #[inline(always)]
     fn fill_uniform(stream: &crate::rng::Stream, start: u64, out: &mut [f64]) {
         let mut i = start;
         let mut t = 0;

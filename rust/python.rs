@@ -70,11 +70,11 @@ type Ro<'py, T> = PyReadonlyArray1<'py, T>;
 type Rw<'py, T> = PyReadwriteArray1<'py, T>;
 
 fn ro<'py, T: Element>(a: &Bound<'py, PyAny>) -> PyResult<Ro<'py, T>> {
-    Ok(a.extract::<Ro<'py, T>>()?)
+    a.extract::<Ro<'py, T>>()
 }
 
 fn rw<'py, T: Element>(a: &Bound<'py, PyAny>) -> PyResult<Rw<'py, T>> {
-    Ok(a.extract::<Rw<'py, T>>()?)
+    a.extract::<Rw<'py, T>>()
 }
 
 fn tau_of<'a, T: Real + Element>(tau: f64, per_row: &'a Option<Ro<'_, T>>) -> PyResult<Tau<'a, T>> {

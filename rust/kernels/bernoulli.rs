@@ -6,7 +6,9 @@
 //! (Louizos et al. 2018), which puts probability mass on exactly 0 and 1.
 
 use super::noise::{fill, Noise};
-use super::{check_len, for_each_chunk, KernelError, SharedMut, Tau, CHUNK};
+use super::{
+    check_len, chunk_range, chunks, run_rows, KernelError, RowKernel, SharedMut, Tau, CHUNK,
+};
 use crate::math::{sigmoid, Real};
 use crate::rng::Stream;
 
@@ -15,43 +17,83 @@ fn check_inputs<T: Real>(x_len: usize, n: usize, tau: &Tau<'_, T>) -> Result<(),
     tau.check(n)
 }
 
-/// Runs `f(i, x[i], L_i)` over every element and writes the values it
-/// returns into `out` (and the second value into `second`, when given).
-fn map_noisy<T: Real, F>(
+/// What an elementwise kernel computes from element `i`, its logit and its
+/// logistic noise: the output value and, for hard samples, the soft one.
+trait ElementOp<T>: Sync {
+    fn apply(&self, i: usize, x: T, l: T) -> (T, T);
+}
+
+struct Noisy<'a, T, Op> {
+    x: &'a [T],
+    stream: Stream,
+    op: Op,
+    out: SharedMut<T>,
+    second: Option<SharedMut<T>>,
+}
+
+impl<T: Real, Op: ElementOp<T>> RowKernel for Noisy<'_, T, Op> {
+    type Scratch = Vec<T>;
+    fn scratch(&self) -> Vec<T> {
+        vec![T::ZERO; CHUNK]
+    }
+    #[inline(always)]
+    fn row(&self, c: usize, noise: &mut Vec<T>) -> Result<(), KernelError> {
+        let (start, len) = chunk_range(self.x.len(), c);
+        let noise = &mut noise[..len];
+        fill(Noise::Logistic, &self.stream, start as u64, noise);
+        for (t, &l) in noise.iter().enumerate() {
+            let i = start + t;
+            let xi = self.x[i];
+            if xi.is_nan() {
+                return Err(KernelError::NanLogit { index: i });
+            }
+            let (a, b) = self.op.apply(i, xi, l);
+            // SAFETY: each chunk of elements is visited by one thread only.
+            unsafe { self.out.write(i, a) };
+            if let Some(second) = &self.second {
+                // SAFETY: as above.
+                unsafe { second.write(i, b) };
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Runs `op` over every element with its logistic noise, writing the first
+/// value it returns to `out` and the second to `second` (when given).
+fn run_noisy<T: Real, Op: ElementOp<T>>(
     x: &[T],
     stream: Stream,
+    op: Op,
     out: &mut [T],
     second: Option<&mut [T]>,
-    f: F,
-) -> Result<(), KernelError>
-where
-    F: Fn(usize, T, T) -> (T, T) + Sync,
-{
-    let n = out.len();
-    let out = SharedMut::new(out);
-    let second = second.map(SharedMut::new);
-    for_each_chunk(
-        n,
-        || vec![T::ZERO; CHUNK],
-        |start, len, noise| {
-            let noise = &mut noise[..len];
-            fill(Noise::Logistic, &stream, start as u64, noise);
-            for (t, &l) in noise.iter().enumerate() {
-                let i = start + t;
-                if x[i].is_nan() {
-                    return Err(KernelError::NanLogit { index: i });
-                }
-                let (a, b) = f(i, x[i], l);
-                // SAFETY: each chunk of elements is visited by one thread only.
-                unsafe { out.write(i, a) };
-                if let Some(second) = &second {
-                    // SAFETY: as above.
-                    unsafe { second.write(i, b) };
-                }
-            }
-            Ok(())
-        },
-    )
+) -> Result<(), KernelError> {
+    let kernel = Noisy {
+        x,
+        stream,
+        op,
+        out: SharedMut::new(out),
+        second: second.map(SharedMut::new),
+    };
+    run_rows(&chunks(x.len()), &kernel)
+}
+
+struct RelaxedBernoulli<'a, T> {
+    tau: Tau<'a, T>,
+    hard: bool,
+}
+
+impl<T: Real> ElementOp<T> for RelaxedBernoulli<'_, T> {
+    #[inline(always)]
+    fn apply(&self, i: usize, x: T, l: T) -> (T, T) {
+        let w = x + l;
+        let soft = sigmoid(w * self.tau.inverse_at(i));
+        if self.hard {
+            (if w > T::ZERO { T::ONE } else { T::ZERO }, soft)
+        } else {
+            (soft, soft)
+        }
+    }
 }
 
 /// Relaxed Bernoulli forward. With `soft = None` writes the soft sample to
@@ -66,19 +108,11 @@ pub fn relaxed_bernoulli_forward<T: Real>(
     soft: Option<&mut [T]>,
 ) -> Result<(), KernelError> {
     check_inputs(x.len(), y.len(), &tau)?;
-    let hard = soft.is_some();
     if let Some(s) = &soft {
         check_len("soft output", s.len(), y.len())?;
     }
-    map_noisy(x, stream, y, soft, |i, xi, l| {
-        let w = xi + l;
-        let ys = sigmoid(w * tau.inverse_at(i));
-        if hard {
-            (if w > T::ZERO { T::ONE } else { T::ZERO }, ys)
-        } else {
-            (ys, ys)
-        }
-    })
+    let hard = soft.is_some();
+    run_noisy(x, stream, RelaxedBernoulli { tau, hard }, y, soft)
 }
 
 /// Relaxed Bernoulli backward from the soft sample: `g * y * (1 - y) / tau`.
@@ -96,6 +130,21 @@ pub fn relaxed_bernoulli_backward<T: Real>(
     Ok(())
 }
 
+struct HardConcrete<'a, T> {
+    tau: Tau<'a, T>,
+    lo: T,
+    width: T,
+}
+
+impl<T: Real> ElementOp<T> for HardConcrete<'_, T> {
+    #[inline(always)]
+    fn apply(&self, i: usize, x: T, l: T) -> (T, T) {
+        let s = sigmoid((x + l) * self.tau.inverse_at(i));
+        let z = (s * self.width + self.lo).max(T::ZERO).min(T::ONE);
+        (z, z)
+    }
+}
+
 /// Hard Concrete forward: `z = clamp(lo + (hi - lo) * sigmoid((x + L) / tau), 0, 1)`.
 pub fn hard_concrete_forward<T: Real>(
     x: &[T],
@@ -106,12 +155,12 @@ pub fn hard_concrete_forward<T: Real>(
 ) -> Result<(), KernelError> {
     check_inputs(x.len(), z.len(), &tau)?;
     let (lo, hi) = limits;
-    let width = hi - lo;
-    map_noisy(x, stream, z, None, |i, xi, l| {
-        let s = sigmoid((xi + l) * tau.inverse_at(i));
-        let v = (s * width + lo).max(T::ZERO).min(T::ONE);
-        (v, v)
-    })
+    let op = HardConcrete {
+        tau,
+        lo,
+        width: hi - lo,
+    };
+    run_noisy(x, stream, op, z, None)
 }
 
 /// Hard Concrete backward from the output `z`: where `0 < z < 1`,

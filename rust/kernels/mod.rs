@@ -13,7 +13,7 @@ pub mod sampling;
 pub mod softmax;
 
 use crate::math::Real;
-use crate::parallel;
+use crate::{isa, parallel};
 use std::fmt;
 
 /// The view of a tensor as `(outer, k, inner)`.
@@ -169,49 +169,92 @@ pub(crate) fn check_len(
     }
 }
 
-/// Runs `f(row, scratch)` for every row on the library's thread pool, with
-/// one `scratch = init()` per range of rows, and returns the fault at the
-/// smallest position, so the error reported never depends on scheduling.
-pub(crate) fn for_each_row<S, I, F>(dims: &Dims, init: I, f: F) -> Result<(), KernelError>
-where
-    I: Fn() -> S + Sync,
-    F: Fn(usize, &mut S) -> Result<(), KernelError> + Sync,
-{
-    let first_fault = |rows: std::ops::Range<usize>| {
-        let mut scratch = init();
-        let mut first: Option<KernelError> = None;
-        for r in rows {
-            if let Err(e) = f(r, &mut scratch) {
-                if first.is_none_or(|old| e.position(dims) < old.position(dims)) {
-                    first = Some(e);
-                }
-            }
+/// The work of one row of a kernel. `row` is `#[inline(always)]` in every
+/// implementation so that the driver below can compile it twice: portable,
+/// and with AVX2+FMA enabled (chosen at run time; bitwise-identical results).
+pub(crate) trait RowKernel: Sync {
+    type Scratch;
+    /// Per-thread scratch memory, allocated once per range of rows.
+    fn scratch(&self) -> Self::Scratch;
+    fn row(&self, r: usize, scratch: &mut Self::Scratch) -> Result<(), KernelError>;
+}
+
+/// Runs `kernel` on every row on the library's thread pool and returns the
+/// fault at the smallest position, so the error reported never depends on
+/// scheduling.
+pub(crate) fn run_rows<K: RowKernel>(dims: &Dims, kernel: &K) -> Result<(), KernelError> {
+    let range = |rows: std::ops::Range<usize>| {
+        let mut scratch = kernel.scratch();
+        if isa::fma() {
+            // SAFETY: the CPU supports AVX2 and FMA (checked at run time).
+            unsafe { rows_fma(dims, rows, kernel, &mut scratch) }
+        } else {
+            rows_portable(dims, rows, kernel, &mut scratch)
         }
-        first
     };
-    parallel::map_ranges(dims.rows(), dims.k.max(1), first_fault)
+    parallel::map_ranges(dims.rows(), dims.k.max(1), range)
         .into_iter()
         .flatten()
         .min_by_key(|e| e.position(dims))
         .map_or(Ok(()), Err)
 }
 
+#[inline(always)]
+fn rows_portable<K: RowKernel>(
+    dims: &Dims,
+    rows: std::ops::Range<usize>,
+    kernel: &K,
+    scratch: &mut K::Scratch,
+) -> Option<KernelError> {
+    let mut first: Option<KernelError> = None;
+    for r in rows {
+        if let Err(e) = kernel.row(r, scratch) {
+            if first.is_none_or(|old| e.position(dims) < old.position(dims)) {
+                first = Some(e);
+            }
+        }
+    }
+    first
+}
+
+/// `rows_portable` compiled with AVX2 and FMA, so `mul_add` is one
+/// instruction instead of a call to the C library's `fma` (the same value:
+/// both round once) and the loops may use 256-bit vectors.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn rows_fma<K: RowKernel>(
+    dims: &Dims,
+    rows: std::ops::Range<usize>,
+    kernel: &K,
+    scratch: &mut K::Scratch,
+) -> Option<KernelError> {
+    rows_portable(dims, rows, kernel, scratch)
+}
+
+#[cfg(not(target_arch = "x86_64"))]
+unsafe fn rows_fma<K: RowKernel>(
+    dims: &Dims,
+    rows: std::ops::Range<usize>,
+    kernel: &K,
+    scratch: &mut K::Scratch,
+) -> Option<KernelError> {
+    rows_portable(dims, rows, kernel, scratch)
+}
+
 /// Elements per unit of work of the elementwise kernels.
 pub(crate) const CHUNK: usize = 4096;
 
-/// Runs `f(start, len, scratch)` over chunks of `CHUNK` consecutive elements
-/// of an `n`-element tensor, like `for_each_row`.
-pub(crate) fn for_each_chunk<S, I, F>(n: usize, init: I, f: F) -> Result<(), KernelError>
-where
-    I: Fn() -> S + Sync,
-    F: Fn(usize, usize, &mut S) -> Result<(), KernelError> + Sync,
-{
-    // One "row" per chunk, with k = CHUNK so the pool sees the real cost.
-    let dims = Dims::new(n.div_ceil(CHUNK), CHUNK, 1);
-    for_each_row(&dims, init, |c, s| {
-        let start = c * CHUNK;
-        f(start, CHUNK.min(n - start), s)
-    })
+/// The view that makes an `n`-element tensor a set of `CHUNK`-element rows
+/// (`k = CHUNK`, so the thread pool sees the real cost of a row).
+pub(crate) fn chunks(n: usize) -> Dims {
+    Dims::new(n.div_ceil(CHUNK), CHUNK, 1)
+}
+
+/// The elements `start .. start + len` of chunk `c` of an `n`-element tensor.
+#[inline(always)]
+pub(crate) fn chunk_range(n: usize, c: usize) -> (usize, usize) {
+    let start = c * CHUNK;
+    (start, CHUNK.min(n - start))
 }
 
 /// A slice that several threads write through, each to its own elements.

@@ -1,6 +1,6 @@
 //! Noise tensors: element `i` of the output is drawn from `(seed, offset, i)`.
 
-use super::{for_each_chunk, KernelError, SharedMut, CHUNK};
+use super::{chunk_range, chunks, run_rows, KernelError, RowKernel, SharedMut, CHUNK};
 use crate::math::{gumbel_from_uniform, logistic_from_uniform, Real};
 use crate::rng::Stream;
 
@@ -27,7 +27,7 @@ impl Noise {
 }
 
 /// Draws the noise of elements `start .. start + out.len()` into `out`.
-#[inline]
+#[inline(always)]
 pub fn fill<T: Real>(kind: Noise, stream: &Stream, start: u64, out: &mut [T]) {
     T::fill_uniform(stream, start, out);
     for v in out.iter_mut() {
@@ -36,7 +36,7 @@ pub fn fill<T: Real>(kind: Noise, stream: &Stream, start: u64, out: &mut [T]) {
 }
 
 /// Draws the noise of elements `base + t * stride` for `t < out.len()`.
-#[inline]
+#[inline(always)]
 pub fn fill_strided<T: Real>(kind: Noise, stream: &Stream, base: u64, stride: u64, out: &mut [T]) {
     if stride == 1 {
         fill(kind, stream, base, out);
@@ -47,22 +47,40 @@ pub fn fill_strided<T: Real>(kind: Noise, stream: &Stream, base: u64, stride: u6
     }
 }
 
+struct NoiseKernel<T> {
+    kind: Noise,
+    stream: Stream,
+    n: usize,
+    out: SharedMut<T>,
+}
+
+impl<T: Real> RowKernel for NoiseKernel<T> {
+    type Scratch = Vec<T>;
+    fn scratch(&self) -> Vec<T> {
+        vec![T::ZERO; CHUNK]
+    }
+    #[inline(always)]
+    fn row(&self, c: usize, buf: &mut Vec<T>) -> Result<(), KernelError> {
+        let (start, len) = chunk_range(self.n, c);
+        fill(self.kind, &self.stream, start as u64, &mut buf[..len]);
+        for (t, &v) in buf[..len].iter().enumerate() {
+            // SAFETY: each chunk of elements is visited by one thread only.
+            unsafe { self.out.write(start + t, v) };
+        }
+        Ok(())
+    }
+}
+
 /// Fills `out` with noise of the given kind: `out[i]` is element `i` of `stream`.
 pub fn noise<T: Real>(kind: Noise, stream: Stream, out: &mut [T]) -> Result<(), KernelError> {
     let n = out.len();
-    let shared = SharedMut::new(out);
-    for_each_chunk(
+    let kernel = NoiseKernel {
+        kind,
+        stream,
         n,
-        || vec![T::ZERO; CHUNK],
-        |start, len, buf| {
-            fill(kind, &stream, start as u64, &mut buf[..len]);
-            for (t, &v) in buf[..len].iter().enumerate() {
-                // SAFETY: each chunk of elements is visited by one thread only.
-                unsafe { shared.write(start + t, v) };
-            }
-            Ok(())
-        },
-    )
+        out: SharedMut::new(out),
+    };
+    run_rows(&chunks(n), &kernel)
 }
 
 #[cfg(test)]

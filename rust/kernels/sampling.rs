@@ -3,16 +3,53 @@
 
 use super::noise::{fill_strided, Noise};
 use super::softmax::{check_logits, perturb};
-use super::{check_len, for_each_row, gather_row, Dims, KernelError, SharedMut};
+use super::{check_len, gather_row, run_rows, Dims, KernelError, RowKernel, SharedMut};
 use crate::math::Real;
 use crate::rng::Stream;
 use std::cmp::Ordering;
 
+#[inline(always)]
 fn check_row<T: Real>(x: &[T], dims: &Dims, r: usize) -> Result<(), KernelError> {
     if dims.k == 0 {
         return Err(KernelError::AllMasked { row: r });
     }
     check_logits(x, dims, r)
+}
+
+struct Categorical<'a, T> {
+    x: &'a [T],
+    dims: Dims,
+    num_samples: usize,
+    stream: Stream,
+    out: SharedMut<i64>,
+}
+
+impl<T: Real> RowKernel for Categorical<'_, T> {
+    type Scratch = (Vec<T>, Vec<T>);
+    fn scratch(&self) -> Self::Scratch {
+        (vec![T::ZERO; self.dims.k], vec![T::ZERO; self.dims.k])
+    }
+    #[inline(always)]
+    fn row(&self, r: usize, (xr, w): &mut Self::Scratch) -> Result<(), KernelError> {
+        let dims = &self.dims;
+        gather_row(self.x, dims, r, xr);
+        check_row(xr, dims, r)?;
+        let base = dims.base(r) as u64;
+        let n = dims.len() as u64;
+        for s in 0..self.num_samples {
+            fill_strided(
+                Noise::Gumbel,
+                &self.stream,
+                s as u64 * n + base,
+                dims.inner as u64,
+                w,
+            );
+            let (arg, _) = perturb(xr, w);
+            // SAFETY: output slots of row `r` are written by this thread only.
+            unsafe { self.out.write(r * self.num_samples + s, arg as i64) };
+        }
+        Ok(())
+    }
 }
 
 /// `num_samples` independent draws per row from `softmax(x)` along `k`.
@@ -29,30 +66,68 @@ pub fn sample_categorical<T: Real>(
 ) -> Result<(), KernelError> {
     check_len("logits", x.len(), dims.len())?;
     check_len("output", out.len(), dims.rows() * num_samples)?;
-    let shared = SharedMut::new(out);
-    let n = dims.len() as u64;
-    for_each_row(
-        &dims,
-        || (vec![T::ZERO; dims.k], vec![T::ZERO; dims.k]),
-        |r, (xr, w)| {
-            gather_row(x, &dims, r, xr);
-            check_row(xr, &dims, r)?;
-            let base = dims.base(r) as u64;
-            for s in 0..num_samples {
-                fill_strided(
-                    Noise::Gumbel,
-                    &stream,
-                    s as u64 * n + base,
-                    dims.inner as u64,
-                    w,
-                );
-                let (arg, _) = perturb(xr, w);
-                // SAFETY: output slots of row `r` are written by this thread only.
-                unsafe { shared.write(r * num_samples + s, arg as i64) };
-            }
-            Ok(())
-        },
-    )
+    let kernel = Categorical {
+        x,
+        dims,
+        num_samples,
+        stream,
+        out: SharedMut::new(out),
+    };
+    run_rows(&dims, &kernel)
+}
+
+struct TopK<'a, T> {
+    x: &'a [T],
+    dims: Dims,
+    kk: usize,
+    stream: Stream,
+    out: SharedMut<i64>,
+}
+
+impl<T: Real> RowKernel for TopK<'_, T> {
+    type Scratch = (Vec<T>, Vec<T>, Vec<usize>);
+    fn scratch(&self) -> Self::Scratch {
+        let k = self.dims.k;
+        (vec![T::ZERO; k], vec![T::ZERO; k], Vec::with_capacity(k))
+    }
+    #[inline(always)]
+    fn row(&self, r: usize, (xr, w, order): &mut Self::Scratch) -> Result<(), KernelError> {
+        let (dims, kk) = (&self.dims, self.kk);
+        gather_row(self.x, dims, r, xr);
+        check_row(xr, dims, r)?;
+        let available = xr.iter().filter(|&&v| v > T::NEG_INFINITY).count();
+        if available < kk {
+            return Err(KernelError::TooFewUnmasked {
+                row: r,
+                available,
+                requested: kk,
+            });
+        }
+        fill_strided(
+            Noise::Gumbel,
+            &self.stream,
+            dims.base(r) as u64,
+            dims.inner as u64,
+            w,
+        );
+        perturb(xr, w);
+        let by_score = |a: &usize, b: &usize| match w[*b].partial_cmp(&w[*a]) {
+            Some(Ordering::Equal) | None => a.cmp(b),
+            Some(o) => o,
+        };
+        order.clear();
+        order.extend(0..dims.k);
+        if kk < dims.k {
+            order.select_nth_unstable_by(kk - 1, by_score);
+        }
+        order[..kk].sort_unstable_by(by_score);
+        let base = Dims::new(dims.outer, kk, dims.inner).base(r);
+        for (t, &idx) in order[..kk].iter().enumerate() {
+            // SAFETY: output slots of row `r` are written by this thread only.
+            unsafe { self.out.write(base + t * dims.inner, idx as i64) };
+        }
+        Ok(())
+    }
 }
 
 /// Gumbel-top-k: the indices of the `kk` largest `x + g` along `k`, in
@@ -66,58 +141,18 @@ pub fn gumbel_topk<T: Real>(
     out: &mut [i64],
 ) -> Result<(), KernelError> {
     check_len("logits", x.len(), dims.len())?;
-    let out_dims = Dims::new(dims.outer, kk, dims.inner);
-    check_len("output", out.len(), out_dims.len())?;
+    check_len("output", out.len(), dims.outer * kk * dims.inner)?;
     if kk == 0 {
         return Ok(());
     }
-    let shared = SharedMut::new(out);
-    for_each_row(
-        &dims,
-        || {
-            (
-                vec![T::ZERO; dims.k],
-                vec![T::ZERO; dims.k],
-                Vec::with_capacity(dims.k),
-            )
-        },
-        |r, (xr, w, order)| {
-            gather_row(x, &dims, r, xr);
-            check_row(xr, &dims, r)?;
-            let available = xr.iter().filter(|&&v| v > T::NEG_INFINITY).count();
-            if available < kk {
-                return Err(KernelError::TooFewUnmasked {
-                    row: r,
-                    available,
-                    requested: kk,
-                });
-            }
-            fill_strided(
-                Noise::Gumbel,
-                &stream,
-                dims.base(r) as u64,
-                dims.inner as u64,
-                w,
-            );
-            perturb(xr, w);
-            let by_score = |a: &usize, b: &usize| match w[*b].partial_cmp(&w[*a]) {
-                Some(Ordering::Equal) | None => a.cmp(b),
-                Some(o) => o,
-            };
-            order.clear();
-            order.extend(0..dims.k);
-            if kk < dims.k {
-                order.select_nth_unstable_by(kk - 1, by_score);
-            }
-            order[..kk].sort_unstable_by(by_score);
-            let base = out_dims.base(r);
-            for (t, &idx) in order[..kk].iter().enumerate() {
-                // SAFETY: output slots of row `r` are written by this thread only.
-                unsafe { shared.write(base + t * dims.inner, idx as i64) };
-            }
-            Ok(())
-        },
-    )
+    let kernel = TopK {
+        x,
+        dims,
+        kk,
+        stream,
+        out: SharedMut::new(out),
+    };
+    run_rows(&dims, &kernel)
 }
 
 #[cfg(test)]

@@ -1,13 +1,15 @@
 //! Gumbel-Softmax forward (soft and straight-through hard) and backward.
 
 use super::noise::{fill_strided, Noise};
-use super::{check_len, for_each_row, gather_row, scatter_row, Dims, KernelError, SharedMut, Tau};
+use super::{
+    check_len, gather_row, run_rows, scatter_row, Dims, KernelError, RowKernel, SharedMut, Tau,
+};
 use crate::math::{combine_lanes, Real};
 use crate::rng::Stream;
 
 /// Checks one row of logits: no NaN, no +inf, at least one finite value.
 /// Reports the first fault in the row's order.
-#[inline]
+#[inline(always)]
 pub(crate) fn check_logits<T: Real>(x: &[T], dims: &Dims, r: usize) -> Result<(), KernelError> {
     let base = dims.base(r);
     let mut any = false;
@@ -33,7 +35,7 @@ pub(crate) fn check_logits<T: Real>(x: &[T], dims: &Dims, r: usize) -> Result<()
 
 /// Perturbs `w[t] = x[t] + g[t]` in place (g is in `w` on entry) and returns
 /// the first index of the maximum and the maximum.
-#[inline]
+#[inline(always)]
 pub(crate) fn perturb<T: Real>(x: &[T], w: &mut [T]) -> (usize, T) {
     let mut best = (0, T::NEG_INFINITY);
     for (t, (wt, &xt)) in w.iter_mut().zip(x).enumerate() {
@@ -48,7 +50,7 @@ pub(crate) fn perturb<T: Real>(x: &[T], w: &mut [T]) -> (usize, T) {
 /// `w <- softmax((w - m) / tau)` for the row maximum `m`, summing in
 /// `T::LANES` lanes. Subtracting the maximum before scaling keeps every
 /// exponent `<= 0`, so no temperature, however small, overflows.
-#[inline]
+#[inline(always)]
 fn softmax_in_place<T: Real>(w: &mut [T], m: T, inv_tau: T, lanes: &mut [T]) {
     lanes.fill(T::ZERO);
     for (t, wt) in w.iter_mut().enumerate() {
@@ -61,7 +63,7 @@ fn softmax_in_place<T: Real>(w: &mut [T], m: T, inv_tau: T, lanes: &mut [T]) {
     }
 }
 
-struct Scratch<T> {
+pub(crate) struct Scratch<T> {
     x: Vec<T>,
     z: Vec<T>,
     lanes: Vec<T>,
@@ -74,6 +76,54 @@ impl<T: Real> Scratch<T> {
             z: vec![T::ZERO; k],
             lanes: vec![T::ZERO; T::LANES],
         }
+    }
+}
+
+struct Forward<'a, T> {
+    x: &'a [T],
+    dims: Dims,
+    tau: Tau<'a, T>,
+    stream: Stream,
+    out: SharedMut<T>,
+    soft: Option<SharedMut<T>>,
+}
+
+impl<T: Real> RowKernel for Forward<'_, T> {
+    type Scratch = Scratch<T>;
+    fn scratch(&self) -> Scratch<T> {
+        Scratch::new(self.dims.k)
+    }
+    #[inline(always)]
+    fn row(&self, r: usize, s: &mut Scratch<T>) -> Result<(), KernelError> {
+        let dims = &self.dims;
+        gather_row(self.x, dims, r, &mut s.x);
+        check_logits(&s.x, dims, r)?;
+        let base = dims.base(r);
+        fill_strided(
+            Noise::Gumbel,
+            &self.stream,
+            base as u64,
+            dims.inner as u64,
+            &mut s.z,
+        );
+        let (arg, m) = perturb(&s.x, &mut s.z);
+        softmax_in_place(&mut s.z, m, self.tau.inverse_at(r), &mut s.lanes);
+        match &self.soft {
+            None => {
+                // SAFETY: row `r` is visited by this thread only.
+                unsafe { scatter_row(&self.out, dims, r, &s.z) };
+            }
+            Some(soft) => {
+                // SAFETY: row `r` is visited by this thread only.
+                unsafe { scatter_row(soft, dims, r, &s.z) };
+                for t in 0..dims.k {
+                    let v = if t == arg { T::ONE } else { T::ZERO };
+                    // SAFETY: element of row `r`, visited by this thread only.
+                    unsafe { self.out.write(base + t * dims.inner, v) };
+                }
+            }
+        }
+        Ok(())
     }
 }
 
@@ -102,41 +152,48 @@ pub fn gumbel_softmax_forward<T: Real>(
         }
         None => None,
     };
-    let out = SharedMut::new(y);
-    for_each_row(
-        &dims,
-        || Scratch::new(dims.k),
-        |r, s| {
-            gather_row(x, &dims, r, &mut s.x);
-            check_logits(&s.x, &dims, r)?;
-            let base = dims.base(r);
-            fill_strided(
-                Noise::Gumbel,
-                &stream,
-                base as u64,
-                dims.inner as u64,
-                &mut s.z,
-            );
-            let (arg, m) = perturb(&s.x, &mut s.z);
-            softmax_in_place(&mut s.z, m, tau.inverse_at(r), &mut s.lanes);
-            match &soft {
-                None => {
-                    // SAFETY: row `r` is visited by this thread only.
-                    unsafe { scatter_row(&out, &dims, r, &s.z) };
-                }
-                Some(soft) => {
-                    // SAFETY: row `r` is visited by this thread only.
-                    unsafe { scatter_row(soft, &dims, r, &s.z) };
-                    for t in 0..dims.k {
-                        let v = if t == arg { T::ONE } else { T::ZERO };
-                        // SAFETY: element of row `r`, visited by this thread only.
-                        unsafe { out.write(base + t * dims.inner, v) };
-                    }
-                }
-            }
-            Ok(())
-        },
-    )
+    let kernel = Forward {
+        x,
+        dims,
+        tau,
+        stream,
+        out: SharedMut::new(y),
+        soft,
+    };
+    run_rows(&dims, &kernel)
+}
+
+struct Backward<'a, T> {
+    g: &'a [T],
+    y: &'a [T],
+    dims: Dims,
+    tau: Tau<'a, T>,
+    out: SharedMut<T>,
+}
+
+impl<T: Real> RowKernel for Backward<'_, T> {
+    type Scratch = Scratch<T>;
+    fn scratch(&self) -> Scratch<T> {
+        Scratch::new(self.dims.k)
+    }
+    #[inline(always)]
+    fn row(&self, r: usize, s: &mut Scratch<T>) -> Result<(), KernelError> {
+        gather_row(self.g, &self.dims, r, &mut s.x);
+        gather_row(self.y, &self.dims, r, &mut s.z);
+        s.lanes.fill(T::ZERO);
+        for (t, (&gt, &yt)) in s.x.iter().zip(&s.z).enumerate() {
+            let l = t % T::LANES;
+            s.lanes[l] = gt.fma(yt, s.lanes[l]);
+        }
+        let dot = combine_lanes(&mut s.lanes);
+        let inv_tau = self.tau.inverse_at(r);
+        for (gt, &yt) in s.x.iter_mut().zip(&s.z) {
+            *gt = (yt * (*gt - dot)) * inv_tau;
+        }
+        // SAFETY: row `r` is visited by this thread only.
+        unsafe { scatter_row(&self.out, &self.dims, r, &s.x) };
+        Ok(())
+    }
 }
 
 /// Gumbel-Softmax backward from the soft sample `y` and the incoming gradient
@@ -152,28 +209,14 @@ pub fn gumbel_softmax_backward<T: Real>(
     check_len("y", y.len(), dims.len())?;
     check_len("grad_logits", grad_x.len(), dims.len())?;
     tau.check(dims.rows())?;
-    let out = SharedMut::new(grad_x);
-    for_each_row(
-        &dims,
-        || Scratch::new(dims.k),
-        |r, s| {
-            gather_row(g, &dims, r, &mut s.x);
-            gather_row(y, &dims, r, &mut s.z);
-            s.lanes.fill(T::ZERO);
-            for (t, (&gt, &yt)) in s.x.iter().zip(&s.z).enumerate() {
-                let l = t % T::LANES;
-                s.lanes[l] = gt.fma(yt, s.lanes[l]);
-            }
-            let dot = combine_lanes(&mut s.lanes);
-            let inv_tau = tau.inverse_at(r);
-            for (gt, &yt) in s.x.iter_mut().zip(&s.z) {
-                *gt = (yt * (*gt - dot)) * inv_tau;
-            }
-            // SAFETY: row `r` is visited by this thread only.
-            unsafe { scatter_row(&out, &dims, r, &s.x) };
-            Ok(())
-        },
-    )
+    let kernel = Backward {
+        g,
+        y,
+        dims,
+        tau,
+        out: SharedMut::new(grad_x),
+    };
+    run_rows(&dims, &kernel)
 }
 
 #[cfg(test)]
