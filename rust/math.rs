@@ -102,13 +102,9 @@ pub fn logistic_from_uniform<T: Real>(v: T) -> T {
 /// `1 / (1 + exp(-z))` evaluated through `exp(-|z|)` so it never overflows.
 #[inline(always)]
 pub fn sigmoid<T: Real>(z: T) -> T {
-    let neg_abs = if z > T::ZERO { -z } else { z };
-    let t = neg_abs.exp();
-    if z >= T::ZERO {
-        T::ONE / (T::ONE + t)
-    } else {
-        t / (T::ONE + t)
-    }
+    let nonneg = z >= T::ZERO;
+    let t = sel(nonneg, -z, z).exp();
+    sel(nonneg, T::ONE, t) / (T::ONE + t)
 }
 
 // ---------------------------------------------------------------- float32
@@ -132,28 +128,33 @@ fn exp_poly_f32(r: f32) -> f32 {
     p.mul_add(r, 1.0)
 }
 
+/// `if c { a } else { b }`, written so loops over it stay branch-free.
+#[inline(always)]
+fn sel<T>(c: bool, a: T, b: T) -> T {
+    if c {
+        a
+    } else {
+        b
+    }
+}
+
+// The elementary functions below have no early returns: special inputs are
+// computed along the main path and replaced by selects at the end, so loops
+// over them vectorize (and every build computes the same values).
+
 #[inline(always)]
 fn exp_f32(x: f32) -> f32 {
-    if x.is_nan() {
-        return x;
-    }
-    if x > 88.722_84 {
-        return f32::INFINITY;
-    }
     // Round x*log2(e) to the nearest integer (ties to even) with the magic constant.
-    let t = x * F32_LOG2E + F32_ROUND_MAGIC;
-    let n = t - F32_ROUND_MAGIC;
-    if n < -126.0 {
-        // The result is below the smallest normal float (includes x = -inf).
-        return 0.0;
-    }
-    let r = (-n).mul_add(F32_LN2_HI, x);
-    let r = (-n).mul_add(F32_LN2_LO, r);
-    if n > 127.0 {
-        // 2^128 is not a float32: scale in two exact steps.
-        return exp_poly_f32(r) * f32::from_bits(254 << 23) * 2.0;
-    }
-    exp_poly_f32(r) * f32::from_bits(((n as i32 + 127) as u32) << 23)
+    let n = (x * F32_LOG2E + F32_ROUND_MAGIC) - F32_ROUND_MAGIC;
+    let nc = sel(n < -127.0, -127.0, sel(n > 128.0, 128.0, n));
+    let r = (-nc).mul_add(F32_LN2_HI, x);
+    let r = (-nc).mul_add(F32_LN2_LO, r);
+    let ni = nc as i32; // NaN -> 0
+    // 2^n as a float; for n = 128, 2^127 and one exact doubling; n = -127 gives 0.
+    let scale = f32::from_bits(((ni.min(127) + 127) as u32) << 23);
+    let y = exp_poly_f32(r) * scale * sel(ni > 127, 2.0, 1.0);
+    // Below the smallest normal (x = -inf included): 0. Above the largest float: inf.
+    sel(n < -126.0, 0.0, sel(x > 88.722_84, f32::INFINITY, y))
 }
 
 /// ln(m) for m in [sqrt(1/2), sqrt(2)) through s = f/(2+f), f = m - 1:
@@ -174,27 +175,16 @@ fn ln_mantissa_f32(m: f32) -> f32 {
 
 #[inline(always)]
 fn ln_f32(x: f32) -> f32 {
-    if x.is_nan() || x < 0.0 {
-        return f32::NAN;
-    }
-    if x == 0.0 {
-        return f32::NEG_INFINITY;
-    }
-    if x == f32::INFINITY {
-        return x;
-    }
-    let (x, bias) = if x < f32::MIN_POSITIVE {
-        (x * 8_388_608.0, 23) // 2^23 scales subnormals to normals
-    } else {
-        (x, 0)
-    };
+    let subnormal = x < f32::MIN_POSITIVE;
+    let xs = sel(subnormal, x * 8_388_608.0, x); // 2^23 scales subnormals to normals
     // Split x = 2^k * m with m in [sqrt(1/2), sqrt(2)).
-    let ix = x.to_bits().wrapping_add(0x3f80_0000 - F32_SQRT_HALF_BITS);
-    let k = (ix >> 23) as i32 - 127 - bias;
-    let m = f32::from_bits((ix & 0x007f_ffff) + F32_SQRT_HALF_BITS);
+    let ix = xs.to_bits().wrapping_add(0x3f80_0000 - F32_SQRT_HALF_BITS);
+    let k = (ix >> 23) as i32 - 127 - sel(subnormal, 23, 0);
+    let m = f32::from_bits((ix & 0x007f_ffff).wrapping_add(F32_SQRT_HALF_BITS));
     let kf = k as f32;
-    let lm = ln_mantissa_f32(m);
-    kf.mul_add(F32_LN2_HI, kf.mul_add(F32_LN2_LO, lm))
+    let y = kf.mul_add(F32_LN2_HI, kf.mul_add(F32_LN2_LO, ln_mantissa_f32(m)));
+    let y = sel(x == 0.0, f32::NEG_INFINITY, sel(x == f32::INFINITY, x, y));
+    sel(x >= 0.0, y, f32::NAN) // negative or NaN
 }
 
 /// ln(1 + x) as ln(u) + (x - (u - 1)) / u with u = 1 + x rounded: the
@@ -202,10 +192,8 @@ fn ln_f32(x: f32) -> f32 {
 #[inline(always)]
 fn ln_1p_f32(x: f32) -> f32 {
     let u = 1.0 + x;
-    if u == f32::INFINITY {
-        return u;
-    }
-    ln_f32(u) + (x - (u - 1.0)) / u
+    let y = ln_f32(u) + (x - (u - 1.0)) / u;
+    sel(u == f32::INFINITY, u, y)
 }
 
 /// float32 uniform from one 32-bit word: `v = (w >> 1) * 2^-31` rounded to
@@ -213,16 +201,8 @@ fn ln_1p_f32(x: f32) -> f32 {
 #[inline(always)]
 pub fn uniform_f32(w: u32) -> f32 {
     let v = ((w >> 1) as i32 as f32) * (1.0 / 2_147_483_648.0);
-    let v = if v < 2.328_306_4e-10 {
-        2.328_306_4e-10
-    } else {
-        v
-    }; // 2^-32
-    if v > 0.999_999_94 {
-        0.999_999_94 // 1 - 2^-24
-    } else {
-        v
-    }
+    let v = sel(v < 2.328_306_4e-10, 2.328_306_4e-10, v); // 2^-32
+    sel(v > 0.999_999_94, 0.999_999_94, v) // 1 - 2^-24
 }
 
 impl Real for f32 {
@@ -318,24 +298,14 @@ fn exp_poly_f64(r: f64) -> f64 {
 
 #[inline(always)]
 fn exp_f64(x: f64) -> f64 {
-    if x.is_nan() {
-        return x;
-    }
-    if x > 709.782_712_893_384 {
-        return f64::INFINITY;
-    }
-    let t = x * F64_LOG2E + F64_ROUND_MAGIC;
-    let n = t - F64_ROUND_MAGIC;
-    if n < -1022.0 {
-        return 0.0;
-    }
-    let r = (-n).mul_add(F64_LN2_HI, x);
-    let r = (-n).mul_add(F64_LN2_LO, r);
-    if n > 1023.0 {
-        // 2^1024 is not a float64: scale in two exact steps.
-        return exp_poly_f64(r) * f64::from_bits(2046 << 52) * 2.0;
-    }
-    exp_poly_f64(r) * f64::from_bits(((n as i64 + 1023) as u64) << 52)
+    let n = (x * F64_LOG2E + F64_ROUND_MAGIC) - F64_ROUND_MAGIC;
+    let nc = sel(n < -1023.0, -1023.0, sel(n > 1024.0, 1024.0, n));
+    let r = (-nc).mul_add(F64_LN2_HI, x);
+    let r = (-nc).mul_add(F64_LN2_LO, r);
+    let ni = nc as i64; // NaN -> 0
+    let scale = f64::from_bits(((ni.min(1023) + 1023) as u64) << 52);
+    let y = exp_poly_f64(r) * scale * sel(ni > 1023, 2.0, 1.0);
+    sel(n < -1022.0, 0.0, sel(x > 709.782_712_893_384, f64::INFINITY, y))
 }
 
 /// ln(m) for m in [sqrt(1/2), sqrt(2)) as for float32, with terms up to 2/21 z^9.
@@ -364,37 +334,25 @@ fn ln_mantissa_f64(m: f64) -> f64 {
 
 #[inline(always)]
 fn ln_f64(x: f64) -> f64 {
-    if x.is_nan() || x < 0.0 {
-        return f64::NAN;
-    }
-    if x == 0.0 {
-        return f64::NEG_INFINITY;
-    }
-    if x == f64::INFINITY {
-        return x;
-    }
-    let (x, bias) = if x < f64::MIN_POSITIVE {
-        (x * 4_503_599_627_370_496.0, 52) // 2^52 scales subnormals to normals
-    } else {
-        (x, 0)
-    };
-    let hx = (x.to_bits() >> 32).wrapping_add(0x3ff0_0000 - F64_SQRT_HALF_HI);
-    let k = (hx >> 20) as i64 - 1023 - bias;
-    let m_hi = (hx & 0x000f_ffff) + F64_SQRT_HALF_HI;
-    let m = f64::from_bits((m_hi << 32) | (x.to_bits() & 0xffff_ffff));
+    let subnormal = x < f64::MIN_POSITIVE;
+    let xs = sel(subnormal, x * 4_503_599_627_370_496.0, x); // 2^52 scales subnormals
+    let bits = xs.to_bits();
+    let hx = (bits >> 32).wrapping_add(0x3ff0_0000 - F64_SQRT_HALF_HI);
+    let k = (hx >> 20) as i64 - 1023 - sel(subnormal, 52, 0);
+    let m_hi = (hx & 0x000f_ffff).wrapping_add(F64_SQRT_HALF_HI);
+    let m = f64::from_bits((m_hi << 32) | (bits & 0xffff_ffff));
     let kf = k as f64;
-    let lm = ln_mantissa_f64(m);
-    kf.mul_add(F64_LN2_HI, kf.mul_add(F64_LN2_LO, lm))
+    let y = kf.mul_add(F64_LN2_HI, kf.mul_add(F64_LN2_LO, ln_mantissa_f64(m)));
+    let y = sel(x == 0.0, f64::NEG_INFINITY, sel(x == f64::INFINITY, x, y));
+    sel(x >= 0.0, y, f64::NAN)
 }
 
 /// ln(1 + x), as for float32.
 #[inline(always)]
 fn ln_1p_f64(x: f64) -> f64 {
     let u = 1.0 + x;
-    if u == f64::INFINITY {
-        return u;
-    }
-    ln_f64(u) + (x - (u - 1.0)) / u
+    let y = ln_f64(u) + (x - (u - 1.0)) / u;
+    sel(u == f64::INFINITY, u, y)
 }
 
 /// float64 uniform from one 64-bit word: `v = (w >> 12 + 1/2) * 2^-52`, exact,
