@@ -16,6 +16,7 @@ use std::ops::{Add, Div, Mul, Neg, Sub};
 /// The floating-point element types the kernels support.
 pub trait Real:
     Copy
+    + Default
     + Send
     + Sync
     + Debug
@@ -47,6 +48,13 @@ pub trait Real:
 
     /// The uniform `v` in (0, 1) of element `i` of `stream`.
     fn uniform(stream: &crate::rng::Stream, i: u64) -> Self;
+    /// Sum of `v`: element `t` goes into lane `t % LANES`, then [`combine_lanes`].
+    fn lane_sum(v: &[Self]) -> Self;
+    /// Sum of `a[t] * b[t]` accumulated with fused multiply-adds, by lanes as `lane_sum`.
+    fn lane_dot(a: &[Self], b: &[Self]) -> Self;
+    /// Maximum of `v` (`-inf` when empty; no NaN expected).
+    fn lane_max(v: &[Self]) -> Self;
+
     /// `out[t] = uniform(stream, start + t)`, drawing each Philox block once.
     fn fill_uniform(stream: &crate::rng::Stream, start: u64, out: &mut [Self]);
 
@@ -80,6 +88,117 @@ pub fn combine_lanes<T: Real>(acc: &mut [T]) -> T {
         }
     }
     acc[0]
+}
+
+/// The lane reductions of `Real`, for a type with `$lanes` lanes.
+macro_rules! lane_reductions {
+    ($t:ty, $lanes:expr) => {
+        #[inline(always)]
+        fn lane_sum(v: &[$t]) -> $t {
+            let mut acc = [0.0 as $t; $lanes];
+            let mut chunks = v.chunks_exact($lanes);
+            for c in &mut chunks {
+                for l in 0..$lanes {
+                    acc[l] += c[l];
+                }
+            }
+            for (l, &x) in chunks.remainder().iter().enumerate() {
+                acc[l] += x;
+            }
+            combine_lanes(&mut acc)
+        }
+
+        #[inline(always)]
+        fn lane_dot(a: &[$t], b: &[$t]) -> $t {
+            let mut acc = [0.0 as $t; $lanes];
+            let n = a.len().min(b.len());
+            let (a, b) = (&a[..n], &b[..n]);
+            let mut ca = a.chunks_exact($lanes);
+            let mut cb = b.chunks_exact($lanes);
+            for (x, y) in (&mut ca).zip(&mut cb) {
+                for l in 0..$lanes {
+                    acc[l] = x[l].mul_add(y[l], acc[l]);
+                }
+            }
+            for (l, (&x, &y)) in ca.remainder().iter().zip(cb.remainder()).enumerate() {
+                acc[l] = x.mul_add(y, acc[l]);
+            }
+            combine_lanes(&mut acc)
+        }
+
+        #[inline(always)]
+        fn lane_max(v: &[$t]) -> $t {
+            let mut acc = [<$t>::NEG_INFINITY; $lanes];
+            let mut chunks = v.chunks_exact($lanes);
+            for c in &mut chunks {
+                for l in 0..$lanes {
+                    acc[l] = sel(c[l] > acc[l], c[l], acc[l]);
+                }
+            }
+            for (l, &x) in chunks.remainder().iter().enumerate() {
+                acc[l] = sel(x > acc[l], x, acc[l]);
+            }
+            acc.iter()
+                .fold(<$t>::NEG_INFINITY, |m, &x| sel(x > m, x, m))
+        }
+    };
+}
+
+/// Fills `out` with elements `start ..` of a stream whose elements come in
+/// groups of `N` computed together by `group(g, dst)`: full groups are
+/// written in place, partial ones (at the ends) through a buffer.
+///
+/// `group` is a function item marked `#[inline(always)]` (not a closure), so
+/// it is compiled into the caller's instruction set.
+#[inline(always)]
+fn for_groups<T: Copy + Default, const N: usize>(
+    stream: &crate::rng::Stream,
+    start: u64,
+    out: &mut [T],
+    group: fn(&crate::rng::Stream, u64, &mut [T; N]),
+) {
+    let n = N as u64;
+    let mut t = 0;
+    let mut i = start;
+    while t < out.len() {
+        let g = i / n;
+        let lo = (i % n) as usize;
+        let len = (N - lo).min(out.len() - t);
+        if len == N {
+            let dst: &mut [T; N] = (&mut out[t..t + N]).try_into().expect("N elements");
+            group(stream, g, dst);
+        } else {
+            let mut buf = [T::default(); N];
+            group(stream, g, &mut buf);
+            out[t..t + len].copy_from_slice(&buf[lo..lo + len]);
+        }
+        t += len;
+        i += len as u64;
+    }
+}
+
+/// float32 uniforms `64g .. 64g + 64`: from the 16 blocks `16g .. 16g + 16`.
+#[inline(always)]
+fn group_f32(stream: &crate::rng::Stream, g: u64, dst: &mut [f32; 64]) {
+    let w = stream.blocks16(16 * g);
+    for j in 0..16 {
+        for k in 0..4 {
+            dst[4 * j + k] = uniform_f32(w[k][j]);
+        }
+    }
+}
+
+/// float64 uniforms `32g .. 32g + 32`: from the 16 blocks `16g .. 16g + 16`.
+#[inline(always)]
+fn group_f64(stream: &crate::rng::Stream, g: u64, dst: &mut [f64; 32]) {
+    let w = stream.blocks16(16 * g);
+    for j in 0..16 {
+        for k in 0..2 {
+            let lo = u64::from(w[2 * k][j]);
+            let hi = u64::from(w[2 * k + 1][j]);
+            dst[2 * j + k] = uniform_f64(lo | (hi << 32));
+        }
+    }
 }
 
 /// Gumbel noise from a uniform `v` of the tail variable: `-ln(-ln(1 - v))`.
@@ -149,7 +268,9 @@ fn exp_f32(x: f32) -> f32 {
     let nc = sel(n < -127.0, -127.0, sel(n > 128.0, 128.0, n));
     let r = (-nc).mul_add(F32_LN2_HI, x);
     let r = (-nc).mul_add(F32_LN2_LO, r);
-    let ni = nc as i32; // NaN -> 0
+    // The integer nc from the bits of nc + 1.5 * 2^23 (a float-to-int `as`
+    // cast would not vectorize); a NaN gives garbage, and a NaN result anyway.
+    let ni = (nc + F32_ROUND_MAGIC).to_bits() as i32 - F32_ROUND_MAGIC.to_bits() as i32;
     // 2^n as a float; for n = 128, 2^127 and one exact doubling; n = -127 gives 0.
     let scale = f32::from_bits(((ni.min(127) + 127) as u32) << 23);
     let y = exp_poly_f32(r) * scale * sel(ni > 127, 2.0, 1.0);
@@ -177,7 +298,7 @@ fn ln_mantissa_f32(m: f32) -> f32 {
 fn ln_f32(x: f32) -> f32 {
     let subnormal = x < f32::MIN_POSITIVE;
     let xs = sel(subnormal, x * 8_388_608.0, x); // 2^23 scales subnormals to normals
-    // Split x = 2^k * m with m in [sqrt(1/2), sqrt(2)).
+                                                 // Split x = 2^k * m with m in [sqrt(1/2), sqrt(2)).
     let ix = xs.to_bits().wrapping_add(0x3f80_0000 - F32_SQRT_HALF_BITS);
     let k = (ix >> 23) as i32 - 127 - sel(subnormal, 23, 0);
     let m = f32::from_bits((ix & 0x007f_ffff).wrapping_add(F32_SQRT_HALF_BITS));
@@ -213,6 +334,8 @@ impl Real for f32 {
     const NEG_INFINITY: f32 = f32::NEG_INFINITY;
     const LANES: usize = 16;
 
+    lane_reductions!(f32, 16);
+
     #[inline(always)]
     fn from_f64(x: f64) -> f32 {
         x as f32
@@ -247,18 +370,7 @@ impl Real for f32 {
     }
     #[inline(always)]
     fn fill_uniform(stream: &crate::rng::Stream, start: u64, out: &mut [f32]) {
-        let mut i = start;
-        let mut t = 0;
-        while t < out.len() {
-            let block = stream.block(i / 4);
-            let mut j = (i % 4) as usize;
-            while j < 4 && t < out.len() {
-                out[t] = uniform_f32(block[j]);
-                j += 1;
-                t += 1;
-                i += 1;
-            }
-        }
+        for_groups(stream, start, out, group_f32);
     }
 }
 
@@ -302,10 +414,15 @@ fn exp_f64(x: f64) -> f64 {
     let nc = sel(n < -1023.0, -1023.0, sel(n > 1024.0, 1024.0, n));
     let r = (-nc).mul_add(F64_LN2_HI, x);
     let r = (-nc).mul_add(F64_LN2_LO, r);
-    let ni = nc as i64; // NaN -> 0
+    // The integer nc from the bits of nc + 1.5 * 2^52, as for float32.
+    let ni = (nc + F64_ROUND_MAGIC).to_bits() as i64 - F64_ROUND_MAGIC.to_bits() as i64;
     let scale = f64::from_bits(((ni.min(1023) + 1023) as u64) << 52);
     let y = exp_poly_f64(r) * scale * sel(ni > 1023, 2.0, 1.0);
-    sel(n < -1022.0, 0.0, sel(x > 709.782_712_893_384, f64::INFINITY, y))
+    sel(
+        n < -1022.0,
+        0.0,
+        sel(x > 709.782_712_893_384, f64::INFINITY, y),
+    )
 }
 
 /// ln(m) for m in [sqrt(1/2), sqrt(2)) as for float32, with terms up to 2/21 z^9.
@@ -338,7 +455,7 @@ fn ln_f64(x: f64) -> f64 {
     let xs = sel(subnormal, x * 4_503_599_627_370_496.0, x); // 2^52 scales subnormals
     let bits = xs.to_bits();
     let hx = (bits >> 32).wrapping_add(0x3ff0_0000 - F64_SQRT_HALF_HI);
-    let k = (hx >> 20) as i64 - 1023 - sel(subnormal, 52, 0);
+    let k = (hx >> 20) as i32 - 1023 - sel(subnormal, 52, 0);
     let m_hi = (hx & 0x000f_ffff).wrapping_add(F64_SQRT_HALF_HI);
     let m = f64::from_bits((m_hi << 32) | (bits & 0xffff_ffff));
     let kf = k as f64;
@@ -369,6 +486,8 @@ impl Real for f64 {
     const INFINITY: f64 = f64::INFINITY;
     const NEG_INFINITY: f64 = f64::NEG_INFINITY;
     const LANES: usize = 8;
+
+    lane_reductions!(f64, 8);
 
     #[inline(always)]
     fn from_f64(x: f64) -> f64 {
@@ -404,18 +523,7 @@ impl Real for f64 {
     }
     #[inline(always)]
     fn fill_uniform(stream: &crate::rng::Stream, start: u64, out: &mut [f64]) {
-        let mut i = start;
-        let mut t = 0;
-        while t < out.len() {
-            let b = stream.block(i / 2);
-            let mut j = (i % 2) as usize;
-            while j < 2 && t < out.len() {
-                out[t] = uniform_f64(u64::from(b[2 * j]) | (u64::from(b[2 * j + 1]) << 32));
-                j += 1;
-                t += 1;
-                i += 1;
-            }
-        }
+        for_groups(stream, start, out, group_f64);
     }
 }
 

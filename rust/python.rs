@@ -9,7 +9,7 @@
 
 use crate::kernels::{Dims, KernelError, Tau};
 use crate::math::Real;
-use crate::{kernels, parallel, rng, Noise, Stream};
+use crate::{isa, kernels, parallel, rng, Noise, Stream};
 use numpy::{Element, PyArray1, PyArrayMethods, PyReadonlyArray1, PyReadwriteArray1};
 use pyo3::create_exception;
 use pyo3::exceptions::{PyTypeError, PyValueError};
@@ -428,6 +428,43 @@ fn get_num_threads() -> usize {
     parallel::get_num_threads()
 }
 
+fn level_name(l: isa::Level) -> &'static str {
+    match l {
+        isa::Level::Portable => "portable",
+        isa::Level::Avx2 => "avx2",
+        isa::Level::Avx512 => "avx512",
+    }
+}
+
+/// The instruction-set level kernels run at ("portable", "avx2" or "avx512").
+#[pyfunction]
+fn simd_level() -> &'static str {
+    level_name(isa::level())
+}
+
+/// The best level this CPU supports.
+#[pyfunction]
+fn simd_detected() -> &'static str {
+    level_name(isa::detected())
+}
+
+/// Caps the level kernels use; results are bitwise the same at every level.
+#[pyfunction]
+fn set_max_simd_level(name: &str) -> PyResult<()> {
+    let cap = match name {
+        "portable" => isa::Level::Portable,
+        "avx2" => isa::Level::Avx2,
+        "avx512" => isa::Level::Avx512,
+        _ => {
+            return Err(PyValueError::new_err(format!(
+                "SIMD level must be 'portable', 'avx2' or 'avx512', got {name:?}"
+            )))
+        }
+    };
+    isa::set_max_level(cap);
+    Ok(())
+}
+
 /// Address of the first element of a float or int64 array, as the kernels see it.
 #[pyfunction]
 fn data_ptr(a: &Bound<'_, PyAny>) -> PyResult<usize> {
@@ -457,5 +494,8 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(set_num_threads, m)?)?;
     m.add_function(wrap_pyfunction!(get_num_threads, m)?)?;
     m.add_function(wrap_pyfunction!(data_ptr, m)?)?;
+    m.add_function(wrap_pyfunction!(simd_level, m)?)?;
+    m.add_function(wrap_pyfunction!(simd_detected, m)?)?;
+    m.add_function(wrap_pyfunction!(set_max_simd_level, m)?)?;
     Ok(())
 }

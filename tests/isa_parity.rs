@@ -1,7 +1,7 @@
-//! The AVX2+FMA build of every kernel gives bitwise the same results as the
-//! portable build, on shapes with strided rows and odd sizes.
+//! The AVX2+FMA and AVX-512 builds of every kernel give bitwise the same
+//! results as the portable build, on shapes with strided rows and odd sizes.
 
-use gumbelrs::isa::set_fma_allowed;
+use gumbelrs::isa::{detected, set_max_level, Level};
 use gumbelrs::*;
 
 fn inputs<T: Real>(n: usize, seed: u64) -> Vec<T> {
@@ -68,12 +68,20 @@ fn fma_and_portable_builds_agree_bitwise() {
         Dims::new(40, 1001, 1),
         Dims::new(7, 9, 130),
     ];
+    let levels: Vec<Level> = [Level::Avx2, Level::Avx512]
+        .into_iter()
+        .filter(|&l| l <= detected())
+        .collect();
+    eprintln!("comparing the portable build with {levels:?}");
     for dims in shapes {
-        set_fma_allowed(false);
+        set_max_level(Level::Portable);
         let portable32 = run_all::<f32>(dims);
         let portable64 = run_all::<f64>(dims);
-        set_fma_allowed(true);
-        assert_eq!(portable32, run_all::<f32>(dims), "{dims:?}");
-        assert_eq!(portable64, run_all::<f64>(dims), "{dims:?}");
+        for &level in &levels {
+            set_max_level(level);
+            assert_eq!(portable32, run_all::<f32>(dims), "{dims:?} at {level:?}");
+            assert_eq!(portable64, run_all::<f64>(dims), "{dims:?} at {level:?}");
+        }
     }
+    set_max_level(Level::Avx512);
 }

@@ -17,14 +17,15 @@ fn check_inputs<T: Real>(x_len: usize, n: usize, tau: &Tau<'_, T>) -> Result<(),
     tau.check(n)
 }
 
-/// What an elementwise kernel computes from element `i`, its logit and its
-/// logistic noise: the output value and, for hard samples, the soft one.
+/// What an elementwise kernel computes from a logit, its logistic noise and
+/// its inverse temperature: the output value and, for hard samples, the soft one.
 trait ElementOp<T>: Sync {
-    fn apply(&self, i: usize, x: T, l: T) -> (T, T);
+    fn apply(&self, x: T, l: T, inv_tau: T) -> (T, T);
 }
 
 struct Noisy<'a, T, Op> {
     x: &'a [T],
+    tau: Tau<'a, T>,
     stream: Stream,
     op: Op,
     out: SharedMut<T>,
@@ -39,23 +40,53 @@ impl<T: Real, Op: ElementOp<T>> RowKernel for Noisy<'_, T, Op> {
     #[inline(always)]
     fn row(&self, c: usize, noise: &mut Vec<T>) -> Result<(), KernelError> {
         let (start, len) = chunk_range(self.x.len(), c);
+        let x = &self.x[start..start + len];
+        if x.iter().fold(false, |bad, v| bad | v.is_nan()) {
+            let t = x.iter().position(|v| v.is_nan()).unwrap_or(0);
+            return Err(KernelError::NanLogit { index: start + t });
+        }
         let noise = &mut noise[..len];
         fill(Noise::Logistic, &self.stream, start as u64, noise);
-        for (t, &l) in noise.iter().enumerate() {
-            let i = start + t;
-            let xi = self.x[i];
-            if xi.is_nan() {
-                return Err(KernelError::NanLogit { index: i });
+        // SAFETY: each chunk of elements is visited by one thread only.
+        let out = unsafe { self.out.slice(start, len) };
+        // SAFETY: as above.
+        let second = self.second.as_ref().map(|s| unsafe { s.slice(start, len) });
+        // One loop per kind of temperature, so neither branches per element.
+        match self.tau {
+            Tau::Scalar(t) => {
+                let inv = T::ONE / t;
+                apply_all(&self.op, x, noise, |_| inv, out, second);
             }
-            let (a, b) = self.op.apply(i, xi, l);
-            // SAFETY: each chunk of elements is visited by one thread only.
-            unsafe { self.out.write(i, a) };
-            if let Some(second) = &self.second {
-                // SAFETY: as above.
-                unsafe { second.write(i, b) };
+            Tau::PerRow(ts) => {
+                let ts = &ts[start..start + len];
+                apply_all(&self.op, x, noise, |t| T::ONE / ts[t], out, second);
             }
         }
         Ok(())
+    }
+}
+
+/// `out[t], second[t] = op(x[t], noise[t], inv_tau(t))`.
+#[inline(always)]
+fn apply_all<T: Real, Op: ElementOp<T>>(
+    op: &Op,
+    x: &[T],
+    noise: &[T],
+    inv_tau: impl Fn(usize) -> T,
+    out: &mut [T],
+    second: Option<&mut [T]>,
+) {
+    match second {
+        None => {
+            for (t, o) in out.iter_mut().enumerate() {
+                *o = op.apply(x[t], noise[t], inv_tau(t)).0;
+            }
+        }
+        Some(second) => {
+            for (t, (o, s)) in out.iter_mut().zip(second.iter_mut()).enumerate() {
+                (*o, *s) = op.apply(x[t], noise[t], inv_tau(t));
+            }
+        }
     }
 }
 
@@ -63,6 +94,7 @@ impl<T: Real, Op: ElementOp<T>> RowKernel for Noisy<'_, T, Op> {
 /// value it returns to `out` and the second to `second` (when given).
 fn run_noisy<T: Real, Op: ElementOp<T>>(
     x: &[T],
+    tau: Tau<'_, T>,
     stream: Stream,
     op: Op,
     out: &mut [T],
@@ -70,6 +102,7 @@ fn run_noisy<T: Real, Op: ElementOp<T>>(
 ) -> Result<(), KernelError> {
     let kernel = Noisy {
         x,
+        tau,
         stream,
         op,
         out: SharedMut::new(out),
@@ -78,16 +111,15 @@ fn run_noisy<T: Real, Op: ElementOp<T>>(
     run_rows(&chunks(x.len()), &kernel)
 }
 
-struct RelaxedBernoulli<'a, T> {
-    tau: Tau<'a, T>,
+struct RelaxedBernoulli {
     hard: bool,
 }
 
-impl<T: Real> ElementOp<T> for RelaxedBernoulli<'_, T> {
+impl<T: Real> ElementOp<T> for RelaxedBernoulli {
     #[inline(always)]
-    fn apply(&self, i: usize, x: T, l: T) -> (T, T) {
+    fn apply(&self, x: T, l: T, inv_tau: T) -> (T, T) {
         let w = x + l;
-        let soft = sigmoid(w * self.tau.inverse_at(i));
+        let soft = sigmoid(w * inv_tau);
         if self.hard {
             (if w > T::ZERO { T::ONE } else { T::ZERO }, soft)
         } else {
@@ -112,7 +144,7 @@ pub fn relaxed_bernoulli_forward<T: Real>(
         check_len("soft output", s.len(), y.len())?;
     }
     let hard = soft.is_some();
-    run_noisy(x, stream, RelaxedBernoulli { tau, hard }, y, soft)
+    run_noisy(x, tau, stream, RelaxedBernoulli { hard }, y, soft)
 }
 
 /// Relaxed Bernoulli backward from the soft sample: `g * y * (1 - y) / tau`.
@@ -130,16 +162,15 @@ pub fn relaxed_bernoulli_backward<T: Real>(
     Ok(())
 }
 
-struct HardConcrete<'a, T> {
-    tau: Tau<'a, T>,
+struct HardConcrete<T> {
     lo: T,
     width: T,
 }
 
-impl<T: Real> ElementOp<T> for HardConcrete<'_, T> {
+impl<T: Real> ElementOp<T> for HardConcrete<T> {
     #[inline(always)]
-    fn apply(&self, i: usize, x: T, l: T) -> (T, T) {
-        let s = sigmoid((x + l) * self.tau.inverse_at(i));
+    fn apply(&self, x: T, l: T, inv_tau: T) -> (T, T) {
+        let s = sigmoid((x + l) * inv_tau);
         let z = (s * self.width + self.lo).max(T::ZERO).min(T::ONE);
         (z, z)
     }
@@ -155,12 +186,8 @@ pub fn hard_concrete_forward<T: Real>(
 ) -> Result<(), KernelError> {
     check_inputs(x.len(), z.len(), &tau)?;
     let (lo, hi) = limits;
-    let op = HardConcrete {
-        tau,
-        lo,
-        width: hi - lo,
-    };
-    run_noisy(x, stream, op, z, None)
+    let op = HardConcrete { lo, width: hi - lo };
+    run_noisy(x, tau, stream, op, z, None)
 }
 
 /// Hard Concrete backward from the output `z`: where `0 < z < 1`,

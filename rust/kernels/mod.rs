@@ -183,13 +183,16 @@ pub(crate) trait RowKernel: Sync {
 /// fault at the smallest position, so the error reported never depends on
 /// scheduling.
 pub(crate) fn run_rows<K: RowKernel>(dims: &Dims, kernel: &K) -> Result<(), KernelError> {
+    let level = isa::level();
     let range = |rows: std::ops::Range<usize>| {
         let mut scratch = kernel.scratch();
-        if isa::fma() {
-            // SAFETY: the CPU supports AVX2 and FMA (checked at run time).
-            unsafe { rows_fma(dims, rows, kernel, &mut scratch) }
-        } else {
-            rows_portable(dims, rows, kernel, &mut scratch)
+        match level {
+            // SAFETY: `isa::level` returns Avx512 only when the CPU has
+            // AVX-512 F/BW/DQ/VL and FMA (detected at run time).
+            isa::Level::Avx512 => unsafe { rows_avx512(dims, rows, kernel, &mut scratch) },
+            // SAFETY: Avx2 only when the CPU has AVX2 and FMA.
+            isa::Level::Avx2 => unsafe { rows_avx2(dims, rows, kernel, &mut scratch) },
+            isa::Level::Portable => rows_portable(dims, rows, kernel, &mut scratch),
         }
     };
     parallel::map_ranges(dims.rows(), dims.k.max(1), range)
@@ -217,12 +220,30 @@ fn rows_portable<K: RowKernel>(
     first
 }
 
-/// `rows_portable` compiled with AVX2 and FMA, so `mul_add` is one
-/// instruction instead of a call to the C library's `fma` (the same value:
-/// both round once) and the loops may use 256-bit vectors.
+/// `rows_portable` compiled with AVX2 and FMA: `mul_add` is one instruction
+/// instead of a call to the C library's `fma` (the same value: both round
+/// once) and loops run on 256-bit vectors.
+///
+/// # Safety
+/// The CPU must support AVX2 and FMA.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
-unsafe fn rows_fma<K: RowKernel>(
+unsafe fn rows_avx2<K: RowKernel>(
+    dims: &Dims,
+    rows: std::ops::Range<usize>,
+    kernel: &K,
+    scratch: &mut K::Scratch,
+) -> Option<KernelError> {
+    rows_portable(dims, rows, kernel, scratch)
+}
+
+/// `rows_portable` compiled with AVX-512: loops run on 512-bit vectors.
+///
+/// # Safety
+/// The CPU must support AVX-512 F, BW, DQ, VL and FMA.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512bw,avx512dq,avx512vl,avx2,fma")]
+unsafe fn rows_avx512<K: RowKernel>(
     dims: &Dims,
     rows: std::ops::Range<usize>,
     kernel: &K,
@@ -232,7 +253,17 @@ unsafe fn rows_fma<K: RowKernel>(
 }
 
 #[cfg(not(target_arch = "x86_64"))]
-unsafe fn rows_fma<K: RowKernel>(
+unsafe fn rows_avx2<K: RowKernel>(
+    dims: &Dims,
+    rows: std::ops::Range<usize>,
+    kernel: &K,
+    scratch: &mut K::Scratch,
+) -> Option<KernelError> {
+    rows_portable(dims, rows, kernel, scratch)
+}
+
+#[cfg(not(target_arch = "x86_64"))]
+unsafe fn rows_avx512<K: RowKernel>(
     dims: &Dims,
     rows: std::ops::Range<usize>,
     kernel: &K,
@@ -295,6 +326,18 @@ impl<T: Copy> SharedMut<T> {
         // SAFETY: in bounds (checked above); exclusive per the caller's contract.
         unsafe { self.ptr.add(index).write(value) }
     }
+
+    /// The elements `start .. start + len` as a mutable slice.
+    ///
+    /// # Safety
+    /// No other thread may access these elements while the slice lives.
+    #[inline(always)]
+    #[allow(clippy::mut_from_ref)]
+    pub(crate) unsafe fn slice(&self, start: usize, len: usize) -> &mut [T] {
+        assert!(start <= self.len && len <= self.len - start);
+        // SAFETY: in bounds (checked above); exclusive per the caller's contract.
+        unsafe { std::slice::from_raw_parts_mut(self.ptr.add(start), len) }
+    }
 }
 
 /// Copies row `r` of `x` (strided by `dims.inner`) into `row`.
@@ -317,8 +360,25 @@ pub(crate) fn gather_row<T: Copy>(x: &[T], dims: &Dims, r: usize, row: &mut [T])
 #[inline(always)]
 pub(crate) unsafe fn scatter_row<T: Copy>(out: &SharedMut<T>, dims: &Dims, r: usize, row: &[T]) {
     let base = dims.base(r);
+    if dims.inner == 1 {
+        // SAFETY: the elements of row `r` are owned by this thread.
+        unsafe { out.slice(base, dims.k) }.copy_from_slice(row);
+        return;
+    }
     for (t, &v) in row.iter().enumerate() {
         // SAFETY: the element belongs to row `r`, owned by this thread.
         unsafe { out.write(base + t * dims.inner, v) };
+    }
+}
+
+/// Row `r` of `x`: the slice itself when rows are contiguous, else a copy in `buf`.
+#[inline(always)]
+pub(crate) fn row_of<'a, T: Copy>(x: &'a [T], dims: &Dims, r: usize, buf: &'a mut [T]) -> &'a [T] {
+    if dims.inner == 1 {
+        let base = dims.base(r);
+        &x[base..base + dims.k]
+    } else {
+        gather_row(x, dims, r, buf);
+        buf
     }
 }

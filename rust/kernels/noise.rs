@@ -1,6 +1,6 @@
 //! Noise tensors: element `i` of the output is drawn from `(seed, offset, i)`.
 
-use super::{chunk_range, chunks, run_rows, KernelError, RowKernel, SharedMut, CHUNK};
+use super::{chunk_range, chunks, run_rows, KernelError, RowKernel, SharedMut};
 use crate::math::{gumbel_from_uniform, logistic_from_uniform, Real};
 use crate::rng::Stream;
 
@@ -55,18 +55,14 @@ struct NoiseKernel<T> {
 }
 
 impl<T: Real> RowKernel for NoiseKernel<T> {
-    type Scratch = Vec<T>;
-    fn scratch(&self) -> Vec<T> {
-        vec![T::ZERO; CHUNK]
-    }
+    type Scratch = ();
+    fn scratch(&self) {}
     #[inline(always)]
-    fn row(&self, c: usize, buf: &mut Vec<T>) -> Result<(), KernelError> {
+    fn row(&self, c: usize, _: &mut ()) -> Result<(), KernelError> {
         let (start, len) = chunk_range(self.n, c);
-        fill(self.kind, &self.stream, start as u64, &mut buf[..len]);
-        for (t, &v) in buf[..len].iter().enumerate() {
-            // SAFETY: each chunk of elements is visited by one thread only.
-            unsafe { self.out.write(start + t, v) };
-        }
+        // SAFETY: each chunk of elements is visited by one thread only.
+        let out = unsafe { self.out.slice(start, len) };
+        fill(self.kind, &self.stream, start as u64, out);
         Ok(())
     }
 }

@@ -2,8 +2,8 @@
 //! Gumbel-top-k.
 
 use super::noise::{fill_strided, Noise};
-use super::softmax::{check_logits, perturb};
-use super::{check_len, gather_row, run_rows, Dims, KernelError, RowKernel, SharedMut};
+use super::softmax::{add_logits, check_logits, first_index_of};
+use super::{check_len, row_of, run_rows, Dims, KernelError, RowKernel, SharedMut};
 use crate::math::Real;
 use crate::rng::Stream;
 use std::cmp::Ordering;
@@ -32,7 +32,7 @@ impl<T: Real> RowKernel for Categorical<'_, T> {
     #[inline(always)]
     fn row(&self, r: usize, (xr, w): &mut Self::Scratch) -> Result<(), KernelError> {
         let dims = &self.dims;
-        gather_row(self.x, dims, r, xr);
+        let xr = row_of(self.x, dims, r, xr);
         check_row(xr, dims, r)?;
         let base = dims.base(r) as u64;
         let n = dims.len() as u64;
@@ -44,7 +44,8 @@ impl<T: Real> RowKernel for Categorical<'_, T> {
                 dims.inner as u64,
                 w,
             );
-            let (arg, _) = perturb(xr, w);
+            add_logits(w, xr);
+            let arg = first_index_of(w, T::lane_max(w));
             // SAFETY: output slots of row `r` are written by this thread only.
             unsafe { self.out.write(r * self.num_samples + s, arg as i64) };
         }
@@ -93,7 +94,7 @@ impl<T: Real> RowKernel for TopK<'_, T> {
     #[inline(always)]
     fn row(&self, r: usize, (xr, w, order): &mut Self::Scratch) -> Result<(), KernelError> {
         let (dims, kk) = (&self.dims, self.kk);
-        gather_row(self.x, dims, r, xr);
+        let xr = row_of(self.x, dims, r, xr);
         check_row(xr, dims, r)?;
         let available = xr.iter().filter(|&&v| v > T::NEG_INFINITY).count();
         if available < kk {
@@ -110,7 +111,7 @@ impl<T: Real> RowKernel for TopK<'_, T> {
             dims.inner as u64,
             w,
         );
-        perturb(xr, w);
+        add_logits(w, xr);
         let by_score = |a: &usize, b: &usize| match w[*b].partial_cmp(&w[*a]) {
             Some(Ordering::Equal) | None => a.cmp(b),
             Some(o) => o,

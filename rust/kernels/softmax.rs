@@ -2,62 +2,62 @@
 
 use super::noise::{fill_strided, Noise};
 use super::{
-    check_len, gather_row, run_rows, scatter_row, Dims, KernelError, RowKernel, SharedMut, Tau,
+    check_len, gather_row, row_of, run_rows, scatter_row, Dims, KernelError, RowKernel, SharedMut,
+    Tau,
 };
-use crate::math::{combine_lanes, Real};
+use crate::math::Real;
 use crate::rng::Stream;
 
-/// Checks one row of logits: no NaN, no +inf, at least one finite value.
-/// Reports the first fault in the row's order.
+/// Checks one row of logits: no NaN, no +inf, at least one value that is
+/// not -inf. A branch-free pass decides; only a faulty row is scanned again
+/// to report its first fault.
 #[inline(always)]
 pub(crate) fn check_logits<T: Real>(x: &[T], dims: &Dims, r: usize) -> Result<(), KernelError> {
-    let base = dims.base(r);
+    let mut bad = false;
     let mut any = false;
-    for (t, &v) in x.iter().enumerate() {
-        if v.is_nan() {
-            return Err(KernelError::NanLogit {
-                index: base + t * dims.inner,
-            });
-        }
-        if v == T::INFINITY {
-            return Err(KernelError::PosInfLogit {
-                index: base + t * dims.inner,
-            });
-        }
+    for &v in x {
+        bad |= v.is_nan() | (v == T::INFINITY);
         any |= v > T::NEG_INFINITY;
     }
-    if any || x.is_empty() {
-        Ok(())
-    } else {
-        Err(KernelError::AllMasked { row: r })
+    if !bad && (any || x.is_empty()) {
+        return Ok(());
     }
-}
-
-/// Perturbs `w[t] = x[t] + g[t]` in place (g is in `w` on entry) and returns
-/// the first index of the maximum and the maximum.
-#[inline(always)]
-pub(crate) fn perturb<T: Real>(x: &[T], w: &mut [T]) -> (usize, T) {
-    let mut best = (0, T::NEG_INFINITY);
-    for (t, (wt, &xt)) in w.iter_mut().zip(x).enumerate() {
-        *wt = xt + *wt;
-        if *wt > best.1 {
-            best = (t, *wt);
+    let base = dims.base(r);
+    for (t, &v) in x.iter().enumerate() {
+        let index = base + t * dims.inner;
+        if v.is_nan() {
+            return Err(KernelError::NanLogit { index });
+        }
+        if v == T::INFINITY {
+            return Err(KernelError::PosInfLogit { index });
         }
     }
-    best
+    Err(KernelError::AllMasked { row: r })
 }
 
-/// `w <- softmax((w - m) / tau)` for the row maximum `m`, summing in
-/// `T::LANES` lanes. Subtracting the maximum before scaling keeps every
-/// exponent `<= 0`, so no temperature, however small, overflows.
+/// `w[t] += x[t]`: the perturbed logits (Gumbel noise in `w` on entry).
 #[inline(always)]
-fn softmax_in_place<T: Real>(w: &mut [T], m: T, inv_tau: T, lanes: &mut [T]) {
-    lanes.fill(T::ZERO);
-    for (t, wt) in w.iter_mut().enumerate() {
-        *wt = ((*wt - m) * inv_tau).exp();
-        lanes[t % T::LANES] = lanes[t % T::LANES] + *wt;
+pub(crate) fn add_logits<T: Real>(w: &mut [T], x: &[T]) {
+    for (wt, &xt) in w.iter_mut().zip(x) {
+        *wt = xt + *wt;
     }
-    let s = combine_lanes(lanes);
+}
+
+/// The first index of `m` in `w` (`m` is the maximum of `w`, so it occurs).
+#[inline(always)]
+pub(crate) fn first_index_of<T: Real>(w: &[T], m: T) -> usize {
+    w.iter().position(|&v| v == m).unwrap_or(0)
+}
+
+/// `w <- softmax((w - m) / tau)` for the row maximum `m`. Subtracting the
+/// maximum before scaling keeps every exponent `<= 0`, so no temperature,
+/// however small, overflows.
+#[inline(always)]
+fn softmax_in_place<T: Real>(w: &mut [T], m: T, inv_tau: T) {
+    for wt in w.iter_mut() {
+        *wt = ((*wt - m) * inv_tau).exp();
+    }
+    let s = T::lane_sum(w);
     for wt in w.iter_mut() {
         *wt = *wt / s;
     }
@@ -66,7 +66,6 @@ fn softmax_in_place<T: Real>(w: &mut [T], m: T, inv_tau: T, lanes: &mut [T]) {
 pub(crate) struct Scratch<T> {
     x: Vec<T>,
     z: Vec<T>,
-    lanes: Vec<T>,
 }
 
 impl<T: Real> Scratch<T> {
@@ -74,7 +73,6 @@ impl<T: Real> Scratch<T> {
         Scratch {
             x: vec![T::ZERO; k],
             z: vec![T::ZERO; k],
-            lanes: vec![T::ZERO; T::LANES],
         }
     }
 }
@@ -96,8 +94,8 @@ impl<T: Real> RowKernel for Forward<'_, T> {
     #[inline(always)]
     fn row(&self, r: usize, s: &mut Scratch<T>) -> Result<(), KernelError> {
         let dims = &self.dims;
-        gather_row(self.x, dims, r, &mut s.x);
-        check_logits(&s.x, dims, r)?;
+        let xr = row_of(self.x, dims, r, &mut s.x);
+        check_logits(xr, dims, r)?;
         let base = dims.base(r);
         fill_strided(
             Noise::Gumbel,
@@ -106,14 +104,12 @@ impl<T: Real> RowKernel for Forward<'_, T> {
             dims.inner as u64,
             &mut s.z,
         );
-        let (arg, m) = perturb(&s.x, &mut s.z);
-        softmax_in_place(&mut s.z, m, self.tau.inverse_at(r), &mut s.lanes);
-        match &self.soft {
-            None => {
-                // SAFETY: row `r` is visited by this thread only.
-                unsafe { scatter_row(&self.out, dims, r, &s.z) };
-            }
-            Some(soft) => {
+        add_logits(&mut s.z, xr);
+        let m = T::lane_max(&s.z);
+        let arg = self.soft.as_ref().map(|_| first_index_of(&s.z, m));
+        softmax_in_place(&mut s.z, m, self.tau.inverse_at(r));
+        match (&self.soft, arg) {
+            (Some(soft), Some(arg)) => {
                 // SAFETY: row `r` is visited by this thread only.
                 unsafe { scatter_row(soft, dims, r, &s.z) };
                 for t in 0..dims.k {
@@ -121,6 +117,10 @@ impl<T: Real> RowKernel for Forward<'_, T> {
                     // SAFETY: element of row `r`, visited by this thread only.
                     unsafe { self.out.write(base + t * dims.inner, v) };
                 }
+            }
+            _ => {
+                // SAFETY: row `r` is visited by this thread only.
+                unsafe { scatter_row(&self.out, dims, r, &s.z) };
             }
         }
         Ok(())
@@ -178,20 +178,27 @@ impl<T: Real> RowKernel for Backward<'_, T> {
     }
     #[inline(always)]
     fn row(&self, r: usize, s: &mut Scratch<T>) -> Result<(), KernelError> {
-        gather_row(self.g, &self.dims, r, &mut s.x);
-        gather_row(self.y, &self.dims, r, &mut s.z);
-        s.lanes.fill(T::ZERO);
-        for (t, (&gt, &yt)) in s.x.iter().zip(&s.z).enumerate() {
-            let l = t % T::LANES;
-            s.lanes[l] = gt.fma(yt, s.lanes[l]);
-        }
-        let dot = combine_lanes(&mut s.lanes);
+        let dims = &self.dims;
         let inv_tau = self.tau.inverse_at(r);
-        for (gt, &yt) in s.x.iter_mut().zip(&s.z) {
-            *gt = (yt * (*gt - dot)) * inv_tau;
+        if dims.inner == 1 {
+            let base = dims.base(r);
+            let (g, y) = (&self.g[base..base + dims.k], &self.y[base..base + dims.k]);
+            let dot = T::lane_dot(g, y);
+            // SAFETY: row `r` is visited by this thread only.
+            let out = unsafe { self.out.slice(base, dims.k) };
+            for ((o, &gt), &yt) in out.iter_mut().zip(g).zip(y) {
+                *o = (yt * (gt - dot)) * inv_tau;
+            }
+        } else {
+            gather_row(self.g, dims, r, &mut s.x);
+            gather_row(self.y, dims, r, &mut s.z);
+            let dot = T::lane_dot(&s.x, &s.z);
+            for (gt, &yt) in s.x.iter_mut().zip(&s.z) {
+                *gt = (yt * (*gt - dot)) * inv_tau;
+            }
+            // SAFETY: row `r` is visited by this thread only.
+            unsafe { scatter_row(&self.out, dims, r, &s.x) };
         }
-        // SAFETY: row `r` is visited by this thread only.
-        unsafe { scatter_row(&self.out, &self.dims, r, &s.x) };
         Ok(())
     }
 }
