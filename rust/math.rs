@@ -56,7 +56,18 @@ pub trait Real:
     fn lane_max(v: &[Self]) -> Self;
 
     /// `out[t] = uniform(stream, start + t)`, drawing each Philox block once.
-    fn fill_uniform(stream: &crate::rng::Stream, start: u64, out: &mut [Self]);
+    #[inline(always)]
+    fn fill_uniform(stream: &crate::rng::Stream, start: u64, out: &mut [Self]) {
+        Self::fill_uniform_cached(stream, start, out, &mut GroupCache::new());
+    }
+    /// `fill_uniform` that keeps the last partial group of uniforms in
+    /// `cache` (for one stream), so consecutive short rows share its blocks.
+    fn fill_uniform_cached(
+        stream: &crate::rng::Stream,
+        start: u64,
+        out: &mut [Self],
+        cache: &mut GroupCache<Self>,
+    );
 
     #[inline(always)]
     fn max(self, other: Self) -> Self {
@@ -144,6 +155,29 @@ macro_rules! lane_reductions {
     };
 }
 
+/// The last group of uniforms computed for a partial range (64 float32 or
+/// 32 float64 values), valid for one stream.
+#[derive(Clone, Debug)]
+pub struct GroupCache<T> {
+    group: u64,
+    values: [T; 64],
+}
+
+impl<T: Default + Copy> GroupCache<T> {
+    pub fn new() -> Self {
+        GroupCache {
+            group: u64::MAX,
+            values: [T::default(); 64],
+        }
+    }
+}
+
+impl<T: Default + Copy> Default for GroupCache<T> {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
 /// Fills `out` with elements `start ..` of a stream whose elements come in
 /// groups of `N` computed together by `group(g, dst)`: full groups are
 /// written in place, partial ones (at the ends) through a buffer.
@@ -156,6 +190,7 @@ fn for_groups<T: Copy + Default, const N: usize>(
     start: u64,
     out: &mut [T],
     group: fn(&crate::rng::Stream, u64, &mut [T; N]),
+    cache: &mut GroupCache<T>,
 ) {
     let n = N as u64;
     let mut t = 0;
@@ -168,8 +203,11 @@ fn for_groups<T: Copy + Default, const N: usize>(
             let dst: &mut [T; N] = (&mut out[t..t + N]).try_into().expect("N elements");
             group(stream, g, dst);
         } else {
-            let mut buf = [T::default(); N];
-            group(stream, g, &mut buf);
+            let buf: &mut [T; N] = (&mut cache.values[..N]).try_into().expect("N <= 64");
+            if cache.group != g {
+                group(stream, g, buf);
+                cache.group = g;
+            }
             out[t..t + len].copy_from_slice(&buf[lo..lo + len]);
         }
         t += len;
@@ -369,8 +407,13 @@ impl Real for f32 {
         uniform_f32(stream.word(i))
     }
     #[inline(always)]
-    fn fill_uniform(stream: &crate::rng::Stream, start: u64, out: &mut [f32]) {
-        for_groups(stream, start, out, group_f32);
+    fn fill_uniform_cached(
+        stream: &crate::rng::Stream,
+        start: u64,
+        out: &mut [f32],
+        cache: &mut GroupCache<f32>,
+    ) {
+        for_groups(stream, start, out, group_f32, cache);
     }
 }
 
@@ -522,8 +565,13 @@ impl Real for f64 {
         uniform_f64(stream.word64(i))
     }
     #[inline(always)]
-    fn fill_uniform(stream: &crate::rng::Stream, start: u64, out: &mut [f64]) {
-        for_groups(stream, start, out, group_f64);
+    fn fill_uniform_cached(
+        stream: &crate::rng::Stream,
+        start: u64,
+        out: &mut [f64],
+        cache: &mut GroupCache<f64>,
+    ) {
+        for_groups(stream, start, out, group_f64, cache);
     }
 }
 

@@ -9,7 +9,7 @@
 use rayon::prelude::*;
 use std::ops::Range;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 
 /// Elements below which a kernel runs on the calling thread.
 pub const MIN_PARALLEL_WORK: usize = 1 << 15;
@@ -25,9 +25,16 @@ pub fn set_num_threads(n: usize) {
 /// The number of threads kernels use; by default, the available parallelism.
 pub fn get_num_threads() -> usize {
     match THREADS.load(Ordering::Relaxed) {
-        0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+        0 => default_threads(),
         n => n,
     }
+}
+
+/// The available parallelism, read once (the query reads cgroup files and
+/// costs tens of microseconds, more than a small kernel).
+fn default_threads() -> usize {
+    static DEFAULT: OnceLock<usize> = OnceLock::new();
+    *DEFAULT.get_or_init(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
 }
 
 fn pool(threads: usize) -> Arc<rayon::ThreadPool> {

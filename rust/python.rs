@@ -1,8 +1,8 @@
 //! PyO3 bindings: `gumbelrs._core`.
 //!
-//! Thin glue only. Every kernel takes flat NumPy views of torch tensors
-//! (`tensor.view(-1).numpy()` shares memory), borrows their slices, releases
-//! the GIL and runs. Outputs are allocated by torch and written in place.
+//! Thin glue only. Every kernel takes C-contiguous NumPy views of torch
+//! tensors (`tensor.numpy()` shares memory), borrows them as flat slices,
+//! releases the GIL and runs. Outputs are allocated by torch and written in place.
 //! Argument checking and error messages live in `gumbelrs.functional`; a
 //! fault found by a kernel is raised as `_core.KernelError` carrying its kind
 //! and position, which the Python layer turns into a message for the user.
@@ -10,7 +10,7 @@
 use crate::kernels::{Dims, KernelError, Tau};
 use crate::math::Real;
 use crate::{isa, kernels, parallel, rng, Noise, Stream};
-use numpy::{Element, PyArray1, PyArrayMethods, PyReadonlyArray1, PyReadwriteArray1};
+use numpy::{Element, PyArrayDyn, PyArrayMethods, PyReadonlyArrayDyn, PyReadwriteArrayDyn};
 use pyo3::create_exception;
 use pyo3::exceptions::{PyTypeError, PyValueError};
 use pyo3::prelude::*;
@@ -45,13 +45,13 @@ enum Float {
 }
 
 fn float_of(a: &Bound<'_, PyAny>) -> PyResult<Float> {
-    if a.cast::<PyArray1<f32>>().is_ok() {
+    if a.cast::<PyArrayDyn<f32>>().is_ok() {
         Ok(Float::F32)
-    } else if a.cast::<PyArray1<f64>>().is_ok() {
+    } else if a.cast::<PyArrayDyn<f64>>().is_ok() {
         Ok(Float::F64)
     } else {
         Err(PyTypeError::new_err(
-            "gumbelrs._core kernels take 1-D float32 or float64 NumPy arrays",
+            "gumbelrs._core kernels take C-contiguous float32 or float64 NumPy arrays",
         ))
     }
 }
@@ -66,8 +66,8 @@ macro_rules! by_dtype {
     };
 }
 
-type Ro<'py, T> = PyReadonlyArray1<'py, T>;
-type Rw<'py, T> = PyReadwriteArray1<'py, T>;
+type Ro<'py, T> = PyReadonlyArrayDyn<'py, T>;
+type Rw<'py, T> = PyReadwriteArrayDyn<'py, T>;
 
 fn ro<'py, T: Element>(a: &Bound<'py, PyAny>) -> PyResult<Ro<'py, T>> {
     a.extract::<Ro<'py, T>>()
@@ -468,7 +468,7 @@ fn set_max_simd_level(name: &str) -> PyResult<()> {
 /// Address of the first element of a float or int64 array, as the kernels see it.
 #[pyfunction]
 fn data_ptr(a: &Bound<'_, PyAny>) -> PyResult<usize> {
-    if let Ok(a) = a.cast::<PyArray1<i64>>() {
+    if let Ok(a) = a.cast::<PyArrayDyn<i64>>() {
         return Ok(a.readonly().as_slice()?.as_ptr() as usize);
     }
     Ok(match float_of(a)? {

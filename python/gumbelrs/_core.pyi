@@ -1,8 +1,9 @@
 """Type stubs of the native module built from rust/python.rs.
 
-Kernels take flat 1-D NumPy views (float32 or float64; int64 for indices) of
-contiguous torch tensors and write their outputs in place. ``dims`` is
-``(outer, k, inner)``: the tensor seen around the reduced dimension.
+Kernels take C-contiguous NumPy views (float32 or float64; int64 for indices)
+of contiguous torch tensors, read as flat slices, and write their outputs in
+place. ``dims`` is ``(outer, k, inner)``: the tensor seen around the reduced
+dimension.
 """
 
 

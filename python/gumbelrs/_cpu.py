@@ -1,7 +1,8 @@
 """CPU backend: torch tensors in, Rust kernels (``_core``) on their memory.
 
-Inputs are contiguous float32/float64 CPU tensors; each crosses as a flat
-NumPy view (``tensor.view(-1).numpy()`` shares memory, no copy). Outputs are
+Inputs are contiguous float32/float64 CPU tensors; each crosses as a NumPy
+view (``tensor.numpy()`` shares memory, no copy), which the kernels read as a
+flat slice. Outputs are
 allocated here by torch and written in place by the kernels.
 """
 
@@ -15,7 +16,7 @@ from . import _core
 
 
 def _np(t: torch.Tensor):
-    return t.detach().view(-1).numpy()
+    return (t.detach() if t.requires_grad else t).numpy()
 
 
 def _opt(t: torch.Tensor | None):

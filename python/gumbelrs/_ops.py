@@ -116,21 +116,24 @@ def _(grad, y, dim, tau, tau_rows):
     return torch.empty_like(y)
 
 
+def _gs_forward(x, dim, tau, tau_rows, stream, hard, fn):
+    """``(y, soft)``: the output and the soft sample (the same tensor when soft)."""
+    if isinstance(stream, Tensor):
+        if hard:
+            return torch.ops.gumbelrs.gumbel_softmax_hard(fn, x, dim, tau, tau_rows, stream)
+        y = torch.ops.gumbelrs.gumbel_softmax(fn, x, dim, tau, tau_rows, stream)
+        return y, y
+    y, soft = _dispatch.backend(x.device).gumbel_softmax(fn, x, dim, tau, tau_rows, *stream, hard)
+    return y, (y if soft is None else soft)
+
+
 class GumbelSoftmax(torch.autograd.Function):
     """Soft or straight-through hard Gumbel-Softmax; the gradient always
     flows through the soft sample: ``y * (g - sum(g * y)) / tau``."""
 
     @staticmethod
     def forward(ctx, x, dim, tau, tau_rows, stream, hard, fn):
-        if isinstance(stream, Tensor):
-            if hard:
-                y, soft = torch.ops.gumbelrs.gumbel_softmax_hard(fn, x, dim, tau, tau_rows, stream)
-            else:
-                y = soft = torch.ops.gumbelrs.gumbel_softmax(fn, x, dim, tau, tau_rows, stream)
-        else:
-            b = _dispatch.backend(x.device)
-            y, soft = b.gumbel_softmax(fn, x, dim, tau, tau_rows, *stream, hard)
-            soft = y if soft is None else soft
+        y, soft = _gs_forward(x, dim, tau, tau_rows, stream, hard, fn)
         ctx.save_for_backward(soft, tau_rows)
         ctx.dim, ctx.tau = dim, tau
         return y
@@ -145,6 +148,13 @@ class GumbelSoftmax(torch.autograd.Function):
             b = _dispatch.backend(soft.device)
             gx = b.gumbel_softmax_backward(grad, soft, ctx.dim, ctx.tau, tau_rows)
         return gx, None, None, None, None, None, None
+
+
+def gumbel_softmax(x, dim, tau, tau_rows, stream, hard, fn):
+    """The op, through autograd only when a gradient is needed."""
+    if torch.is_grad_enabled() and x.requires_grad:
+        return GumbelSoftmax.apply(x, dim, tau, tau_rows, stream, hard, fn)
+    return _gs_forward(x, dim, tau, tau_rows, stream, hard, fn)[0]
 
 
 # ----------------------------------------------------- categorical draws
@@ -221,21 +231,24 @@ def _(grad, y, tau, tau_elems):
     return torch.empty_like(y)
 
 
+def _rb_forward(x, tau, tau_elems, stream, hard, fn):
+    """``(y, soft)``: the output and the soft sample (the same tensor when soft)."""
+    if isinstance(stream, Tensor):
+        if hard:
+            return torch.ops.gumbelrs.relaxed_bernoulli_hard(fn, x, tau, tau_elems, stream)
+        y = torch.ops.gumbelrs.relaxed_bernoulli(fn, x, tau, tau_elems, stream)
+        return y, y
+    y, soft = _dispatch.backend(x.device).relaxed_bernoulli(fn, x, tau, tau_elems, *stream, hard)
+    return y, (y if soft is None else soft)
+
+
 class RelaxedBernoulli(torch.autograd.Function):
     """Binary Concrete sample, soft or straight-through hard; the gradient
     flows through the soft sample: ``g * y * (1 - y) / tau``."""
 
     @staticmethod
     def forward(ctx, x, tau, tau_elems, stream, hard, fn):
-        if isinstance(stream, Tensor):
-            if hard:
-                y, soft = torch.ops.gumbelrs.relaxed_bernoulli_hard(fn, x, tau, tau_elems, stream)
-            else:
-                y = soft = torch.ops.gumbelrs.relaxed_bernoulli(fn, x, tau, tau_elems, stream)
-        else:
-            b = _dispatch.backend(x.device)
-            y, soft = b.relaxed_bernoulli(fn, x, tau, tau_elems, *stream, hard)
-            soft = y if soft is None else soft
+        y, soft = _rb_forward(x, tau, tau_elems, stream, hard, fn)
         ctx.save_for_backward(soft, tau_elems)
         ctx.tau = tau
         return y
@@ -250,6 +263,13 @@ class RelaxedBernoulli(torch.autograd.Function):
             b = _dispatch.backend(soft.device)
             gx = b.relaxed_bernoulli_backward(grad, soft, ctx.tau, tau_elems)
         return gx, None, None, None, None, None
+
+
+def relaxed_bernoulli(x, tau, tau_elems, stream, hard, fn):
+    """The op, through autograd only when a gradient is needed."""
+    if torch.is_grad_enabled() and x.requires_grad:
+        return RelaxedBernoulli.apply(x, tau, tau_elems, stream, hard, fn)
+    return _rb_forward(x, tau, tau_elems, stream, hard, fn)[0]
 
 
 # ----------------------------------------------------------- Hard Concrete
@@ -279,16 +299,19 @@ def _(grad, z, tau, tau_elems, lo, hi):
     return torch.empty_like(z)
 
 
+def _hc_forward(x, tau, tau_elems, limits, stream, fn):
+    if isinstance(stream, Tensor):
+        lo, hi = limits
+        return torch.ops.gumbelrs.hard_concrete(fn, x, tau, tau_elems, lo, hi, stream)
+    return _dispatch.backend(x.device).hard_concrete(fn, x, tau, tau_elems, limits, *stream)
+
+
 class HardConcrete(torch.autograd.Function):
     """Hard Concrete sample; gradient zero where the sample was clamped."""
 
     @staticmethod
     def forward(ctx, x, tau, tau_elems, limits, stream, fn):
-        lo, hi = limits
-        if isinstance(stream, Tensor):
-            z = torch.ops.gumbelrs.hard_concrete(fn, x, tau, tau_elems, lo, hi, stream)
-        else:
-            z = _dispatch.backend(x.device).hard_concrete(fn, x, tau, tau_elems, limits, *stream)
+        z = _hc_forward(x, tau, tau_elems, limits, stream, fn)
         ctx.save_for_backward(z, tau_elems)
         ctx.tau, ctx.limits = tau, limits
         return z
@@ -304,3 +327,10 @@ class HardConcrete(torch.autograd.Function):
             b = _dispatch.backend(z.device)
             gx = b.hard_concrete_backward(grad, z, ctx.tau, tau_elems, (lo, hi))
         return gx, None, None, None, None, None
+
+
+def hard_concrete(x, tau, tau_elems, limits, stream, fn):
+    """The op, through autograd only when a gradient is needed."""
+    if torch.is_grad_enabled() and x.requires_grad:
+        return HardConcrete.apply(x, tau, tau_elems, limits, stream, fn)
+    return _hc_forward(x, tau, tau_elems, limits, stream, fn)

@@ -70,7 +70,7 @@ def gumbel_softmax(
     gen = _validate.generator(fn, generator)
     x = _compute(logits)
     t, t_rows = _validate.tau(fn, tau, x, _batch(x.shape, d), dim=d)
-    y = _ops.GumbelSoftmax.apply(x, d, t, t_rows, _ops.take(gen), hard, fn)
+    y = _ops.gumbel_softmax(x, d, t, t_rows, _ops.take(gen), hard, fn)
     return y.to(logits.dtype)
 
 
@@ -94,7 +94,7 @@ def relaxed_bernoulli(
     gen = _validate.generator(fn, generator)
     x = _compute(logits)
     t, t_elems = _validate.tau(fn, tau, x, x.shape)
-    y = _ops.RelaxedBernoulli.apply(x, t, t_elems, _ops.take(gen), hard, fn)
+    y = _ops.relaxed_bernoulli(x, t, t_elems, _ops.take(gen), hard, fn)
     return y.to(logits.dtype)
 
 
@@ -118,7 +118,7 @@ def hard_concrete(
     gen = _validate.generator(fn, generator)
     x = _compute(logits)
     t, t_elems = _validate.tau(fn, tau, x, x.shape)
-    z = _ops.HardConcrete.apply(x, t, t_elems, lim, _ops.take(gen), fn)
+    z = _ops.hard_concrete(x, t, t_elems, lim, _ops.take(gen), fn)
     return z.to(logits.dtype)
 
 

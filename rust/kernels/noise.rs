@@ -1,7 +1,7 @@
 //! Noise tensors: element `i` of the output is drawn from `(seed, offset, i)`.
 
 use super::{chunk_range, chunks, run_rows, KernelError, RowKernel, SharedMut};
-use crate::math::{gumbel_from_uniform, logistic_from_uniform, Real};
+use crate::math::{gumbel_from_uniform, logistic_from_uniform, GroupCache, Real};
 use crate::rng::Stream;
 
 /// Which noise a kernel draws from a uniform `v` in (0, 1).
@@ -35,11 +35,22 @@ pub fn fill<T: Real>(kind: Noise, stream: &Stream, start: u64, out: &mut [T]) {
     }
 }
 
-/// Draws the noise of elements `base + t * stride` for `t < out.len()`.
+/// Draws the noise of elements `base + t * stride` for `t < out.len()`;
+/// `cache` keeps the last partial group of uniforms between calls (one stream).
 #[inline(always)]
-pub fn fill_strided<T: Real>(kind: Noise, stream: &Stream, base: u64, stride: u64, out: &mut [T]) {
+pub fn fill_strided<T: Real>(
+    kind: Noise,
+    stream: &Stream,
+    base: u64,
+    stride: u64,
+    out: &mut [T],
+    cache: &mut GroupCache<T>,
+) {
     if stride == 1 {
-        fill(kind, stream, base, out);
+        T::fill_uniform_cached(stream, base, out, cache);
+        for v in out.iter_mut() {
+            *v = kind.from_uniform(*v);
+        }
     } else {
         for (t, v) in out.iter_mut().enumerate() {
             *v = kind.from_uniform(T::uniform(stream, base + t as u64 * stride));
@@ -92,7 +103,14 @@ mod tests {
             assert_eq!(g, gumbel_from_uniform(f32::uniform(&s, i as u64)));
         }
         let mut strided = vec![0f32; 100];
-        fill_strided(Noise::Gumbel, &s, 5, 7, &mut strided);
+        fill_strided(
+            Noise::Gumbel,
+            &s,
+            5,
+            7,
+            &mut strided,
+            &mut GroupCache::new(),
+        );
         for (t, &g) in strided.iter().enumerate() {
             assert_eq!(g, out[5 + 7 * t]);
         }

@@ -4,7 +4,7 @@
 use super::noise::{fill_strided, Noise};
 use super::softmax::{add_logits, check_logits, first_index_of};
 use super::{check_len, row_of, run_rows, Dims, KernelError, RowKernel, SharedMut};
-use crate::math::Real;
+use crate::math::{GroupCache, Real};
 use crate::rng::Stream;
 use std::cmp::Ordering;
 
@@ -25,24 +25,27 @@ struct Categorical<'a, T> {
 }
 
 impl<T: Real> RowKernel for Categorical<'_, T> {
-    type Scratch = (Vec<T>, Vec<T>);
+    type Scratch = (Vec<T>, Vec<T>, GroupCache<T>);
     fn scratch(&self) -> Self::Scratch {
-        (vec![T::ZERO; self.dims.k], vec![T::ZERO; self.dims.k])
+        let k = self.dims.k;
+        (vec![T::ZERO; k], vec![T::ZERO; k], GroupCache::new())
     }
     #[inline(always)]
-    fn row(&self, r: usize, (xr, w): &mut Self::Scratch) -> Result<(), KernelError> {
+    fn row(&self, r: usize, (xr, w, cache): &mut Self::Scratch) -> Result<(), KernelError> {
         let dims = &self.dims;
         let xr = row_of(self.x, dims, r, xr);
         check_row(xr, dims, r)?;
         let base = dims.base(r) as u64;
         let n = dims.len() as u64;
         for s in 0..self.num_samples {
+            let start = s as u64 * n + base;
             fill_strided(
                 Noise::Gumbel,
                 &self.stream,
-                s as u64 * n + base,
+                start,
                 dims.inner as u64,
                 w,
+                cache,
             );
             add_logits(w, xr);
             let arg = first_index_of(w, T::lane_max(w));
@@ -86,13 +89,19 @@ struct TopK<'a, T> {
 }
 
 impl<T: Real> RowKernel for TopK<'_, T> {
-    type Scratch = (Vec<T>, Vec<T>, Vec<usize>);
+    type Scratch = (Vec<T>, Vec<T>, Vec<usize>, GroupCache<T>);
     fn scratch(&self) -> Self::Scratch {
         let k = self.dims.k;
-        (vec![T::ZERO; k], vec![T::ZERO; k], Vec::with_capacity(k))
+        let cache = GroupCache::new();
+        (
+            vec![T::ZERO; k],
+            vec![T::ZERO; k],
+            Vec::with_capacity(k),
+            cache,
+        )
     }
     #[inline(always)]
-    fn row(&self, r: usize, (xr, w, order): &mut Self::Scratch) -> Result<(), KernelError> {
+    fn row(&self, r: usize, (xr, w, order, cache): &mut Self::Scratch) -> Result<(), KernelError> {
         let (dims, kk) = (&self.dims, self.kk);
         let xr = row_of(self.x, dims, r, xr);
         check_row(xr, dims, r)?;
@@ -104,12 +113,14 @@ impl<T: Real> RowKernel for TopK<'_, T> {
                 requested: kk,
             });
         }
+        let base = dims.base(r) as u64;
         fill_strided(
             Noise::Gumbel,
             &self.stream,
-            dims.base(r) as u64,
+            base,
             dims.inner as u64,
             w,
+            cache,
         );
         add_logits(w, xr);
         let by_score = |a: &usize, b: &usize| match w[*b].partial_cmp(&w[*a]) {

@@ -5,7 +5,7 @@ use super::{
     check_len, gather_row, row_of, run_rows, scatter_row, Dims, KernelError, RowKernel, SharedMut,
     Tau,
 };
-use crate::math::Real;
+use crate::math::{GroupCache, Real};
 use crate::rng::Stream;
 
 /// Checks one row of logits: no NaN, no +inf, at least one value that is
@@ -57,15 +57,16 @@ fn softmax_in_place<T: Real>(w: &mut [T], m: T, inv_tau: T) {
     for wt in w.iter_mut() {
         *wt = ((*wt - m) * inv_tau).exp();
     }
-    let s = T::lane_sum(w);
+    let inv_sum = T::ONE / T::lane_sum(w);
     for wt in w.iter_mut() {
-        *wt = *wt / s;
+        *wt = *wt * inv_sum;
     }
 }
 
 pub(crate) struct Scratch<T> {
     x: Vec<T>,
     z: Vec<T>,
+    cache: GroupCache<T>,
 }
 
 impl<T: Real> Scratch<T> {
@@ -73,6 +74,7 @@ impl<T: Real> Scratch<T> {
         Scratch {
             x: vec![T::ZERO; k],
             z: vec![T::ZERO; k],
+            cache: GroupCache::new(),
         }
     }
 }
@@ -97,12 +99,14 @@ impl<T: Real> RowKernel for Forward<'_, T> {
         let xr = row_of(self.x, dims, r, &mut s.x);
         check_logits(xr, dims, r)?;
         let base = dims.base(r);
+        let (stride, noise) = (dims.inner as u64, &mut s.z);
         fill_strided(
             Noise::Gumbel,
             &self.stream,
             base as u64,
-            dims.inner as u64,
-            &mut s.z,
+            stride,
+            noise,
+            &mut s.cache,
         );
         add_logits(&mut s.z, xr);
         let m = T::lane_max(&s.z);
@@ -112,10 +116,17 @@ impl<T: Real> RowKernel for Forward<'_, T> {
             (Some(soft), Some(arg)) => {
                 // SAFETY: row `r` is visited by this thread only.
                 unsafe { scatter_row(soft, dims, r, &s.z) };
-                for t in 0..dims.k {
-                    let v = if t == arg { T::ONE } else { T::ZERO };
-                    // SAFETY: element of row `r`, visited by this thread only.
-                    unsafe { self.out.write(base + t * dims.inner, v) };
+                if dims.inner == 1 {
+                    // SAFETY: as above.
+                    let out = unsafe { self.out.slice(base, dims.k) };
+                    out.fill(T::ZERO);
+                    out[arg] = T::ONE;
+                } else {
+                    for t in 0..dims.k {
+                        let v = if t == arg { T::ONE } else { T::ZERO };
+                        // SAFETY: element of row `r`, visited by this thread only.
+                        unsafe { self.out.write(base + t * dims.inner, v) };
+                    }
                 }
             }
             _ => {
