@@ -149,8 +149,15 @@ macro_rules! lane_reductions {
             for (l, &x) in chunks.remainder().iter().enumerate() {
                 acc[l] = sel(x > acc[l], x, acc[l]);
             }
-            acc.iter()
-                .fold(<$t>::NEG_INFINITY, |m, &x| sel(x > m, x, m))
+            // Pairwise halving, like `combine_lanes` (max is exact in any order).
+            let mut width = $lanes;
+            while width > 1 {
+                width /= 2;
+                for l in 0..width {
+                    acc[l] = sel(acc[l + width] > acc[l], acc[l + width], acc[l]);
+                }
+            }
+            acc[0]
         }
     };
 }

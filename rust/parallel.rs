@@ -1,13 +1,21 @@
-//! The library's own thread pool.
+//! Running kernels on several threads.
 //!
 //! Kernels split their rows into ranges and run them here. Small jobs run on
 //! the calling thread: below `MIN_PARALLEL_WORK` elements the cost of waking
-//! other threads exceeds the work. The pool is separate from torch's intra-op
-//! pool; torch's threads are idle while one of our kernels runs, so using the
-//! same number of threads does not oversubscribe the machine.
+//! other threads exceeds the work.
+//!
+//! Larger jobs run on one of two backends:
+//! - an OpenMP runtime's `GOMP_parallel`, when the host registers one with
+//!   [`set_openmp`] (the Python package registers the libgomp that torch
+//!   uses, so our kernels run on torch's own intra-op threads: no second set
+//!   of threads competes with torch's, which keep spinning for a while after
+//!   each torch op);
+//! - otherwise a rayon pool of our own.
 
 use rayon::prelude::*;
+use std::ffi::c_void;
 use std::ops::Range;
+use std::panic::{catch_unwind, resume_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 
@@ -55,6 +63,85 @@ fn pool(threads: usize) -> Arc<rayon::ThreadPool> {
     }
 }
 
+/// `GOMP_parallel(fn, data, num_threads, flags)` of libgomp (GCC >= 4.9).
+type GompParallel = unsafe extern "C" fn(extern "C" fn(*mut c_void), *mut c_void, u32, u32);
+
+static GOMP_PARALLEL: AtomicUsize = AtomicUsize::new(0);
+
+/// Runs parallel kernels on an OpenMP runtime from now on (`0` goes back to
+/// the rayon pool).
+///
+/// # Safety
+/// `address` must be 0 or the address of libgomp's `GOMP_parallel`, in a
+/// library that stays loaded for the rest of the process.
+pub unsafe fn set_openmp(address: usize) {
+    GOMP_PARALLEL.store(address, Ordering::Relaxed);
+}
+
+/// Whether parallel kernels run on an OpenMP runtime.
+pub fn uses_openmp() -> bool {
+    GOMP_PARALLEL.load(Ordering::Relaxed) != 0
+}
+
+/// One parallel job shared by the OpenMP threads: each takes the next range
+/// until none is left and writes its result into that range's slot.
+struct Job<'a, R, F> {
+    f: &'a F,
+    ranges: &'a [Range<usize>],
+    next: AtomicUsize,
+    results: &'a [Mutex<Option<std::thread::Result<R>>>],
+}
+
+extern "C" fn run_job<R, F>(data: *mut c_void)
+where
+    F: Fn(Range<usize>) -> R + Sync,
+{
+    // SAFETY: `data` is the `&Job<R, F>` that `map_ranges_openmp` passed to
+    // `GOMP_parallel`, which returns only after every thread has left here.
+    let job = unsafe { &*(data as *const Job<'_, R, F>) };
+    loop {
+        let i = job.next.fetch_add(1, Ordering::Relaxed);
+        let Some(range) = job.ranges.get(i) else {
+            break;
+        };
+        // A panic must not unwind through C frames: keep it for the caller.
+        let r = catch_unwind(AssertUnwindSafe(|| (job.f)(range.clone())));
+        *job.results[i].lock().unwrap_or_else(|e| e.into_inner()) = Some(r);
+    }
+}
+
+fn map_ranges_openmp<R, F>(gomp: usize, threads: usize, ranges: Vec<Range<usize>>, f: F) -> Vec<R>
+where
+    R: Send,
+    F: Fn(Range<usize>) -> R + Sync,
+{
+    let results: Vec<Mutex<Option<std::thread::Result<R>>>> =
+        ranges.iter().map(|_| Mutex::new(None)).collect();
+    let job = Job {
+        f: &f,
+        ranges: &ranges,
+        next: AtomicUsize::new(0),
+        results: &results,
+    };
+    // SAFETY: `set_openmp` promises `gomp` is `GOMP_parallel`; `run_job` has
+    // the callback signature it expects, and `job` outlives the call.
+    unsafe {
+        let parallel: GompParallel = std::mem::transmute::<usize, GompParallel>(gomp);
+        let data = &job as *const Job<'_, R, F> as *mut c_void;
+        parallel(run_job::<R, F>, data, threads as u32, 0);
+    }
+    results
+        .into_iter()
+        .map(
+            |slot| match slot.into_inner().unwrap_or_else(|e| e.into_inner()) {
+                Some(Ok(r)) => r,
+                Some(Err(panic)) => resume_unwind(panic),
+                None => unreachable!("GOMP_parallel returned before running every range"),
+            },
+        )
+        .collect()
+}
+
 /// Splits `0..n` into ranges, runs `f` on each (in parallel when the job is
 /// large enough) and returns the results in range order. `cost` is the number
 /// of elements one unit of `n` stands for.
@@ -74,7 +161,10 @@ where
     let ranges: Vec<Range<usize>> = (0..chunks)
         .map(|c| (c * n / chunks)..((c + 1) * n / chunks))
         .collect();
-    pool(threads).install(|| ranges.into_par_iter().map(&f).collect())
+    match GOMP_PARALLEL.load(Ordering::Relaxed) {
+        0 => pool(threads).install(|| ranges.into_par_iter().map(&f).collect()),
+        gomp => map_ranges_openmp(gomp, threads, ranges, f),
+    }
 }
 
 #[cfg(test)]

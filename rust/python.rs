@@ -422,6 +422,22 @@ fn set_num_threads(n: usize) {
     parallel::set_num_threads(n);
 }
 
+/// Runs parallel kernels on the OpenMP runtime whose `GOMP_parallel` is at
+/// `address` (0: back to the rayon pool). The Python package passes the
+/// libgomp that torch loaded; nothing else should call this.
+#[pyfunction]
+fn set_openmp(address: usize) {
+    // SAFETY: the only caller, gumbelrs._cpu, passes 0 or the address of
+    // `GOMP_parallel` in the libgomp torch keeps loaded.
+    unsafe { parallel::set_openmp(address) };
+}
+
+/// Whether parallel kernels run on an OpenMP runtime.
+#[pyfunction]
+fn uses_openmp() -> bool {
+    parallel::uses_openmp()
+}
+
 /// The number of kernel threads.
 #[pyfunction]
 fn get_num_threads() -> usize {
@@ -492,6 +508,8 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(philox4x32_10, m)?)?;
     m.add_function(wrap_pyfunction!(fork_seeds, m)?)?;
     m.add_function(wrap_pyfunction!(set_num_threads, m)?)?;
+    m.add_function(wrap_pyfunction!(set_openmp, m)?)?;
+    m.add_function(wrap_pyfunction!(uses_openmp, m)?)?;
     m.add_function(wrap_pyfunction!(get_num_threads, m)?)?;
     m.add_function(wrap_pyfunction!(data_ptr, m)?)?;
     m.add_function(wrap_pyfunction!(simd_level, m)?)?;

@@ -67,6 +67,7 @@ fn fma_and_portable_builds_agree_bitwise() {
         Dims::new(1, 1000, 1),
         Dims::new(40, 1001, 1),
         Dims::new(7, 9, 130),
+        Dims::new(1301, 10, 1),
     ];
     let levels: Vec<Level> = [Level::Avx2, Level::Avx512]
         .into_iter()

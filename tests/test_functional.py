@@ -259,14 +259,16 @@ def test_extreme_temperatures_and_logits_stay_finite():
 # ------------------------------------------------------- threads and memory
 
 
-def test_results_are_bitwise_identical_for_any_thread_count():
-    x = torch.randn(96, 1024)
+@pytest.mark.parametrize("shape", [(96, 1024), (5000, 10)])
+def test_results_are_bitwise_identical_for_any_thread_count(shape):
+    x = torch.randn(shape)
+
     def run():
         return (
             gumbelrs.gumbel_softmax(x, 0.5, generator=fresh()),
             gumbelrs.gumbel_softmax(x, 0.5, hard=True, dim=0, generator=fresh()),
             gumbelrs.sample_categorical(x, 3, generator=fresh()),
-            gumbelrs.gumbel_topk(x, 4, dim=0, generator=fresh()),
+            gumbelrs.gumbel_topk(x, 4, dim=-1, generator=fresh()),
             gumbelrs.relaxed_bernoulli(x, 0.5, generator=fresh()),
             gumbelrs.hard_concrete(x, generator=fresh()),
             gumbelrs.gumbel_noise(x.shape, generator=fresh()),
@@ -278,6 +280,20 @@ def test_results_are_bitwise_identical_for_any_thread_count():
     two = run()
     for a, b in zip(one, two):
         assert torch.equal(a, b)
+    # The same on our own thread pool as on torch's OpenMP threads.
+    _core.set_openmp(0)
+    try:
+        assert not _core.uses_openmp()
+        pool = run()
+    finally:
+        _core.set_openmp(_cpu.GOMP_PARALLEL)
+    for a, b in zip(one, pool):
+        assert torch.equal(a, b)
+
+
+@pytest.mark.skipif(_cpu.GOMP_PARALLEL == 0, reason="torch does not use libgomp here")
+def test_kernels_run_on_torchs_openmp_threads():
+    assert _core.uses_openmp()
 
 
 def test_tensors_cross_into_rust_without_copies():

@@ -35,7 +35,8 @@ __all__ = [
 
 
 def set_num_threads(n: int) -> None:
-    """Sets the number of threads the CPU kernels use (default: all cores).
+    """Sets the number of threads the CPU kernels use (default: torch's
+    ``get_num_threads()`` when gumbelrs is imported).
 
     Results are bitwise identical for any number of threads."""
     if isinstance(n, bool) or not isinstance(n, int) or n < 1:

@@ -8,11 +8,42 @@ allocated here by torch and written in place by the kernels.
 
 from __future__ import annotations
 
+import ctypes
 import math
+import os
+import sys
 
 import torch
 
 from . import _core
+
+
+def _torch_gomp_parallel() -> int:
+    """The address of ``GOMP_parallel`` in the libgomp torch has loaded, or 0.
+
+    Kernels then run on torch's own OpenMP threads instead of a second pool:
+    torch's threads keep spinning for milliseconds after each torch op, and a
+    second pool would compete with them for the cores. Set
+    ``GUMBELRS_THREADS=rayon`` to keep our own pool.
+    """
+    if os.environ.get("GUMBELRS_THREADS") == "rayon" or not sys.platform.startswith("linux"):
+        return 0
+    if not torch.backends.openmp.is_available():
+        return 0
+    try:
+        with open("/proc/self/maps") as maps:
+            paths = {line.split(maxsplit=5)[-1].strip() for line in maps if "libgomp" in line}
+        for path in sorted(paths):
+            if path.startswith("/"):
+                return ctypes.cast(ctypes.CDLL(path).GOMP_parallel, ctypes.c_void_p).value or 0
+    except (OSError, AttributeError):
+        pass
+    return 0
+
+
+GOMP_PARALLEL = _torch_gomp_parallel()
+_core.set_openmp(GOMP_PARALLEL)
+_core.set_num_threads(torch.get_num_threads())
 
 
 def _np(t: torch.Tensor):

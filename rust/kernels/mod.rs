@@ -177,6 +177,22 @@ pub(crate) trait RowKernel: Sync {
     /// Per-thread scratch memory, allocated once per range of rows.
     fn scratch(&self) -> Self::Scratch;
     fn row(&self, r: usize, scratch: &mut Self::Scratch) -> Result<(), KernelError>;
+    /// Runs the rows of `rows`, passing each fault to `fault`. Kernels whose
+    /// short contiguous rows gain from sharing work (one noise fill for many
+    /// rows) override it; this is one `row` call per row.
+    #[inline(always)]
+    fn rows(
+        &self,
+        rows: std::ops::Range<usize>,
+        scratch: &mut Self::Scratch,
+        fault: &mut impl FnMut(KernelError),
+    ) {
+        for r in rows {
+            if let Err(e) = self.row(r, scratch) {
+                fault(e);
+            }
+        }
+    }
 }
 
 /// Runs `kernel` on every row on the library's thread pool and returns the
@@ -210,13 +226,11 @@ fn rows_portable<K: RowKernel>(
     scratch: &mut K::Scratch,
 ) -> Option<KernelError> {
     let mut first: Option<KernelError> = None;
-    for r in rows {
-        if let Err(e) = kernel.row(r, scratch) {
-            if first.is_none_or(|old| e.position(dims) < old.position(dims)) {
-                first = Some(e);
-            }
+    kernel.rows(rows, scratch, &mut |e| {
+        if first.is_none_or(|old| e.position(dims) < old.position(dims)) {
+            first = Some(e);
         }
-    }
+    });
     first
 }
 

@@ -88,34 +88,29 @@ struct Forward<'a, T> {
     soft: Option<SharedMut<T>>,
 }
 
-impl<T: Real> RowKernel for Forward<'_, T> {
-    type Scratch = Scratch<T>;
-    fn scratch(&self) -> Scratch<T> {
-        Scratch::new(self.dims.k)
+/// Elements of noise drawn at once for short contiguous rows.
+const BATCH: usize = 4096;
+
+impl<T: Real> Forward<'_, T> {
+    /// Rows of at most `BATCH / 4` contiguous elements share noise fills.
+    fn batches_rows(&self) -> bool {
+        self.dims.inner == 1 && self.dims.k > 0 && self.dims.k <= BATCH / 4
     }
+
+    /// The rest of row `r` once `w` holds its Gumbel noise: perturb, softmax,
+    /// write the outputs.
     #[inline(always)]
-    fn row(&self, r: usize, s: &mut Scratch<T>) -> Result<(), KernelError> {
+    fn finish_row(&self, r: usize, xr: &[T], w: &mut [T]) {
         let dims = &self.dims;
-        let xr = row_of(self.x, dims, r, &mut s.x);
-        check_logits(xr, dims, r)?;
-        let base = dims.base(r);
-        let (stride, noise) = (dims.inner as u64, &mut s.z);
-        fill_strided(
-            Noise::Gumbel,
-            &self.stream,
-            base as u64,
-            stride,
-            noise,
-            &mut s.cache,
-        );
-        add_logits(&mut s.z, xr);
-        let m = T::lane_max(&s.z);
-        let arg = self.soft.as_ref().map(|_| first_index_of(&s.z, m));
-        softmax_in_place(&mut s.z, m, self.tau.inverse_at(r));
+        add_logits(w, xr);
+        let m = T::lane_max(w);
+        let arg = self.soft.as_ref().map(|_| first_index_of(w, m));
+        softmax_in_place(w, m, self.tau.inverse_at(r));
         match (&self.soft, arg) {
             (Some(soft), Some(arg)) => {
                 // SAFETY: row `r` is visited by this thread only.
-                unsafe { scatter_row(soft, dims, r, &s.z) };
+                unsafe { scatter_row(soft, dims, r, w) };
+                let base = dims.base(r);
                 if dims.inner == 1 {
                     // SAFETY: as above.
                     let out = unsafe { self.out.slice(base, dims.k) };
@@ -131,10 +126,72 @@ impl<T: Real> RowKernel for Forward<'_, T> {
             }
             _ => {
                 // SAFETY: row `r` is visited by this thread only.
-                unsafe { scatter_row(&self.out, dims, r, &s.z) };
+                unsafe { scatter_row(&self.out, dims, r, w) };
             }
         }
+    }
+}
+
+impl<T: Real> RowKernel for Forward<'_, T> {
+    type Scratch = Scratch<T>;
+    fn scratch(&self) -> Scratch<T> {
+        let mut s = Scratch::new(self.dims.k);
+        if self.batches_rows() {
+            s.z = vec![T::ZERO; BATCH];
+        }
+        s
+    }
+
+    #[inline(always)]
+    fn row(&self, r: usize, s: &mut Scratch<T>) -> Result<(), KernelError> {
+        let dims = &self.dims;
+        let xr = row_of(self.x, dims, r, &mut s.x);
+        check_logits(xr, dims, r)?;
+        let (base, stride) = (dims.base(r) as u64, dims.inner as u64);
+        let w = &mut s.z[..dims.k];
+        fill_strided(Noise::Gumbel, &self.stream, base, stride, w, &mut s.cache);
+        self.finish_row(r, xr, w);
         Ok(())
+    }
+
+    #[inline(always)]
+    fn rows(
+        &self,
+        rows: std::ops::Range<usize>,
+        s: &mut Scratch<T>,
+        fault: &mut impl FnMut(KernelError),
+    ) {
+        if !self.batches_rows() {
+            for r in rows {
+                if let Err(e) = self.row(r, s) {
+                    fault(e);
+                }
+            }
+            return;
+        }
+        let k = self.dims.k;
+        let per = BATCH / k;
+        let mut r0 = rows.start;
+        while r0 < rows.end {
+            let r1 = rows.end.min(r0 + per);
+            let noise = &mut s.z[..(r1 - r0) * k];
+            fill_strided(
+                Noise::Gumbel,
+                &self.stream,
+                (r0 * k) as u64,
+                1,
+                noise,
+                &mut s.cache,
+            );
+            for (r, w) in (r0..r1).zip(noise.chunks_exact_mut(k)) {
+                let xr = &self.x[r * k..(r + 1) * k];
+                match check_logits(xr, &self.dims, r) {
+                    Ok(()) => self.finish_row(r, xr, w),
+                    Err(e) => fault(e),
+                }
+            }
+            r0 = r1;
+        }
     }
 }
 
