@@ -159,6 +159,34 @@ fn gumbel_softmax_forward(
     by_dtype!(x, gs_forward_t(py, x, dims, tau, tau_rows, stream, y, soft))
 }
 
+fn gs_hard_t<T: Real + Element>(
+    py: Python<'_>,
+    x: &Bound<'_, PyAny>,
+    dims: Dims,
+    stream: Stream,
+    y: &Bound<'_, PyAny>,
+) -> PyResult<()> {
+    let x = ro::<T>(x)?;
+    let mut y = rw::<T>(y)?;
+    let (xs, ys) = (x.as_slice()?, y.as_slice_mut()?);
+    py.detach(|| kernels::softmax::gumbel_softmax_hard_forward(xs, dims, stream, ys))
+        .map_err(raise)
+}
+
+/// The one-hot Gumbel-Softmax sample alone (no soft sample).
+#[pyfunction]
+fn gumbel_softmax_hard_forward(
+    py: Python<'_>,
+    x: &Bound<'_, PyAny>,
+    dims: (usize, usize, usize),
+    seed: u64,
+    offset: u64,
+    y: &Bound<'_, PyAny>,
+) -> PyResult<()> {
+    let dims = Dims::new(dims.0, dims.1, dims.2);
+    by_dtype!(x, gs_hard_t(py, x, dims, Stream::new(seed, offset), y))
+}
+
 fn gs_backward_t<T: Real + Element>(
     py: Python<'_>,
     g: &Bound<'_, PyAny>,
@@ -498,6 +526,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("KernelError", m.py().get_type::<KernelErrorPy>())?;
     m.add_function(wrap_pyfunction!(noise, m)?)?;
     m.add_function(wrap_pyfunction!(gumbel_softmax_forward, m)?)?;
+    m.add_function(wrap_pyfunction!(gumbel_softmax_hard_forward, m)?)?;
     m.add_function(wrap_pyfunction!(gumbel_softmax_backward, m)?)?;
     m.add_function(wrap_pyfunction!(sample_categorical, m)?)?;
     m.add_function(wrap_pyfunction!(gumbel_topk, m)?)?;

@@ -43,7 +43,9 @@ fn run_all<T: Real>(dims: Dims) -> Outputs<T> {
     .unwrap();
     let mut grad = vec![T::ZERO; n];
     gumbel_softmax_backward(&x, &soft, dims, Tau::Scalar(T::from_f64(0.3)), &mut grad).unwrap();
-    floats.extend([y, soft, grad]);
+    let mut hard = vec![T::ZERO; n];
+    gumbel_softmax_hard_forward(&x, dims, stream, &mut hard).unwrap();
+    floats.extend([y, soft, grad, hard]);
     let mut rb = vec![T::ZERO; n];
     relaxed_bernoulli_forward(&x, Tau::Scalar(T::from_f64(0.4)), stream, &mut rb, None).unwrap();
     let mut hc = vec![T::ZERO; n];

@@ -239,6 +239,14 @@ def test_straight_through_gradient_is_the_soft_gradient():
         assert torch.equal(grads[0], grads[1])
 
 
+def test_hard_samples_are_the_same_with_and_without_autograd():
+    x = torch.randn(300, 20)
+    plain = gumbelrs.gumbel_softmax(x, 0.5, hard=True, generator=fresh())
+    tracked = gumbelrs.gumbel_softmax(x.clone().requires_grad_(), 0.5, hard=True,
+                                      generator=fresh())
+    assert torch.equal(plain, tracked.detach())
+
+
 def test_masked_categories_get_exactly_zero_gradient():
     x = torch.tensor([[0.3, NEG_INF, 1.0, NEG_INF]], dtype=torch.float64, requires_grad=True)
     y = gumbelrs.gumbel_softmax(x, 0.1, hard=True, generator=fresh())

@@ -114,13 +114,18 @@ def noise(kind: str, shape, dtype: torch.dtype, seed: int, offset: int) -> torch
     return out
 
 
-def gumbel_softmax(fn, x, dim, tau, tau_rows, seed, offset, hard):
+def gumbel_softmax(fn, x, dim, tau, tau_rows, seed, offset, hard, need_soft=True):
+    """``(y, soft)``; ``soft`` is None unless ``hard`` and ``need_soft``."""
     y = torch.empty_like(x)
-    soft = torch.empty_like(x) if hard else None
+    soft = torch.empty_like(x) if hard and need_soft else None
+    dims = split(x.shape, dim)
     try:
-        _core.gumbel_softmax_forward(
-            _np(x), split(x.shape, dim), tau, _opt(tau_rows), seed, offset, _np(y), _opt(soft)
-        )
+        if hard and not need_soft:
+            _core.gumbel_softmax_hard_forward(_np(x), dims, seed, offset, _np(y))
+        else:
+            _core.gumbel_softmax_forward(
+                _np(x), dims, tau, _opt(tau_rows), seed, offset, _np(y), _opt(soft)
+            )
     except _core.KernelError as e:
         raise translate(fn, e, x.shape, dim, tau_rows) from None
     return y, soft

@@ -116,15 +116,17 @@ def _(grad, y, dim, tau, tau_rows):
     return torch.empty_like(y)
 
 
-def _gs_forward(x, dim, tau, tau_rows, stream, hard, fn):
-    """``(y, soft)``: the output and the soft sample (the same tensor when soft)."""
+def _gs_forward(x, dim, tau, tau_rows, stream, hard, fn, need_soft=True):
+    """``(y, soft)``: the output and the soft sample (the same tensor when
+    soft; None when hard and not ``need_soft``)."""
     if isinstance(stream, Tensor):
         if hard:
             return torch.ops.gumbelrs.gumbel_softmax_hard(fn, x, dim, tau, tau_rows, stream)
         y = torch.ops.gumbelrs.gumbel_softmax(fn, x, dim, tau, tau_rows, stream)
         return y, y
-    y, soft = _dispatch.backend(x.device).gumbel_softmax(fn, x, dim, tau, tau_rows, *stream, hard)
-    return y, (y if soft is None else soft)
+    b = _dispatch.backend(x.device)
+    y, soft = b.gumbel_softmax(fn, x, dim, tau, tau_rows, *stream, hard, need_soft)
+    return y, (y if not hard else soft)
 
 
 class GumbelSoftmax(torch.autograd.Function):
@@ -154,7 +156,7 @@ def gumbel_softmax(x, dim, tau, tau_rows, stream, hard, fn):
     """The op, through autograd only when a gradient is needed."""
     if torch.is_grad_enabled() and x.requires_grad:
         return GumbelSoftmax.apply(x, dim, tau, tau_rows, stream, hard, fn)
-    return _gs_forward(x, dim, tau, tau_rows, stream, hard, fn)[0]
+    return _gs_forward(x, dim, tau, tau_rows, stream, hard, fn, need_soft=False)[0]
 
 
 # ----------------------------------------------------- categorical draws

@@ -44,9 +44,14 @@ pub(crate) fn add_logits<T: Real>(w: &mut [T], x: &[T]) {
 }
 
 /// The first index of `m` in `w` (`m` is the maximum of `w`, so it occurs).
+/// Whole chunks are tested without branches first, so the scan vectorizes.
 #[inline(always)]
 pub(crate) fn first_index_of<T: Real>(w: &[T], m: T) -> usize {
-    w.iter().position(|&v| v == m).unwrap_or(0)
+    const CHUNK: usize = 64;
+    let hit = |c: &[T]| c.iter().fold(false, |any, &v| any | (v == m));
+    let chunk = w.chunks(CHUNK).position(hit).unwrap_or(0);
+    let at = chunk * CHUNK;
+    at + w[at..].iter().position(|&v| v == m).unwrap_or(0)
 }
 
 /// `w <- softmax((w - m) / tau)` for the row maximum `m`. Subtracting the
@@ -86,6 +91,8 @@ struct Forward<'a, T> {
     stream: Stream,
     out: SharedMut<T>,
     soft: Option<SharedMut<T>>,
+    /// Write only the one-hot sample (no soft sample is needed).
+    hard_only: bool,
 }
 
 /// Elements of noise drawn at once for short contiguous rows.
@@ -104,29 +111,31 @@ impl<T: Real> Forward<'_, T> {
         let dims = &self.dims;
         add_logits(w, xr);
         let m = T::lane_max(w);
-        let arg = self.soft.as_ref().map(|_| first_index_of(w, m));
-        softmax_in_place(w, m, self.tau.inverse_at(r));
-        match (&self.soft, arg) {
-            (Some(soft), Some(arg)) => {
-                // SAFETY: row `r` is visited by this thread only.
-                unsafe { scatter_row(soft, dims, r, w) };
-                let base = dims.base(r);
-                if dims.inner == 1 {
-                    // SAFETY: as above.
-                    let out = unsafe { self.out.slice(base, dims.k) };
-                    out.fill(T::ZERO);
-                    out[arg] = T::ONE;
-                } else {
-                    for t in 0..dims.k {
-                        let v = if t == arg { T::ONE } else { T::ZERO };
-                        // SAFETY: element of row `r`, visited by this thread only.
-                        unsafe { self.out.write(base + t * dims.inner, v) };
-                    }
-                }
-            }
-            _ => {
-                // SAFETY: row `r` is visited by this thread only.
-                unsafe { scatter_row(&self.out, dims, r, w) };
+        let hard = self.hard_only || self.soft.is_some();
+        let arg = if hard { first_index_of(w, m) } else { 0 };
+        if !self.hard_only {
+            softmax_in_place(w, m, self.tau.inverse_at(r));
+        }
+        if let Some(soft) = &self.soft {
+            // SAFETY: row `r` is visited by this thread only.
+            unsafe { scatter_row(soft, dims, r, w) };
+        }
+        if !hard {
+            // SAFETY: row `r` is visited by this thread only.
+            unsafe { scatter_row(&self.out, dims, r, w) };
+            return;
+        }
+        let base = dims.base(r);
+        if dims.inner == 1 {
+            // SAFETY: row `r` is visited by this thread only.
+            let out = unsafe { self.out.slice(base, dims.k) };
+            out.fill(T::ZERO);
+            out[arg] = T::ONE;
+        } else {
+            for t in 0..dims.k {
+                let v = if t == arg { T::ONE } else { T::ZERO };
+                // SAFETY: element of row `r`, visited by this thread only.
+                unsafe { self.out.write(base + t * dims.inner, v) };
             }
         }
     }
@@ -227,6 +236,30 @@ pub fn gumbel_softmax_forward<T: Real>(
         stream,
         out: SharedMut::new(y),
         soft,
+        hard_only: false,
+    };
+    run_rows(&dims, &kernel)
+}
+
+/// The straight-through hard sample alone (when no gradient needs the soft
+/// one): exactly 1.0 at the first maximum of `x + g` and 0.0 elsewhere, the
+/// same values `gumbel_softmax_forward` writes to `y` with `Some(soft)`.
+pub fn gumbel_softmax_hard_forward<T: Real>(
+    x: &[T],
+    dims: Dims,
+    stream: Stream,
+    y: &mut [T],
+) -> Result<(), KernelError> {
+    check_len("logits", x.len(), dims.len())?;
+    check_len("output", y.len(), dims.len())?;
+    let kernel = Forward {
+        x,
+        dims,
+        tau: Tau::Scalar(T::ONE),
+        stream,
+        out: SharedMut::new(y),
+        soft: None,
+        hard_only: true,
     };
     run_rows(&dims, &kernel)
 }
@@ -352,6 +385,9 @@ mod tests {
             )
             .unwrap();
             assert_eq!(soft, y);
+            let mut hard_only = vec![0.0; dims.len()];
+            gumbel_softmax_hard_forward(&x, dims, stream, &mut hard_only).unwrap();
+            assert_eq!(hard_only, hard);
             for (r, &a) in args.iter().enumerate() {
                 for t in 0..dims.k {
                     let want = if t == a { 1.0 } else { 0.0 };
