@@ -63,6 +63,16 @@ fn run_all<T: Real>(dims: Dims) -> Outputs<T> {
 
 #[test]
 fn fma_and_portable_builds_agree_bitwise() {
+    // Fixed shapes, then random ones (drawn from our own stream).
+    let draw = Stream::new(2026, 11);
+    let random = (0..12u64).map(|i| {
+        let w = draw.block(i);
+        Dims::new(
+            1 + (w[0] % 40) as usize,
+            1 + (w[1] % 300) as usize,
+            1 + (w[2] % 4) as usize,
+        )
+    });
     let shapes = [
         Dims::new(3, 17, 1),
         Dims::new(2, 33, 5),
@@ -70,7 +80,9 @@ fn fma_and_portable_builds_agree_bitwise() {
         Dims::new(40, 1001, 1),
         Dims::new(7, 9, 130),
         Dims::new(1301, 10, 1),
-    ];
+    ]
+    .into_iter()
+    .chain(random);
     let levels: Vec<Level> = [Level::Avx2, Level::Avx512]
         .into_iter()
         .filter(|&l| l <= detected())

@@ -12,7 +12,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("demo", help="show that samples follow softmax(logits) and the speed vs torch")
-    sub.add_parser("info", help="versions and threads")
+    sub.add_parser("info", help="versions, SIMD level and threads")
     args = parser.parse_args(argv)
 
     import torch
@@ -26,7 +26,12 @@ def main(argv: list[str] | None = None) -> int:
     else:
         print(f"gumbelrs {gumbelrs.__version__}")
         print(f"torch {torch.__version__}")
-        print(f"threads: gumbelrs {gumbelrs.get_num_threads()}, torch {torch.get_num_threads()}")
+        from gumbelrs import _core
+
+        pool = "torch's OpenMP threads" if _core.uses_openmp() else "own rayon pool"
+        print(f"SIMD: {_core.simd_level()} (CPU supports {_core.simd_detected()})")
+        print(f"threads: gumbelrs {gumbelrs.get_num_threads()} on {pool}, "
+              f"torch {torch.get_num_threads()}")
     return 0
 
 
