@@ -224,6 +224,19 @@ def test_bernoulli_ops_gradcheck():
     )
 
 
+def test_temperature_gradients_gradcheck():
+    x = torch.randn(4, 6, dtype=torch.float64, requires_grad=True)
+    rows = torch.tensor([0.5, 1.0, 2.0, 0.7], dtype=torch.float64, requires_grad=True)
+    one = torch.tensor(0.8, dtype=torch.float64, requires_grad=True)
+    elems = (torch.rand(4, 6, dtype=torch.float64) + 0.3).requires_grad_()
+    assert torch.autograd.gradcheck(
+        lambda v, t: gumbelrs.gumbel_softmax(v, t, generator=fresh()), (x, rows))
+    assert torch.autograd.gradcheck(
+        lambda t: gumbelrs.gumbel_softmax(x.detach(), t, dim=0, generator=fresh()), (one,))
+    assert torch.autograd.gradcheck(
+        lambda v, t: gumbelrs.relaxed_bernoulli(v, t, generator=fresh()), (x, elems))
+
+
 def test_straight_through_gradient_is_the_soft_gradient():
     x = torch.randn(6, 9, dtype=torch.float64)
     w = torch.randn(6, 9, dtype=torch.float64)
@@ -459,9 +472,9 @@ def test_bad_types_and_ranges():
     with raises(ValueError, "hard_concrete: limits must satisfy lo < 0 < 1 < hi (finite) so that "
                 "exact 0 and 1 occur, got (0.0, 1.0)"):
         gumbelrs.hard_concrete(x, limits=(0.0, 1.0))
-    with raises(ValueError, "gumbel_softmax: gradients with respect to tau are not supported; pass "
+    with raises(ValueError, "hard_concrete: gradients with respect to tau are not supported; pass "
                 "tau.detach() (a learned temperature can be folded into the logits instead)"):
-        gumbelrs.gumbel_softmax(x, torch.ones(2, requires_grad=True))
+        gumbelrs.hard_concrete(x, torch.ones(2, 3, requires_grad=True))
     with raises(ValueError, "set_num_threads: n must be a positive int, got 0"):
         gumbelrs.set_num_threads(0)
 

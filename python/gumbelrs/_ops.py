@@ -33,6 +33,12 @@ def _compiling() -> bool:
     return torch.compiler.is_compiling()
 
 
+def _needs_grad(x: Tensor, tau: Optional[Tensor]) -> bool:
+    """Whether the op must record autograd (logits or temperature need a gradient)."""
+    wanted = x.requires_grad or (tau is not None and tau.requires_grad)
+    return torch.is_grad_enabled() and wanted
+
+
 def take(gen: Generator) -> Stream:
     """The stream of one call, advancing ``gen``."""
     if _compiling():
@@ -149,12 +155,18 @@ class GumbelSoftmax(torch.autograd.Function):
         else:
             b = _dispatch.backend(soft.device)
             gx = b.gumbel_softmax_backward(grad, soft, ctx.dim, ctx.tau, tau_rows)
-        return gx, None, None, None, None, None, None
+        g_tau = None
+        if ctx.needs_input_grad[3]:
+            # y = softmax(h), h = w / tau: dL/dtau = -sum_i dL/dw_i * h_i, and
+            # h_i = log y_i up to a constant that cancels (sum_i dL/dw_i = 0).
+            log_y = torch.where(soft > 0, soft.log(), torch.zeros_like(soft))
+            g_tau = -(gx * log_y).sum(ctx.dim)
+        return gx, None, None, g_tau, None, None, None
 
 
 def gumbel_softmax(x, dim, tau, tau_rows, stream, hard, fn):
     """The op, through autograd only when a gradient is needed."""
-    if torch.is_grad_enabled() and x.requires_grad:
+    if _needs_grad(x, tau_rows):
         return GumbelSoftmax.apply(x, dim, tau, tau_rows, stream, hard, fn)
     return _gs_forward(x, dim, tau, tau_rows, stream, hard, fn, need_soft=False)[0]
 
@@ -264,12 +276,18 @@ class RelaxedBernoulli(torch.autograd.Function):
         else:
             b = _dispatch.backend(soft.device)
             gx = b.relaxed_bernoulli_backward(grad, soft, ctx.tau, tau_elems)
-        return gx, None, None, None, None, None
+        g_tau = None
+        if ctx.needs_input_grad[2]:
+            # y = sigmoid(z), z = w / tau: dL/dtau = -dL/dw * z, z = logit(y).
+            inside = (soft > 0) & (soft < 1)
+            z = torch.where(inside, soft.log() - (-soft).log1p(), torch.zeros_like(soft))
+            g_tau = -(gx * z)
+        return gx, None, g_tau, None, None, None
 
 
 def relaxed_bernoulli(x, tau, tau_elems, stream, hard, fn):
     """The op, through autograd only when a gradient is needed."""
-    if torch.is_grad_enabled() and x.requires_grad:
+    if _needs_grad(x, tau_elems):
         return RelaxedBernoulli.apply(x, tau, tau_elems, stream, hard, fn)
     return _rb_forward(x, tau, tau_elems, stream, hard, fn)[0]
 
@@ -333,6 +351,6 @@ class HardConcrete(torch.autograd.Function):
 
 def hard_concrete(x, tau, tau_elems, limits, stream, fn):
     """The op, through autograd only when a gradient is needed."""
-    if torch.is_grad_enabled() and x.requires_grad:
+    if _needs_grad(x, tau_elems):
         return HardConcrete.apply(x, tau, tau_elems, limits, stream, fn)
     return _hc_forward(x, tau, tau_elems, limits, stream, fn)

@@ -56,21 +56,22 @@ def _broadcasts(shape: Sequence[int], target: Sequence[int]) -> bool:
 
 
 def tau(fn: str, t: object, like: torch.Tensor, batch_shape: Sequence[int], *,
-        dim: int | None = None):
+        dim: int | None = None, differentiable: bool = False):
     """``(float, None)`` for a scalar temperature, ``(1.0, tensor)`` for a tensor one.
 
     A tensor temperature is broadcast to ``batch_shape`` (one value per row)
     and returned contiguous with the dtype and device of ``like``. For ops
     with a category dimension ``dim``, a tensor with the rank of ``like`` and
     size 1 along ``dim`` is accepted too. Its values are checked (positive,
-    finite) by the kernels, which see them anyway.
+    finite) by the kernels, which see them anyway. A tensor that requires
+    grad is accepted only by ops that are ``differentiable`` in tau.
     """
     if isinstance(t, torch.Tensor):
         if not (t.dtype.is_floating_point or t.dtype in (torch.int32, torch.int64)):
             raise TypeError(
                 f"{fn}: tau must be a positive float or a real tensor, got dtype {t.dtype}"
             )
-        if t.requires_grad:
+        if t.requires_grad and not differentiable:
             raise ValueError(
                 f"{fn}: gradients with respect to tau are not supported; pass tau.detach() "
                 "(a learned temperature can be folded into the logits instead)"

@@ -60,8 +60,10 @@ def gumbel_softmax(
     ``hard=True`` returns the exact one-hot of ``argmax(logits + g)`` (values
     0.0 and 1.0) whose gradient is that of the soft sample (straight-through).
     ``tau`` is a positive float or a tensor that broadcasts against the batch
-    shape (the logits' shape without ``dim``; size 1 at ``dim`` is accepted).
-    A ``-inf`` logit masks its category out: probability and gradient exactly 0.
+    shape (the logits' shape without ``dim``; size 1 at ``dim`` is accepted);
+    a tensor ``tau`` that requires grad receives its gradient (a learned
+    temperature). A ``-inf`` logit masks its category out: probability and
+    gradient exactly 0.
     """
     fn = "gumbel_softmax"
     _validate.logits(fn, logits)
@@ -69,7 +71,7 @@ def gumbel_softmax(
     hard = _flag(fn, "hard", hard)
     gen = _validate.generator(fn, generator)
     x = _compute(logits)
-    t, t_rows = _validate.tau(fn, tau, x, _batch(x.shape, d), dim=d)
+    t, t_rows = _validate.tau(fn, tau, x, _batch(x.shape, d), dim=d, differentiable=True)
     y = _ops.gumbel_softmax(x, d, t, t_rows, _ops.take(gen), hard, fn)
     return y.to(logits.dtype)
 
@@ -85,7 +87,8 @@ def relaxed_bernoulli(
     ``L`` standard logistic noise (Maddison et al. 2017; Jang et al. 2017).
 
     ``hard=True`` returns ``1.0`` where ``logits + L > 0`` and ``0.0`` elsewhere,
-    with the gradient of the soft sample. ``tau`` broadcasts against ``logits``.
+    with the gradient of the soft sample. ``tau`` broadcasts against ``logits``
+    (and receives a gradient when it requires one).
     Logits of ``-inf``/``+inf`` are gates that are always closed/open (gradient 0).
     """
     fn = "relaxed_bernoulli"
@@ -93,7 +96,7 @@ def relaxed_bernoulli(
     hard = _flag(fn, "hard", hard)
     gen = _validate.generator(fn, generator)
     x = _compute(logits)
-    t, t_elems = _validate.tau(fn, tau, x, x.shape)
+    t, t_elems = _validate.tau(fn, tau, x, x.shape, differentiable=True)
     y = _ops.relaxed_bernoulli(x, t, t_elems, _ops.take(gen), hard, fn)
     return y.to(logits.dtype)
 
