@@ -5,6 +5,7 @@
 >>> y = gumbelrs.gumbel_softmax(torch.randn(4, 10), tau=0.5, hard=True, generator=g)
 """
 
+from . import schedules
 from ._core import get_num_threads as _get_num_threads
 from ._core import set_num_threads as _set_num_threads
 from ._generator import Generator, default_generator, manual_seed
@@ -30,6 +31,7 @@ __all__ = [
     "manual_seed",
     "relaxed_bernoulli",
     "sample_categorical",
+    "schedules",
     "set_num_threads",
 ]
 
