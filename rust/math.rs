@@ -42,6 +42,9 @@ pub trait Real:
     fn to_f64(self) -> f64;
     fn fma(self, a: Self, b: Self) -> Self;
     fn is_nan(self) -> bool;
+    fn abs(self) -> Self;
+    /// The largest value below `self`.
+    fn next_down(self) -> Self;
     fn exp(self) -> Self;
     fn ln(self) -> Self;
     fn ln_1p(self) -> Self;
@@ -398,6 +401,14 @@ impl Real for f32 {
         f32::is_nan(self)
     }
     #[inline(always)]
+    fn abs(self) -> f32 {
+        f32::abs(self)
+    }
+    #[inline(always)]
+    fn next_down(self) -> f32 {
+        f32::next_down(self)
+    }
+    #[inline(always)]
     fn exp(self) -> f32 {
         exp_f32(self)
     }
@@ -554,6 +565,14 @@ impl Real for f64 {
     #[inline(always)]
     fn is_nan(self) -> bool {
         f64::is_nan(self)
+    }
+    #[inline(always)]
+    fn abs(self) -> f64 {
+        f64::abs(self)
+    }
+    #[inline(always)]
+    fn next_down(self) -> f64 {
+        f64::next_down(self)
     }
     #[inline(always)]
     fn exp(self) -> f64 {

@@ -33,6 +33,7 @@ fn raise(e: KernelError) -> PyErr {
             requested,
         } => ("too_few", row, available, requested),
         KernelError::BadTau { index } => ("tau", index, 0, 0),
+        KernelError::BadIndex { row } => ("index", row, 0, 0),
         KernelError::Shape { .. } => return PyValueError::new_err(e.to_string()),
     };
     KernelErrorPy::new_err((kind, pos, available, requested))
@@ -287,6 +288,45 @@ fn gumbel_topk(
 }
 
 #[allow(clippy::too_many_arguments)]
+fn given_argmax_t<T: Real + Element>(
+    py: Python<'_>,
+    x: &Bound<'_, PyAny>,
+    dims: Dims,
+    index: &Bound<'_, PyAny>,
+    num_samples: usize,
+    stream: Stream,
+    out: &Bound<'_, PyAny>,
+) -> PyResult<()> {
+    let x = ro::<T>(x)?;
+    let index = ro::<i64>(index)?;
+    let mut out = rw::<T>(out)?;
+    let (xs, is, os) = (x.as_slice()?, index.as_slice()?, out.as_slice_mut()?);
+    py.detach(|| kernels::sampling::gumbel_given_argmax(xs, dims, is, num_samples, stream, os))
+        .map_err(raise)
+}
+
+/// Gumbel-perturbed logits conditioned on their argmax (`index`, one per row).
+#[pyfunction]
+#[allow(clippy::too_many_arguments)]
+fn gumbel_given_argmax(
+    py: Python<'_>,
+    x: &Bound<'_, PyAny>,
+    dims: (usize, usize, usize),
+    index: &Bound<'_, PyAny>,
+    num_samples: usize,
+    seed: u64,
+    offset: u64,
+    out: &Bound<'_, PyAny>,
+) -> PyResult<()> {
+    let dims = Dims::new(dims.0, dims.1, dims.2);
+    let stream = Stream::new(seed, offset);
+    by_dtype!(
+        x,
+        given_argmax_t(py, x, dims, index, num_samples, stream, out)
+    )
+}
+
+#[allow(clippy::too_many_arguments)]
 fn rb_forward_t<T: Real + Element>(
     py: Python<'_>,
     x: &Bound<'_, PyAny>,
@@ -530,6 +570,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(gumbel_softmax_backward, m)?)?;
     m.add_function(wrap_pyfunction!(sample_categorical, m)?)?;
     m.add_function(wrap_pyfunction!(gumbel_topk, m)?)?;
+    m.add_function(wrap_pyfunction!(gumbel_given_argmax, m)?)?;
     m.add_function(wrap_pyfunction!(relaxed_bernoulli_forward, m)?)?;
     m.add_function(wrap_pyfunction!(relaxed_bernoulli_backward, m)?)?;
     m.add_function(wrap_pyfunction!(hard_concrete_forward, m)?)?;

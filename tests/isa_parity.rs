@@ -58,6 +58,10 @@ fn run_all<T: Real>(dims: Dims) -> Outputs<T> {
     let mut top = vec![0i64; dims.outer * kk * dims.inner];
     gumbel_topk(&x, dims, kk, stream, &mut top).unwrap();
     indices.extend([draws, top]);
+    let index: Vec<i64> = (0..dims.rows()).map(|r| (r % dims.k) as i64).collect();
+    let mut given = vec![T::ZERO; 2 * n];
+    gumbel_given_argmax(&x, dims, &index, 2, stream, &mut given).unwrap();
+    floats.push(given);
     Outputs { floats, indices }
 }
 

@@ -5,11 +5,12 @@
 >>> y = gumbelrs.gumbel_softmax(torch.randn(4, 10), tau=0.5, hard=True, generator=g)
 """
 
-from . import distributions, schedules
+from . import distributions, estimators, schedules
 from ._core import get_num_threads as _get_num_threads
 from ._core import set_num_threads as _set_num_threads
 from ._generator import Generator, default_generator, manual_seed
 from .functional import (
+    gumbel_given_argmax,
     gumbel_noise,
     gumbel_softmax,
     gumbel_topk,
@@ -24,7 +25,9 @@ __all__ = [
     "Generator",
     "default_generator",
     "distributions",
+    "estimators",
     "get_num_threads",
+    "gumbel_given_argmax",
     "gumbel_noise",
     "gumbel_softmax",
     "gumbel_topk",

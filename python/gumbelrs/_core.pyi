@@ -33,6 +33,9 @@ def sample_categorical(
     x: Float, dims: Dims, num_samples: int, seed: int, offset: int, out: Index
 ) -> None: ...
 def gumbel_topk(x: Float, dims: Dims, k: int, seed: int, offset: int, out: Index) -> None: ...
+def gumbel_given_argmax(
+    x: Float, dims: Dims, index: Index, num_samples: int, seed: int, offset: int, out: Float
+) -> None: ...
 def relaxed_bernoulli_forward(
     x: Float, tau: float, tau_elems: Float | None, seed: int, offset: int, y: Float,
     soft: Float | None = None,

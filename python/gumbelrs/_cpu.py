@@ -86,6 +86,11 @@ def translate(fn: str, err: _core.KernelError, shape: torch.Size, dim: int | Non
         return ValueError(
             f"{fn}: tau must be positive and finite everywhere, got {tau.view(-1)[pos].item()}"
         )
+    if kind == "index":
+        return ValueError(
+            f"{fn}: index for {_row(shape, dim, pos)} is out of range [0, {shape[dim]}) or "
+            "points at a -inf logit; the conditioned category must have nonzero probability"
+        )
     if kind == "nan":
         what = "finite or -inf (a -inf logit masks its category out)" if dim is not None else \
             "not NaN (-inf and +inf give gates that are always closed or open)"
@@ -155,6 +160,16 @@ def gumbel_topk(fn, x, dim, k, seed, offset):
     out = torch.empty(shape, dtype=torch.int64)
     try:
         _core.gumbel_topk(_np(x), split(x.shape, dim), k, seed, offset, _np(out))
+    except _core.KernelError as e:
+        raise translate(fn, e, x.shape, dim, None) from None
+    return out
+
+
+def gumbel_given_argmax(fn, x, dim, index, num_samples, seed, offset):
+    out = torch.empty((num_samples, *x.shape), dtype=x.dtype)
+    try:
+        _core.gumbel_given_argmax(_np(x), split(x.shape, dim), _np(index), num_samples, seed,
+                                  offset, _np(out))
     except _core.KernelError as e:
         raise translate(fn, e, x.shape, dim, None) from None
     return out

@@ -209,6 +209,25 @@ def gumbel_topk(fn, x, dim, k, stream):
     return _dispatch.backend(x.device).gumbel_topk(fn, x, dim, k, *stream)
 
 
+@torch.library.custom_op("gumbelrs::gumbel_given_argmax", mutates_args=())
+def _given_argmax_op(fn: str, x: Tensor, dim: int, index: Tensor, num_samples: int,
+                     so: Tensor) -> Tensor:
+    b = _dispatch.backend(x.device)
+    return b.gumbel_given_argmax(fn, x, dim, index, num_samples, *_unpack(so))
+
+
+@_given_argmax_op.register_fake
+def _(fn, x, dim, index, num_samples, so):
+    return x.new_empty((num_samples, *x.shape))
+
+
+def gumbel_given_argmax(fn, x, dim, index, num_samples, stream):
+    if isinstance(stream, Tensor):
+        return torch.ops.gumbelrs.gumbel_given_argmax(fn, x, dim, index, num_samples, stream)
+    b = _dispatch.backend(x.device)
+    return b.gumbel_given_argmax(fn, x, dim, index, num_samples, *stream)
+
+
 # ------------------------------------------------------ relaxed Bernoulli
 
 

@@ -18,6 +18,7 @@ from . import _ops, _validate
 from ._generator import Generator
 
 __all__ = [
+    "gumbel_given_argmax",
     "gumbel_noise",
     "gumbel_softmax",
     "gumbel_topk",
@@ -213,3 +214,38 @@ def gumbel_topk(
     gen = _validate.generator(fn, generator)
     x = _compute(logits.detach())
     return _ops.gumbel_topk(fn, x, d, k, _ops.take(gen))
+
+
+def gumbel_given_argmax(
+    logits: torch.Tensor,
+    index: torch.Tensor,
+    num_samples: int = 1,
+    dim: int = -1,
+    *,
+    generator: Generator | None = None,
+) -> torch.Tensor:
+    """Gumbel-perturbed logits conditioned on their argmax: ``logits + G`` with
+    ``G`` standard Gumbel noise conditioned on ``argmax(logits + G, dim) == index``.
+
+    The maximum is Gumbel with location ``logsumexp(logits)``; the others are
+    Gumbels at their logits truncated below it (Maddison, Tarlow and Minka
+    2014). This is the sampler of the Gumbel-Rao estimator (Paulus et al.
+    2020). ``index`` is int64 with the batch shape (the logits' shape without
+    ``dim``); the result has shape ``(num_samples, *logits.shape)``. Subtract
+    ``logits`` for the noise itself (where logits are finite).
+    """
+    fn = "gumbel_given_argmax"
+    _validate.logits(fn, logits)
+    d = _validate.dim(fn, dim, logits.dim())
+    _validate.count(fn, "num_samples", num_samples, 1, 2**31 - 1, "")
+    batch = _batch(logits.shape, d)
+    if not isinstance(index, torch.Tensor) or index.dtype != torch.int64:
+        raise TypeError(f"{fn}: index must be an int64 tensor, got "
+                        f"{getattr(index, 'dtype', type(index).__name__)}")
+    if list(index.shape) != batch:
+        raise ValueError(f"{fn}: index must have the batch shape {tuple(batch)} (logits' shape "
+                         f"without dim={dim}), got {tuple(index.shape)}")
+    gen = _validate.generator(fn, generator)
+    x = _compute(logits.detach())
+    z = _ops.gumbel_given_argmax(fn, x, d, index.contiguous(), num_samples, _ops.take(gen))
+    return z.to(logits.dtype)

@@ -102,6 +102,8 @@ pub enum KernelError {
         available: usize,
         requested: usize,
     },
+    /// A row's conditioning index is out of range or points at a `-inf` logit.
+    BadIndex { row: usize },
     /// A per-row temperature is not positive and finite.
     BadTau { index: usize },
     /// A buffer has the wrong number of elements.
@@ -117,9 +119,9 @@ impl KernelError {
     fn position(&self, dims: &Dims) -> usize {
         match *self {
             KernelError::NanLogit { index } | KernelError::PosInfLogit { index } => index,
-            KernelError::AllMasked { row } | KernelError::TooFewUnmasked { row, .. } => {
-                dims.base(row)
-            }
+            KernelError::AllMasked { row }
+            | KernelError::TooFewUnmasked { row, .. }
+            | KernelError::BadIndex { row } => dims.base(row),
             KernelError::BadTau { .. } | KernelError::Shape { .. } => 0,
         }
     }
@@ -139,6 +141,9 @@ impl fmt::Display for KernelError {
                 f,
                 "row {row} has {available} categories that are not -inf, {requested} requested"
             ),
+            KernelError::BadIndex { row } => {
+                write!(f, "the index of row {row} is out of range or masked")
+            }
             KernelError::BadTau { index } => {
                 write!(f, "temperature {index} is not positive and finite")
             }

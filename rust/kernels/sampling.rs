@@ -167,6 +167,105 @@ pub fn gumbel_topk<T: Real>(
     run_rows(&dims, &kernel)
 }
 
+struct GivenArgmax<'a, T> {
+    x: &'a [T],
+    dims: Dims,
+    index: &'a [i64],
+    num_samples: usize,
+    stream: Stream,
+    out: SharedMut<T>,
+}
+
+impl<T: Real> RowKernel for GivenArgmax<'_, T> {
+    type Scratch = (Vec<T>, Vec<T>, GroupCache<T>);
+    fn scratch(&self) -> Self::Scratch {
+        let k = self.dims.k;
+        (vec![T::ZERO; k], vec![T::ZERO; k], GroupCache::new())
+    }
+    #[inline(always)]
+    fn row(&self, r: usize, (xr, g, cache): &mut Self::Scratch) -> Result<(), KernelError> {
+        let dims = &self.dims;
+        let xr = row_of(self.x, dims, r, xr);
+        check_row(xr, dims, r)?;
+        let d = self.index[r];
+        if d < 0 || d as usize >= dims.k || xr[d as usize] == T::NEG_INFINITY {
+            return Err(KernelError::BadIndex { row: r });
+        }
+        let d = d as usize;
+        let m = T::lane_max(xr);
+        for (gt, &xt) in g.iter_mut().zip(xr) {
+            *gt = (xt - m).exp();
+        }
+        let log_z = m + T::lane_sum(g).ln();
+        let base = dims.base(r) as u64;
+        let n = dims.len() as u64;
+        for s in 0..self.num_samples {
+            fill_strided(
+                Noise::Gumbel,
+                &self.stream,
+                s as u64 * n + base,
+                dims.inner as u64,
+                g,
+                cache,
+            );
+            // The maximum is Gumbel with location log Z (whatever its index);
+            // the others are Gumbels at x_i truncated below it:
+            // z_i = -logaddexp(-(x_i + g_i), -top).
+            let top = log_z + g[d];
+            for (t, gt) in g.iter_mut().enumerate() {
+                let z = if t == d {
+                    top
+                } else {
+                    let a = xr[t] + *gt;
+                    let lo = a.min(top);
+                    let z = lo - (-(a - top).abs()).exp().ln_1p();
+                    // Rounding may not leave z below top when a >> top.
+                    if z < top {
+                        z
+                    } else {
+                        top.next_down()
+                    }
+                };
+                *gt = z;
+            }
+            let first = s * dims.len() + dims.base(r);
+            for (t, &z) in g.iter().enumerate() {
+                // SAFETY: the elements of row `r` in sample `s` belong to this thread.
+                unsafe { self.out.write(first + t * dims.inner, z) };
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Gumbel-perturbed logits conditioned on their argmax: for each row `r` and
+/// sample `s`, `z = x + G` with `G` standard Gumbel noise conditioned on
+/// `argmax(z) == index[r]` (Maddison, Tarlow and Minka 2014; the conditional
+/// sampler of Gumbel-Rao, Paulus et al. 2020). The output is laid out as
+/// `(num_samples, outer, k, inner)`; sample `s` uses the noise of elements
+/// `s * dims.len() + i`. The indexed logit must not be `-inf`.
+pub fn gumbel_given_argmax<T: Real>(
+    x: &[T],
+    dims: Dims,
+    index: &[i64],
+    num_samples: usize,
+    stream: Stream,
+    out: &mut [T],
+) -> Result<(), KernelError> {
+    check_len("logits", x.len(), dims.len())?;
+    check_len("index", index.len(), dims.rows())?;
+    check_len("output", out.len(), num_samples * dims.len())?;
+    let kernel = GivenArgmax {
+        x,
+        dims,
+        index,
+        num_samples,
+        stream,
+        out: SharedMut::new(out),
+    };
+    run_rows(&dims, &kernel)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -217,6 +316,38 @@ mod tests {
                 requested: 4
             })
         );
+    }
+
+    #[test]
+    fn conditioned_samples_keep_their_argmax_and_a_gumbel_top() {
+        let dims = Dims::new(4, 7, 3);
+        let x: Vec<f64> = (0..dims.len())
+            .map(|i| ((i * 37) % 11) as f64 * 0.4 - 2.0)
+            .collect();
+        let index: Vec<i64> = (0..dims.rows()).map(|r| (r % 7) as i64).collect();
+        let samples = 2000;
+        let mut z = vec![0.0; samples * dims.len()];
+        gumbel_given_argmax(&x, dims, &index, samples, Stream::new(3, 1), &mut z).unwrap();
+        let mut top_minus_lse = 0.0;
+        for s in 0..samples {
+            for r in 0..dims.rows() {
+                let at = |t: usize| z[s * dims.len() + dims.base(r) + t * dims.inner];
+                let m = (0..dims.k).map(at).fold(f64::NEG_INFINITY, f64::max);
+                let arg = (0..dims.k).position(|t| at(t) == m).unwrap();
+                assert_eq!(arg as i64, index[r]);
+                let lse = (0..dims.k)
+                    .map(|t| x[dims.base(r) + t * dims.inner].exp())
+                    .sum::<f64>()
+                    .ln();
+                top_minus_lse += m - lse;
+            }
+        }
+        // The top is Gumbel(log Z): mean Euler's gamma; sd of the mean 1.28/sqrt(24000).
+        let mean = top_minus_lse / (samples * dims.rows()) as f64;
+        assert!((mean - 0.577_215_66).abs() < 0.05, "{mean}");
+        let bad = [-1i64; 12];
+        let e = gumbel_given_argmax(&x, dims, &bad, 1, Stream::new(3, 1), &mut z[..dims.len()]);
+        assert_eq!(e, Err(KernelError::BadIndex { row: 0 }));
     }
 
     #[test]
