@@ -5,7 +5,7 @@
 >>> y = gumbelrs.gumbel_softmax(torch.randn(4, 10), tau=0.5, hard=True, generator=g)
 """
 
-from . import distributions, estimators, schedules
+from . import distributions, estimators, nn, schedules
 from ._core import get_num_threads as _get_num_threads
 from ._core import set_num_threads as _set_num_threads
 from ._generator import Generator, default_generator, manual_seed
@@ -33,6 +33,7 @@ __all__ = [
     "gumbel_topk",
     "hard_concrete",
     "manual_seed",
+    "nn",
     "relaxed_bernoulli",
     "sample_categorical",
     "schedules",

@@ -1,0 +1,87 @@
+"""Reusable layers built on the public ops."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import nn
+
+from . import estimators
+from ._generator import Generator
+from .schedules import LearnableTemperature, Schedule
+
+__all__ = ["GumbelSoftmax"]
+
+_EVAL_MODES = ("argmax", "sample")
+
+
+class GumbelSoftmax(nn.Module):
+    """A Gumbel-Softmax layer: ``estimators.sample(logits, method, tau, dim)``.
+
+    ``tau`` is a float, a :class:`gumbelrs.schedules.Schedule` (advance it with
+    :meth:`step`, its position is saved in ``state_dict``) or a
+    :class:`gumbelrs.schedules.LearnableTemperature` (a submodule: its parameter
+    is trained with the rest). ``method`` is any of
+    :data:`gumbelrs.estimators.METHODS`; ``options`` go to the estimator.
+
+    In eval mode with ``eval_mode="argmax"`` (default) the layer is
+    deterministic: the one-hot of ``argmax(logits)`` (``softmax(logits / tau)``
+    for ``method="soft"``); ``eval_mode="sample"`` keeps sampling.
+    """
+
+    def __init__(self, tau: float | Schedule | LearnableTemperature = 1.0, method: str = "st",
+                 dim: int = -1, generator: Generator | None = None, eval_mode: str = "argmax",
+                 **options: Any) -> None:
+        super().__init__()
+        if method not in estimators.METHODS:
+            raise ValueError(
+                f"GumbelSoftmax: method must be one of {estimators.METHODS}, got {method!r}"
+            )
+        if eval_mode not in _EVAL_MODES:
+            raise ValueError(f"GumbelSoftmax: eval_mode must be one of {_EVAL_MODES}, "
+                             f"got {eval_mode!r}")
+        if not isinstance(tau, (Schedule, LearnableTemperature)):
+            if isinstance(tau, bool) or not isinstance(tau, (int, float)) or not tau > 0:
+                raise ValueError(f"GumbelSoftmax: tau must be a positive float, a Schedule or a "
+                                 f"LearnableTemperature, got {tau!r}")
+            tau = float(tau)
+        self.tau = tau
+        self.method = method
+        self.dim = dim
+        self.generator = generator
+        self.eval_mode = eval_mode
+        self.options = options
+
+    def temperature(self) -> float | torch.Tensor:
+        """The temperature used now."""
+        if isinstance(self.tau, Schedule):
+            return self.tau.tau
+        if isinstance(self.tau, LearnableTemperature):
+            return self.tau()
+        return self.tau
+
+    def step(self, n: int = 1) -> None:
+        """Advances the temperature schedule (no-op for a fixed or learned one)."""
+        if isinstance(self.tau, Schedule):
+            self.tau.step(n)
+
+    def forward(self, logits: torch.Tensor) -> torch.Tensor:
+        tau = self.temperature()
+        if self.training or self.eval_mode == "sample":
+            return estimators.sample(logits, self.method, tau, self.dim, self.generator,
+                                     **self.options)
+        if self.method == "soft":
+            return torch.softmax(logits / tau, self.dim)
+        index = logits.argmax(self.dim, keepdim=True)
+        return torch.zeros_like(logits).scatter_(self.dim, index, 1.0)
+
+    def get_extra_state(self) -> dict[str, Any]:
+        return {"schedule": self.tau.state_dict()} if isinstance(self.tau, Schedule) else {}
+
+    def set_extra_state(self, state: dict[str, Any]) -> None:
+        if isinstance(self.tau, Schedule) and "schedule" in state:
+            self.tau.load_state_dict(state["schedule"])
+
+    def extra_repr(self) -> str:
+        return f"method={self.method!r}, tau={self.tau!r}, dim={self.dim}"
