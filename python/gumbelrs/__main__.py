@@ -13,6 +13,9 @@ def main(argv: list[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("demo", help="show that samples follow softmax(logits) and the speed vs torch")
     sub.add_parser("info", help="versions, SIMD level and threads")
+    est = sub.add_parser("estimators", help="bias and variance of the gradient estimators")
+    est.add_argument("--n", type=int, default=100_000, help="estimates per method")
+    est.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
 
     import torch
@@ -23,6 +26,8 @@ def main(argv: list[str] | None = None) -> int:
         from gumbelrs.demo import main as demo
 
         demo()
+    elif args.command == "estimators":
+        gumbelrs.estimators.main(["--n", str(args.n), "--seed", str(args.seed)])
     else:
         print(f"gumbelrs {gumbelrs.__version__}")
         print(f"torch {torch.__version__}")

@@ -34,7 +34,8 @@ decoupled    the sample at ``tau_forward`` (option, default ``tau``; one-hot
 
 :func:`exact_gradient` enumerates the categories to get the exact gradient of
 ``E[f(one-hot)]``; :func:`diagnose` measures a method's bias and variance
-against it. ``python -m gumbelrs.estimators`` prints that table on a toy problem.
+against it. ``gumbelrs estimators`` (or ``python -m gumbelrs estimators``) prints
+that table on a toy problem.
 """
 
 from __future__ import annotations
@@ -232,6 +233,3 @@ def main(argv: list[str] | None = None) -> None:
     for method, setting, bias, var, mse in _toy_table(args.n, args.seed):
         print(f"| {method} | {setting} | {bias:.4f} | {var:.4f} | {mse:.4f} |")
 
-
-if __name__ == "__main__":
-    main()
