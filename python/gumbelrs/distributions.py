@@ -59,14 +59,33 @@ class _SoftSamples:
         return entry[1] if entry is not None and entry[0]() is value else None
 
 
-def _straight_through(name, gen, draw):
-    """``(hard, soft)`` from one stream position: ``draw(hard, generator)``."""
-    gen = _validate.generator(name, gen)
-    state = gen.get_state()
-    hard = draw(True, gen)
-    with torch.no_grad():
-        soft = draw(False, Generator(gen.seed).set_state(state))
-    return hard, soft
+class _StraightThrough:
+    """Mixin of the straight-through distributions: ``rsample`` returns the
+    hard sample of ``_draw(True, ...)``; the soft sample drawn from the same
+    stream position is kept (weakly keyed by the returned tensor) so that
+    ``log_prob`` of that hard sample is the density of its soft sample."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self._soft = _SoftSamples()
+
+    def expand(self, batch_shape, _instance=None):
+        new = super().expand(batch_shape, _instance)
+        new._soft = _SoftSamples()
+        return new
+
+    def rsample(self, sample_shape=_EMPTY, generator: Generator | None = None):
+        gen = _validate.generator(type(self).__name__, generator or self.generator)
+        state = gen.get_state()
+        hard = self._draw(sample_shape, True, gen)
+        with torch.no_grad():
+            soft = self._draw(sample_shape, False, Generator(gen.seed).set_state(state))
+        self._soft.put(hard, soft)
+        return hard
+
+    def log_prob(self, value):
+        soft = self._soft.get(value)
+        return super().log_prob(value if soft is None else soft)
 
 
 def _one_of(name: str, probs, logits):
@@ -214,7 +233,7 @@ class RelaxedOneHotCategorical(_Categorical):
         return self._exp_concrete_log_prob(log_y) - log_y.sum(-1)
 
 
-class RelaxedOneHotCategoricalStraightThrough(RelaxedOneHotCategorical):
+class RelaxedOneHotCategoricalStraightThrough(_StraightThrough, RelaxedOneHotCategorical):
     """``rsample`` returns the exact one-hot of the Gumbel-max category, with the
     gradient of the soft Concrete sample (straight-through Gumbel-Softmax).
 
@@ -224,30 +243,10 @@ class RelaxedOneHotCategoricalStraightThrough(RelaxedOneHotCategorical):
     to the tensor). ``log_prob`` of a point of the simplex is its Concrete density.
     """
 
-    support = constraints.simplex
-
-    def __init__(self, *args, **kwargs):
-        super().__init__(*args, **kwargs)
-        self._soft = _SoftSamples()
-
-    def expand(self, batch_shape, _instance=None):
-        new = super().expand(batch_shape, _instance)
-        new._soft = _SoftSamples()
-        return new
-
-    def rsample(self, sample_shape=_EMPTY, generator: Generator | None = None):
+    def _draw(self, sample_shape, hard, gen):
         logits = self.logits.expand(self._extended_shape(sample_shape))
-        tau = self._tau_rows(sample_shape)
-        hard, soft = _straight_through(
-            type(self).__name__, generator or self.generator,
-            lambda h, g: functional.gumbel_softmax(logits, tau, hard=h, generator=g),
-        )
-        self._soft.put(hard, soft)
-        return hard
-
-    def log_prob(self, value):
-        soft = self._soft.get(value)
-        return super().log_prob(value if soft is None else soft)
+        return functional.gumbel_softmax(logits, self._tau_rows(sample_shape), hard=hard,
+                                         generator=gen)
 
 
 class LogitRelaxedBernoulli(Distribution):
@@ -349,33 +348,15 @@ class RelaxedBernoulli(LogitRelaxedBernoulli):
         return self.temperature.log() + d - 2 * F.softplus(d) - y.log() - (-y).log1p()
 
 
-class RelaxedBernoulliStraightThrough(RelaxedBernoulli):
+class RelaxedBernoulliStraightThrough(_StraightThrough, RelaxedBernoulli):
     """``rsample`` returns 0/1 (``logits + L > 0``) with the gradient of the soft
     sample; ``log_prob`` of such a sample is the density of its soft sample
     (kept by the distribution, keyed weakly by the returned tensor)."""
 
-    def __init__(self, *args, **kwargs):
-        super().__init__(*args, **kwargs)
-        self._soft = _SoftSamples()
-
-    def expand(self, batch_shape, _instance=None):
-        new = super().expand(batch_shape, _instance)
-        new._soft = _SoftSamples()
-        return new
-
-    def rsample(self, sample_shape=_EMPTY, generator: Generator | None = None):
+    def _draw(self, sample_shape, hard, gen):
         logits = self.logits.expand(self._extended_shape(sample_shape))
-        tau = self._tau(sample_shape)
-        hard, soft = _straight_through(
-            type(self).__name__, generator or self.generator,
-            lambda h, g: functional.relaxed_bernoulli(logits, tau, hard=h, generator=g),
-        )
-        self._soft.put(hard, soft)
-        return hard
-
-    def log_prob(self, value):
-        soft = self._soft.get(value)
-        return super().log_prob(value if soft is None else soft)
+        return functional.relaxed_bernoulli(logits, self._tau(sample_shape), hard=hard,
+                                            generator=gen)
 
 
 class HardConcrete(Distribution):

@@ -210,10 +210,12 @@ pub(crate) fn run_rows<K: RowKernel>(dims: &Dims, kernel: &K) -> Result<(), Kern
         match level {
             // SAFETY: `isa::level` returns Avx512 only when the CPU has
             // AVX-512 F/BW/DQ/VL and FMA (detected at run time).
+            #[cfg(target_arch = "x86_64")]
             isa::Level::Avx512 => unsafe { rows_avx512(dims, rows, kernel, &mut scratch) },
             // SAFETY: Avx2 only when the CPU has AVX2 and FMA.
+            #[cfg(target_arch = "x86_64")]
             isa::Level::Avx2 => unsafe { rows_avx2(dims, rows, kernel, &mut scratch) },
-            isa::Level::Portable => rows_portable(dims, rows, kernel, &mut scratch),
+            _ => rows_portable(dims, rows, kernel, &mut scratch),
         }
     };
     parallel::map_ranges(dims.rows(), dims.k.max(1), range)
@@ -262,26 +264,6 @@ unsafe fn rows_avx2<K: RowKernel>(
 /// The CPU must support AVX-512 F, BW, DQ, VL and FMA.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f,avx512bw,avx512dq,avx512vl,avx2,fma")]
-unsafe fn rows_avx512<K: RowKernel>(
-    dims: &Dims,
-    rows: std::ops::Range<usize>,
-    kernel: &K,
-    scratch: &mut K::Scratch,
-) -> Option<KernelError> {
-    rows_portable(dims, rows, kernel, scratch)
-}
-
-#[cfg(not(target_arch = "x86_64"))]
-unsafe fn rows_avx2<K: RowKernel>(
-    dims: &Dims,
-    rows: std::ops::Range<usize>,
-    kernel: &K,
-    scratch: &mut K::Scratch,
-) -> Option<KernelError> {
-    rows_portable(dims, rows, kernel, scratch)
-}
-
-#[cfg(not(target_arch = "x86_64"))]
 unsafe fn rows_avx512<K: RowKernel>(
     dims: &Dims,
     rows: std::ops::Range<usize>,
