@@ -204,6 +204,18 @@ pub(crate) trait RowKernel: Sync {
 /// fault at the smallest position, so the error reported never depends on
 /// scheduling.
 pub(crate) fn run_rows<K: RowKernel>(dims: &Dims, kernel: &K) -> Result<(), KernelError> {
+    run_units(dims, dims, kernel)
+}
+
+/// `run_rows` over units of work that are not the rows of `faults` (tiles of
+/// several rows): `units` gives their number (`rows()`) and cost (`k`);
+/// faults are positioned in `faults`.
+pub(crate) fn run_units<K: RowKernel>(
+    units: &Dims,
+    faults: &Dims,
+    kernel: &K,
+) -> Result<(), KernelError> {
+    let dims = faults;
     let level = isa::level();
     let range = |rows: std::ops::Range<usize>| {
         let mut scratch = kernel.scratch();
@@ -218,7 +230,7 @@ pub(crate) fn run_rows<K: RowKernel>(dims: &Dims, kernel: &K) -> Result<(), Kern
             _ => rows_portable(dims, rows, kernel, &mut scratch),
         }
     };
-    parallel::map_ranges(dims.rows(), dims.k.max(1), range)
+    parallel::map_ranges(units.rows(), units.k.max(1), range)
         .into_iter()
         .flatten()
         .min_by_key(|e| e.position(dims))

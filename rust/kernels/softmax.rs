@@ -2,8 +2,8 @@
 
 use super::noise::{fill_strided, Noise};
 use super::{
-    check_len, gather_row, row_of, run_rows, scatter_row, Dims, KernelError, RowKernel, SharedMut,
-    Tau,
+    check_len, gather_row, row_of, run_rows, run_units, scatter_row, Dims, KernelError, RowKernel,
+    SharedMut, Tau,
 };
 use crate::math::{GroupCache, Real};
 use crate::rng::Stream;
@@ -204,6 +204,202 @@ impl<T: Real> RowKernel for Forward<'_, T> {
     }
 }
 
+/// Columns of a tile: rows of a strided view (`inner > 1`) are processed
+/// `TILE` at a time, vectorized across the rows; each of the `k` steps along
+/// the category axis then touches `TILE` contiguous elements.
+const TILE: usize = 64;
+
+/// The strided-row (`inner > 1`) form of `Forward`: unit `u` is the tile of
+/// rows `(o, j0 .. j0 + width)`. The arithmetic, including the lane order of
+/// the sums (category `t` into lane `t % LANES`), is the row kernel's, so both
+/// give the same bits.
+struct Tiled<'a, T> {
+    f: Forward<'a, T>,
+    width: usize,
+    per_outer: usize,
+}
+
+struct TileScratch<T> {
+    v: Vec<T>,
+    acc: Vec<T>,
+    m: Vec<T>,
+    inv: Vec<T>,
+    arg: Vec<usize>,
+    any: Vec<bool>,
+    cache: GroupCache<T>,
+}
+
+impl<'a, T: Real> Tiled<'a, T> {
+    fn new(f: Forward<'a, T>) -> Self {
+        let width = f.dims.inner.min(TILE);
+        let per_outer = f.dims.inner.div_ceil(width);
+        Tiled {
+            f,
+            width,
+            per_outer,
+        }
+    }
+
+    /// The view the thread pool schedules: one unit per tile.
+    fn units(&self) -> Dims {
+        let d = &self.f.dims;
+        Dims::new(d.outer * self.per_outer, d.k * self.width, 1)
+    }
+
+    /// The first fault of the tile's logits, in flat order.
+    #[inline(always)]
+    fn check(&self, base: usize, width: usize, s: &mut TileScratch<T>) -> Result<(), KernelError> {
+        let d = &self.f.dims;
+        let mut bad = false;
+        let any = &mut s.any[..width];
+        any.fill(false);
+        for t in 0..d.k {
+            let xs = &self.f.x[base + t * d.inner..][..width];
+            for (a, &v) in any.iter_mut().zip(xs) {
+                bad |= v.is_nan() | (v == T::INFINITY);
+                // NaN counts as not masked: that row's fault is the NaN.
+                *a |= v != T::NEG_INFINITY;
+            }
+        }
+        let masked = any.iter().position(|&a| !a).filter(|_| d.k > 0);
+        if !bad && masked.is_none() {
+            return Ok(());
+        }
+        let element = (0..d.k * width)
+            .map(|i| base + (i / width) * d.inner + i % width)
+            .find(|&i| self.f.x[i].is_nan() || self.f.x[i] == T::INFINITY);
+        match (element, masked) {
+            (Some(i), Some(j)) if base + j < i => Err(self.masked(base, j)),
+            (Some(i), _) if self.f.x[i].is_nan() => Err(KernelError::NanLogit { index: i }),
+            (Some(i), _) => Err(KernelError::PosInfLogit { index: i }),
+            (None, Some(j)) => Err(self.masked(base, j)),
+            (None, None) => Ok(()),
+        }
+    }
+
+    fn masked(&self, base: usize, j: usize) -> KernelError {
+        let d = &self.f.dims;
+        let (o, j0) = (base / (d.k * d.inner), base % (d.k * d.inner));
+        KernelError::AllMasked {
+            row: o * d.inner + j0 + j,
+        }
+    }
+}
+
+impl<T: Real> RowKernel for Tiled<'_, T> {
+    type Scratch = TileScratch<T>;
+    fn scratch(&self) -> TileScratch<T> {
+        let (k, w) = (self.f.dims.k, self.width);
+        TileScratch {
+            v: vec![T::ZERO; k * w],
+            acc: vec![T::ZERO; T::LANES * w],
+            m: vec![T::ZERO; w],
+            inv: vec![T::ZERO; w],
+            arg: vec![0; w],
+            any: vec![false; w],
+            cache: GroupCache::new(),
+        }
+    }
+
+    #[inline(always)]
+    fn row(&self, u: usize, s: &mut TileScratch<T>) -> Result<(), KernelError> {
+        let f = &self.f;
+        let d = &f.dims;
+        let (o, j0) = (u / self.per_outer, (u % self.per_outer) * self.width);
+        let w = self.width.min(d.inner - j0);
+        let base = o * d.k * d.inner + j0;
+        let stride = self.width;
+        self.check(base, w, s)?;
+        // Perturbed logits, category by category; column maxima.
+        let m = &mut s.m[..w];
+        m.fill(T::NEG_INFINITY);
+        for t in 0..d.k {
+            let at = base + t * d.inner;
+            let v = &mut s.v[t * stride..][..w];
+            T::fill_uniform_cached(&f.stream, at as u64, v, &mut s.cache);
+            for (vj, &xj) in v.iter_mut().zip(&f.x[at..at + w]) {
+                *vj = xj + Noise::Gumbel.from_uniform(*vj);
+            }
+            for (mj, &vj) in m.iter_mut().zip(v.iter()) {
+                *mj = mj.max(vj);
+            }
+        }
+        let hard = f.hard_only || f.soft.is_some();
+        if hard {
+            let arg = &mut s.arg[..w];
+            arg.fill(usize::MAX);
+            for t in 0..d.k {
+                for (j, a) in arg.iter_mut().enumerate() {
+                    if *a == usize::MAX && s.v[t * stride + j] == m[j] {
+                        *a = t;
+                    }
+                }
+            }
+        }
+        if !f.hard_only {
+            let row0 = o * d.inner + j0;
+            for (j, i) in s.inv[..w].iter_mut().enumerate() {
+                *i = f.tau.inverse_at(row0 + j);
+            }
+            s.acc.fill(T::ZERO);
+            for t in 0..d.k {
+                let lane = (t % T::LANES) * stride;
+                let v = &mut s.v[t * stride..][..w];
+                let acc = &mut s.acc[lane..lane + w];
+                for (((vj, aj), &mj), &ij) in v.iter_mut().zip(acc).zip(m.iter()).zip(&s.inv[..w]) {
+                    *vj = ((*vj - mj) * ij).exp();
+                    *aj = *aj + *vj;
+                }
+            }
+            // Combine the lanes pairwise, as `combine_lanes` does for a row.
+            let mut width = T::LANES;
+            while width > 1 {
+                width /= 2;
+                for l in 0..width {
+                    for j in 0..w {
+                        let other = s.acc[(l + width) * stride + j];
+                        s.acc[l * stride + j] = s.acc[l * stride + j] + other;
+                    }
+                }
+            }
+            for (i, &sum) in s.inv[..w].iter_mut().zip(&s.acc[..w]) {
+                *i = T::ONE / sum;
+            }
+        }
+        for t in 0..d.k {
+            let at = base + t * d.inner;
+            let v = &s.v[t * stride..][..w];
+            let soft_out = if hard { f.soft.as_ref() } else { Some(&f.out) };
+            if let Some(target) = soft_out {
+                // SAFETY: the elements of this tile belong to this thread only.
+                let dst = unsafe { target.slice(at, w) };
+                for ((o, &vj), &ij) in dst.iter_mut().zip(v).zip(&s.inv[..w]) {
+                    *o = vj * ij;
+                }
+            }
+            if hard {
+                // SAFETY: as above.
+                let dst = unsafe { f.out.slice(at, w) };
+                for (j, o) in dst.iter_mut().enumerate() {
+                    *o = if s.arg[j] == t { T::ONE } else { T::ZERO };
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Runs a forward kernel: row by row when rows are contiguous, by tiles of
+/// rows otherwise.
+fn run_forward<T: Real>(kernel: Forward<'_, T>) -> Result<(), KernelError> {
+    let dims = kernel.dims;
+    if dims.inner == 1 || dims.k == 0 {
+        return run_rows(&dims, &kernel);
+    }
+    let tiled = Tiled::new(kernel);
+    run_units(&tiled.units(), &dims, &tiled)
+}
+
 /// Gumbel-Softmax forward: `y = softmax((x + g) / tau)` along the `k` axis,
 /// computed as `exp((w - max w) / tau) / sum(...)` with `w = x + g`.
 ///
@@ -238,7 +434,7 @@ pub fn gumbel_softmax_forward<T: Real>(
         soft,
         hard_only: false,
     };
-    run_rows(&dims, &kernel)
+    run_forward(kernel)
 }
 
 /// The straight-through hard sample alone (when no gradient needs the soft
@@ -261,7 +457,7 @@ pub fn gumbel_softmax_hard_forward<T: Real>(
         soft: None,
         hard_only: true,
     };
-    run_rows(&dims, &kernel)
+    run_forward(kernel)
 }
 
 struct Backward<'a, T> {
@@ -439,6 +635,98 @@ mod tests {
         let x = [0.0f32, 0.0, 0.0, 0.0, f32::NAN, f32::INFINITY];
         let e = gumbel_softmax_forward(&x, dims, Tau::Scalar(1.0), Stream::new(0, 0), &mut y, None);
         assert_eq!(e, Err(KernelError::NanLogit { index: 4 }));
+    }
+
+    /// Runs `Forward` row by row (no tiles), for comparison with the tiled path.
+    fn by_rows(
+        x: &[f32],
+        dims: Dims,
+        mode: u8,
+        y: &mut [f32],
+        soft: &mut [f32],
+    ) -> Result<(), KernelError> {
+        let kernel = Forward {
+            x,
+            dims,
+            tau: Tau::Scalar(0.6),
+            stream: Stream::new(5, 6),
+            out: SharedMut::new(y),
+            soft: (mode == 1).then(|| SharedMut::new(soft)),
+            hard_only: mode == 2,
+        };
+        run_rows(&dims, &kernel)
+    }
+
+    #[test]
+    fn tiles_of_strided_rows_match_rows_bitwise() {
+        for dims in [
+            Dims::new(2, 7, 3),
+            Dims::new(3, 33, 70),
+            Dims::new(1, 5, 130),
+            Dims::new(2, 1, 64),
+        ] {
+            let mut x: Vec<f32> = logits(dims.len(), 8).iter().map(|&v| v as f32).collect();
+            if dims.k > 1 {
+                x[dims.len() / 3] = f32::NEG_INFINITY;
+            }
+            for mode in 0..3u8 {
+                let (mut y1, mut s1) = (vec![0f32; dims.len()], vec![0f32; dims.len()]);
+                let (mut y2, mut s2) = (vec![0f32; dims.len()], vec![0f32; dims.len()]);
+                by_rows(&x, dims, mode, &mut y1, &mut s1).unwrap();
+                let stream = Stream::new(5, 6);
+                match mode {
+                    0 => gumbel_softmax_forward(&x, dims, Tau::Scalar(0.6), stream, &mut y2, None),
+                    1 => gumbel_softmax_forward(
+                        &x,
+                        dims,
+                        Tau::Scalar(0.6),
+                        stream,
+                        &mut y2,
+                        Some(&mut s2),
+                    ),
+                    _ => gumbel_softmax_hard_forward(&x, dims, stream, &mut y2),
+                }
+                .unwrap();
+                assert_eq!(y1, y2, "{dims:?} mode {mode}");
+                assert_eq!(s1, s2, "{dims:?} mode {mode}");
+            }
+        }
+    }
+
+    #[test]
+    fn tiles_report_the_same_first_fault_as_rows() {
+        let dims = Dims::new(2, 4, 70);
+        let cases: [&[(usize, f32)]; 4] = [
+            &[(150, f32::NAN), (20, f32::INFINITY)],
+            &[(281, f32::NAN)],
+            // Column 5 of o = 1 entirely masked, and a later NaN.
+            &[
+                (285, f32::NEG_INFINITY),
+                (355, f32::NEG_INFINITY),
+                (425, f32::NEG_INFINITY),
+                (495, f32::NEG_INFINITY),
+                (500, f32::NAN),
+            ],
+            // A masked column holding a NaN reports the NaN.
+            &[
+                (5, f32::NEG_INFINITY),
+                (75, f32::NAN),
+                (145, f32::NEG_INFINITY),
+                (215, f32::NEG_INFINITY),
+            ],
+        ];
+        for case in cases {
+            let mut x = vec![0.5f32; dims.len()];
+            for &(i, v) in case {
+                x[i] = v;
+            }
+            let (mut y, mut s) = (vec![0f32; dims.len()], vec![0f32; dims.len()]);
+            let want = by_rows(&x, dims, 0, &mut y, &mut s);
+            let got =
+                gumbel_softmax_forward(&x, dims, Tau::Scalar(0.6), Stream::new(5, 6), &mut y, None);
+            assert!(want.is_err());
+            assert_eq!(got, want, "{case:?}");
+        }
     }
 
     #[test]
