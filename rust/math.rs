@@ -57,6 +57,12 @@ pub trait Real:
     fn lane_dot(a: &[Self], b: &[Self]) -> Self;
     /// Maximum of `v` (`-inf` when empty; no NaN expected).
     fn lane_max(v: &[Self]) -> Self;
+    /// `w[t] = x[t] + w[t]`, returning the maximum of the new `w` (one pass).
+    fn add_max(w: &mut [Self], x: &[Self]) -> Self;
+    /// `w[t] = exp((w[t] - m) * inv_tau)`, returning their sum by lanes as
+    /// `lane_sum` (one pass). With `m` the maximum of `w`, every exponent is
+    /// `<= 0`: no temperature, however small, overflows.
+    fn exp_sum(w: &mut [Self], m: Self, inv_tau: Self) -> Self;
 
     /// `out[t] = uniform(stream, start + t)`, drawing each Philox block once.
     #[inline(always)]
@@ -141,6 +147,43 @@ macro_rules! lane_reductions {
         }
 
         #[inline(always)]
+        fn add_max(w: &mut [$t], x: &[$t]) -> $t {
+            let mut acc = [<$t>::NEG_INFINITY; $lanes];
+            let n = w.len().min(x.len());
+            let (w, x) = (&mut w[..n], &x[..n]);
+            let mut cw = w.chunks_exact_mut($lanes);
+            let mut cx = x.chunks_exact($lanes);
+            for (a, b) in (&mut cw).zip(&mut cx) {
+                for l in 0..$lanes {
+                    a[l] = b[l] + a[l];
+                    acc[l] = sel(a[l] > acc[l], a[l], acc[l]);
+                }
+            }
+            for (l, (a, &b)) in cw.into_remainder().iter_mut().zip(cx.remainder()).enumerate() {
+                *a = b + *a;
+                acc[l] = sel(*a > acc[l], *a, acc[l]);
+            }
+            combine_max(&mut acc)
+        }
+
+        #[inline(always)]
+        fn exp_sum(w: &mut [$t], m: $t, inv_tau: $t) -> $t {
+            let mut acc = [0.0 as $t; $lanes];
+            let mut chunks = w.chunks_exact_mut($lanes);
+            for c in &mut chunks {
+                for l in 0..$lanes {
+                    c[l] = Real::exp((c[l] - m) * inv_tau);
+                    acc[l] += c[l];
+                }
+            }
+            for (l, v) in chunks.into_remainder().iter_mut().enumerate() {
+                *v = Real::exp((*v - m) * inv_tau);
+                acc[l] += *v;
+            }
+            combine_lanes(&mut acc)
+        }
+
+        #[inline(always)]
         fn lane_max(v: &[$t]) -> $t {
             let mut acc = [<$t>::NEG_INFINITY; $lanes];
             let mut chunks = v.chunks_exact($lanes);
@@ -152,15 +195,7 @@ macro_rules! lane_reductions {
             for (l, &x) in chunks.remainder().iter().enumerate() {
                 acc[l] = sel(x > acc[l], x, acc[l]);
             }
-            // Pairwise halving, like `combine_lanes` (max is exact in any order).
-            let mut width = $lanes;
-            while width > 1 {
-                width /= 2;
-                for l in 0..width {
-                    acc[l] = sel(acc[l + width] > acc[l], acc[l + width], acc[l]);
-                }
-            }
-            acc[0]
+            combine_max(&mut acc)
         }
     };
 }
@@ -247,6 +282,19 @@ fn group_f64(stream: &crate::rng::Stream, g: u64, dst: &mut [f64; 32]) {
             dst[2 * j + k] = uniform_f64(lo | (hi << 32));
         }
     }
+}
+
+/// Maximum of the lanes, pairwise like [`combine_lanes`] (max is exact in any order).
+#[inline(always)]
+fn combine_max<T: PartialOrd + Copy>(acc: &mut [T]) -> T {
+    let mut width = acc.len();
+    while width > 1 {
+        width /= 2;
+        for l in 0..width {
+            acc[l] = sel(acc[l + width] > acc[l], acc[l + width], acc[l]);
+        }
+    }
+    acc[0]
 }
 
 /// Gumbel noise from a uniform `v` of the tail variable: `-ln(-ln(1 - v))`.

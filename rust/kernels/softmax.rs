@@ -54,20 +54,6 @@ pub(crate) fn first_index_of<T: Real>(w: &[T], m: T) -> usize {
     at + w[at..].iter().position(|&v| v == m).unwrap_or(0)
 }
 
-/// `w <- softmax((w - m) / tau)` for the row maximum `m`. Subtracting the
-/// maximum before scaling keeps every exponent `<= 0`, so no temperature,
-/// however small, overflows.
-#[inline(always)]
-fn softmax_in_place<T: Real>(w: &mut [T], m: T, inv_tau: T) {
-    for wt in w.iter_mut() {
-        *wt = ((*wt - m) * inv_tau).exp();
-    }
-    let inv_sum = T::ONE / T::lane_sum(w);
-    for wt in w.iter_mut() {
-        *wt = *wt * inv_sum;
-    }
-}
-
 pub(crate) struct Scratch<T> {
     x: Vec<T>,
     z: Vec<T>,
@@ -109,23 +95,32 @@ impl<T: Real> Forward<'_, T> {
     #[inline(always)]
     fn finish_row(&self, r: usize, xr: &[T], w: &mut [T]) {
         let dims = &self.dims;
-        add_logits(w, xr);
-        let m = T::lane_max(w);
+        let m = T::add_max(w, xr);
         let hard = self.hard_only || self.soft.is_some();
         let arg = if hard { first_index_of(w, m) } else { 0 };
+        let base = dims.base(r);
         if !self.hard_only {
-            softmax_in_place(w, m, self.tau.inverse_at(r));
-        }
-        if let Some(soft) = &self.soft {
-            // SAFETY: row `r` is visited by this thread only.
-            unsafe { scatter_row(soft, dims, r, w) };
+            let inv_sum = T::ONE / T::exp_sum(w, m, self.tau.inverse_at(r));
+            let target = if hard { self.soft.as_ref() } else { Some(&self.out) };
+            if let Some(target) = target {
+                if dims.inner == 1 {
+                    // SAFETY: row `r` is visited by this thread only.
+                    let dst = unsafe { target.slice(base, dims.k) };
+                    for (o, &v) in dst.iter_mut().zip(w.iter()) {
+                        *o = v * inv_sum;
+                    }
+                } else {
+                    for v in w.iter_mut() {
+                        *v = *v * inv_sum;
+                    }
+                    // SAFETY: row `r` is visited by this thread only.
+                    unsafe { scatter_row(target, dims, r, w) };
+                }
+            }
         }
         if !hard {
-            // SAFETY: row `r` is visited by this thread only.
-            unsafe { scatter_row(&self.out, dims, r, w) };
             return;
         }
-        let base = dims.base(r);
         if dims.inner == 1 {
             // SAFETY: row `r` is visited by this thread only.
             let out = unsafe { self.out.slice(base, dims.k) };
