@@ -18,8 +18,8 @@ def gumbel_from_uniform(v: torch.Tensor) -> torch.Tensor:
 
 
 def logistic_from_uniform(v: torch.Tensor) -> torch.Tensor:
-    """Logistic noise from the tail variable ``v``: ``log1p(-v) - log(v)``."""
-    return torch.log1p(-v) - torch.log(v)
+    """Logistic noise from the tail variable ``v``: ``log((1 - v) / v)``."""
+    return torch.log((1 - v) / v)
 
 
 def _per_row(tau, logits: torch.Tensor, dim: int):

@@ -11,7 +11,7 @@ pub enum Noise {
     Uniform,
     /// Standard Gumbel, `-ln(-ln(1 - v))`.
     Gumbel,
-    /// Standard logistic, `ln(1 - v) - ln(v)`.
+    /// Standard logistic, `ln((1 - v) / v)`.
     Logistic,
 }
 
