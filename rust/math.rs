@@ -155,12 +155,17 @@ macro_rules! lane_reductions {
             let mut cx = x.chunks_exact($lanes);
             for (a, b) in (&mut cw).zip(&mut cx) {
                 for l in 0..$lanes {
-                    a[l] = b[l] + a[l];
+                    a[l] += b[l];
                     acc[l] = sel(a[l] > acc[l], a[l], acc[l]);
                 }
             }
-            for (l, (a, &b)) in cw.into_remainder().iter_mut().zip(cx.remainder()).enumerate() {
-                *a = b + *a;
+            for (l, (a, &b)) in cw
+                .into_remainder()
+                .iter_mut()
+                .zip(cx.remainder())
+                .enumerate()
+            {
+                *a += b;
                 acc[l] = sel(*a > acc[l], *a, acc[l]);
             }
             combine_max(&mut acc)

@@ -472,6 +472,35 @@ fn hard_concrete_backward(
     by_dtype!(g, hc_backward_t(py, g, z, tau, tau_elems, limits, out))
 }
 
+fn math_t<T: Real + Element>(
+    name: &str,
+    x: &Bound<'_, PyAny>,
+    out: &Bound<'_, PyAny>,
+) -> PyResult<()> {
+    let f: fn(T) -> T = match name {
+        "exp" => T::exp,
+        "ln" => T::ln,
+        "ln1p" => T::ln_1p,
+        _ => {
+            return Err(PyValueError::new_err(format!(
+                "math: name must be 'exp', 'ln' or 'ln1p', got {name:?}"
+            )))
+        }
+    };
+    let x = ro::<T>(x)?;
+    let mut out = rw::<T>(out)?;
+    for (o, &v) in out.as_slice_mut()?.iter_mut().zip(x.as_slice()?) {
+        *o = f(v);
+    }
+    Ok(())
+}
+
+/// `out = f(x)` for the kernels' own `exp`, `ln` or `ln1p` (for parity tests).
+#[pyfunction]
+fn math(name: &str, x: &Bound<'_, PyAny>, out: &Bound<'_, PyAny>) -> PyResult<()> {
+    by_dtype!(x, math_t(name, x, out))
+}
+
 /// Philox4x32-10 of one counter block under one key.
 #[pyfunction]
 fn philox4x32_10(ctr: [u32; 4], key: [u32; 2]) -> [u32; 4] {
@@ -576,6 +605,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(hard_concrete_forward, m)?)?;
     m.add_function(wrap_pyfunction!(hard_concrete_backward, m)?)?;
     m.add_function(wrap_pyfunction!(philox4x32_10, m)?)?;
+    m.add_function(wrap_pyfunction!(math, m)?)?;
     m.add_function(wrap_pyfunction!(fork_seeds, m)?)?;
     m.add_function(wrap_pyfunction!(set_num_threads, m)?)?;
     m.add_function(wrap_pyfunction!(set_openmp, m)?)?;

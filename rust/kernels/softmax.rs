@@ -101,7 +101,11 @@ impl<T: Real> Forward<'_, T> {
         let base = dims.base(r);
         if !self.hard_only {
             let inv_sum = T::ONE / T::exp_sum(w, m, self.tau.inverse_at(r));
-            let target = if hard { self.soft.as_ref() } else { Some(&self.out) };
+            let target = if hard {
+                self.soft.as_ref()
+            } else {
+                Some(&self.out)
+            };
             if let Some(target) = target {
                 if dims.inner == 1 {
                     // SAFETY: row `r` is visited by this thread only.
