@@ -30,7 +30,6 @@ pub trait Real:
 {
     const ZERO: Self;
     const ONE: Self;
-    const HALF: Self;
     const INFINITY: Self;
     const NEG_INFINITY: Self;
     /// Number of independent partial sums a reduction keeps: the width of two
@@ -434,7 +433,6 @@ pub fn uniform_f32(w: u32) -> f32 {
 impl Real for f32 {
     const ZERO: f32 = 0.0;
     const ONE: f32 = 1.0;
-    const HALF: f32 = 0.5;
     const INFINITY: f32 = f32::INFINITY;
     const NEG_INFINITY: f32 = f32::NEG_INFINITY;
     const LANES: usize = 16;
@@ -600,7 +598,6 @@ pub fn uniform_f64(w: u64) -> f64 {
 impl Real for f64 {
     const ZERO: f64 = 0.0;
     const ONE: f64 = 1.0;
-    const HALF: f64 = 0.5;
     const INFINITY: f64 = f64::INFINITY;
     const NEG_INFINITY: f64 = f64::NEG_INFINITY;
     const LANES: usize = 8;
