@@ -16,7 +16,7 @@ use rayon::prelude::*;
 use std::ffi::c_void;
 use std::ops::Range;
 use std::panic::{catch_unwind, resume_unwind, AssertUnwindSafe};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 
 /// Elements below which a kernel runs on the calling thread.
@@ -67,6 +67,20 @@ fn pool(threads: usize) -> Arc<rayon::ThreadPool> {
 type GompParallel = unsafe extern "C" fn(extern "C" fn(*mut c_void), *mut c_void, u32, u32);
 
 static GOMP_PARALLEL: AtomicUsize = AtomicUsize::new(0);
+
+/// The process whose threads the pools belong to (0 until the first parallel job).
+static OWNER_PID: AtomicU32 = AtomicU32::new(0);
+
+/// Whether this is a child forked after the pools started. Their threads do
+/// not exist in a forked child (a rayon pool would wait for them forever and
+/// libgomp is not fork-safe), so children run kernels on the calling thread.
+fn forked() -> bool {
+    let pid = std::process::id();
+    match OWNER_PID.compare_exchange(0, pid, Ordering::Relaxed, Ordering::Relaxed) {
+        Ok(_) => false,
+        Err(owner) => owner != pid,
+    }
+}
 
 /// Runs parallel kernels on an OpenMP runtime from now on (`0` goes back to
 /// the rayon pool).
@@ -154,7 +168,7 @@ where
     if n == 0 {
         return Vec::new();
     }
-    if threads <= 1 || n < 2 || n.saturating_mul(cost) < MIN_PARALLEL_WORK {
+    if threads <= 1 || n < 2 || n.saturating_mul(cost) < MIN_PARALLEL_WORK || forked() {
         return vec![f(0..n)];
     }
     let chunks = n.min(threads * 4);

@@ -8,6 +8,8 @@ outcome deterministic.
 """
 
 import math
+import multiprocessing
+import os
 
 import numpy as np
 import pytest
@@ -310,6 +312,30 @@ def test_results_are_bitwise_identical_for_any_thread_count(shape):
         _core.set_openmp(_cpu.GOMP_PARALLEL)
     for a, b in zip(one, pool):
         assert torch.equal(a, b)
+
+
+def _draw_in_child(queue):
+    # As DataLoader workers do: torch's own OpenMP is not fork-safe either.
+    torch.set_num_threads(1)
+    assert gumbelrs.get_num_threads() == 2
+    x = torch.randn(512, 1024, generator=torch.Generator().manual_seed(0))
+    queue.put(gumbelrs.gumbel_softmax(x, 0.5, generator=fresh()).sum().item())
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")
+def test_kernels_work_in_a_child_forked_after_parallel_work():
+    gumbelrs.set_num_threads(2)
+    x = torch.randn(512, 1024, generator=torch.Generator().manual_seed(0))
+    want = gumbelrs.gumbel_softmax(x, 0.5, generator=fresh()).sum().item()  # pools started
+    ctx = multiprocessing.get_context("fork")
+    queue = ctx.Queue()
+    child = ctx.Process(target=_draw_in_child, args=(queue,))
+    child.start()
+    child.join(timeout=60)
+    if child.exitcode is None:
+        child.kill()
+    assert child.exitcode == 0, "the forked child hung or failed"
+    assert queue.get(timeout=5) == want
 
 
 @pytest.mark.skipif(_cpu.GOMP_PARALLEL == 0, reason="torch does not use libgomp here")

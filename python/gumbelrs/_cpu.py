@@ -2,8 +2,8 @@
 
 Inputs are contiguous float32/float64 CPU tensors; each crosses as a NumPy
 view (``tensor.numpy()`` shares memory, no copy), which the kernels read as a
-flat slice. Outputs are
-allocated here by torch and written in place by the kernels.
+flat slice. Outputs are allocated here by torch and written in place by the
+kernels.
 """
 
 from __future__ import annotations
