@@ -11,6 +11,7 @@ pub mod bernoulli;
 pub mod noise;
 pub mod sampling;
 pub mod softmax;
+mod tiles;
 
 use crate::math::Real;
 use crate::{isa, parallel};

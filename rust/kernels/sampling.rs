@@ -3,7 +3,8 @@
 
 use super::noise::{fill_strided, Noise};
 use super::softmax::{add_logits, check_logits, first_index_of};
-use super::{check_len, row_of, run_rows, Dims, KernelError, RowKernel, SharedMut};
+use super::tiles::{first_max_per_column, Tiles};
+use super::{check_len, row_of, run_rows, run_units, Dims, KernelError, RowKernel, SharedMut};
 use crate::math::{GroupCache, Real};
 use crate::rng::Stream;
 use std::cmp::Ordering;
@@ -56,6 +57,61 @@ impl<T: Real> RowKernel for Categorical<'_, T> {
     }
 }
 
+/// The strided-row form of `Categorical`, by tiles of rows (the same draws).
+struct TiledCategorical<'a, T> {
+    c: Categorical<'a, T>,
+    tiles: Tiles,
+}
+
+impl<T: Real> RowKernel for TiledCategorical<'_, T> {
+    type Scratch = (Vec<T>, Vec<T>, Vec<usize>, Vec<bool>, GroupCache<T>);
+    fn scratch(&self) -> Self::Scratch {
+        let (k, w) = (self.c.dims.k, self.tiles.width);
+        (
+            vec![T::ZERO; k * w],
+            vec![T::ZERO; w],
+            vec![0; w],
+            vec![false; w],
+            GroupCache::new(),
+        )
+    }
+
+    #[inline(always)]
+    fn row(
+        &self,
+        u: usize,
+        (v, m, arg, any, cache): &mut Self::Scratch,
+    ) -> Result<(), KernelError> {
+        let c = &self.c;
+        let d = &c.dims;
+        let tile = self.tiles.locate(u);
+        let (w, stride) = (tile.w, self.tiles.width);
+        self.tiles.check(c.x, &tile, any)?;
+        let n = d.len() as u64;
+        for s in 0..c.num_samples {
+            let m = &mut m[..w];
+            m.fill(T::NEG_INFINITY);
+            for t in 0..d.k {
+                let at = tile.at(d, t);
+                let vt = &mut v[t * stride..][..w];
+                T::fill_uniform_cached(&c.stream, s as u64 * n + at as u64, vt, cache);
+                for (vj, &xj) in vt.iter_mut().zip(&c.x[at..at + w]) {
+                    *vj = xj + Noise::Gumbel.from_uniform(*vj);
+                }
+                for (mj, &vj) in m.iter_mut().zip(vt.iter()) {
+                    *mj = mj.max(vj);
+                }
+            }
+            first_max_per_column(v, stride, d.k, m, &mut arg[..w]);
+            for (j, &a) in arg[..w].iter().enumerate() {
+                // SAFETY: the output slots of the tile's rows belong to this thread.
+                unsafe { c.out.write(tile.row(d, j) * c.num_samples + s, a as i64) };
+            }
+        }
+        Ok(())
+    }
+}
+
 /// `num_samples` independent draws per row from `softmax(x)` along `k`.
 ///
 /// Draw `s` of row `r` is the first argmax of `x + g`, where `g` is the
@@ -77,7 +133,14 @@ pub fn sample_categorical<T: Real>(
         stream,
         out: SharedMut::new(out),
     };
-    run_rows(&dims, &kernel)
+    if dims.inner == 1 || dims.k == 0 {
+        return run_rows(&dims, &kernel);
+    }
+    let tiled = TiledCategorical {
+        c: kernel,
+        tiles: Tiles::new(dims),
+    };
+    run_units(&tiled.tiles.units(), &dims, &tiled)
 }
 
 struct TopK<'a, T> {
@@ -348,6 +411,31 @@ mod tests {
         let bad = [-1i64; 12];
         let e = gumbel_given_argmax(&x, dims, &bad, 1, Stream::new(3, 1), &mut z[..dims.len()]);
         assert_eq!(e, Err(KernelError::BadIndex { row: 0 }));
+    }
+
+    #[test]
+    fn categorical_tiles_match_rows() {
+        for dims in [
+            Dims::new(2, 7, 3),
+            Dims::new(3, 33, 70),
+            Dims::new(1, 9, 130),
+        ] {
+            let x: Vec<f64> = (0..dims.len())
+                .map(|i| ((i * 7919) % 13) as f64 * 0.3)
+                .collect();
+            let stream = Stream::new(9, 4);
+            let (mut rows, mut tiles) = (vec![0i64; dims.rows() * 3], vec![0i64; dims.rows() * 3]);
+            let kernel = Categorical {
+                x: &x,
+                dims,
+                num_samples: 3,
+                stream,
+                out: SharedMut::new(&mut rows),
+            };
+            run_rows(&dims, &kernel).unwrap();
+            sample_categorical(&x, dims, 3, stream, &mut tiles).unwrap();
+            assert_eq!(rows, tiles, "{dims:?}");
+        }
     }
 
     #[test]

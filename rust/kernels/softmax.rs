@@ -1,6 +1,7 @@
 //! Gumbel-Softmax forward (soft and straight-through hard) and backward.
 
 use super::noise::{fill_strided, Noise};
+use super::tiles::{combine_lane_rows, first_max_per_column, Tiles};
 use super::{
     check_len, gather_row, row_of, run_rows, run_units, scatter_row, Dims, KernelError, RowKernel,
     SharedMut, Tau,
@@ -203,19 +204,11 @@ impl<T: Real> RowKernel for Forward<'_, T> {
     }
 }
 
-/// Columns of a tile: rows of a strided view (`inner > 1`) are processed
-/// `TILE` at a time, vectorized across the rows; each of the `k` steps along
-/// the category axis then touches `TILE` contiguous elements.
-const TILE: usize = 64;
-
-/// The strided-row (`inner > 1`) form of `Forward`: unit `u` is the tile of
-/// rows `(o, j0 .. j0 + width)`. The arithmetic, including the lane order of
-/// the sums (category `t` into lane `t % LANES`), is the row kernel's, so both
-/// give the same bits.
+/// The strided-row (`inner > 1`) form of `Forward`, by tiles of rows (see
+/// `tiles`); the same bits as the row kernel.
 struct Tiled<'a, T> {
     f: Forward<'a, T>,
-    width: usize,
-    per_outer: usize,
+    tiles: Tiles,
 }
 
 struct TileScratch<T> {
@@ -228,67 +221,8 @@ struct TileScratch<T> {
     cache: GroupCache<T>,
 }
 
-impl<'a, T: Real> Tiled<'a, T> {
-    fn new(f: Forward<'a, T>) -> Self {
-        let width = f.dims.inner.min(TILE);
-        let per_outer = f.dims.inner.div_ceil(width);
-        Tiled {
-            f,
-            width,
-            per_outer,
-        }
-    }
-
-    /// The view the thread pool schedules: one unit per tile.
-    fn units(&self) -> Dims {
-        let d = &self.f.dims;
-        Dims::new(d.outer * self.per_outer, d.k * self.width, 1)
-    }
-
-    /// The first fault of the tile's logits, in flat order.
-    #[inline(always)]
-    fn check(&self, base: usize, width: usize, s: &mut TileScratch<T>) -> Result<(), KernelError> {
-        let d = &self.f.dims;
-        let mut bad = false;
-        let any = &mut s.any[..width];
-        any.fill(false);
-        for t in 0..d.k {
-            let xs = &self.f.x[base + t * d.inner..][..width];
-            for (a, &v) in any.iter_mut().zip(xs) {
-                bad |= v.is_nan() | (v == T::INFINITY);
-                // NaN counts as not masked: that row's fault is the NaN.
-                *a |= v != T::NEG_INFINITY;
-            }
-        }
-        let masked = any.iter().position(|&a| !a).filter(|_| d.k > 0);
-        if !bad && masked.is_none() {
-            return Ok(());
-        }
-        let element = (0..d.k * width)
-            .map(|i| base + (i / width) * d.inner + i % width)
-            .find(|&i| self.f.x[i].is_nan() || self.f.x[i] == T::INFINITY);
-        match (element, masked) {
-            (Some(i), Some(j)) if base + j < i => Err(self.masked(base, j)),
-            (Some(i), _) if self.f.x[i].is_nan() => Err(KernelError::NanLogit { index: i }),
-            (Some(i), _) => Err(KernelError::PosInfLogit { index: i }),
-            (None, Some(j)) => Err(self.masked(base, j)),
-            (None, None) => Ok(()),
-        }
-    }
-
-    fn masked(&self, base: usize, j: usize) -> KernelError {
-        let d = &self.f.dims;
-        let (o, j0) = (base / (d.k * d.inner), base % (d.k * d.inner));
-        KernelError::AllMasked {
-            row: o * d.inner + j0 + j,
-        }
-    }
-}
-
-impl<T: Real> RowKernel for Tiled<'_, T> {
-    type Scratch = TileScratch<T>;
-    fn scratch(&self) -> TileScratch<T> {
-        let (k, w) = (self.f.dims.k, self.width);
+impl<T: Real> TileScratch<T> {
+    fn new(k: usize, w: usize) -> Self {
         TileScratch {
             v: vec![T::ZERO; k * w],
             acc: vec![T::ZERO; T::LANES * w],
@@ -299,21 +233,26 @@ impl<T: Real> RowKernel for Tiled<'_, T> {
             cache: GroupCache::new(),
         }
     }
+}
+
+impl<T: Real> RowKernel for Tiled<'_, T> {
+    type Scratch = TileScratch<T>;
+    fn scratch(&self) -> TileScratch<T> {
+        TileScratch::new(self.f.dims.k, self.tiles.width)
+    }
 
     #[inline(always)]
     fn row(&self, u: usize, s: &mut TileScratch<T>) -> Result<(), KernelError> {
         let f = &self.f;
         let d = &f.dims;
-        let (o, j0) = (u / self.per_outer, (u % self.per_outer) * self.width);
-        let w = self.width.min(d.inner - j0);
-        let base = o * d.k * d.inner + j0;
-        let stride = self.width;
-        self.check(base, w, s)?;
+        let tile = self.tiles.locate(u);
+        let (w, stride) = (tile.w, self.tiles.width);
+        self.tiles.check(f.x, &tile, &mut s.any)?;
         // Perturbed logits, category by category; column maxima.
         let m = &mut s.m[..w];
         m.fill(T::NEG_INFINITY);
         for t in 0..d.k {
-            let at = base + t * d.inner;
+            let at = tile.at(d, t);
             let v = &mut s.v[t * stride..][..w];
             T::fill_uniform_cached(&f.stream, at as u64, v, &mut s.cache);
             for (vj, &xj) in v.iter_mut().zip(&f.x[at..at + w]) {
@@ -325,20 +264,11 @@ impl<T: Real> RowKernel for Tiled<'_, T> {
         }
         let hard = f.hard_only || f.soft.is_some();
         if hard {
-            let arg = &mut s.arg[..w];
-            arg.fill(usize::MAX);
-            for t in 0..d.k {
-                for (j, a) in arg.iter_mut().enumerate() {
-                    if *a == usize::MAX && s.v[t * stride + j] == m[j] {
-                        *a = t;
-                    }
-                }
-            }
+            first_max_per_column(&s.v, stride, d.k, m, &mut s.arg[..w]);
         }
         if !f.hard_only {
-            let row0 = o * d.inner + j0;
             for (j, i) in s.inv[..w].iter_mut().enumerate() {
-                *i = f.tau.inverse_at(row0 + j);
+                *i = f.tau.inverse_at(tile.row(d, j));
             }
             s.acc.fill(T::ZERO);
             for t in 0..d.k {
@@ -350,23 +280,13 @@ impl<T: Real> RowKernel for Tiled<'_, T> {
                     *aj = *aj + *vj;
                 }
             }
-            // Combine the lanes pairwise, as `combine_lanes` does for a row.
-            let mut width = T::LANES;
-            while width > 1 {
-                width /= 2;
-                for l in 0..width {
-                    for j in 0..w {
-                        let other = s.acc[(l + width) * stride + j];
-                        s.acc[l * stride + j] = s.acc[l * stride + j] + other;
-                    }
-                }
-            }
+            combine_lane_rows(&mut s.acc, stride, w);
             for (i, &sum) in s.inv[..w].iter_mut().zip(&s.acc[..w]) {
                 *i = T::ONE / sum;
             }
         }
         for t in 0..d.k {
-            let at = base + t * d.inner;
+            let at = tile.at(d, t);
             let v = &s.v[t * stride..][..w];
             let soft_out = if hard { f.soft.as_ref() } else { Some(&f.out) };
             if let Some(target) = soft_out {
@@ -395,8 +315,11 @@ fn run_forward<T: Real>(kernel: Forward<'_, T>) -> Result<(), KernelError> {
     if dims.inner == 1 || dims.k == 0 {
         return run_rows(&dims, &kernel);
     }
-    let tiled = Tiled::new(kernel);
-    run_units(&tiled.units(), &dims, &tiled)
+    let tiled = Tiled {
+        f: kernel,
+        tiles: Tiles::new(dims),
+    };
+    run_units(&tiled.tiles.units(), &dims, &tiled)
 }
 
 /// Gumbel-Softmax forward: `y = softmax((x + g) / tau)` along the `k` axis,
@@ -499,6 +422,50 @@ impl<T: Real> RowKernel for Backward<'_, T> {
     }
 }
 
+/// The strided-row form of `Backward`, by tiles of rows (the same bits).
+struct TiledBackward<'a, T> {
+    b: Backward<'a, T>,
+    tiles: Tiles,
+}
+
+impl<T: Real> RowKernel for TiledBackward<'_, T> {
+    type Scratch = TileScratch<T>;
+    fn scratch(&self) -> TileScratch<T> {
+        TileScratch::new(0, self.tiles.width)
+    }
+
+    #[inline(always)]
+    fn row(&self, u: usize, s: &mut TileScratch<T>) -> Result<(), KernelError> {
+        let b = &self.b;
+        let d = &b.dims;
+        let tile = self.tiles.locate(u);
+        let (w, stride) = (tile.w, self.tiles.width);
+        s.acc.fill(T::ZERO);
+        for t in 0..d.k {
+            let at = tile.at(d, t);
+            let lane = (t % T::LANES) * stride;
+            let acc = &mut s.acc[lane..lane + w];
+            for ((aj, &gj), &yj) in acc.iter_mut().zip(&b.g[at..at + w]).zip(&b.y[at..at + w]) {
+                *aj = gj.fma(yj, *aj);
+            }
+        }
+        combine_lane_rows(&mut s.acc, stride, w);
+        for (j, i) in s.inv[..w].iter_mut().enumerate() {
+            *i = b.tau.inverse_at(tile.row(d, j));
+        }
+        for t in 0..d.k {
+            let at = tile.at(d, t);
+            // SAFETY: the elements of this tile belong to this thread only.
+            let dst = unsafe { b.out.slice(at, w) };
+            let rows = dst.iter_mut().zip(&b.g[at..at + w]).zip(&b.y[at..at + w]);
+            for (j, ((o, &gj), &yj)) in rows.enumerate() {
+                *o = (yj * (gj - s.acc[j])) * s.inv[j];
+            }
+        }
+        Ok(())
+    }
+}
+
 /// Gumbel-Softmax backward from the soft sample `y` and the incoming gradient
 /// `g`: `grad_x = y * (g - sum(g * y)) / tau` along the `k` axis.
 pub fn gumbel_softmax_backward<T: Real>(
@@ -519,7 +486,14 @@ pub fn gumbel_softmax_backward<T: Real>(
         tau,
         out: SharedMut::new(grad_x),
     };
-    run_rows(&dims, &kernel)
+    if dims.inner == 1 || dims.k == 0 {
+        return run_rows(&dims, &kernel);
+    }
+    let tiled = TiledBackward {
+        b: kernel,
+        tiles: Tiles::new(dims),
+    };
+    run_units(&tiled.tiles.units(), &dims, &tiled)
 }
 
 #[cfg(test)]
@@ -689,6 +663,32 @@ mod tests {
                 assert_eq!(y1, y2, "{dims:?} mode {mode}");
                 assert_eq!(s1, s2, "{dims:?} mode {mode}");
             }
+        }
+    }
+
+    #[test]
+    fn backward_tiles_match_rows_bitwise() {
+        for dims in [
+            Dims::new(2, 7, 3),
+            Dims::new(3, 33, 70),
+            Dims::new(1, 17, 130),
+        ] {
+            let g: Vec<f32> = logits(dims.len(), 1).iter().map(|&v| v as f32).collect();
+            let y: Vec<f32> = logits(dims.len(), 2)
+                .iter()
+                .map(|&v| (v as f32).exp())
+                .collect();
+            let (mut rows, mut tiles) = (vec![0f32; dims.len()], vec![0f32; dims.len()]);
+            let kernel = Backward {
+                g: &g,
+                y: &y,
+                dims,
+                tau: Tau::Scalar(0.7),
+                out: SharedMut::new(&mut rows),
+            };
+            run_rows(&dims, &kernel).unwrap();
+            gumbel_softmax_backward(&g, &y, dims, Tau::Scalar(0.7), &mut tiles).unwrap();
+            assert_eq!(rows, tiles, "{dims:?}");
         }
     }
 

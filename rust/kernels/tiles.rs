@@ -1,0 +1,151 @@
+//! Tiles of strided rows.
+//!
+//! When rows are strided (`inner > 1`), kernels process `TILE` neighbouring
+//! rows `(o, j0 .. j0 + width)` together: each of the `k` steps along the
+//! category axis then reads `width` contiguous elements, and the loops run
+//! across the rows of the tile (vectorized). Sums keep the row kernels' lane
+//! order (category `t` into lane `t % LANES`, lanes combined pairwise), so a
+//! tile gives the same bits as its rows computed one by one.
+
+use super::{Dims, KernelError};
+use crate::math::Real;
+
+/// Rows per tile (at most).
+pub(crate) const TILE: usize = 64;
+
+/// The tiling of a strided view.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Tiles {
+    pub dims: Dims,
+    pub width: usize,
+    per_outer: usize,
+}
+
+/// One tile: outer index `o`, first row `j0` of the inner axis, `w` rows,
+/// and the flat index of its element `(o, 0, j0)`.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Tile {
+    pub o: usize,
+    pub j0: usize,
+    pub w: usize,
+    pub base: usize,
+}
+
+impl Tile {
+    /// The row number of column `j` of the tile.
+    #[inline(always)]
+    pub fn row(&self, dims: &Dims, j: usize) -> usize {
+        self.o * dims.inner + self.j0 + j
+    }
+    /// The flat index of element `(o, t, j0)`.
+    #[inline(always)]
+    pub fn at(&self, dims: &Dims, t: usize) -> usize {
+        self.base + t * dims.inner
+    }
+}
+
+impl Tiles {
+    pub fn new(dims: Dims) -> Self {
+        let width = dims.inner.clamp(1, TILE);
+        Tiles {
+            dims,
+            width,
+            per_outer: dims.inner.div_ceil(width),
+        }
+    }
+
+    /// The view the thread pool schedules: one unit per tile, costed in elements.
+    pub fn units(&self) -> Dims {
+        Dims::new(
+            self.dims.outer * self.per_outer,
+            self.dims.k * self.width,
+            1,
+        )
+    }
+
+    #[inline(always)]
+    pub fn locate(&self, u: usize) -> Tile {
+        let d = &self.dims;
+        let (o, j0) = (u / self.per_outer, (u % self.per_outer) * self.width);
+        Tile {
+            o,
+            j0,
+            w: self.width.min(d.inner - j0),
+            base: o * d.k * d.inner + j0,
+        }
+    }
+
+    /// The tile's first fault in flat order, as the row kernels report it:
+    /// NaN or +inf logits, or a row whose logits are all -inf.
+    #[inline(always)]
+    pub fn check<T: Real>(
+        &self,
+        x: &[T],
+        tile: &Tile,
+        any: &mut [bool],
+    ) -> Result<(), KernelError> {
+        let d = &self.dims;
+        let any = &mut any[..tile.w];
+        any.fill(false);
+        let mut bad = false;
+        for t in 0..d.k {
+            for (a, &v) in any.iter_mut().zip(&x[tile.at(d, t)..][..tile.w]) {
+                bad |= v.is_nan() | (v == T::INFINITY);
+                // NaN counts as not masked: that row's fault is the NaN.
+                *a |= v != T::NEG_INFINITY;
+            }
+        }
+        let masked = any.iter().position(|&a| !a).filter(|_| d.k > 0);
+        if !bad && masked.is_none() {
+            return Ok(());
+        }
+        let element = (0..d.k * tile.w)
+            .map(|i| tile.at(d, i / tile.w) + i % tile.w)
+            .find(|&i| x[i].is_nan() || x[i] == T::INFINITY);
+        let all_masked = |j: usize| KernelError::AllMasked {
+            row: tile.row(d, j),
+        };
+        match (element, masked) {
+            (Some(i), Some(j)) if tile.base + j < i => Err(all_masked(j)),
+            (Some(i), _) if x[i].is_nan() => Err(KernelError::NanLogit { index: i }),
+            (Some(i), _) => Err(KernelError::PosInfLogit { index: i }),
+            (None, Some(j)) => Err(all_masked(j)),
+            (None, None) => Ok(()),
+        }
+    }
+}
+
+/// `arg[j]` = the first `t` with `v[t * stride + j] == m[j]`.
+#[inline(always)]
+pub(crate) fn first_max_per_column<T: Real>(
+    v: &[T],
+    stride: usize,
+    k: usize,
+    m: &[T],
+    arg: &mut [usize],
+) {
+    arg.fill(usize::MAX);
+    for t in 0..k {
+        for (j, a) in arg.iter_mut().enumerate() {
+            if *a == usize::MAX && v[t * stride + j] == m[j] {
+                *a = t;
+            }
+        }
+    }
+}
+
+/// Combines `LANES` rows of per-column partial sums (`acc[l * stride + j]`)
+/// pairwise, as `combine_lanes` does for one row; the totals end in `acc[..w]`.
+#[inline(always)]
+pub(crate) fn combine_lane_rows<T: Real>(acc: &mut [T], stride: usize, w: usize) {
+    let mut width = T::LANES;
+    while width > 1 {
+        width /= 2;
+        for l in 0..width {
+            for j in 0..w {
+                let other = acc[(l + width) * stride + j];
+                acc[l * stride + j] = acc[l * stride + j] + other;
+            }
+        }
+    }
+}
