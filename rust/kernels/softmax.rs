@@ -1,7 +1,7 @@
 //! Gumbel-Softmax forward (soft and straight-through hard) and backward.
 
 use super::noise::{fill_strided, Noise};
-use super::tiles::{combine_lane_rows, first_max_per_column, Tiles};
+use super::tiles::{combine_lane_rows, first_max_per_column, Tiles, TILE};
 use super::{
     check_len, gather_row, row_of, run_rows, run_units, scatter_row, Dims, KernelError, RowKernel,
     SharedMut, Tau,
@@ -59,6 +59,8 @@ pub(crate) struct Scratch<T> {
     x: Vec<T>,
     z: Vec<T>,
     cache: GroupCache<T>,
+    /// Work space of the transposed path for short rows.
+    short: Option<TileScratch<T>>,
 }
 
 impl<T: Real> Scratch<T> {
@@ -67,9 +69,14 @@ impl<T: Real> Scratch<T> {
             x: vec![T::ZERO; k],
             z: vec![T::ZERO; k],
             cache: GroupCache::new(),
+            short: None,
         }
     }
 }
+
+/// Rows of at most this many categories are processed `TILE` at a time,
+/// transposed so that the loops run across rows.
+const SHORT: usize = 32;
 
 struct Forward<'a, T> {
     x: &'a [T],
@@ -141,12 +148,81 @@ impl<T: Real> Forward<'_, T> {
     }
 }
 
+impl<T: Real> Forward<'_, T> {
+    /// `finish_row` for the `w` contiguous short rows `g0 ..`, whose Gumbel
+    /// noise is in `noise`, computed transposed (category-major) so that every
+    /// step runs across the rows; the same operations in the same order as
+    /// `finish_row`, hence the same bits.
+    #[inline(always)]
+    fn finish_short_rows(&self, g0: usize, w: usize, noise: &[T], s: &mut TileScratch<T>) {
+        let k = self.dims.k;
+        let m = &mut s.m[..w];
+        m.fill(T::NEG_INFINITY);
+        for t in 0..k {
+            let v = &mut s.v[t * TILE..][..w];
+            for (j, vj) in v.iter_mut().enumerate() {
+                *vj = noise[j * k + t] + self.x[(g0 + j) * k + t];
+            }
+            for (mj, &vj) in m.iter_mut().zip(v.iter()) {
+                *mj = mj.max(vj);
+            }
+        }
+        let hard = self.hard_only || self.soft.is_some();
+        if hard {
+            first_max_per_column(&s.v, TILE, k, m, &mut s.arg[..w]);
+        }
+        if !self.hard_only {
+            for (j, i) in s.inv[..w].iter_mut().enumerate() {
+                *i = self.tau.inverse_at(g0 + j);
+            }
+            s.acc.fill(T::ZERO);
+            for t in 0..k {
+                let lane = (t % T::LANES) * TILE;
+                let v = &mut s.v[t * TILE..][..w];
+                let acc = &mut s.acc[lane..lane + w];
+                for (((vj, aj), &mj), &ij) in v.iter_mut().zip(acc).zip(m.iter()).zip(&s.inv[..w]) {
+                    *vj = ((*vj - mj) * ij).exp();
+                    *aj = *aj + *vj;
+                }
+            }
+            combine_lane_rows(&mut s.acc, TILE, w);
+            for (i, &sum) in s.inv[..w].iter_mut().zip(&s.acc[..w]) {
+                *i = T::ONE / sum;
+            }
+        }
+        for j in 0..w {
+            let base = (g0 + j) * k;
+            let soft_out = if hard {
+                self.soft.as_ref()
+            } else {
+                Some(&self.out)
+            };
+            if let Some(target) = soft_out {
+                // SAFETY: rows `g0 .. g0 + w` are visited by this thread only.
+                let dst = unsafe { target.slice(base, k) };
+                for (t, o) in dst.iter_mut().enumerate() {
+                    *o = s.v[t * TILE + j] * s.inv[j];
+                }
+            }
+            if hard {
+                // SAFETY: as above.
+                let dst = unsafe { self.out.slice(base, k) };
+                dst.fill(T::ZERO);
+                dst[s.arg[j]] = T::ONE;
+            }
+        }
+    }
+}
+
 impl<T: Real> RowKernel for Forward<'_, T> {
     type Scratch = Scratch<T>;
     fn scratch(&self) -> Scratch<T> {
         let mut s = Scratch::new(self.dims.k);
         if self.batches_rows() {
             s.z = vec![T::ZERO; BATCH];
+            if self.dims.k <= SHORT {
+                s.short = Some(TileScratch::new(self.dims.k, TILE));
+            }
         }
         s
     }
@@ -192,11 +268,28 @@ impl<T: Real> RowKernel for Forward<'_, T> {
                 noise,
                 &mut s.cache,
             );
-            for (r, w) in (r0..r1).zip(noise.chunks_exact_mut(k)) {
-                let xr = &self.x[r * k..(r + 1) * k];
-                match check_logits(xr, &self.dims, r) {
-                    Ok(()) => self.finish_row(r, xr, w),
-                    Err(e) => fault(e),
+            if let Some(short) = s.short.as_mut() {
+                for g0 in (r0..r1).step_by(TILE) {
+                    let g1 = r1.min(g0 + TILE);
+                    let mut ok = true;
+                    for r in g0..g1 {
+                        if let Err(e) = check_logits(&self.x[r * k..(r + 1) * k], &self.dims, r) {
+                            fault(e);
+                            ok = false;
+                        }
+                    }
+                    if ok {
+                        let g = &noise[(g0 - r0) * k..(g1 - r0) * k];
+                        self.finish_short_rows(g0, g1 - g0, g, short);
+                    }
+                }
+            } else {
+                for (r, w) in (r0..r1).zip(noise.chunks_exact_mut(k)) {
+                    let xr = &self.x[r * k..(r + 1) * k];
+                    match check_logits(xr, &self.dims, r) {
+                        Ok(()) => self.finish_row(r, xr, w),
+                        Err(e) => fault(e),
+                    }
                 }
             }
             r0 = r1;
@@ -657,6 +750,53 @@ mod tests {
                         &mut y2,
                         Some(&mut s2),
                     ),
+                    _ => gumbel_softmax_hard_forward(&x, dims, stream, &mut y2),
+                }
+                .unwrap();
+                assert_eq!(y1, y2, "{dims:?} mode {mode}");
+                assert_eq!(s1, s2, "{dims:?} mode {mode}");
+            }
+        }
+    }
+
+    #[test]
+    fn short_and_batched_rows_match_row_by_row() {
+        for dims in [
+            Dims::new(300, 10, 1),
+            Dims::new(100, 1, 1),
+            Dims::new(65, 32, 1),
+            Dims::new(70, 33, 1),
+        ] {
+            let mut x: Vec<f32> = logits(dims.len(), 3).iter().map(|&v| v as f32).collect();
+            if dims.k > 1 {
+                x[5] = f32::NEG_INFINITY;
+            }
+            let taus: Vec<f32> = (0..dims.rows())
+                .map(|r| 0.2 + (r % 7) as f32 * 0.3)
+                .collect();
+            for mode in 0..3u8 {
+                let (mut y1, mut s1) = (vec![0f32; dims.len()], vec![0f32; dims.len()]);
+                let (mut y2, mut s2) = (vec![0f32; dims.len()], vec![0f32; dims.len()]);
+                {
+                    let kernel = Forward {
+                        x: &x,
+                        dims,
+                        tau: Tau::PerRow(&taus),
+                        stream: Stream::new(5, 6),
+                        out: SharedMut::new(&mut y1),
+                        soft: (mode == 1).then(|| SharedMut::new(&mut s1[..])),
+                        hard_only: mode == 2,
+                    };
+                    let mut scratch = Scratch::new(dims.k);
+                    for r in 0..dims.rows() {
+                        kernel.row(r, &mut scratch).unwrap();
+                    }
+                }
+                let stream = Stream::new(5, 6);
+                let tau = Tau::PerRow(&taus);
+                match mode {
+                    0 => gumbel_softmax_forward(&x, dims, tau, stream, &mut y2, None),
+                    1 => gumbel_softmax_forward(&x, dims, tau, stream, &mut y2, Some(&mut s2)),
                     _ => gumbel_softmax_hard_forward(&x, dims, stream, &mut y2),
                 }
                 .unwrap();
