@@ -13,10 +13,14 @@ def main(argv: list[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("demo", help="show that samples follow softmax(logits) and the speed vs torch")
     sub.add_parser("info", help="versions, SIMD level and threads")
+    sub.add_parser("bench", help="time gumbelrs against torch side by side (options: --help)",
+                   add_help=False)
     est = sub.add_parser("estimators", help="bias and variance of the gradient estimators")
     est.add_argument("--n", type=int, default=100_000, help="estimates per method")
     est.add_argument("--seed", type=int, default=0)
-    args = parser.parse_args(argv)
+    args, rest = parser.parse_known_args(argv)
+    if args.command != "bench" and rest:
+        parser.error(f"unrecognized arguments: {' '.join(rest)}")
 
     import torch
 
@@ -26,6 +30,10 @@ def main(argv: list[str] | None = None) -> int:
         from gumbelrs.demo import main as demo
 
         demo()
+    elif args.command == "bench":
+        from gumbelrs.bench import main as bench
+
+        bench(rest)
     elif args.command == "estimators":
         gumbelrs.estimators.main(["--n", str(args.n), "--seed", str(args.seed)])
     else:

@@ -1,0 +1,162 @@
+"""gumbelrs against its torch equivalents, timed alternately in one process.
+
+    gumbelrs bench [--threads 1 2] [--repeats 15] [--markdown] [--only SUBSTR]
+    (or python benches/compare_torch.py with the same options)
+
+Each case runs the torch call and the gumbelrs call one after the other,
+`repeats` times after a warm-up, and reports the medians. A call that takes
+less than about a millisecond is timed in batches so the clock resolves it.
+Columns: torch and gumbelrs time per call, ratio (torch / gumbelrs: > 1 means
+gumbelrs is faster), gumbelrs ns per element, and the effective bandwidth of
+gumbelrs counting the bytes the op must read and write once.
+"""
+
+from __future__ import annotations
+
+import argparse
+import platform
+import statistics
+import time
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+from torch.distributions import Categorical, RelaxedBernoulli, RelaxedOneHotCategorical
+
+import gumbelrs
+
+TAU = 0.5
+
+
+@dataclass
+class Case:
+    op: str
+    shape: tuple
+    dtype: torch.dtype
+    torch_fn: Callable[[], object]
+    ours: Callable[[], object]
+    bytes_moved: int  # bytes gumbelrs must read + write at least once
+
+
+def _batched(fn: Callable[[], object], calls: int) -> Callable[[], None]:
+    def run() -> None:
+        for _ in range(calls):
+            fn()
+    return run
+
+
+def time_pair(a, b, repeats: int) -> tuple[float, float]:
+    """Median seconds per call of a and b, alternating, after a warm-up."""
+    t0 = time.perf_counter()
+    a()
+    b()
+    once = time.perf_counter() - t0
+    calls = max(1, int(2e-3 / max(once, 1e-7)))
+    ra, rb = _batched(a, calls), _batched(b, calls)
+    for _ in range(2):
+        ra()
+        rb()
+    ta, tb = [], []
+    for _ in range(repeats):
+        s = time.perf_counter()
+        ra()
+        ta.append((time.perf_counter() - s) / calls)
+        s = time.perf_counter()
+        rb()
+        tb.append((time.perf_counter() - s) / calls)
+    return statistics.median(ta), statistics.median(tb)
+
+
+def cases(shapes, dtypes) -> list[Case]:
+    g = gumbelrs.Generator(0)
+    out = []
+    for shape in shapes:
+        for dtype in dtypes:
+            x = torch.randn(shape, dtype=dtype)
+            n = x.numel()
+            es = x.element_size()
+            xg = x.clone().requires_grad_()
+            w = torch.randn_like(x)
+            temp = torch.tensor(TAU, dtype=dtype)
+
+            def fb_torch(xg=xg, w=w):
+                xg.grad = None
+                (F.gumbel_softmax(xg, tau=TAU) * w).sum().backward()
+
+            def fb_ours(xg=xg, w=w):
+                xg.grad = None
+                (gumbelrs.gumbel_softmax(xg, tau=TAU, generator=g) * w).sum().backward()
+
+            out += [
+                Case("softmax (yardstick)", shape, dtype, lambda x=x: torch.softmax(x, -1),
+                     lambda x=x: gumbelrs.gumbel_softmax(x, TAU, generator=g), 2 * n * es),
+                Case("gumbel_softmax soft", shape, dtype, lambda x=x: F.gumbel_softmax(x, TAU),
+                     lambda x=x: gumbelrs.gumbel_softmax(x, TAU, generator=g), 2 * n * es),
+                Case("gumbel_softmax hard", shape, dtype,
+                     lambda x=x: F.gumbel_softmax(x, TAU, hard=True),
+                     lambda x=x: gumbelrs.gumbel_softmax(x, TAU, hard=True, generator=g),
+                     3 * n * es),
+                Case("gumbel_softmax fwd+bwd", shape, dtype, fb_torch, fb_ours, 6 * n * es),
+                Case("gumbel_softmax soft dim=0", shape, dtype,
+                     lambda x=x: F.gumbel_softmax(x, TAU, dim=0),
+                     lambda x=x: gumbelrs.gumbel_softmax(x, TAU, dim=0, generator=g), 2 * n * es),
+                Case("RelaxedOneHotCategorical", shape, dtype,
+                     lambda x=x, t=temp: RelaxedOneHotCategorical(t, logits=x).rsample(),
+                     lambda x=x: gumbelrs.gumbel_softmax(x, TAU, generator=g), 2 * n * es),
+                Case("RelaxedBernoulli", shape, dtype,
+                     lambda x=x, t=temp: RelaxedBernoulli(t, logits=x).rsample(),
+                     lambda x=x: gumbelrs.relaxed_bernoulli(x, TAU, generator=g), 2 * n * es),
+                Case("multinomial(softmax)", shape, dtype,
+                     lambda x=x: torch.multinomial(torch.softmax(x, -1), 1),
+                     lambda x=x: gumbelrs.sample_categorical(x, 1, generator=g), n * es),
+                Case("Categorical.sample", shape, dtype,
+                     lambda x=x: Categorical(logits=x).sample(),
+                     lambda x=x: gumbelrs.sample_categorical(x, 1, generator=g), n * es),
+                Case("topk(x + gumbel), k=8", shape, dtype,
+                     lambda x=x: torch.topk(x - torch.empty_like(x).exponential_().log(),
+                                            min(8, x.shape[-1]), -1),
+                     lambda x=x: gumbelrs.gumbel_topk(x, min(8, x.shape[-1]), generator=g),
+                     n * es),
+            ]
+    return out
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(prog="gumbelrs bench", description=__doc__.splitlines()[0])
+    p.add_argument("--threads", type=int, nargs="+", default=[1, 2])
+    p.add_argument("--repeats", type=int, default=15)
+    p.add_argument("--only", default="", help="run the cases whose op contains this text")
+    p.add_argument("--shapes", default="4096x1024,256x50257,65536x16,8x16")
+    p.add_argument("--float64", action="store_true", help="also run float64")
+    p.add_argument("--markdown", action="store_true")
+    args = p.parse_args(argv)
+    shapes = [tuple(int(v) for v in s.split("x")) for s in args.shapes.split(",")]
+    dtypes = [torch.float32] + ([torch.float64] if args.float64 else [])
+
+    print(f"# {platform.processor() or platform.machine()}, torch {torch.__version__}, "
+          f"gumbelrs {gumbelrs.__version__}, median of {args.repeats}")
+    header = ["op", "shape", "dtype", "threads", "torch ms", "gumbelrs ms", "ratio",
+              "ns/elem", "GB/s"]
+    rows = []
+    for threads in args.threads:
+        torch.set_num_threads(threads)
+        gumbelrs.set_num_threads(threads)
+        for c in cases(shapes, dtypes):
+            if args.only not in c.op:
+                continue
+            tt, tg = time_pair(c.torch_fn, c.ours, args.repeats)
+            n = 1
+            for d in c.shape:
+                n *= d
+            rows.append([c.op, "x".join(map(str, c.shape)), str(c.dtype).replace("torch.", ""),
+                         str(threads), f"{tt * 1e3:.3f}", f"{tg * 1e3:.3f}", f"{tt / tg:.1f}",
+                         f"{tg / n * 1e9:.2f}", f"{c.bytes_moved / tg / 1e9:.1f}"])
+            if not args.markdown:
+                print("  ".join(rows[-1]), flush=True)
+    if args.markdown:
+        print("| " + " | ".join(header) + " |")
+        print("|" + "---|" * len(header))
+        for r in rows:
+            print("| " + " | ".join(r) + " |")
+
