@@ -118,10 +118,10 @@ def _tol(dtype):
     return {"rtol": 1e-12, "atol": 1e-15}
 
 
-def assert_grads_close(got, want):
+def assert_grads_close(got, want, ulps=32):
     # grad = y * (g - dot) / tau cancels where g ~ dot: compare against the
-    # scale of the whole gradient (32 ulp of its largest entry).
-    atol = 32 * torch.finfo(want.dtype).eps * float(want.abs().max())
+    # scale of the whole gradient (`ulps` ulp of its largest entry).
+    atol = ulps * torch.finfo(want.dtype).eps * float(want.abs().max())
     torch.testing.assert_close(got, want, rtol=_tol(want.dtype)["rtol"], atol=atol)
 
 
@@ -557,3 +557,44 @@ def test_custom_op_registrations_pass_opcheck(op):
     }[op]
     torch.library.opcheck(getattr(torch.ops.gumbelrs, op), args,
                           test_utils=("test_schema", "test_faketensor"))
+
+
+def _random_case(rng):
+    ndim = int(rng.integers(1, 5))
+    shape = tuple(int(n) for n in rng.integers(1, 40, size=ndim))
+    if rng.random() < 0.3:  # a long or a short category axis
+        shape = (*shape[:-1], int(rng.choice([1, 2, 33, 70, 130, 1100])))
+    dim = int(rng.integers(-ndim, ndim))
+    dtype = torch.float32 if rng.random() < 0.5 else torch.float64
+    return shape, dim, dtype
+
+
+@pytest.mark.parametrize("case", range(40))
+def test_random_layouts_match_the_reference(case):
+    rng = np.random.default_rng(1000 + case)
+    shape, dim, dtype = _random_case(rng)
+    x = torch.from_numpy(rng.normal(0, 3, size=shape)).to(dtype)
+    mask = torch.from_numpy(rng.random(shape) < 0.2)
+    first = torch.zeros(shape, dtype=torch.bool).index_fill_(dim % len(shape), torch.tensor(0),
+                                                              True)
+    x[mask & ~first] = NEG_INF  # every row keeps its first category
+    batch = [n for i, n in enumerate(shape) if i != dim % len(shape)]
+    tau = 0.1 + torch.from_numpy(rng.random(batch)).to(dtype) if rng.random() < 0.5 else 0.7
+    g = gumbelrs.gumbel_noise(shape, dtype=dtype, generator=fresh(case))
+    y = gumbelrs.gumbel_softmax(x, tau, dim=dim, generator=fresh(case))
+    torch.testing.assert_close(y, _reference.gumbel_softmax(x, g, tau, dim=dim), **_tol(dtype))
+    hard = gumbelrs.gumbel_softmax(x, tau, hard=True, dim=dim, generator=fresh(case))
+    one_hot = torch.zeros_like(x).scatter_(dim, (x + g).argmax(dim, keepdim=True), 1.0)
+    assert torch.equal(hard, one_hot)
+    w = torch.from_numpy(rng.normal(size=shape)).to(dtype)
+    xr = x.clone().requires_grad_()
+    (gumbelrs.gumbel_softmax(xr, tau, dim=dim, generator=fresh(case)) * w).sum().backward()
+    xs = x.clone().requires_grad_()
+    (_reference.gumbel_softmax(xs, g, tau, dim=dim) * w).sum().backward()
+    # Rows of up to 1100 categories and tau down to 0.1: the dot product and
+    # the 1/tau scale grow the rounding gap to torch's softmax; 128 ulp of the
+    # largest entry still catches any wrong formula or misplaced element.
+    assert_grads_close(xr.grad, xs.grad, ulps=128)
+    draws = gumbelrs.sample_categorical(x, 2, dim=dim, generator=fresh(case))
+    g2 = gumbelrs.gumbel_noise((2, *shape), dtype=dtype, generator=fresh(case))
+    assert torch.equal(draws, _reference.sample_categorical(x, g2, dim=dim))
