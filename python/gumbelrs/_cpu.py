@@ -12,6 +12,7 @@ import ctypes
 import math
 import os
 import sys
+from contextlib import contextmanager
 
 import torch
 
@@ -113,6 +114,15 @@ def translate(fn: str, err: _core.KernelError, shape: torch.Size, dim: int | Non
     )
 
 
+@contextmanager
+def _faults(fn: str, shape: torch.Size, dim: int | None, tau: torch.Tensor | None):
+    """Turns a kernel's fault into the user-facing ``ValueError`` (``translate``)."""
+    try:
+        yield
+    except _core.KernelError as e:
+        raise translate(fn, e, shape, dim, tau) from None
+
+
 def noise(kind: str, shape, dtype: torch.dtype, seed: int, offset: int) -> torch.Tensor:
     out = torch.empty(shape, dtype=dtype)
     _core.noise(kind, _np(out), seed, offset)
@@ -124,15 +134,13 @@ def gumbel_softmax(fn, x, dim, tau, tau_rows, seed, offset, hard, need_soft=True
     y = torch.empty_like(x)
     soft = torch.empty_like(x) if hard and need_soft else None
     dims = split(x.shape, dim)
-    try:
+    with _faults(fn, x.shape, dim, tau_rows):
         if hard and not need_soft:
             _core.gumbel_softmax_hard_forward(_np(x), dims, seed, offset, _np(y))
         else:
             _core.gumbel_softmax_forward(
                 _np(x), dims, tau, _opt(tau_rows), seed, offset, _np(y), _opt(soft)
             )
-    except _core.KernelError as e:
-        raise translate(fn, e, x.shape, dim, tau_rows) from None
     return y, soft
 
 
@@ -147,10 +155,8 @@ def gumbel_softmax_backward(grad, y, dim, tau, tau_rows):
 def sample_categorical(fn, x, dim, num_samples, seed, offset):
     batch = [n for i, n in enumerate(x.shape) if i != dim]
     out = torch.empty((*batch, num_samples), dtype=torch.int64)
-    try:
+    with _faults(fn, x.shape, dim, None):
         _core.sample_categorical(_np(x), split(x.shape, dim), num_samples, seed, offset, _np(out))
-    except _core.KernelError as e:
-        raise translate(fn, e, x.shape, dim, None) from None
     return out
 
 
@@ -158,32 +164,26 @@ def gumbel_topk(fn, x, dim, k, seed, offset):
     shape = list(x.shape)
     shape[dim] = k
     out = torch.empty(shape, dtype=torch.int64)
-    try:
+    with _faults(fn, x.shape, dim, None):
         _core.gumbel_topk(_np(x), split(x.shape, dim), k, seed, offset, _np(out))
-    except _core.KernelError as e:
-        raise translate(fn, e, x.shape, dim, None) from None
     return out
 
 
 def gumbel_given_argmax(fn, x, dim, index, num_samples, seed, offset):
     out = torch.empty((num_samples, *x.shape), dtype=x.dtype)
-    try:
+    with _faults(fn, x.shape, dim, None):
         _core.gumbel_given_argmax(_np(x), split(x.shape, dim), _np(index), num_samples, seed,
                                   offset, _np(out))
-    except _core.KernelError as e:
-        raise translate(fn, e, x.shape, dim, None) from None
     return out
 
 
 def relaxed_bernoulli(fn, x, tau, tau_elems, seed, offset, hard):
     y = torch.empty_like(x)
     soft = torch.empty_like(x) if hard else None
-    try:
+    with _faults(fn, x.shape, None, tau_elems):
         _core.relaxed_bernoulli_forward(
             _np(x), tau, _opt(tau_elems), seed, offset, _np(y), _opt(soft)
         )
-    except _core.KernelError as e:
-        raise translate(fn, e, x.shape, None, tau_elems) from None
     return y, soft
 
 
@@ -195,10 +195,8 @@ def relaxed_bernoulli_backward(grad, y, tau, tau_elems):
 
 def hard_concrete(fn, x, tau, tau_elems, limits, seed, offset):
     z = torch.empty_like(x)
-    try:
+    with _faults(fn, x.shape, None, tau_elems):
         _core.hard_concrete_forward(_np(x), tau, _opt(tau_elems), limits, seed, offset, _np(z))
-    except _core.KernelError as e:
-        raise translate(fn, e, x.shape, None, tau_elems) from None
     return z
 
 

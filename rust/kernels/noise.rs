@@ -29,10 +29,7 @@ impl Noise {
 /// Draws the noise of elements `start .. start + out.len()` into `out`.
 #[inline(always)]
 pub fn fill<T: Real>(kind: Noise, stream: &Stream, start: u64, out: &mut [T]) {
-    T::fill_uniform(stream, start, out);
-    for v in out.iter_mut() {
-        *v = kind.from_uniform(*v);
-    }
+    fill_strided(kind, stream, start, 1, out, &mut GroupCache::new());
 }
 
 /// Draws the noise of elements `base + t * stride` for `t < out.len()`;

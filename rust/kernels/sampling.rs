@@ -3,7 +3,7 @@
 
 use super::noise::{fill_strided, Noise};
 use super::softmax::{add_logits, check_logits, first_index_of};
-use super::tiles::{first_max_per_column, Tiles};
+use super::tiles::{first_max_per_column, perturb_tile, Tiles};
 use super::{check_len, row_of, run_rows, run_units, Dims, KernelError, RowKernel, SharedMut};
 use crate::math::{GroupCache, Real};
 use crate::rng::Stream;
@@ -90,18 +90,7 @@ impl<T: Real> RowKernel for TiledCategorical<'_, T> {
         let n = d.len() as u64;
         for s in 0..c.num_samples {
             let m = &mut m[..w];
-            m.fill(T::NEG_INFINITY);
-            for t in 0..d.k {
-                let at = tile.at(d, t);
-                let vt = &mut v[t * stride..][..w];
-                T::fill_uniform_cached(&c.stream, s as u64 * n + at as u64, vt, cache);
-                for (vj, &xj) in vt.iter_mut().zip(&c.x[at..at + w]) {
-                    *vj = xj + Noise::Gumbel.from_uniform(*vj);
-                }
-                for (mj, &vj) in m.iter_mut().zip(vt.iter()) {
-                    *mj = mj.max(vj);
-                }
-            }
+            perturb_tile(c.x, d, &tile, &c.stream, s as u64 * n, v, stride, m, cache);
             first_max_per_column(v, stride, d.k, m, &mut arg[..w]);
             for (j, &a) in arg[..w].iter().enumerate() {
                 // SAFETY: the output slots of the tile's rows belong to this thread.

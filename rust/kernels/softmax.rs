@@ -1,7 +1,9 @@
 //! Gumbel-Softmax forward (soft and straight-through hard) and backward.
 
 use super::noise::{fill_strided, Noise};
-use super::tiles::{combine_lane_rows, first_max_per_column, Tiles, TILE};
+use super::tiles::{
+    column_softmax, combine_lane_rows, first_max_per_column, perturb_tile, Tiles, TILE,
+};
 use super::{
     check_len, gather_row, row_of, run_rows, run_units, scatter_row, Dims, KernelError, RowKernel,
     SharedMut, Tau,
@@ -172,23 +174,11 @@ impl<T: Real> Forward<'_, T> {
             first_max_per_column(&s.v, TILE, k, m, &mut s.arg[..w]);
         }
         if !self.hard_only {
-            for (j, i) in s.inv[..w].iter_mut().enumerate() {
+            let inv = &mut s.inv[..w];
+            for (j, i) in inv.iter_mut().enumerate() {
                 *i = self.tau.inverse_at(g0 + j);
             }
-            s.acc.fill(T::ZERO);
-            for t in 0..k {
-                let lane = (t % T::LANES) * TILE;
-                let v = &mut s.v[t * TILE..][..w];
-                let acc = &mut s.acc[lane..lane + w];
-                for (((vj, aj), &mj), &ij) in v.iter_mut().zip(acc).zip(m.iter()).zip(&s.inv[..w]) {
-                    *vj = ((*vj - mj) * ij).exp();
-                    *aj = *aj + *vj;
-                }
-            }
-            combine_lane_rows(&mut s.acc, TILE, w);
-            for (i, &sum) in s.inv[..w].iter_mut().zip(&s.acc[..w]) {
-                *i = T::ONE / sum;
-            }
+            column_softmax(&mut s.v, TILE, k, m, inv, &mut s.acc);
         }
         for j in 0..w {
             let base = (g0 + j) * k;
@@ -341,42 +331,28 @@ impl<T: Real> RowKernel for Tiled<'_, T> {
         let tile = self.tiles.locate(u);
         let (w, stride) = (tile.w, self.tiles.width);
         self.tiles.check(f.x, &tile, &mut s.any)?;
-        // Perturbed logits, category by category; column maxima.
         let m = &mut s.m[..w];
-        m.fill(T::NEG_INFINITY);
-        for t in 0..d.k {
-            let at = tile.at(d, t);
-            let v = &mut s.v[t * stride..][..w];
-            T::fill_uniform_cached(&f.stream, at as u64, v, &mut s.cache);
-            for (vj, &xj) in v.iter_mut().zip(&f.x[at..at + w]) {
-                *vj = xj + Noise::Gumbel.from_uniform(*vj);
-            }
-            for (mj, &vj) in m.iter_mut().zip(v.iter()) {
-                *mj = mj.max(vj);
-            }
-        }
+        perturb_tile(
+            f.x,
+            d,
+            &tile,
+            &f.stream,
+            0,
+            &mut s.v,
+            stride,
+            m,
+            &mut s.cache,
+        );
         let hard = f.hard_only || f.soft.is_some();
         if hard {
             first_max_per_column(&s.v, stride, d.k, m, &mut s.arg[..w]);
         }
         if !f.hard_only {
-            for (j, i) in s.inv[..w].iter_mut().enumerate() {
+            let inv = &mut s.inv[..w];
+            for (j, i) in inv.iter_mut().enumerate() {
                 *i = f.tau.inverse_at(tile.row(d, j));
             }
-            s.acc.fill(T::ZERO);
-            for t in 0..d.k {
-                let lane = (t % T::LANES) * stride;
-                let v = &mut s.v[t * stride..][..w];
-                let acc = &mut s.acc[lane..lane + w];
-                for (((vj, aj), &mj), &ij) in v.iter_mut().zip(acc).zip(m.iter()).zip(&s.inv[..w]) {
-                    *vj = ((*vj - mj) * ij).exp();
-                    *aj = *aj + *vj;
-                }
-            }
-            combine_lane_rows(&mut s.acc, stride, w);
-            for (i, &sum) in s.inv[..w].iter_mut().zip(&s.acc[..w]) {
-                *i = T::ONE / sum;
-            }
+            column_softmax(&mut s.v, stride, d.k, m, inv, &mut s.acc);
         }
         for t in 0..d.k {
             let at = tile.at(d, t);

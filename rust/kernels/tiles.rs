@@ -7,8 +7,10 @@
 //! order (category `t` into lane `t % LANES`, lanes combined pairwise), so a
 //! tile gives the same bits as its rows computed one by one.
 
+use super::noise::Noise;
 use super::{Dims, KernelError};
-use crate::math::Real;
+use crate::math::{GroupCache, Real};
+use crate::rng::Stream;
 
 /// Rows per tile (at most).
 pub(crate) const TILE: usize = 64;
@@ -147,5 +149,65 @@ pub(crate) fn combine_lane_rows<T: Real>(acc: &mut [T], stride: usize, w: usize)
                 acc[l * stride + j] = acc[l * stride + j] + other;
             }
         }
+    }
+}
+
+/// `v[t * stride + j] = x + g` for the tile's elements `(o, t, j0 + j)`, with
+/// `g` the Gumbel noise of element `first + index`; returns the column maxima
+/// in `m`.
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn perturb_tile<T: Real>(
+    x: &[T],
+    dims: &Dims,
+    tile: &Tile,
+    stream: &Stream,
+    first: u64,
+    v: &mut [T],
+    stride: usize,
+    m: &mut [T],
+    cache: &mut GroupCache<T>,
+) {
+    m.fill(T::NEG_INFINITY);
+    for t in 0..dims.k {
+        let at = tile.at(dims, t);
+        let vt = &mut v[t * stride..][..tile.w];
+        T::fill_uniform_cached(stream, first + at as u64, vt, cache);
+        for (vj, &xj) in vt.iter_mut().zip(&x[at..at + tile.w]) {
+            *vj = xj + Noise::Gumbel.from_uniform(*vj);
+        }
+        for (mj, &vj) in m.iter_mut().zip(vt.iter()) {
+            *mj = mj.max(vj);
+        }
+    }
+}
+
+/// Column softmax numerators and normalizers of `k` rows of `w` columns laid
+/// out as `v[t * stride + j]`: `v <- exp((v - m) * inv)` summed by lanes
+/// (`acc`, `LANES * stride`), and `inv` (the inverse temperatures on entry)
+/// becomes `1 / sum` per column — the row kernel's operations in its order.
+#[inline(always)]
+pub(crate) fn column_softmax<T: Real>(
+    v: &mut [T],
+    stride: usize,
+    k: usize,
+    m: &[T],
+    inv: &mut [T],
+    acc: &mut [T],
+) {
+    let w = m.len();
+    acc.fill(T::ZERO);
+    for t in 0..k {
+        let lane = (t % T::LANES) * stride;
+        let vt = &mut v[t * stride..][..w];
+        let at = &mut acc[lane..lane + w];
+        for (((vj, aj), &mj), &ij) in vt.iter_mut().zip(at).zip(m).zip(inv.iter()) {
+            *vj = ((*vj - mj) * ij).exp();
+            *aj = *aj + *vj;
+        }
+    }
+    combine_lane_rows(acc, stride, w);
+    for (i, &sum) in inv.iter_mut().zip(acc.iter()) {
+        *i = T::ONE / sum;
     }
 }
