@@ -1,5 +1,5 @@
 # Set-up is automatic: every target creates .venv and installs what it needs
-# from pyproject.toml (torch, numpy; the dev extra for tests) and builds the
+# from pyproject.toml (torch, numpy; the dev and apps extras) and builds the
 # Rust extension into it with maturin.
 
 PYTHON ?= python3
@@ -17,7 +17,7 @@ $(PY):
 # Builds the extension (release, abi3) and installs the package in editable
 # mode with its dependencies and the `dev` extra.
 build: | $(PY)
-	$(VENV)/bin/maturin develop --release --extras dev
+	$(VENV)/bin/maturin develop --release --extras dev,apps
 
 lint: build
 	cargo fmt --check

@@ -1,4 +1,4 @@
-"""Reusable layers built on the public ops."""
+"""The Gumbel-Softmax layer."""
 
 from __future__ import annotations
 
@@ -7,11 +7,9 @@ from typing import Any
 import torch
 from torch import nn
 
-from . import estimators
-from ._generator import Generator
-from .schedules import LearnableTemperature, Schedule
-
-__all__ = ["GumbelSoftmax"]
+from .. import estimators
+from .._generator import Generator
+from ..schedules import LearnableTemperature, Schedule
 
 _EVAL_MODES = ("argmax", "sample")
 

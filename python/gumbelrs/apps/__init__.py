@@ -1,0 +1,11 @@
+"""End-to-end applications built on the public API. Each module has a
+``Config`` dataclass (``Config.quick()`` for a short run) and
+``run(config, out, show) -> AppResult``; they need the ``apps`` extra
+(``pip install 'gumbelrs[apps]'``)."""
+
+from ._common import AppResult
+
+#: The applications, by the name the command line uses.
+APPS = ("kmeans",)
+
+__all__ = ["APPS", "AppResult"]

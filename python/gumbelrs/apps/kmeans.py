@@ -1,0 +1,214 @@
+"""Soft k-means with Gumbel-Softmax assignments, against scikit-learn's KMeans,
+and deep clustering: the clustering loss trains an encoder.
+
+``gumbelrs.nn.SoftKMeans`` is trained by gradient descent on the relaxed
+distortion with Adam. ``beta`` (the inverse scale of the assignment logits)
+rises linearly from ``beta_start`` to ``beta_end`` times ``1 / D``, ``D`` the
+mean squared distance to the nearest centre after k-means++ seeding: early
+steps see soft, noisy assignments (deterministic annealing), late steps
+nearly hard ones.
+
+>>> from gumbelrs.apps import kmeans
+>>> result = kmeans.run(kmeans.Config(seeds=2), out=None)   # doctest: +SKIP
+>>> result.metrics["iris"]["soft_ari"]                       # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import torch
+from torch import nn
+
+import gumbelrs
+from gumbelrs import schedules
+from gumbelrs.nn import SoftKMeans
+
+from ._common import (
+    AppResult,
+    markdown_table,
+    mean_std,
+    progress,
+    pyplot,
+    require,
+    save_figure,
+    seeded,
+)
+
+DATASETS = ("iris", "wine", "digits", "breast_cancer")
+#: Which data sets are standardised (the others are clustered raw).
+STANDARDISED = {"iris": False, "wine": True, "digits": False, "breast_cancer": True}
+
+
+@dataclasses.dataclass
+class Config:
+    """Everything a run depends on (the defaults are the documented run)."""
+
+    datasets: tuple[str, ...] = DATASETS
+    seeds: int = 10
+    steps: int = 300
+    lr: float = 0.05  # Adam step, in units of the data's standard deviation
+    beta_start: float = 0.3
+    beta_end: float = 30.0
+    tau: float = 1.0
+    method: str = "soft"
+    # deep clustering on digits
+    deep: bool = True
+    embed_dim: int = 10
+    pretrain_steps: int = 1500
+    finetune_steps: int = 500
+    cluster_weight: float = 3.0
+    seed: int = 0
+
+    @classmethod
+    def quick(cls) -> Config:
+        """A run of well under a minute on two cores."""
+        return cls(seeds=3, pretrain_steps=600, finetune_steps=200)
+
+
+def load(name: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """A scikit-learn data set as float32 points and int64 labels, standardised
+    where :data:`STANDARDISED` says."""
+    if name not in STANDARDISED:
+        raise ValueError(f"kmeans: unknown data set {name!r}; expected one of {DATASETS}")
+    datasets = require("sklearn.datasets", "kmeans")
+    x, y = getattr(datasets, f"load_{name}")(return_X_y=True)
+    x = torch.tensor(x, dtype=torch.float32)
+    if STANDARDISED[name]:
+        x = (x - x.mean(0)) / x.std(0, correction=0).clamp_min(1e-12)
+    return x, torch.as_tensor(y, dtype=torch.int64)
+
+
+def fit(x: torch.Tensor, k: int, config: Config, generator: gumbelrs.Generator) -> SoftKMeans:
+    """A :class:`SoftKMeans` fitted to the points ``x`` (``(n, d)``)."""
+    km = SoftKMeans(k, x.shape[1], tau=config.tau, method=config.method, generator=generator)
+    km.init_kmeanspp(x)
+    with torch.no_grad():
+        scale = 1.0 / float(km.distances(x).amin(-1).mean().clamp_min(1e-12))
+    km.beta_schedule = schedules.Linear(config.beta_start * scale, config.beta_end * scale,
+                                        config.steps)
+    opt = torch.optim.Adam(km.parameters(), lr=config.lr * float(x.std()))
+    for _ in range(config.steps):
+        loss = km(x).loss
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        km.step()
+    return km
+
+
+def _scores(y: torch.Tensor, labels) -> tuple[float, float]:
+    metrics = require("sklearn.metrics", "kmeans")
+    return (float(metrics.adjusted_rand_score(y, labels)),
+            float(metrics.normalized_mutual_info_score(y, labels)))
+
+
+def compare(name: str, config: Config, show: bool = False) -> dict[str, float]:
+    """Mean ARI and NMI over ``config.seeds`` seeds of SoftKMeans and of
+    scikit-learn's KMeans (k-means++, its default single initialisation)."""
+    cluster = require("sklearn.cluster", "kmeans")
+    x, y = load(name)
+    k = int(y.max()) + 1
+    soft, ref = [], []
+    for s in progress(range(config.seeds), config.seeds, f"kmeans {name}", show):
+        g = seeded(config.seed + s)
+        km = fit(x, k, config, g)
+        soft.append(_scores(y, km.predict(x)))
+        labels = cluster.KMeans(k, random_state=config.seed + s).fit(x.numpy()).labels_
+        ref.append(_scores(y, labels))
+    out = {}
+    for who, runs in (("soft", soft), ("kmeans", ref)):
+        for j, metric in enumerate(("ari", "nmi")):
+            out[f"{who}_{metric}"], out[f"{who}_{metric}_std"] = mean_std([r[j] for r in runs])
+    return out
+
+
+class AutoEncoder(nn.Module):
+    """The encoder (64 -> 256 -> ``dim``) and decoder of the deep clustering example."""
+
+    def __init__(self, n_in: int, dim: int) -> None:
+        super().__init__()
+        self.encoder = nn.Sequential(nn.Linear(n_in, 256), nn.ReLU(), nn.Linear(256, dim))
+        self.decoder = nn.Sequential(nn.Linear(dim, 256), nn.ReLU(), nn.Linear(256, n_in))
+
+
+def deep_clustering(config: Config, out: Path | None, show: bool = False):
+    """An autoencoder on digits is pre-trained on reconstruction, SoftKMeans is
+    seeded on its embedding, then the clustering loss and the reconstruction
+    train encoder, decoder and centres together. Returns the metrics and the
+    path of the embedding plot."""
+    x, y = load("digits")
+    x = x / 16.0
+    g = seeded(config.seed)
+    ae = AutoEncoder(x.shape[1], config.embed_dim)
+    opt = torch.optim.Adam(ae.parameters(), lr=1e-3)
+    for _ in progress(range(config.pretrain_steps), config.pretrain_steps, "pretrain", show):
+        loss = ((ae.decoder(ae.encoder(x)) - x) ** 2).sum(-1).mean()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    with torch.no_grad():
+        z0 = ae.encoder(x)
+    km = fit(z0, 10, config, g)
+    before = _scores(y, km.predict(z0))
+    km.beta_schedule = schedules.Constant(float(km.beta))
+    opt = torch.optim.Adam([*ae.parameters(), *km.parameters()], lr=1e-3)
+    for _ in progress(range(config.finetune_steps), config.finetune_steps, "finetune", show):
+        z = ae.encoder(x)
+        recon = ((ae.decoder(z) - x) ** 2).sum(-1).mean()
+        loss = recon + config.cluster_weight * km(z).loss
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    with torch.no_grad():
+        z = ae.encoder(x)
+        labels = km.predict(z)
+    after = _scores(y, labels)
+    metrics = {"pretrained_ari": before[0], "pretrained_nmi": before[1],
+               "finetuned_ari": after[0], "finetuned_nmi": after[1]}
+    plt = pyplot("kmeans")
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4.4))
+    for ax, emb, lab, title in ((axes[0], z0, km.predict(z0), "pre-trained embedding"),
+                                (axes[1], z, labels, "after training with the clustering loss")):
+        centred = emb - emb.mean(0)
+        basis = torch.linalg.svd(centred, full_matrices=False).Vh[:2].T
+        p = centred @ basis
+        ax.scatter(p[:, 0], p[:, 1], c=lab, cmap="tab10", s=5)
+        ax.set_title(title)
+        ax.set_xlabel("PC 1")
+        ax.set_ylabel("PC 2")
+    fig.suptitle("digits: embedding coloured by SoftKMeans cluster")
+    return metrics, save_figure(fig, out, "kmeans_embedding.png")
+
+
+def run(config: Config | None = None, out: Path | None = None, show: bool = True) -> AppResult:
+    """Runs the comparison on ``config.datasets`` and (when ``config.deep``) the
+    deep clustering example; writes figures under ``out``."""
+    config = config or Config()
+    metrics: dict = {"config": dataclasses.asdict(config)}
+    rows = []
+    for name in config.datasets:
+        m = compare(name, config, show)
+        metrics[name] = m
+        rows.append((name, "standardised" if STANDARDISED[name] else "raw",
+                     f"{m['soft_ari']:.3f} ± {m['soft_ari_std']:.3f}",
+                     f"{m['kmeans_ari']:.3f} ± {m['kmeans_ari_std']:.3f}",
+                     f"{m['soft_nmi']:.3f}", f"{m['kmeans_nmi']:.3f}"))
+    result = AppResult("kmeans", metrics)
+    result.tables[f"SoftKMeans against KMeans, mean ± sd over {config.seeds} seeds"] = (
+        markdown_table(("data", "features", "SoftKMeans ARI", "KMeans ARI",
+                        "SoftKMeans NMI", "KMeans NMI"), rows))
+    if config.deep:
+        deep, figure = deep_clustering(config, out, show)
+        metrics["deep_clustering"] = deep
+        result.tables["Deep clustering on digits (one seed)"] = markdown_table(
+            ("stage", "ARI", "NMI"),
+            [("SoftKMeans on the pre-trained embedding", deep["pretrained_ari"],
+              deep["pretrained_nmi"]),
+             ("encoder trained with the clustering loss", deep["finetuned_ari"],
+              deep["finetuned_nmi"])])
+        if figure is not None:
+            result.figures["Digits embedding (first two principal components) coloured by "
+                           "cluster"] = figure
+    return result

@@ -1,0 +1,162 @@
+"""Concrete dropout (Gal, Hron and Kendall 2017) and Monte Carlo prediction."""
+
+from __future__ import annotations
+
+import contextlib
+import math
+from collections.abc import Iterator
+
+import torch
+from torch import nn
+
+from .. import functional
+from .._generator import Generator
+
+
+def _in_unit_interval(name: str, v: object) -> float:
+    if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0 < v < 1:
+        raise ValueError(f"ConcreteDropout: {name} must be a float in (0, 1), got {v!r}")
+    return float(v)
+
+
+def _non_negative(name: str, v: object) -> float:
+    if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0 <= v < math.inf:
+        raise ValueError(f"ConcreteDropout: {name} must be a finite float >= 0, got {v!r}")
+    return float(v)
+
+
+class ConcreteDropout(nn.Module):
+    """Dropout whose drop probability ``p`` is learned through the Binary
+    Concrete relaxation (Gal, Hron and Kendall 2017), optionally wrapping the
+    ``layer`` that reads the dropped input (``forward(x) = layer(dropout(x))``).
+
+    In training the input is multiplied by ``(1 - d) / (1 - p)`` where ``d`` is a
+    relaxed Bernoulli(``p``) sample at temperature ``tau``
+    (:func:`gumbelrs.relaxed_bernoulli`), so ``p`` gets a gradient. In eval
+    mode the input passes unchanged (its expectation), except inside
+    :func:`mc_predict`, which keeps sampling.
+
+    ``units=None`` learns one ``p`` for the layer; ``units=n`` learns one ``p``
+    per feature of the last dimension (which must then have size ``n``).
+
+    Add :meth:`regularization` to the loss: ``weight_regularizer * ||W||^2 /
+    (1 - p) - dropout_regularizer * K * H(p)`` with ``W`` the wrapped layer's
+    weight and ``K`` the number of input features (per unit: summed over the
+    units, with the weight columns that read each unit). The paper's choice
+    for ``N`` training points and prior length scale ``l`` is
+    ``weight_regularizer = l^2 / N`` and ``dropout_regularizer = 2 / N``
+    (for a Gaussian likelihood whose precision is learned).
+    """
+
+    def __init__(self, layer: nn.Module | None = None, p: float = 0.1, tau: float = 0.1,
+                 weight_regularizer: float = 1e-6, dropout_regularizer: float = 1e-5, *,
+                 units: int | None = None, generator: Generator | None = None) -> None:
+        super().__init__()
+        p = _in_unit_interval("p", p)
+        if isinstance(tau, bool) or not isinstance(tau, (int, float)) or not 0 < tau < math.inf:
+            raise ValueError(f"ConcreteDropout: tau must be a positive finite float, got {tau!r}")
+        if units is not None and (isinstance(units, bool) or not isinstance(units, int)
+                                  or units < 1):
+            raise ValueError(f"ConcreteDropout: units must be None or a positive int, got "
+                             f"{units!r}")
+        weight = getattr(layer, "weight", None)
+        if units is not None and weight is not None and (
+                weight.dim() != 2 or weight.shape[1] != units):
+            raise ValueError(
+                f"ConcreteDropout: with units={units} the layer's weight must have shape "
+                f"(out_features, {units}) (an nn.Linear reading the dropped features), got "
+                f"{tuple(weight.shape)}")
+        self.layer = layer
+        self.tau = float(tau)
+        self.weight_regularizer = _non_negative("weight_regularizer", weight_regularizer)
+        self.dropout_regularizer = _non_negative("dropout_regularizer", dropout_regularizer)
+        self.units = units
+        self.generator = generator
+        logit = math.log(p) - math.log1p(-p)
+        self.p_logit = nn.Parameter(torch.full((units,) if units else (), logit))
+        self.mc = False
+        self.in_features: int | None = units or getattr(layer, "in_features", None)
+
+    @property
+    def p(self) -> torch.Tensor:
+        """The drop probability (a 0-d tensor, or one per unit)."""
+        return torch.sigmoid(self.p_logit)
+
+    def keep_mask(self, shape: torch.Size | tuple[int, ...]) -> torch.Tensor:
+        """A relaxed keep mask ``1 - d`` of ``shape`` (before the ``1 / (1 - p)``
+        scaling). As ``tau -> 0`` its entries become Bernoulli(``1 - p``); as
+        ``tau -> inf`` they all tend to 0.5."""
+        logits = self.p_logit.expand(shape)
+        return 1 - functional.relaxed_bernoulli(logits, self.tau, generator=self.generator)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.units is not None and (x.dim() < 1 or x.shape[-1] != self.units):
+            raise ValueError(f"ConcreteDropout: x must have units={self.units} features in its "
+                             f"last dimension, got shape {tuple(x.shape)}")
+        if x.dim() >= 1:
+            self.in_features = x.shape[-1]
+        if self.training or self.mc:
+            keep = self.keep_mask(x.shape).to(x.dtype)
+            x = x * keep / (1 - self.p).to(x.dtype)
+        return x if self.layer is None else self.layer(x)
+
+    def regularization(self) -> torch.Tensor:
+        """The KL term of the paper for this layer (add it to the loss)."""
+        p = self.p
+        neg_entropy = p * p.log() + (1 - p) * torch.log1p(-p)
+        if self.units is None:
+            neg_entropy = neg_entropy * (self.in_features or 1)
+        weight = getattr(self.layer, "weight", None)
+        if weight is None:
+            squares = sum((w * w).sum() for w in self.layer.parameters()) if self.layer else 0.0
+        elif self.units is None:
+            squares = (weight * weight).sum()
+        else:
+            squares = (weight * weight).sum(0)
+        return (self.weight_regularizer * squares / (1 - p)
+                + self.dropout_regularizer * neg_entropy).sum()
+
+    def extra_repr(self) -> str:
+        per = f"units={self.units}" if self.units else "one p"
+        return f"{per}, tau={self.tau}, p_init={self.p.detach().mean():.3g}"
+
+
+def concrete_dropout_regularization(model: nn.Module) -> torch.Tensor:
+    """The sum of :meth:`ConcreteDropout.regularization` over ``model``'s layers."""
+    terms = [m.regularization() for m in model.modules() if isinstance(m, ConcreteDropout)]
+    return torch.stack(terms).sum() if terms else torch.zeros(())
+
+
+@contextlib.contextmanager
+def _sampling(model: nn.Module) -> Iterator[None]:
+    """Dropout layers sample (``ConcreteDropout`` and ``torch.nn`` dropout)
+    while every other layer keeps its mode."""
+    changed = []
+    for m in model.modules():
+        if isinstance(m, ConcreteDropout):
+            changed.append((m, "mc", m.mc))
+            m.mc = True
+        elif isinstance(m, nn.modules.dropout._DropoutNd):
+            changed.append((m, "training", m.training))
+            m.training = True
+    try:
+        yield
+    finally:
+        for m, attr, old in changed:
+            setattr(m, attr, old)
+
+
+def mc_samples(model: nn.Module, x: torch.Tensor, n: int = 50) -> torch.Tensor:
+    """``n`` stochastic forward passes of ``model`` on ``x`` with every dropout
+    layer sampling (MC dropout), stacked: ``(n, *model(x).shape)``."""
+    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+        raise ValueError(f"mc_samples: n must be a positive int, got {n!r}")
+    with torch.no_grad(), _sampling(model):
+        return torch.stack([model(x) for _ in range(n)])
+
+
+def mc_predict(model: nn.Module, x: torch.Tensor, n: int = 50) -> tuple[torch.Tensor, torch.Tensor]:
+    """The predictive mean and variance of ``model(x)`` over ``n`` MC dropout
+    passes (the variance of the sampled outputs, divisor ``n``)."""
+    s = mc_samples(model, x, n)
+    return s.mean(0), s.var(0, correction=0)
