@@ -4,6 +4,7 @@ tables and the optional dependencies of the ``apps`` extra."""
 from __future__ import annotations
 
 import dataclasses
+import html
 import importlib
 import math
 from collections.abc import Iterable, Sequence
@@ -26,17 +27,43 @@ def require(module: str, app: str) -> Any:
 
 
 @dataclasses.dataclass
+class Table:
+    """A results table that renders as Markdown or HTML (floats: 3 decimals)."""
+
+    header: Sequence[str]
+    rows: list[Sequence[Any]]
+
+    @staticmethod
+    def _cell(v: Any) -> str:
+        return f"{v:.3f}" if isinstance(v, float) else str(v)
+
+    def markdown(self) -> str:
+        lines = ["| " + " | ".join(self.header) + " |", "|" + "---|" * len(self.header)]
+        lines += ["| " + " | ".join(self._cell(v) for v in row) + " |" for row in self.rows]
+        return "\n".join(lines)
+
+    def html(self) -> str:
+        head = "".join(f"<th>{html.escape(h)}</th>" for h in self.header)
+        body = "".join("<tr>" + "".join(f"<td>{html.escape(self._cell(v))}</td>" for v in row)
+                       + "</tr>" for row in self.rows)
+        return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+
+
+@dataclasses.dataclass
 class AppResult:
     """What an application's ``run`` returns.
 
-    ``metrics``: JSON-ready numbers; ``tables``: title -> Markdown table;
-    ``figures``: caption -> path of a PNG written under the output folder.
+    ``metrics``: JSON-ready numbers; ``tables``: title -> :class:`Table`;
+    ``figures``: caption -> path of a PNG written under the output folder;
+    ``heading`` and ``text``: the title and a paragraph for the report.
     """
 
     name: str
     metrics: dict[str, Any]
-    tables: dict[str, str] = dataclasses.field(default_factory=dict)
+    tables: dict[str, Table] = dataclasses.field(default_factory=dict)
     figures: dict[str, Path] = dataclasses.field(default_factory=dict)
+    heading: str = ""
+    text: str = ""
 
 
 def progress(iterable: Iterable, total: int | None, desc: str, enabled: bool) -> Iterable:
@@ -81,11 +108,35 @@ def mean_std(values: Sequence[float]) -> tuple[float, float]:
     return m, s
 
 
-def markdown_table(header: Sequence[str], rows: Iterable[Sequence[Any]]) -> str:
-    """A Markdown table; floats with 3 decimals."""
-    def cell(v: Any) -> str:
-        return f"{v:.3f}" if isinstance(v, float) else str(v)
+class Checkpoint:
+    """Finished units of work (a seed, a split, ...) of one run, saved after each
+    so that a run that stops resumes where it was.
 
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    lines += ["| " + " | ".join(cell(v) for v in row) + " |" for row in rows]
-    return "\n".join(lines)
+    ``path=None`` keeps nothing. A file written with another ``config`` is an
+    error, not a silent mix of two runs.
+    """
+
+    def __init__(self, path: Path | None, config: Any) -> None:
+        self.path = path
+        self.config = dataclasses.asdict(config)
+        self.done: dict[str, Any] = {}
+        if path is not None and path.exists():
+            saved = torch.load(path, weights_only=False)
+            if saved["config"] != self.config:
+                raise ValueError(
+                    f"checkpoint {path} was written by a run with another configuration; "
+                    f"delete it or use another output folder (saved: {saved['config']})"
+                )
+            self.done = saved["done"]
+
+    def get(self, key: str) -> Any:
+        return self.done.get(key)
+
+    def put(self, key: str, value: Any) -> Any:
+        self.done[key] = value
+        if self.path is not None:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = self.path.with_suffix(".tmp")
+            torch.save({"config": self.config, "done": self.done}, tmp)
+            tmp.replace(self.path)
+        return value

@@ -27,7 +27,8 @@ from gumbelrs.nn import SoftKMeans
 
 from ._common import (
     AppResult,
-    markdown_table,
+    Checkpoint,
+    Table,
     mean_std,
     progress,
     pyplot,
@@ -65,6 +66,11 @@ class Config:
     def quick(cls) -> Config:
         """A run of well under a minute on two cores."""
         return cls(seeds=3, pretrain_steps=600, finetune_steps=200)
+
+    @classmethod
+    def tiny(cls) -> Config:
+        """A smoke test of the pipeline (seconds)."""
+        return cls(datasets=("iris",), seeds=1, steps=30, pretrain_steps=20, finetune_steps=10)
 
 
 def load(name: str) -> tuple[torch.Tensor, torch.Tensor]:
@@ -104,19 +110,24 @@ def _scores(y: torch.Tensor, labels) -> tuple[float, float]:
             float(metrics.normalized_mutual_info_score(y, labels)))
 
 
-def compare(name: str, config: Config, show: bool = False) -> dict[str, float]:
+def compare(name: str, config: Config, show: bool = False,
+            checkpoint: Checkpoint | None = None) -> dict[str, float]:
     """Mean ARI and NMI over ``config.seeds`` seeds of SoftKMeans and of
     scikit-learn's KMeans (k-means++, its default single initialisation)."""
     cluster = require("sklearn.cluster", "kmeans")
+    checkpoint = checkpoint or Checkpoint(None, config)
     x, y = load(name)
     k = int(y.max()) + 1
     soft, ref = [], []
     for s in progress(range(config.seeds), config.seeds, f"kmeans {name}", show):
-        g = seeded(config.seed + s)
-        km = fit(x, k, config, g)
-        soft.append(_scores(y, km.predict(x)))
-        labels = cluster.KMeans(k, random_state=config.seed + s).fit(x.numpy()).labels_
-        ref.append(_scores(y, labels))
+        done = checkpoint.get(f"{name}/{s}")
+        if done is None:
+            g = seeded(config.seed + s)
+            km = fit(x, k, config, g)
+            labels = cluster.KMeans(k, random_state=config.seed + s).fit(x.numpy()).labels_
+            done = checkpoint.put(f"{name}/{s}", (_scores(y, km.predict(x)), _scores(y, labels)))
+        soft.append(done[0])
+        ref.append(done[1])
     out = {}
     for who, runs in (("soft", soft), ("kmeans", ref)):
         for j, metric in enumerate(("ari", "nmi")):
@@ -133,11 +144,33 @@ class AutoEncoder(nn.Module):
         self.decoder = nn.Sequential(nn.Linear(dim, 256), nn.ReLU(), nn.Linear(256, n_in))
 
 
-def deep_clustering(config: Config, out: Path | None, show: bool = False):
+def deep_clustering(config: Config, out: Path | None, show: bool = False,
+                    checkpoint: Checkpoint | None = None):
     """An autoencoder on digits is pre-trained on reconstruction, SoftKMeans is
     seeded on its embedding, then the clustering loss and the reconstruction
     train encoder, decoder and centres together. Returns the metrics and the
     path of the embedding plot."""
+    checkpoint = checkpoint or Checkpoint(None, config)
+    done = checkpoint.get("deep")
+    if done is None:
+        done = checkpoint.put("deep", _deep_clustering(config, show))
+    metrics, embeddings = done
+    plt = pyplot("kmeans")
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4.4))
+    titles = ("pre-trained embedding", "after training with the clustering loss")
+    for ax, (emb, lab), title in zip(axes, embeddings, titles):
+        centred = emb - emb.mean(0)
+        basis = torch.linalg.svd(centred, full_matrices=False).Vh[:2].T
+        p = centred @ basis
+        ax.scatter(p[:, 0], p[:, 1], c=lab, cmap="tab10", s=5)
+        ax.set_title(title)
+        ax.set_xlabel("PC 1")
+        ax.set_ylabel("PC 2")
+    fig.suptitle("digits: embedding coloured by SoftKMeans cluster")
+    return metrics, save_figure(fig, out, "kmeans_embedding.png")
+
+
+def _deep_clustering(config: Config, show: bool):
     x, y = load("digits")
     x = x / 16.0
     g = seeded(config.seed)
@@ -151,7 +184,8 @@ def deep_clustering(config: Config, out: Path | None, show: bool = False):
     with torch.no_grad():
         z0 = ae.encoder(x)
     km = fit(z0, 10, config, g)
-    before = _scores(y, km.predict(z0))
+    before_labels = km.predict(z0)
+    before = _scores(y, before_labels)
     km.beta_schedule = schedules.Constant(float(km.beta))
     opt = torch.optim.Adam([*ae.parameters(), *km.parameters()], lr=1e-3)
     for _ in progress(range(config.finetune_steps), config.finetune_steps, "finetune", show):
@@ -167,42 +201,39 @@ def deep_clustering(config: Config, out: Path | None, show: bool = False):
     after = _scores(y, labels)
     metrics = {"pretrained_ari": before[0], "pretrained_nmi": before[1],
                "finetuned_ari": after[0], "finetuned_nmi": after[1]}
-    plt = pyplot("kmeans")
-    fig, axes = plt.subplots(1, 2, figsize=(10, 4.4))
-    for ax, emb, lab, title in ((axes[0], z0, km.predict(z0), "pre-trained embedding"),
-                                (axes[1], z, labels, "after training with the clustering loss")):
-        centred = emb - emb.mean(0)
-        basis = torch.linalg.svd(centred, full_matrices=False).Vh[:2].T
-        p = centred @ basis
-        ax.scatter(p[:, 0], p[:, 1], c=lab, cmap="tab10", s=5)
-        ax.set_title(title)
-        ax.set_xlabel("PC 1")
-        ax.set_ylabel("PC 2")
-    fig.suptitle("digits: embedding coloured by SoftKMeans cluster")
-    return metrics, save_figure(fig, out, "kmeans_embedding.png")
+    return metrics, ((z0, before_labels), (z, labels))
 
 
-def run(config: Config | None = None, out: Path | None = None, show: bool = True) -> AppResult:
+def run(config: Config | None = None, out: Path | None = None, show: bool = True,
+        checkpoint: Path | None = None) -> AppResult:
     """Runs the comparison on ``config.datasets`` and (when ``config.deep``) the
-    deep clustering example; writes figures under ``out``."""
+    deep clustering example; writes figures under ``out``. Each finished seed
+    is saved in ``checkpoint`` (when given), from which a new run resumes."""
     config = config or Config()
+    ckpt = Checkpoint(checkpoint, config)
     metrics: dict = {"config": dataclasses.asdict(config)}
     rows = []
     for name in config.datasets:
-        m = compare(name, config, show)
+        m = compare(name, config, show, ckpt)
         metrics[name] = m
         rows.append((name, "standardised" if STANDARDISED[name] else "raw",
                      f"{m['soft_ari']:.3f} ± {m['soft_ari_std']:.3f}",
                      f"{m['kmeans_ari']:.3f} ± {m['kmeans_ari_std']:.3f}",
                      f"{m['soft_nmi']:.3f}", f"{m['kmeans_nmi']:.3f}"))
-    result = AppResult("kmeans", metrics)
+    result = AppResult("kmeans", metrics, heading="Soft k-means (gumbelrs.nn.SoftKMeans)")
+    result.text = (f"Cluster assignments are Gumbel-Softmax samples ({config.method}, tau = "
+                   f"{config.tau}) of -beta ||x - mu||^2; the centres are trained by Adam on the "
+                   f"relaxed distortion for {config.steps} steps while beta rises from "
+                   f"{config.beta_start} to {config.beta_end} over the mean nearest squared "
+                   f"distance after k-means++ seeding. ARI and NMI against the true classes, "
+                   f"beside scikit-learn's KMeans with the same seeds.")
     result.tables[f"SoftKMeans against KMeans, mean ± sd over {config.seeds} seeds"] = (
-        markdown_table(("data", "features", "SoftKMeans ARI", "KMeans ARI",
+        Table(("data", "features", "SoftKMeans ARI", "KMeans ARI",
                         "SoftKMeans NMI", "KMeans NMI"), rows))
     if config.deep:
-        deep, figure = deep_clustering(config, out, show)
+        deep, figure = deep_clustering(config, out, show, ckpt)
         metrics["deep_clustering"] = deep
-        result.tables["Deep clustering on digits (one seed)"] = markdown_table(
+        result.tables["Deep clustering on digits (one seed)"] = Table(
             ("stage", "ARI", "NMI"),
             [("SoftKMeans on the pre-trained embedding", deep["pretrained_ari"],
               deep["pretrained_nmi"]),
