@@ -28,3 +28,119 @@ def test_bad_arguments_exit_nonzero_with_a_message():
     assert r.returncode == 2 and "invalid choice: 'bogus'" in r.stderr
     r = run("info", "--verbose")
     assert r.returncode == 2 and "unrecognized arguments: --verbose" in r.stderr
+
+
+def _html_problems(page: str, folder) -> list[str]:
+    """Images that do not decode to PNG, links to anchors or files that do not exist."""
+    import base64
+    from html.parser import HTMLParser
+
+    problems, ids, links, images = [], set(), [], []
+
+    class Page(HTMLParser):
+        def handle_starttag(self, tag, attrs):
+            a = dict(attrs)
+            if "id" in a:
+                ids.add(a["id"])
+            if tag == "a" and "href" in a:
+                links.append(a["href"])
+            if tag == "img":
+                images.append(a.get("src", ""))
+
+    Page().feed(page)
+    for src in images:
+        head = "data:image/png;base64,"
+        if not src.startswith(head) or not base64.b64decode(src[len(head):]).startswith(
+                b"\x89PNG\r\n\x1a\n"):
+            problems.append(f"image {src[:40]!r}")
+    for href in links:
+        if href.startswith("#") and href[1:] not in ids:
+            problems.append(f"anchor {href}")
+        elif not href.startswith(("#", "http://", "https://")) and not (folder / href).exists():
+            problems.append(f"link {href}")
+    return problems if images else ["no images"]
+
+
+def test_demo_writes_a_complete_report(tmp_path):
+    import json
+
+    out = tmp_path / "report"
+    r = run("demo", "--size", "tiny", "--no-progress", "--out", str(out))
+    assert r.returncode == 0, r.stderr
+    assert sorted(p.name for p in out.iterdir()) == [
+        "dropout_calibration.png", "kmeans_embedding.png", "metrics.json", "report.html",
+        "report.md", "temperatures.png"]
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert set(metrics) == {"meta", "core", "kmeans", "dropout"}
+    assert metrics["meta"]["size"] == "tiny"
+    assert 0 <= metrics["kmeans"]["iris"]["soft_ari"] <= 1
+    assert set(metrics["dropout"]) >= {"concrete", "mc", "none", "learned_p"}
+    assert metrics["core"]["speed"]["soft forward"]["ratio"] > 0
+    page = (out / "report.html").read_text()
+    assert _html_problems(page, out) == []
+    md = (out / "report.md").read_text()
+    for name in ("temperatures.png", "kmeans_embedding.png", "dropout_calibration.png"):
+        assert f"]({name})" in md
+    assert list(tmp_path.iterdir()) == [out]  # no staging folder left behind
+
+
+def test_run_resumes_from_its_checkpoint_and_rejects_another_config(tmp_path):
+    args = ("run", "kmeans", "--datasets", "iris", "--seeds", "2", "--steps", "30",
+            "--deep", "false", "--no-progress", "--out", str(tmp_path))
+    first = run(*args)
+    assert first.returncode == 0, first.stderr
+    assert (tmp_path / "checkpoint.pt").exists()
+    before = (tmp_path / "report" / "metrics.json").read_text()
+    again = run(*args)
+    assert again.returncode == 0 and "resuming from" in again.stderr
+    assert (tmp_path / "report" / "metrics.json").read_text().split('"seconds"')[0] == \
+        before.split('"seconds"')[0]
+    kept = (tmp_path / "report" / "metrics.json").read_text()
+    other = run(*args[:-2], "--steps", "31", "--out", str(tmp_path))
+    assert other.returncode == 2
+    assert "was written by a run with another configuration" in other.stderr
+    assert "--fresh" in other.stderr
+    assert (tmp_path / "report" / "metrics.json").read_text() == kept
+
+
+def test_run_bad_options_exit_2_with_a_message(tmp_path):
+    cases = [
+        (("--steps", "abc"), "gumbelrs run: error: kmeans: steps expects int, got 'abc'"),
+        (("--bogus", "1"), "gumbelrs run: error: kmeans: unknown option 'bogus'; options: "),
+        (("--datasets", "iris,mnist"), "gumbelrs run: error: kmeans: datasets must be some of "
+                                       "('iris', 'wine', 'digits', 'breast_cancer'), got "
+                                       "('iris', 'mnist')"),
+        (("--seeds", "0"), "gumbelrs run: error: kmeans: seeds must be an int >= 1, got 0"),
+        (("--steps",), "gumbelrs run: error: kmeans: --steps needs a value"),
+    ]
+    for extra, message in cases:
+        r = run("run", "kmeans", "--out", str(tmp_path), *extra)
+        assert r.returncode == 2 and message in r.stderr, (extra, r.stderr)
+    bad = tmp_path / "bad.json"
+    bad.write_text("[1, 2]")
+    r = run("run", "dropout", "--config", str(bad))
+    assert r.returncode == 2
+    assert f"gumbelrs run: error: dropout: config {bad} must hold a JSON object" in r.stderr
+    good = tmp_path / "good.json"
+    good.write_text('{"hidden": [8, 4], "splits": 3}')
+    r = run("run", "dropout", "--config", str(good), "--splits", "5", "--show-config")
+    assert r.returncode == 0, r.stderr
+    assert '"splits": 5' in r.stdout and '"hidden": [\n    8,\n    4\n  ]' in r.stdout
+    assert not list(tmp_path.glob("report*"))
+
+
+def test_ctrl_c_leaves_no_half_written_report(tmp_path, monkeypatch):
+    from gumbelrs import __main__ as cli
+    from gumbelrs.apps import dropout
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    out = tmp_path / "report"
+    out.mkdir()
+    (out / "report.md").write_text("the previous report")
+    monkeypatch.setattr(dropout, "run", interrupted)
+    assert cli.main(["demo", "--size", "tiny", "--no-progress", "--out", str(out)]) == 130
+    assert [p.name for p in tmp_path.iterdir()] == ["report"]
+    assert [p.name for p in out.iterdir()] == ["report.md"]
+    assert (out / "report.md").read_text() == "the previous report"

@@ -5,13 +5,30 @@ from __future__ import annotations
 import argparse
 import sys
 
+#: Subcommands that parse their own options.
+PASS_THROUGH = ("bench", "demo", "run")
+
+
+def _interruptible(command, argv: list[str]) -> int:
+    """Runs ``command``; Ctrl-C exits with status 130 (its report folder is
+    only ever replaced whole, so nothing half-written stays behind)."""
+    try:
+        return command(argv)
+    except KeyboardInterrupt:
+        print("interrupted: no report was written (finished work of `gumbelrs run` stays in "
+              "its checkpoint)", file=sys.stderr)
+        return 130
+
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="gumbelrs", description="Fast, reproducible Gumbel-Softmax for PyTorch."
     )
     sub = parser.add_subparsers(dest="command", required=True)
-    sub.add_parser("demo", help="show that samples follow softmax(logits) and the speed vs torch")
+    sub.add_parser("demo", help="run every application in a quick mode and write a report "
+                                "(options: --help)", add_help=False)
+    sub.add_parser("run", help="run one application at full size (options: --help)",
+                   add_help=False)
     sub.add_parser("info", help="versions, SIMD level and threads")
     sub.add_parser("bench", help="time gumbelrs against torch side by side (options: --help)",
                    add_help=False)
@@ -19,7 +36,7 @@ def main(argv: list[str] | None = None) -> int:
     est.add_argument("--n", type=int, default=100_000, help="estimates per method")
     est.add_argument("--seed", type=int, default=0)
     args, rest = parser.parse_known_args(argv)
-    if args.command != "bench" and rest:
+    if args.command not in PASS_THROUGH and rest:
         parser.error(f"unrecognized arguments: {' '.join(rest)}")
 
     import torch
@@ -29,8 +46,12 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "demo":
         from gumbelrs.demo import main as demo
 
-        demo()
-    elif args.command == "bench":
+        return _interruptible(demo, rest)
+    if args.command == "run":
+        from gumbelrs.apps._cli import main as run
+
+        return _interruptible(run, rest)
+    if args.command == "bench":
         from gumbelrs.bench import main as bench
 
         bench(rest)

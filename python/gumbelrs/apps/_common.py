@@ -108,6 +108,10 @@ def mean_std(values: Sequence[float]) -> tuple[float, float]:
     return m, s
 
 
+class CheckpointMismatch(ValueError):
+    """A checkpoint written by a run with another configuration."""
+
+
 class Checkpoint:
     """Finished units of work (a seed, a split, ...) of one run, saved after each
     so that a run that stops resumes where it was.
@@ -123,7 +127,7 @@ class Checkpoint:
         if path is not None and path.exists():
             saved = torch.load(path, weights_only=False)
             if saved["config"] != self.config:
-                raise ValueError(
+                raise CheckpointMismatch(
                     f"checkpoint {path} was written by a run with another configuration; "
                     f"delete it or use another output folder (saved: {saved['config']})"
                 )
@@ -140,3 +144,33 @@ class Checkpoint:
             torch.save({"config": self.config, "done": self.done}, tmp)
             tmp.replace(self.path)
         return value
+
+
+def check_config(app: str, config: Any, *, counts: Sequence[str] = (),
+                 maybe_zero: Sequence[str] = (), positive: Sequence[str] = (),
+                 fractions: Sequence[str] = (),
+                 choices: dict[str, Sequence[str]] | None = None) -> None:
+    """Rejects a configuration field out of its range with a ``ValueError`` that
+    names the application, the field, the value and the range: ``counts`` are
+    ints >= 1 (``maybe_zero``: >= 0), ``positive`` finite numbers > 0,
+    ``fractions`` in (0, 1), ``choices`` a value (or a non-empty tuple of
+    values) from a list."""
+    for names, lo in ((counts, 1), (maybe_zero, 0)):
+        for name in names:
+            v = getattr(config, name)
+            if isinstance(v, bool) or not isinstance(v, int) or v < lo:
+                raise ValueError(f"{app}: {name} must be an int >= {lo}, got {v!r}")
+    for name in positive:
+        v = getattr(config, name)
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0 < v < math.inf:
+            raise ValueError(f"{app}: {name} must be a positive finite number, got {v!r}")
+    for name in fractions:
+        v = getattr(config, name)
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0 < v < 1:
+            raise ValueError(f"{app}: {name} must be in (0, 1), got {v!r}")
+    for name, allowed in (choices or {}).items():
+        v = getattr(config, name)
+        values = v if isinstance(v, tuple) else (v,)
+        if not values or any(x not in allowed for x in values):
+            raise ValueError(f"{app}: {name} must be {'some' if isinstance(v, tuple) else 'one'}"
+                             f" of {tuple(allowed)}, got {v!r}")

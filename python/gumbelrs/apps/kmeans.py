@@ -22,13 +22,14 @@ import torch
 from torch import nn
 
 import gumbelrs
-from gumbelrs import schedules
+from gumbelrs import estimators, schedules
 from gumbelrs.nn import SoftKMeans
 
 from ._common import (
     AppResult,
     Checkpoint,
     Table,
+    check_config,
     mean_std,
     progress,
     pyplot,
@@ -61,6 +62,12 @@ class Config:
     finetune_steps: int = 500
     cluster_weight: float = 3.0
     seed: int = 0
+
+    def __post_init__(self) -> None:
+        check_config("kmeans", self, counts=("seeds", "steps", "embed_dim"),
+                     maybe_zero=("pretrain_steps", "finetune_steps", "seed"),
+                     positive=("lr", "beta_start", "beta_end", "tau", "cluster_weight"),
+                     choices={"datasets": DATASETS, "method": estimators.METHODS})
 
     @classmethod
     def quick(cls) -> Config:

@@ -1,0 +1,134 @@
+"""``gumbelrs run APP``: one application at full size, configured from a JSON
+file and ``--key value`` options, with a checkpoint to resume from."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import importlib
+import json
+import sys
+import time
+import typing
+from pathlib import Path
+from typing import Any
+
+from . import APPS, _report
+from ._common import CheckpointMismatch
+
+
+class ConfigError(ValueError):
+    """A configuration value that the application cannot take."""
+
+
+def _convert(app: str, key: str, kind: Any, value: Any) -> Any:
+    """``value`` (a string from the command line, or a JSON value) as ``kind``."""
+    if typing.get_origin(kind) is tuple:
+        item = typing.get_args(kind)[0]
+        parts = value.split(",") if isinstance(value, str) else value
+        if not isinstance(parts, (list, tuple)):
+            raise ConfigError(f"gumbelrs run {app}: {key} expects a list, got {value!r}")
+        return tuple(_convert(app, key, item, p) for p in parts)
+    if kind is bool:
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.lower() in ("true", "1", "yes", "false", "0", "no"):
+            return value.lower() in ("true", "1", "yes")
+    elif kind is int and not isinstance(value, bool):
+        try:
+            if isinstance(value, (str, int)):
+                return int(value)
+        except ValueError:
+            pass
+    elif kind is float and not isinstance(value, bool):
+        try:
+            if isinstance(value, (str, int, float)):
+                return float(value)
+        except ValueError:
+            pass
+    elif kind is str and isinstance(value, str):
+        return value
+    raise ConfigError(f"gumbelrs run {app}: {key} expects {kind.__name__}, got {value!r}")
+
+
+def make_config(app: str, config_cls: type, file: Path | None, options: list[str]):
+    """``config_cls`` from the defaults, then ``file`` (a JSON object), then the
+    ``--key value`` (or ``--key=value``) pairs of ``options``."""
+    hints = typing.get_type_hints(config_cls)
+    names = [f.name for f in dataclasses.fields(config_cls)]
+    values: dict[str, Any] = {}
+    if file is not None:
+        try:
+            loaded = json.loads(file.read_text(encoding="utf-8"))
+        except (OSError, json.JSONDecodeError) as e:
+            raise ConfigError(f"gumbelrs run {app}: cannot read config {file}: {e}") from e
+        if not isinstance(loaded, dict):
+            raise ConfigError(f"gumbelrs run {app}: config {file} must hold a JSON object")
+        values.update(loaded)
+    i = 0
+    while i < len(options):
+        opt = options[i]
+        if not opt.startswith("--"):
+            raise ConfigError(f"gumbelrs run {app}: expected --key value, got {opt!r}")
+        key, eq, value = opt[2:].partition("=")
+        if not eq:
+            if i + 1 >= len(options):
+                raise ConfigError(f"gumbelrs run {app}: --{key} needs a value")
+            value = options[i + 1]
+            i += 1
+        values[key.replace("-", "_")] = value
+        i += 1
+    for key, value in list(values.items()):
+        if key not in names:
+            raise ConfigError(f"gumbelrs run {app}: unknown option {key!r}; options: "
+                              f"{', '.join(names)}")
+        values[key] = _convert(app, key, hints[key], value)
+    try:
+        return config_cls(**values)
+    except ValueError as e:  # the Config's own range checks, which name the app
+        raise ConfigError(f"gumbelrs run {e}") from e
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="gumbelrs run",
+        description="Run one application at full size. Options after the app name set "
+                    "fields of its Config (--steps 500, --datasets iris,wine).")
+    parser.add_argument("app", choices=APPS)
+    parser.add_argument("--config", type=Path, help="JSON object of Config fields")
+    parser.add_argument("--out", type=Path,
+                        help="output folder (default: gumbelrs-runs/APP); the report goes to "
+                             "OUT/report, the checkpoint to OUT/checkpoint.pt")
+    parser.add_argument("--fresh", action="store_true",
+                        help="ignore and replace an existing checkpoint")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bars")
+    parser.add_argument("--show-config", action="store_true",
+                        help="print the configuration and exit")
+    args, rest = parser.parse_known_args(argv)
+    module = importlib.import_module(f"gumbelrs.apps.{args.app}")
+    try:
+        config = make_config(args.app, module.Config, args.config, rest)
+    except ConfigError as e:
+        parser.error(str(e).removeprefix("gumbelrs run "))
+    if args.show_config:
+        print(json.dumps(dataclasses.asdict(config), indent=2))
+        return 0
+    out = args.out or Path("gumbelrs-runs") / args.app
+    checkpoint = out / "checkpoint.pt"
+    if args.fresh:
+        checkpoint.unlink(missing_ok=True)
+    elif checkpoint.exists():
+        print(f"resuming from {checkpoint}", file=sys.stderr)
+    t0 = time.perf_counter()
+    with _report.staged(out / "report") as folder:
+        try:
+            result = module.run(config, folder, not args.no_progress, checkpoint)
+        except CheckpointMismatch as e:
+            parser.error(f"{e}; or pass --fresh to start over")
+        result.metrics["seconds"] = time.perf_counter() - t0
+        _report.write(folder, f"gumbelrs run {args.app}", f"Full-size run of gumbelrs.apps."
+                      f"{args.app}; resume or rerun with the same command.", [result],
+                      {"app": args.app, "checkpoint": str(checkpoint)})
+    print(f"report: {out / 'report' / 'report.html'} (and report.md, metrics.json)",
+          file=sys.stdout)
+    return 0
