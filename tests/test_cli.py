@@ -12,7 +12,7 @@ def run(*args):
 def test_info_reports_simd_and_threads():
     r = run("info")
     assert r.returncode == 0, r.stderr
-    assert "SIMD: " in r.stdout and "threads: gumbelrs " in r.stdout
+    assert "SIMD: " in r.stdout and "threads: gumbelrs " in r.stdout and "CUDA: " in r.stdout
 
 
 def test_bench_runs_a_tiny_table():

@@ -20,6 +20,18 @@ def _interruptible(command, argv: list[str]) -> int:
         return 130
 
 
+def _cuda_status(torch) -> str:
+    import importlib.util
+
+    if not torch.cuda.is_available():
+        return "no CUDA device visible to torch (gumbelrs runs on the CPU)"
+    devices = ", ".join(torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count()))
+    cupy = "CuPy installed" if importlib.util.find_spec("cupy") else \
+        "CuPy not installed (pip install 'gumbelrs[cuda]')"
+    return (f"{devices}; {cupy}; the GPU kernels are not wired into the ops yet, CUDA tensors "
+            f"raise a clear error")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="gumbelrs", description="Fast, reproducible Gumbel-Softmax for PyTorch."
@@ -66,6 +78,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"SIMD: {_core.simd_level()} (CPU supports {_core.simd_detected()})")
         print(f"threads: gumbelrs {gumbelrs.get_num_threads()} on {pool}, "
               f"torch {torch.get_num_threads()}")
+        print(f"CUDA: {_cuda_status(torch)}")
     return 0
 
 
