@@ -6,6 +6,6 @@
 from ._common import AppResult
 
 #: The applications, by the name the command line uses.
-APPS = ("kmeans", "dropout")
+APPS = ("kmeans", "dropout", "nas")
 
 __all__ = ["APPS", "AppResult"]

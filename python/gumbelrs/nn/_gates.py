@@ -1,0 +1,253 @@
+"""Learned discrete decisions over features: concrete gates, L0 (Hard Concrete)
+gates and the k-of-n Concrete selector."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import torch
+from torch import nn
+
+from .. import functional
+from .._generator import Generator
+from ..schedules import Schedule
+
+
+def _count(cls: str, name: str, v: object) -> int:
+    if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+        raise ValueError(f"{cls}: {name} must be a positive int, got {v!r}")
+    return v
+
+
+def _temperature(cls: str, tau: object) -> float | Schedule:
+    if isinstance(tau, Schedule):
+        return tau
+    if isinstance(tau, bool) or not isinstance(tau, (int, float)) or not 0 < tau < math.inf:
+        raise ValueError(f"{cls}: tau must be a positive finite float or a Schedule, got {tau!r}")
+    return float(tau)
+
+
+def _probability(cls: str, name: str, v: object) -> float:
+    if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0 < v < 1:
+        raise ValueError(f"{cls}: {name} must be a float in (0, 1), got {v!r}")
+    return float(v)
+
+
+class _Scheduled(nn.Module):
+    """A layer with a temperature that is a float or a saved, stepped schedule."""
+
+    tau: float | Schedule
+
+    def temperature(self) -> float:
+        """The temperature used now."""
+        return self.tau.tau if isinstance(self.tau, Schedule) else self.tau
+
+    def step(self, n: int = 1) -> None:
+        """Advances the temperature schedule (no-op for a fixed temperature)."""
+        if isinstance(self.tau, Schedule):
+            self.tau.step(n)
+
+    def get_extra_state(self) -> dict[str, Any]:
+        return {"schedule": self.tau.state_dict()} if isinstance(self.tau, Schedule) else {}
+
+    def set_extra_state(self, state: dict[str, Any]) -> None:
+        if isinstance(self.tau, Schedule) and "schedule" in state:
+            self.tau.load_state_dict(state["schedule"])
+
+    def _features(self, x: torch.Tensor) -> torch.Tensor:
+        if not isinstance(x, torch.Tensor) or not x.is_floating_point():
+            raise TypeError(f"{type(self).__name__}: x must be a floating-point torch.Tensor, "
+                            f"got {getattr(x, 'dtype', type(x).__name__)}")
+        if x.dim() < 1 or x.shape[-1] != self.n_features:
+            raise ValueError(f"{type(self).__name__}: x must have n_features={self.n_features} "
+                             f"in its last dimension, got shape {tuple(x.shape)}")
+        return x
+
+
+class ConcreteGate(_Scheduled):
+    """One relaxed-Bernoulli gate per feature: ``forward(x) = x * z`` with
+    ``z ~ RelaxedBernoulli(sigmoid(logits), tau)`` drawn per example (the
+    features are the last dimension of ``x``).
+
+    ``hard=True`` draws exact 0/1 gates with the straight-through gradient. In
+    eval mode the gates are deterministic: open where ``logits > 0``.
+    :meth:`penalty` is the expected number of open gates,
+    ``sum(sigmoid(logits))``, to add to the loss for sparsity. ``tau`` is a
+    float or a :class:`gumbelrs.schedules.Schedule` advanced by :meth:`step`.
+    """
+
+    def __init__(self, n_features: int, tau: float | Schedule = 0.5, init_open: float = 0.9,
+                 hard: bool = False, generator: Generator | None = None) -> None:
+        super().__init__()
+        self.n_features = _count("ConcreteGate", "n_features", n_features)
+        self.tau = _temperature("ConcreteGate", tau)
+        p = _probability("ConcreteGate", "init_open", init_open)
+        self.logits = nn.Parameter(torch.full((n_features,), math.log(p) - math.log1p(-p)))
+        self.hard = bool(hard)
+        self.generator = generator
+
+    def probs(self) -> torch.Tensor:
+        """The probability that each gate is open."""
+        return torch.sigmoid(self.logits)
+
+    def gates(self, batch_shape: torch.Size | tuple[int, ...] = ()) -> torch.Tensor:
+        """Gates of shape ``(*batch_shape, n_features)``: sampled in training,
+        ``1.0`` where ``logits > 0`` (else ``0.0``) in eval mode."""
+        if not self.training:
+            return (self.logits > 0).to(self.logits.dtype).expand(*batch_shape, -1)
+        logits = self.logits.expand(*batch_shape, -1)
+        return functional.relaxed_bernoulli(logits, self.temperature(), hard=self.hard,
+                                            generator=self.generator)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self._features(x)
+        return x * self.gates(x.shape[:-1]).to(x.dtype)
+
+    def penalty(self) -> torch.Tensor:
+        """The expected number of open gates (differentiable)."""
+        return self.probs().sum()
+
+    def selected(self, k: int | None = None) -> torch.Tensor:
+        """Indices of the open gates (``k=None``), or of the ``k`` most open ones."""
+        if k is None:
+            return torch.nonzero(self.logits > 0).flatten()
+        k = min(_count("ConcreteGate", "k", k), self.n_features)
+        return self.logits.detach().topk(k).indices
+
+    def extra_repr(self) -> str:
+        return f"n_features={self.n_features}, tau={self.tau!r}, hard={self.hard}"
+
+
+class HardConcreteGate(_Scheduled):
+    """The L0 gate of Louizos, Welling and Kingma (2018): ``forward(x) = x * z``
+    with ``z`` a Hard Concrete sample (stretched to ``limits`` and clamped to
+    [0, 1], so exact zeros and ones have probability mass).
+
+    :meth:`expected_l0` is the closed-form expected number of non-zero gates,
+    ``sum(sigmoid(log_alpha - tau * log(-lo / hi)))``. In eval mode the gates
+    are the paper's deterministic estimate ``clamp(sigmoid(log_alpha) * (hi -
+    lo) + lo, 0, 1)``. ``init_open`` sets the initial probability of a
+    non-zero gate.
+    """
+
+    def __init__(self, n_features: int, tau: float = 2.0 / 3.0,
+                 limits: tuple[float, float] = (-0.1, 1.1), init_open: float = 0.9,
+                 generator: Generator | None = None) -> None:
+        super().__init__()
+        self.n_features = _count("HardConcreteGate", "n_features", n_features)
+        tau = _temperature("HardConcreteGate", tau)
+        if isinstance(tau, Schedule):
+            raise ValueError("HardConcreteGate: tau must be a positive finite float (the "
+                             "shape of the distribution, not annealed), got a Schedule")
+        self.tau = tau
+        lo, hi = limits
+        if not lo < 0 < 1 < hi:
+            raise ValueError(f"HardConcreteGate: limits must satisfy lo < 0 < 1 < hi, got "
+                             f"{limits!r}")
+        self.limits = (float(lo), float(hi))
+        p = _probability("HardConcreteGate", "init_open", init_open)
+        shift = self.tau * math.log(-lo / hi)
+        self.log_alpha = nn.Parameter(
+            torch.full((n_features,), math.log(p) - math.log1p(-p) + shift))
+        self.generator = generator
+
+    def prob_nonzero(self) -> torch.Tensor:
+        """The probability that each gate is not exactly 0."""
+        lo, hi = self.limits
+        return torch.sigmoid(self.log_alpha - self.tau * math.log(-lo / hi))
+
+    def expected_l0(self) -> torch.Tensor:
+        """The expected number of non-zero gates (differentiable)."""
+        return self.prob_nonzero().sum()
+
+    penalty = expected_l0
+
+    def gates(self, batch_shape: torch.Size | tuple[int, ...] = ()) -> torch.Tensor:
+        """Gates of shape ``(*batch_shape, n_features)``."""
+        if not self.training:
+            lo, hi = self.limits
+            z = (torch.sigmoid(self.log_alpha) * (hi - lo) + lo).clamp(0, 1)
+            return z.expand(*batch_shape, -1)
+        return functional.hard_concrete(self.log_alpha.expand(*batch_shape, -1), self.tau,
+                                        self.limits, generator=self.generator)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self._features(x)
+        return x * self.gates(x.shape[:-1]).to(x.dtype)
+
+    def selected(self, k: int | None = None) -> torch.Tensor:
+        """Indices of the gates that are non-zero in eval mode (``k=None``), or
+        of the ``k`` largest ``log_alpha``."""
+        if k is None:
+            lo, hi = self.limits
+            return torch.nonzero(torch.sigmoid(self.log_alpha) * (hi - lo) + lo > 0).flatten()
+        k = min(_count("HardConcreteGate", "k", k), self.n_features)
+        return self.log_alpha.detach().topk(k).indices
+
+    def extra_repr(self) -> str:
+        return f"n_features={self.n_features}, tau={self.tau:.4g}, limits={self.limits}"
+
+
+class ConcreteSelector(_Scheduled):
+    """Selects ``k`` of ``n_features`` input features with ``k`` Concrete
+    distributions over the features (the Concrete Autoencoder's selector
+    layer; Balin, Abid and Zou 2019): ``forward(x)`` is ``x @ W.T`` of shape
+    ``(*batch, k)`` where row ``j`` of ``W`` is a Gumbel-Softmax sample of the
+    logits of selector ``j`` at temperature ``tau`` (anneal it, e.g. with
+    ``schedules.ExponentialDecay`` from 10 to 0.1).
+
+    In eval mode (or with :meth:`selected`) each selector picks one feature and
+    no feature is picked twice: selectors choose in order of confidence, each
+    taking its most probable feature not taken yet. :meth:`duplicate_penalty`
+    (the probability mass by which features are over-selected,
+    ``sum(relu(sum_j softmax(logits)_j - 1))``) can be added to the loss to
+    keep the selectors apart during training.
+    """
+
+    def __init__(self, n_features: int, k: int, tau: float | Schedule = 1.0,
+                 generator: Generator | None = None) -> None:
+        super().__init__()
+        self.n_features = _count("ConcreteSelector", "n_features", n_features)
+        self.k = _count("ConcreteSelector", "k", k)
+        if k > n_features:
+            raise ValueError(f"ConcreteSelector: k={k} exceeds n_features={n_features}")
+        self.tau = _temperature("ConcreteSelector", tau)
+        self.logits = nn.Parameter(1e-2 * torch.randn(k, n_features))
+        self.generator = generator
+
+    def probs(self) -> torch.Tensor:
+        """``(k, n_features)``: each selector's distribution over the features."""
+        return torch.softmax(self.logits, -1)
+
+    def selected(self) -> torch.Tensor:
+        """The ``k`` distinct selected feature indices, selector by selector."""
+        p = self.probs().detach()
+        taken = torch.zeros(self.n_features, dtype=torch.bool)
+        out = torch.empty(self.k, dtype=torch.int64)
+        for j in p.amax(-1).argsort(descending=True).tolist():
+            choice = int(p[j].masked_fill(taken, -1.0).argmax())
+            out[j] = choice
+            taken[choice] = True
+        return out
+
+    def weights(self) -> torch.Tensor:
+        """The ``(k, n_features)`` selection matrix used by :meth:`forward`."""
+        if self.training:
+            return functional.gumbel_softmax(self.logits, self.temperature(),
+                                             generator=self.generator)
+        return torch.zeros_like(self.logits).scatter_(-1, self.selected()[:, None], 1.0)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self._features(x)
+        if not self.training:
+            return x[..., self.selected()]
+        return x @ self.weights().to(x.dtype).T
+
+    def duplicate_penalty(self) -> torch.Tensor:
+        """Over-selection: ``sum(relu(sum_j softmax(logits)_j - 1))``, 0 when no
+        feature carries more than one selector's worth of probability."""
+        return torch.relu(self.probs().sum(0) - 1).sum()
+
+    def extra_repr(self) -> str:
+        return f"n_features={self.n_features}, k={self.k}, tau={self.tau!r}"
