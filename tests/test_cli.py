@@ -68,10 +68,13 @@ def test_demo_writes_a_complete_report(tmp_path):
     r = run("demo", "--size", "tiny", "--no-progress", "--out", str(out))
     assert r.returncode == 0, r.stderr
     assert sorted(p.name for p in out.iterdir()) == [
-        "dropout_calibration.png", "kmeans_embedding.png", "metrics.json", "report.html",
-        "report.md", "temperatures.png"]
+        "dropout_calibration.png", "kmeans_embedding.png", "metrics.json", "nas_entropy.png",
+        "report.html", "report.md", "temperatures.png"]
     metrics = json.loads((out / "metrics.json").read_text())
-    assert set(metrics) == {"meta", "core", "kmeans", "dropout"}
+    assert set(metrics) == {"meta", "core", "kmeans", "dropout", "feature_selection", "nas"}
+    assert set(metrics["feature_selection"]["madelon"]["50"]) == {
+        "selector", "cae", "gates", "mutual_info", "anova_f", "all_features"}
+    assert metrics["nas"]["signals"]["soft"]["chosen"][0][0] in (1, 2, 3, 4, 5)
     assert metrics["meta"]["size"] == "tiny"
     assert 0 <= metrics["kmeans"]["iris"]["soft_ari"] <= 1
     assert set(metrics["dropout"]) >= {"concrete", "mc", "none", "learned_p"}
@@ -79,7 +82,8 @@ def test_demo_writes_a_complete_report(tmp_path):
     page = (out / "report.html").read_text()
     assert _html_problems(page, out) == []
     md = (out / "report.md").read_text()
-    for name in ("temperatures.png", "kmeans_embedding.png", "dropout_calibration.png"):
+    for name in ("temperatures.png", "kmeans_embedding.png", "dropout_calibration.png",
+                 "nas_entropy.png"):
         assert f"]({name})" in md
     assert list(tmp_path.iterdir()) == [out]  # no staging folder left behind
 

@@ -152,14 +152,17 @@ def check_config(app: str, config: Any, *, counts: Sequence[str] = (),
                  choices: dict[str, Sequence[str]] | None = None) -> None:
     """Rejects a configuration field out of its range with a ``ValueError`` that
     names the application, the field, the value and the range: ``counts`` are
-    ints >= 1 (``maybe_zero``: >= 0), ``positive`` finite numbers > 0,
+    ints >= 1 (or non-empty tuples of them; ``maybe_zero``: >= 0), ``positive`` finite numbers > 0,
     ``fractions`` in (0, 1), ``choices`` a value (or a non-empty tuple of
     values) from a list."""
     for names, lo in ((counts, 1), (maybe_zero, 0)):
         for name in names:
             v = getattr(config, name)
-            if isinstance(v, bool) or not isinstance(v, int) or v < lo:
-                raise ValueError(f"{app}: {name} must be an int >= {lo}, got {v!r}")
+            many = isinstance(v, tuple)
+            if (many and not v) or any(isinstance(x, bool) or not isinstance(x, int) or x < lo
+                                       for x in (v if many else (v,))):
+                what = "a non-empty tuple of ints" if many else "an int"
+                raise ValueError(f"{app}: {name} must be {what} >= {lo}, got {v!r}")
     for name in positive:
         v = getattr(config, name)
         if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0 < v < math.inf:

@@ -66,13 +66,9 @@ class Config:
     seed: int = 0
 
     def __post_init__(self) -> None:
-        check_config("dropout", self, counts=("splits", "steps", "mc_samples"),
+        check_config("dropout", self, counts=("splits", "hidden", "steps", "mc_samples"),
                      maybe_zero=("seed",), positive=("lr", "tau", "length_scale"),
                      fractions=("test_fraction", "fixed_p", "p_init"))
-        if not self.hidden or any(isinstance(h, bool) or not isinstance(h, int) or h < 1
-                                  for h in self.hidden):
-            raise ValueError(f"dropout: hidden must be a non-empty tuple of ints >= 1, got "
-                             f"{self.hidden!r}")
 
     @classmethod
     def quick(cls) -> Config:
