@@ -1,7 +1,10 @@
 """The gumbelrs command: its subcommands run, bad arguments fail clearly."""
 
+import shutil
 import subprocess
 import sys
+
+import pytest
 
 
 def run(*args):
@@ -61,12 +64,19 @@ def _html_problems(page: str, folder) -> list[str]:
     return problems if images else ["no images"]
 
 
-def test_demo_writes_a_complete_report(tmp_path):
-    import json
-
-    out = tmp_path / "report"
+@pytest.fixture(scope="module")
+def tiny_report(tmp_path_factory):
+    """The folder of a `gumbelrs demo --size tiny` run (made once for the module)."""
+    out = tmp_path_factory.mktemp("demo") / "report"
     r = run("demo", "--size", "tiny", "--no-progress", "--out", str(out))
     assert r.returncode == 0, r.stderr
+    return out
+
+
+def test_demo_writes_a_complete_report(tiny_report):
+    import json
+
+    out = tiny_report
     assert sorted(p.name for p in out.iterdir()) == [
         "dropout_calibration.png", "kmeans_embedding.png", "metrics.json", "nas_entropy.png",
         "report.html", "report.md", "temperatures.png"]
@@ -85,7 +95,33 @@ def test_demo_writes_a_complete_report(tmp_path):
     for name in ("temperatures.png", "kmeans_embedding.png", "dropout_calibration.png",
                  "nas_entropy.png"):
         assert f"]({name})" in md
-    assert list(tmp_path.iterdir()) == [out]  # no staging folder left behind
+    assert list(out.parent.iterdir()) == [out]  # no staging folder left behind
+
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="needs chromium (apt install chromium)")
+def test_report_renders_in_headless_chromium(tiny_report, tmp_path):
+    """The browser loads every image of report.html and every in-page link has its target."""
+    probe = tmp_path / "probe.html"
+    probe.write_text(
+        "<!DOCTYPE html><html><body>"
+        f"<iframe id='f' src='{(tiny_report / 'report.html').as_uri()}'></iframe><script>"
+        "document.getElementById('f').onload = () => {"
+        " const d = document.getElementById('f').contentDocument;"
+        " const imgs = [...d.images];"
+        " const bad = imgs.filter(i => !(i.complete && i.naturalWidth > 0)).length;"
+        " const links = [...d.querySelectorAll('a[href^=\"#\"]')];"
+        " const broken = links.filter(a => !d.getElementById(a.getAttribute('href').slice(1)));"
+        " document.body.setAttribute('data-result',"
+        "  `images=${imgs.length} bad=${bad} links=${links.length} broken=${broken.length}`);"
+        "};</script></body></html>")
+    r = subprocess.run([CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu",
+                        "--allow-file-access-from-files", "--virtual-time-budget=5000",
+                        "--dump-dom", probe.as_uri()], capture_output=True, text=True,
+                       timeout=120)
+    assert 'data-result="images=4 bad=0 links=5 broken=0"' in r.stdout, r.stdout[-2000:]
 
 
 def test_run_resumes_from_its_checkpoint_and_rejects_another_config(tmp_path):
