@@ -1,6 +1,8 @@
 """Regression with uncertainty: Concrete dropout against fixed-p MC dropout and
-no dropout, on scikit-learn's diabetes data (442 patients, 10 features), over
-random 90/10 splits, in the protocol of Gal and Ghahramani (2016).
+no dropout, on Boston housing (506 tracts, 13 features; shipped by mlxtend,
+see :mod:`gumbelrs.apps._data`) and scikit-learn's diabetes data (442
+patients, 10 features), over random 90/10 splits, in the protocol of Gal and
+Ghahramani (2016).
 
 Every model is the same MLP with a heteroscedastic Gaussian output (a mean and
 a log-variance, trained by the negative log-likelihood of the standardised
@@ -15,9 +17,7 @@ norm). They differ only in dropout:
 Test metrics use ``mc_samples`` stochastic passes: RMSE of the predictive mean
 and the test log-likelihood ``log mean_t N(y; mu_t, var_t)`` in the target's
 units, as in the paper; calibration uses the probability integral transform
-of the predictive mixture. Boston housing, the data set of the paper's table,
-is no longer shipped by scikit-learn, so the paper's numbers are quoted beside
-ours, not compared on the same data.
+of the predictive mixture. The paper's Boston numbers are quoted beside ours.
 """
 
 from __future__ import annotations
@@ -32,6 +32,7 @@ from torch import nn
 import gumbelrs
 from gumbelrs.nn import ConcreteDropout, concrete_dropout_regularization, mc_samples
 
+from . import _data
 from ._common import (
     AppResult,
     Checkpoint,
@@ -45,6 +46,9 @@ from ._common import (
 )
 
 METHODS = ("concrete", "mc", "none")
+DATASETS = ("boston", "diabetes")
+#: Published MC dropout results (Gal and Ghahramani 2016, Table 1), mean ± s.e. over 20 splits.
+PUBLISHED = {"boston": {"rmse": (2.97, 0.85), "ll": (-2.46, 0.25)}}
 #: Nominal coverages of the central predictive intervals in the calibration plot.
 LEVELS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95)
 
@@ -53,6 +57,7 @@ LEVELS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95)
 class Config:
     """Everything a run depends on (the defaults are the documented run)."""
 
+    datasets: tuple[str, ...] = DATASETS
     splits: int = 20
     test_fraction: float = 0.1
     hidden: tuple[int, ...] = (50, 50)
@@ -68,7 +73,8 @@ class Config:
     def __post_init__(self) -> None:
         check_config("dropout", self, counts=("splits", "hidden", "steps", "mc_samples"),
                      maybe_zero=("seed",), positive=("lr", "tau", "length_scale"),
-                     fractions=("test_fraction", "fixed_p", "p_init"))
+                     fractions=("test_fraction", "fixed_p", "p_init"),
+                     choices={"datasets": DATASETS})
 
     @classmethod
     def quick(cls) -> Config:
@@ -78,11 +84,15 @@ class Config:
     @classmethod
     def tiny(cls) -> Config:
         """A smoke test of the pipeline (seconds)."""
-        return cls(splits=1, steps=20, mc_samples=5)
+        return cls(datasets=("diabetes",), splits=1, steps=20, mc_samples=5)
 
 
-def load() -> tuple[torch.Tensor, torch.Tensor]:
-    """scikit-learn's diabetes data: float64 features and target."""
+def load(name: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """Float64 features and target of ``name`` (``"boston"`` or ``"diabetes"``)."""
+    if name == "boston":
+        return _data.boston("dropout")
+    if name != "diabetes":
+        raise ValueError(f"dropout: unknown data set {name!r}; expected one of {DATASETS}")
     datasets = require("sklearn.datasets", "dropout")
     x, y = datasets.load_diabetes(return_X_y=True, scaled=False)
     return torch.tensor(x, dtype=torch.float64), torch.tensor(y, dtype=torch.float64)
@@ -147,9 +157,9 @@ def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, y_mean: float,
     return {"rmse": float(rmse), "ll": float(ll.mean()), "pit": pit}
 
 
-def split(config: Config, index: int) -> dict:
-    """Every method trained and evaluated on random split ``index``."""
-    x_all, y_all = load()
+def split(config: Config, name: str, index: int) -> dict:
+    """Every method trained and evaluated on random split ``index`` of ``name``."""
+    x_all, y_all = load(name)
     n_test = max(1, round(config.test_fraction * len(x_all)))
     g = seeded(config.seed + index)
     order = torch.randperm(len(x_all))
@@ -177,69 +187,76 @@ def run(config: Config | None = None, out: Path | None = None, show: bool = True
     given), from which a new run resumes."""
     config = config or Config()
     ckpt = Checkpoint(checkpoint, config)
-    scores = {m: {"rmse": [], "ll": [], "pit": []} for m in METHODS}
-    learned_p = []
-    for index in progress(range(config.splits), config.splits, "dropout splits", show):
-        done = ckpt.get(f"split/{index}")
+    splits: dict[str, list[dict]] = {name: [] for name in config.datasets}
+    units = [(name, i) for name in config.datasets for i in range(config.splits)]
+    for name, index in progress(units, len(units), "dropout splits", show):
+        done = ckpt.get(f"{name}/{index}")
         if done is None:
-            done = ckpt.put(f"split/{index}", split(config, index))
-        for method in METHODS:
-            for key in ("rmse", "ll", "pit"):
-                scores[method][key].append(done[method][key])
-        learned_p.append(done["learned_p"])
-    return _report(config, scores, learned_p, out)
+            done = ckpt.put(f"{name}/{index}", split(config, name, index))
+        splits[name].append(done)
+    return _report(config, splits, out)
 
 
 def _coverage(pit: torch.Tensor) -> list[float]:
     return [float(((pit - 0.5).abs() <= c / 2).double().mean()) for c in LEVELS]
 
 
-def _report(config: Config, scores: dict, learned_p: list[list[float]],
-            out: Path | None) -> AppResult:
-    def mean_se(v: list[float]) -> tuple[float, float]:
-        t = torch.tensor(v, dtype=torch.float64)
-        se = float(t.std() / math.sqrt(len(t))) if len(t) > 1 else 0.0
-        return float(t.mean()), se
+def _mean_se(v: list[float]) -> tuple[float, float]:
+    t = torch.tensor(v, dtype=torch.float64)
+    se = float(t.std() / math.sqrt(len(t))) if len(t) > 1 else 0.0
+    return float(t.mean()), se
 
-    metrics: dict = {"config": dataclasses.asdict(config), "data": "sklearn diabetes"}
-    rows, coverage = [], {}
-    for method in METHODS:
-        s = scores[method]
-        rmse, ll = mean_se(s["rmse"]), mean_se(s["ll"])
-        coverage[method] = _coverage(torch.cat(s["pit"]))
-        metrics[method] = {"rmse": rmse[0], "rmse_se": rmse[1], "ll": ll[0], "ll_se": ll[1],
-                           "coverage": dict(zip(map(str, LEVELS), coverage[method]))}
-        rows.append((method, f"{rmse[0]:.2f} ± {rmse[1]:.2f}", f"{ll[0]:.3f} ± {ll[1]:.3f}",
-                     f"{coverage[method][LEVELS.index(0.9)]:.3f}"))
-    p = torch.tensor(learned_p)
-    metrics["learned_p"] = {"mean": p.mean(0).tolist(), "std": p.std(0).tolist()
-                            if len(p) > 1 else [0.0] * p.shape[1]}
+
+def _report(config: Config, splits: dict[str, list[dict]], out: Path | None) -> AppResult:
+    metrics: dict = {"config": dataclasses.asdict(config)}
     result = AppResult("dropout", metrics, heading="Concrete dropout (gumbelrs.nn.ConcreteDropout)")
     result.text = (f"An MLP {config.hidden} with a heteroscedastic Gaussian output, trained "
                    f"{config.steps} full-batch steps on standardised data; dropout before every "
                    f"layer with p learned through the Binary Concrete relaxation (tau = "
                    f"{config.tau}), fixed at {config.fixed_p} (MC dropout), or none. Test "
-                   f"metrics from {config.mc_samples} MC passes, in the target's units. Gal "
-                   f"and Ghahramani (2016) report RMSE 2.97 ± 0.85 and log-likelihood "
-                   f"-2.46 ± 0.25 for MC dropout on Boston housing, which scikit-learn no "
-                   f"longer ships: those numbers are for another data set.")
-    result.tables[f"Diabetes regression, {config.splits} random 90/10 splits (mean ± s.e.)"] = (
-        Table(("dropout", "test RMSE", "test log-likelihood",
-                        "coverage of the 90% interval"), rows))
+                   f"metrics from {config.mc_samples} MC passes, in the target's units, mean ± "
+                   f"standard error over {config.splits} random 90/10 splits. Gal and "
+                   f"Ghahramani (2016), MC dropout on Boston: RMSE 2.97 ± 0.85, test "
+                   f"log-likelihood -2.46 ± 0.25.")
+    rows, p_rows, coverage = [], [], {}
     names = ["input", *(f"hidden {i + 1}" for i in range(len(config.hidden)))]
+    for name, runs in splits.items():
+        metrics[name] = {}
+        for method in METHODS:
+            rmse = _mean_se([r[method]["rmse"] for r in runs])
+            ll = _mean_se([r[method]["ll"] for r in runs])
+            cover = _coverage(torch.cat([r[method]["pit"] for r in runs]))
+            coverage[name, method] = cover
+            metrics[name][method] = {"rmse": rmse[0], "rmse_se": rmse[1], "ll": ll[0],
+                                     "ll_se": ll[1], "coverage": dict(zip(map(str, LEVELS),
+                                                                          cover))}
+            rows.append((name, method, f"{rmse[0]:.2f} ± {rmse[1]:.2f}",
+                         f"{ll[0]:.3f} ± {ll[1]:.3f}", f"{cover[LEVELS.index(0.9)]:.3f}"))
+        if name in PUBLISHED:
+            pub = PUBLISHED[name]
+            rows.append((name, "MC dropout, Gal and Ghahramani (2016)",
+                         f"{pub['rmse'][0]:.2f} ± {pub['rmse'][1]:.2f}",
+                         f"{pub['ll'][0]:.2f} ± {pub['ll'][1]:.2f}", ""))
+        p = torch.tensor([r["learned_p"] for r in runs])
+        sd = p.std(0) if len(p) > 1 else torch.zeros(p.shape[1])
+        metrics[name]["learned_p"] = {"mean": p.mean(0).tolist(), "std": sd.tolist()}
+        p_rows += [(name, layer, float(m), float(d))
+                   for layer, m, d in zip(names, p.mean(0), sd)]
+    result.tables["Test RMSE, log-likelihood and coverage"] = Table(
+        ("data", "dropout", "test RMSE", "test log-likelihood", "coverage of the 90% interval"),
+        rows)
     result.tables["Concrete dropout: learned drop probability per layer"] = Table(
-        ("layer", "p (mean over splits)", "sd"),
-        [(n, float(m), float(sd)) for n, m, sd in zip(names, metrics["learned_p"]["mean"],
-                                                      metrics["learned_p"]["std"])])
+        ("data", "layer", "p (mean over splits)", "sd"), p_rows)
     plt = pyplot("dropout")
-    fig, ax = plt.subplots(figsize=(4.8, 4.4))
-    ax.plot([0, 1], [0, 1], color="grey", lw=1, ls="--", label="ideal")
-    for method in METHODS:
-        ax.plot(LEVELS, coverage[method], marker="o", label=method)
-    ax.set_xlabel("nominal coverage of the central interval")
-    ax.set_ylabel("observed coverage on test points")
-    ax.set_title("Calibration on diabetes (all splits)")
-    ax.legend()
+    fig, axes = plt.subplots(1, len(splits), figsize=(4.4 * len(splits), 4.2), squeeze=False)
+    for ax, name in zip(axes[0], splits):
+        ax.plot([0, 1], [0, 1], color="grey", lw=1, ls="--", label="ideal")
+        for method in METHODS:
+            ax.plot(LEVELS, coverage[name, method], marker="o", label=method)
+        ax.set_xlabel("nominal coverage of the central interval")
+        ax.set_ylabel("observed coverage on test points")
+        ax.set_title(f"{name} (all splits)")
+        ax.legend()
     path = save_figure(fig, out, "dropout_calibration.png")
     if path is not None:
         result.figures["Calibration of the predictive distributions"] = path
