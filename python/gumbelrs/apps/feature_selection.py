@@ -260,7 +260,7 @@ def _report(config: Config, trials: dict[tuple[str, int], list[dict]],
             counts = torch.zeros(64)
             for t in ts:
                 counts[t[c]["features"]] += 1
-            ax.imshow(counts.reshape(8, 8), cmap="viridis", vmin=0, vmax=len(ts))
+            ax.imshow(counts.reshape(8, 8).numpy(), cmap="viridis", vmin=0, vmax=len(ts))
             ax.set_title(c, fontsize=9)
             ax.set_xticks([])
             ax.set_yticks([])

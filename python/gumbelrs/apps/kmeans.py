@@ -169,7 +169,7 @@ def deep_clustering(config: Config, out: Path | None, show: bool = False,
         centred = emb - emb.mean(0)
         basis = torch.linalg.svd(centred, full_matrices=False).Vh[:2].T
         p = centred @ basis
-        ax.scatter(p[:, 0], p[:, 1], c=lab, cmap="tab10", s=5)
+        ax.scatter(p[:, 0].numpy(), p[:, 1].numpy(), c=lab.numpy(), cmap="tab10", s=5)
         ax.set_title(title)
         ax.set_xlabel("PC 1")
         ax.set_ylabel("PC 2")
