@@ -12,6 +12,7 @@ from torch import nn
 from .. import functional
 from .._generator import Generator
 from ..schedules import Schedule
+from ._checks import features
 
 
 def _count(cls: str, name: str, v: object) -> int:
@@ -56,13 +57,7 @@ class _Scheduled(nn.Module):
             self.tau.load_state_dict(state["schedule"])
 
     def _features(self, x: torch.Tensor) -> torch.Tensor:
-        if not isinstance(x, torch.Tensor) or not x.is_floating_point():
-            raise TypeError(f"{type(self).__name__}: x must be a floating-point torch.Tensor, "
-                            f"got {getattr(x, 'dtype', type(x).__name__)}")
-        if x.dim() < 1 or x.shape[-1] != self.n_features:
-            raise ValueError(f"{type(self).__name__}: x must have n_features={self.n_features} "
-                             f"in its last dimension, got shape {tuple(x.shape)}")
-        return x
+        return features(type(self).__name__, x, self.n_features)
 
 
 class ConcreteGate(_Scheduled):

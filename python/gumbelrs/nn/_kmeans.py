@@ -11,6 +11,7 @@ from torch import nn
 from .. import functional
 from .._generator import Generator
 from ..schedules import Schedule
+from ._checks import features
 from ._softmax import GumbelSoftmax
 
 
@@ -95,13 +96,7 @@ class SoftKMeans(nn.Module):
         self.sampler.step(n)
 
     def _points(self, x: torch.Tensor) -> torch.Tensor:
-        if not isinstance(x, torch.Tensor) or not x.is_floating_point():
-            raise TypeError(f"SoftKMeans: x must be a floating-point torch.Tensor, got "
-                            f"{getattr(x, 'dtype', type(x).__name__)}")
-        if x.dim() < 1 or x.shape[-1] != self.n_features:
-            raise ValueError(f"SoftKMeans: x must have n_features={self.n_features} in its last "
-                             f"dimension, got shape {tuple(x.shape)}")
-        return x
+        return features("SoftKMeans", x, self.n_features)
 
     def distances(self, x: torch.Tensor) -> torch.Tensor:
         """Squared Euclidean distances ``(*batch, n_clusters)`` to the centres."""
