@@ -79,11 +79,12 @@ def test_demo_writes_a_complete_report(tiny_report):
     out = tiny_report
     assert sorted(p.name for p in out.iterdir()) == [
         "dna_generator.png", "dropout_calibration.png", "kmeans_embedding.png", "metrics.json",
-        "nas_entropy.png", "report.html", "report.md", "temperatures.png", "vae_digits_soft.png",
-        "vae_digits_st.png"]
+        "nas_entropy.png", "report.html", "report.md", "temperatures.png",
+        "textgan_temperature.png", "vae_digits_soft.png", "vae_digits_st.png"]
     metrics = json.loads((out / "metrics.json").read_text())
-    assert set(metrics) == {"meta", "core", "vae", "dna", "kmeans", "dropout",
+    assert set(metrics) == {"meta", "core", "vae", "dna", "textgan", "kmeans", "dropout",
                             "feature_selection", "nas"}
+    assert set(metrics["textgan"]) >= {"MLE only", "GAN, no reheating", "GAN with reheating"}
     assert set(metrics["vae"]["digits"]) == {"soft", "st"}
     assert set(metrics["dna"]["generator"]["examples"][0]) <= set("acgt")
     assert set(metrics["feature_selection"]["madelon"]["50"]) == {
@@ -97,7 +98,8 @@ def test_demo_writes_a_complete_report(tiny_report):
     assert _html_problems(page, out) == []
     md = (out / "report.md").read_text()
     for name in ("temperatures.png", "kmeans_embedding.png", "dropout_calibration.png",
-                 "nas_entropy.png", "vae_digits_soft.png", "dna_generator.png"):
+                 "nas_entropy.png", "vae_digits_soft.png", "dna_generator.png",
+                 "textgan_temperature.png"):
         assert f"]({name})" in md
     assert list(out.parent.iterdir()) == [out]  # no staging folder left behind
 
@@ -125,7 +127,7 @@ def test_report_renders_in_headless_chromium(tiny_report, tmp_path):
                         "--allow-file-access-from-files", "--virtual-time-budget=5000",
                         "--dump-dom", probe.as_uri()], capture_output=True, text=True,
                        timeout=120)
-    assert 'data-result="images=7 bad=0 links=7 broken=0"' in r.stdout, r.stdout[-2000:]
+    assert 'data-result="images=8 bad=0 links=8 broken=0"' in r.stdout, r.stdout[-2000:]
 
 
 def test_run_resumes_from_its_checkpoint_and_rejects_another_config(tmp_path):
