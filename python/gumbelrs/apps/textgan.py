@@ -381,8 +381,8 @@ def run(config: Config | None = None, out: Path | None = None, show: bool = True
                 "final": gan.log[-1], "log": gan.log, "reference": gan.reference,
                 "initial": gan.measure_texts(TextGAN(cfg).sample(cfg.samples, 1.0)),
                 "samples": {f"{t:.3g}": gan.sample(4, gan.tau.tau, t) for t in SAMPLING},
-                "events": [e["reason"] + f" at GAN step {e['step']}"
-                           for e in getattr(gan.tau, "events", [])]})
+                "events": [f"GAN step {e['step']}: {e['reason']}; tau {e['tau_before']:.3g} -> "
+                           f"{e['tau_after']:.3g}" for e in getattr(gan.tau, "events", [])]})
         runs[name] = done
     return _report(config, runs, out)
 
