@@ -70,7 +70,7 @@ def progress(iterable: Iterable, total: int | None, desc: str, enabled: bool) ->
     """``iterable`` with a progress bar on stderr when ``enabled``."""
     if not enabled:
         return iterable
-    tqdm = require("tqdm", "progress").tqdm
+    tqdm = require("tqdm", "_common").tqdm
     return tqdm(iterable, total=total, desc=desc, leave=False, dynamic_ncols=True)
 
 
