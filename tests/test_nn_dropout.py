@@ -46,7 +46,7 @@ def test_regularization_is_the_papers_kl_term():
     lin = nn.Linear(4, 3)
     layer = ConcreteDropout(lin, p=0.2, weight_regularizer=0.01, dropout_regularizer=0.1)
     h = 0.2 * math.log(0.2) + 0.8 * math.log(0.8)
-    expected = 0.01 * float((lin.weight ** 2).sum()) / 0.8 + 0.1 * 4 * h
+    expected = 0.01 * float((lin.weight.detach() ** 2).sum()) / 0.8 + 0.1 * 4 * h
     assert float(layer.regularization()) == pytest.approx(expected, rel=1e-5)
     per_unit = ConcreteDropout(lin, p=0.2, weight_regularizer=0.01, dropout_regularizer=0.1,
                                units=4)
