@@ -83,7 +83,7 @@ class Config:
 
     @classmethod
     def quick(cls) -> Config:
-        """A run of about a minute on two cores."""
+        """A run of about 15 seconds on two cores."""
         return cls(vae_steps=800, generator_steps=400, samples=200)
 
     @classmethod

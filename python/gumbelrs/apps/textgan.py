@@ -93,7 +93,7 @@ class Config:
 
     @classmethod
     def quick(cls) -> Config:
-        """A run of about two minutes on two cores."""
+        """A run of about a minute on two cores."""
         return cls(pretrain_steps=500, gan_steps=600, samples=100)
 
     @classmethod

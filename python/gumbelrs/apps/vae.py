@@ -75,7 +75,7 @@ class Config:
 
     @classmethod
     def quick(cls) -> Config:
-        """A run of about two minutes on two cores."""
+        """A run of about a minute on two cores."""
         return cls(datasets=("digits",), steps=1500, iw_samples=20)
 
     @classmethod
