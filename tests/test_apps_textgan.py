@@ -71,6 +71,13 @@ def test_losses_stay_finite_at_extreme_temperatures(tau):
     assert grads and all(torch.isfinite(g).all() for g in grads)
 
 
+def test_run_without_pretraining_compares_the_gan_variants():
+    config = textgan.Config(pretrain_steps=0, gan_steps=4, monitor_every=2, samples=10, batch=8)
+    result = textgan.run(config, out=None, show=False)
+    assert {"GAN, no reheating", "GAN with reheating"} <= set(result.metrics)
+    assert "MLE only" not in result.metrics
+
+
 def test_a_resumed_run_equals_an_uninterrupted_one(tmp_path):
     config = textgan.Config(pretrain_steps=5, gan_steps=10, monitor_every=5, samples=10,
                             batch=8)
@@ -103,6 +110,13 @@ def test_own_corpus_and_bad_configuration(tmp_path):
     assert textgan.load_text(str(text)).startswith("the quick brown fox jumps over the lazy dog ")
     with raises(ValueError, "textgan: corpus '/no/such.txt' is not a readable file"):
         textgan.Config(corpus="/no/such.txt")
+    short = tmp_path / "short.txt"
+    short.write_text("too short")
+    with raises(ValueError, f"textgan: corpus {str(short)!r} has 9 usable characters; it needs "
+                            f"at least 250 (10 x (length + 1))"):
+        textgan.Config(corpus=str(short))
+    with raises(ValueError, "textgan: pretrain_steps + gan_steps must be >= 1, got 0"):
+        textgan.Config(pretrain_steps=0, gan_steps=0)
     with raises(ValueError, "textgan: reheat_boost must be > 1, got 1.0"):
         textgan.Config(reheat_boost=1.0)
     with raises(ValueError, "textgan: schedule must be one of ('constant', 'linear', 'exp', "

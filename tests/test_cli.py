@@ -89,11 +89,11 @@ def test_demo_writes_a_complete_report(tiny_report):
     assert set(metrics["dna"]["generator"]["examples"][0]) <= set("acgt")
     assert set(metrics["feature_selection"]["madelon"]["50"]) == {
         "selector", "cae", "gates", "mutual_info", "anova_f", "all_features"}
-    assert metrics["nas"]["signals"]["soft"]["chosen"][0][0] in (1, 2, 3, 4, 5)
     assert metrics["meta"]["size"] == "tiny"
-    assert 0 <= metrics["kmeans"]["iris"]["soft_ari"] <= 1
+    assert metrics["kmeans"]["iris"]["soft_ari"] > 0.5  # 0.73 in the tiny run when written
     assert set(metrics["dropout"]["diabetes"]) == {"concrete", "mc", "none", "learned_p"}
-    assert metrics["core"]["speed"]["soft forward"]["ratio"] > 0
+    assert set(metrics["core"]["speed"]) == {"soft forward", "hard forward",
+                                             "soft forward+backward"}
     page = (out / "report.html").read_text()
     assert _html_problems(page, out) == []
     md = (out / "report.md").read_text()
@@ -142,6 +142,11 @@ def test_run_resumes_from_its_checkpoint_and_rejects_another_config(tmp_path):
     assert (tmp_path / "report" / "metrics.json").read_text().split('"seconds"')[0] == \
         before.split('"seconds"')[0]
     kept = (tmp_path / "report" / "metrics.json").read_text()
+    (tmp_path / "broken").mkdir()
+    (tmp_path / "broken" / "checkpoint.pt").write_bytes(b"not a checkpoint")
+    broken = run(*args[:-2], "--out", str(tmp_path / "broken"))
+    assert broken.returncode == 2 and "Traceback" not in broken.stderr
+    assert f"checkpoint {tmp_path / 'broken' / 'checkpoint.pt'} cannot be read" in broken.stderr
     other = run(*args[:-2], "--steps", "31", "--out", str(tmp_path))
     assert other.returncode == 2
     assert "was written by a run with another configuration" in other.stderr
@@ -177,7 +182,7 @@ def test_run_bad_options_exit_2_with_a_message(tmp_path):
 
 def test_ctrl_c_leaves_no_half_written_report(tmp_path, monkeypatch):
     from gumbelrs import __main__ as cli
-    from gumbelrs.apps import dropout
+    from gumbelrs.apps import vae
 
     def interrupted(*args, **kwargs):
         raise KeyboardInterrupt
@@ -185,7 +190,7 @@ def test_ctrl_c_leaves_no_half_written_report(tmp_path, monkeypatch):
     out = tmp_path / "report"
     out.mkdir()
     (out / "report.md").write_text("the previous report")
-    monkeypatch.setattr(dropout, "run", interrupted)
+    monkeypatch.setattr(vae, "run", interrupted)  # the first application
     assert cli.main(["demo", "--size", "tiny", "--no-progress", "--out", str(out)]) == 130
     assert [p.name for p in tmp_path.iterdir()] == ["report"]
     assert [p.name for p in out.iterdir()] == ["report.md"]

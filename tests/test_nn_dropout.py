@@ -47,12 +47,13 @@ def test_regularization_is_the_papers_kl_term():
     layer = ConcreteDropout(lin, p=0.2, weight_regularizer=0.01, dropout_regularizer=0.1)
     h = 0.2 * math.log(0.2) + 0.8 * math.log(0.8)
     expected = 0.01 * float((lin.weight.detach() ** 2).sum()) / 0.8 + 0.1 * 4 * h
-    assert float(layer.regularization()) == pytest.approx(expected, rel=1e-5)
+    assert float(layer.regularization().detach()) == pytest.approx(expected, rel=1e-5)
     per_unit = ConcreteDropout(lin, p=0.2, weight_regularizer=0.01, dropout_regularizer=0.1,
                                units=4)
-    assert float(per_unit.regularization()) == pytest.approx(expected, rel=1e-5)
+    assert float(per_unit.regularization().detach()) == pytest.approx(expected, rel=1e-5)
     model = nn.Sequential(layer, nn.ReLU(), per_unit)
-    assert float(concrete_dropout_regularization(model)) == pytest.approx(2 * expected, rel=1e-5)
+    assert float(concrete_dropout_regularization(model).detach()) == pytest.approx(2 * expected,
+                                                                            rel=1e-5)
 
 
 def _fit(n, seed=0, steps=600):

@@ -56,8 +56,8 @@ def test_gates_recover_the_planted_features(make):
         gate = _train_gate(make(), x, y, weight=20.0)
         top = set(gate.selected(5).tolist())
         assert len(top & set(range(5))) >= 4, (seed, sorted(top))
-        gate.eval()
-        assert set(gate.selected().tolist()) <= set(range(20))
+        gate.eval()  # the deterministic gates open on the planted features too
+        assert len(set(gate.selected().tolist()) & set(range(5))) >= 4, (seed, gate.selected())
 
 
 def test_gate_penalties_are_expected_open_counts():
@@ -94,9 +94,6 @@ def test_selector_never_returns_duplicates():
                 sel.logits.copy_(torch.randn(k, n, generator=g).round())  # many ties
         picked = sel.selected()
         assert len(set(picked.tolist())) == k
-        sel.eval()
-        x = torch.randn(5, n)
-        assert torch.equal(sel(x), x[:, picked])
 
 
 def test_selector_training_output_and_duplicate_penalty():

@@ -45,6 +45,9 @@ def test_hard_mode_and_eval_give_one_hot_assignments():
     km.eval()
     a = km(x).assignments
     assert torch.equal(a.argmax(-1), km.predict(x))
+    soft = SoftKMeans(3, 2, beta=1.0).init_kmeanspp(x).eval()  # the default, soft method
+    a = soft(x).assignments
+    assert set(a.unique().tolist()) == {0.0, 1.0} and torch.equal(a.argmax(-1), soft.predict(x))
 
 
 def test_kmeanspp_seeds_one_centre_per_separated_blob():

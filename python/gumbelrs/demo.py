@@ -157,6 +157,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
     args = parser.parse_args(argv)
     t0 = time.perf_counter()
+    try:
+        return _demo(args, t0)
+    except (ImportError, OSError) as e:  # a missing extra, an unwritable folder
+        parser.error(str(e))
+
+
+def _demo(args: argparse.Namespace, t0: float) -> int:
     with _report.staged(args.out) as folder:
         print("[core] samples, speed, schedules", file=sys.stderr, flush=True)
         results = [core(folder, args.size)]

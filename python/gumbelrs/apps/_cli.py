@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from . import APPS, _report
-from ._common import CheckpointMismatch
+from ._common import CheckpointError
 
 
 class ConfigError(ValueError):
@@ -123,8 +123,10 @@ def main(argv: list[str] | None = None) -> int:
     with _report.staged(out / "report") as folder:
         try:
             result = module.run(config, folder, not args.no_progress, checkpoint)
-        except CheckpointMismatch as e:
+        except CheckpointError as e:
             parser.error(f"{e}; or pass --fresh to start over")
+        except (ImportError, OSError) as e:  # a missing extra, an unwritable folder
+            parser.error(str(e))
         result.metrics["seconds"] = time.perf_counter() - t0
         _report.write(folder, f"gumbelrs run {args.app}", f"Full-size run of gumbelrs.apps."
                       f"{args.app}; resume or rerun with the same command.", [result],

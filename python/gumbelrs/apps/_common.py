@@ -108,8 +108,8 @@ def mean_std(values: Sequence[float]) -> tuple[float, float]:
     return m, s
 
 
-class CheckpointMismatch(ValueError):
-    """A checkpoint written by a run with another configuration."""
+class CheckpointError(ValueError):
+    """A checkpoint that cannot be read, or was written with another configuration."""
 
 
 class Checkpoint:
@@ -125,13 +125,19 @@ class Checkpoint:
         self.config = dataclasses.asdict(config)
         self.done: dict[str, Any] = {}
         if path is not None and path.exists():
-            saved = torch.load(path, weights_only=False)
-            if saved["config"] != self.config:
-                raise CheckpointMismatch(
+            try:
+                saved = torch.load(path, weights_only=False)
+                config, done = saved["config"], saved["done"]
+            except Exception as e:  # any unpickling failure means the same thing here
+                raise CheckpointError(
+                    f"checkpoint {path} cannot be read ({type(e).__name__}: {e}); delete it or "
+                    f"use another output folder") from e
+            if config != self.config:
+                raise CheckpointError(
                     f"checkpoint {path} was written by a run with another configuration; "
-                    f"delete it or use another output folder (saved: {saved['config']})"
+                    f"delete it or use another output folder (saved: {config})"
                 )
-            self.done = saved["done"]
+            self.done = done
 
     def get(self, key: str) -> Any:
         return self.done.get(key)

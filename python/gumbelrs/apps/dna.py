@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
+import math
 from pathlib import Path
 
 import torch
@@ -163,8 +164,7 @@ class SequenceVAE(nn.Module):
         logits = self.logits(x)
         z = estimators.sample(logits, method, tau, -1, generator)
         rec = -(self.nucleotide_logits(z).log_softmax(-1) * x).sum((-2, -1))
-        kl = (logits.exp() * (logits + torch.log(torch.tensor(float(self.classes))))).sum(
-            (-2, -1))
+        kl = (logits.exp() * (logits + math.log(self.classes))).sum((-2, -1))
         return rec + kl
 
     def sample(self, n: int, tau: float, generator, hard: bool = True) -> torch.Tensor:
@@ -267,13 +267,13 @@ def _vae_part(config: Config, show: bool) -> dict:
             "gc_generated": float(gc_content(one_hot(generated)).mean()),
             "gc_real": float(gc_content(test_x).mean()),
             "kmer_distance": kmer_distance(generated, real),
-            "kmer_distance_shuffled": kmer_distance(_shuffled(real, config.seed), real),
+            "kmer_distance_random": kmer_distance(_random_sequences(real, config.seed), real),
             **diversity(generated),
             "examples": generated[:5]}
 
 
-def _shuffled(seqs: list[str], seed: int) -> list[str]:
-    """Uniformly random sequences of the same lengths (a reference point)."""
+def _random_sequences(seqs: list[str], seed: int) -> list[str]:
+    """Uniformly random sequences as long as ``seqs`` (a reference point)."""
     g = torch.Generator().manual_seed(seed)
     return ["".join(ALPHABET[i] for i in torch.randint(0, 4, (len(s),), generator=g).tolist())
             for s in seqs]
@@ -306,7 +306,7 @@ def _generator_part(config: Config, show: bool) -> dict:
     with torch.no_grad():
         s, _ = gen(config.samples)
         generated = decode(s)
-        random_seqs = _shuffled(real * (config.samples // len(real) + 1), config.seed)[
+        random_seqs = _random_sequences(real * (config.samples // len(real) + 1), config.seed)[
             :config.samples]
 
         def prob(strings):
@@ -352,7 +352,7 @@ def run(config: Config | None = None, out: Path | None = None, show: bool = True
         ("-ELBO (nats/seq)", "reconstruction accuracy", "GC generated", "GC real",
          "3-mer L1 to real", "3-mer L1, random seqs", "distinct", "Hamming/site"),
         [(vae["neg_elbo"], vae["reconstruction_accuracy"], vae["gc_generated"], vae["gc_real"],
-          vae["kmer_distance"], vae["kmer_distance_shuffled"], vae["distinct"],
+          vae["kmer_distance"], vae["kmer_distance_random"], vae["distinct"],
           vae["hamming"])])
     rows = [(who, gen["p_promoter"][who], gen["gc"][who],
              gen["kmer_distance"].get(who, 0.0) if who != "real promoters" else 0.0)

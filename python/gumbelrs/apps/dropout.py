@@ -23,6 +23,7 @@ of the predictive mixture. The paper's Boston numbers are quoted beside ours.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 from pathlib import Path
 
@@ -87,8 +88,10 @@ class Config:
         return cls(datasets=("diabetes",), splits=1, steps=20, mc_samples=5)
 
 
+@functools.lru_cache(maxsize=4)
 def load(name: str) -> tuple[torch.Tensor, torch.Tensor]:
-    """Float64 features and target of ``name`` (``"boston"`` or ``"diabetes"``)."""
+    """Float64 features and target of ``name`` (``"boston"`` or ``"diabetes"``;
+    loaded once per process: do not modify them in place)."""
     if name == "boston":
         return _data.boston("dropout")
     if name != "diabetes":

@@ -23,6 +23,7 @@ the planted features is reported.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 import warnings
 from pathlib import Path
@@ -99,13 +100,19 @@ class Config:
 
 
 def load(name: str, config: Config) -> tuple[torch.Tensor, torch.Tensor]:
-    """Features (float32, standardised) and int64 labels of ``name``."""
+    """Features (float32, standardised) and int64 labels of ``name`` (loaded
+    once per process; do not modify them in place)."""
+    return _load(name, config.madelon_features, config.informative, config.seed)
+
+
+@functools.lru_cache(maxsize=8)
+def _load(name: str, madelon_features: int, informative: int,
+          seed: int) -> tuple[torch.Tensor, torch.Tensor]:
     datasets = require("sklearn.datasets", "feature_selection")
     if name == "madelon":
         x, y = datasets.make_classification(
-            n_samples=2000, n_features=config.madelon_features,
-            n_informative=config.informative, n_redundant=0, n_repeated=0, shuffle=False,
-            flip_y=0.01, random_state=config.seed)
+            n_samples=2000, n_features=madelon_features, n_informative=informative,
+            n_redundant=0, n_repeated=0, shuffle=False, flip_y=0.01, random_state=seed)
     elif name == "mnist":
         x, y = _data.mnist_subset("feature_selection")
         x, y = x.numpy(), y.numpy()

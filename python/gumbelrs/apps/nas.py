@@ -71,6 +71,9 @@ class Config:
                      maybe_zero=("retrain_steps", "seed"),
                      positive=("tau_start", "tau_end", "lr", "arch_lr"),
                      choices={"tasks": TASKS, "modes": ("soft", "hard")})
+        if self.lag not in (1, 3, 5):
+            raise ValueError(f"nas: lag must be 1, 3 or 5 (the lags that exactly one dilation "
+                             f"in {DILATIONS} sees), got {self.lag!r}")
 
     @classmethod
     def quick(cls) -> Config:
@@ -210,8 +213,7 @@ def search(task: str, mode: str, config: Config, seed: int, show: bool = False) 
         a_opt.step()
         entropy.append(float(sum(op.entropy() for op in ops).detach()) / len(ops))
         temperature.append(tau.tau)
-        for op in ops:
-            op.step()
+        tau.step()  # one schedule, shared by every MixedOp
     chosen = [DILATIONS[op.chosen()] for op in ops]
     fixed_arch = chosen[0] if task == "signals" else tuple(chosen)
     searched = _fit(_net(task, config, mode, 1.0, g, fixed_arch), train, config, seed,

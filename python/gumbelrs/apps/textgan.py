@@ -90,6 +90,13 @@ class Config:
             raise ValueError(f"textgan: reheat_boost must be > 1, got {self.reheat_boost!r}")
         if self.corpus and not Path(self.corpus).is_file():
             raise ValueError(f"textgan: corpus {self.corpus!r} is not a readable file")
+        if self.pretrain_steps + self.gan_steps < 1:
+            raise ValueError("textgan: pretrain_steps + gan_steps must be >= 1, got 0")
+        need = 10 * (self.length + 1)  # the held-out tenth must hold a window
+        if self.corpus and len(load_text(self.corpus)) < need:
+            raise ValueError(f"textgan: corpus {self.corpus!r} has "
+                             f"{len(load_text(self.corpus))} usable characters; it needs at least "
+                             f"{need} (10 x (length + 1))")
 
     @classmethod
     def quick(cls) -> Config:
@@ -123,8 +130,8 @@ def decode(x: torch.Tensor) -> list[str]:
 
 def windows(ids: torch.Tensor, n: int, length: int, generator: torch.Generator) -> torch.Tensor:
     """``n`` random windows of ``length`` characters, as one-hot ``(n, length, vocab)``."""
-    start = torch.randint(0, len(ids) - length, (n,), generator=generator)
-    idx = ids[start[:, None] + torch.arange(length)]
+    first = torch.randint(0, len(ids) - length + 1, (n,), generator=generator)
+    idx = ids[first[:, None] + torch.arange(length)]
     return nn.functional.one_hot(idx, len(ALPHABET)).float()
 
 
@@ -360,13 +367,20 @@ def run(config: Config | None = None, out: Path | None = None, show: bool = True
     run without reheating; writes the temperature/diversity plot."""
     config = config or Config()
     ckpt = Checkpoint(checkpoint, config)
+    start = ckpt.get("start")
+    if start is None:
+        untrained = TextGAN(config)
+        start = ckpt.put("start", {"reference": untrained.reference, "initial": (
+            untrained.measure_texts(untrained.sample(config.samples, 1.0)))})
+    variants = {}
+    if config.pretrain_steps:
+        variants["MLE only"] = dataclasses.replace(config, gan_steps=0)
+    if config.gan_steps:
+        variants["GAN, no reheating"] = dataclasses.replace(config, reheat=False)
+        if config.reheat:
+            variants["GAN with reheating"] = config
     runs = {}
-    variants = {"MLE only": dataclasses.replace(config, gan_steps=0),
-                "GAN, no reheating": dataclasses.replace(config, reheat=False),
-                "GAN with reheating": config}
     for name, cfg in variants.items():
-        if name == "GAN with reheating" and not config.reheat:
-            continue
         done = ckpt.get(f"final/{name}")
         if done is None:
             gan = TextGAN(cfg)
@@ -374,17 +388,16 @@ def run(config: Config | None = None, out: Path | None = None, show: bool = True
             saved = sub.get("state")
             if saved is not None:
                 gan.load(saved)
-            elif name != "MLE only":  # start from the pre-trained generator
+            elif name != "MLE only" and config.pretrain_steps:  # from the pre-trained generator
                 gan.load(ckpt.get("MLE only/state"), pretrained_only=True)
             gan.train(show, sub)
             done = ckpt.put(f"final/{name}", {
-                "final": gan.log[-1], "log": gan.log, "reference": gan.reference,
-                "initial": gan.measure_texts(TextGAN(cfg).sample(cfg.samples, 1.0)),
+                "final": gan.log[-1], "log": gan.log,
                 "samples": {f"{t:.3g}": gan.sample(4, gan.tau.tau, t) for t in SAMPLING},
                 "events": [f"GAN step {e['step']}: {e['reason']}; tau {e['tau_before']:.3g} -> "
                            f"{e['tau_after']:.3g}" for e in getattr(gan.tau, "events", [])]})
         runs[name] = done
-    return _report(config, runs, out)
+    return _report(config, start, runs, out)
 
 
 class _Prefixed:
@@ -400,7 +413,7 @@ class _Prefixed:
         return self.ckpt.put(f"{self.prefix}/{key}", value)
 
 
-def _report(config: Config, runs: dict[str, dict], out: Path | None) -> AppResult:
+def _report(config: Config, start: dict, runs: dict[str, dict], out: Path | None) -> AppResult:
     metrics: dict = {"config": dataclasses.asdict(config)}
     result = AppResult("textgan", metrics, heading="Text GAN with temperature annealing and "
                                                     "reheating")
@@ -415,10 +428,10 @@ def _report(config: Config, runs: dict[str, dict], out: Path | None) -> AppResul
                    f"temperature (1 for MLE): bigram JS divergence to held-out text (lower is "
                    f"closer), 4-gram precision against held-out text (quality), distinct-4 "
                    f"(diversity).")
-    ref = next(iter(runs.values()))["reference"]
+    ref = start["reference"]
     rows = [("held-out text", "", ref["bigram_js"], ref["precision4"], ref["distinct4"],
              ref["entropy"])]
-    init = next(iter(runs.values()))["initial"]
+    init = start["initial"]
     rows.append(("untrained generator", 1.0, init["bigram_js"], init["precision4"],
                  init["distinct4"], init["entropy"]))
     for name, r in runs.items():

@@ -135,25 +135,28 @@ class CategoricalVAE(nn.Module):
 
 
 def train(model: CategoricalVAE, x: torch.Tensor, method: str, config: Config,
-          generator: gumbelrs.Generator, show: bool = False, desc: str = "") -> list[float]:
-    """Trains ``model`` on ``x`` with ``method``; returns the training loss trace."""
+          generator: gumbelrs.Generator, show: bool = False,
+          desc: str = "") -> tuple[list[float], float]:
+    """Trains ``model`` on ``x`` with ``method``; returns the training loss trace
+    and the temperature of the last step."""
     tau = schedules.ExponentialDecay(config.tau0, config.anneal_rate, config.tau_min,
                                      every=config.anneal_every)
     opt = torch.optim.Adam(model.parameters(), lr=config.lr)
     options = {"k": config.gumbel_rao_k} if method == "gumbel_rao" else {}
     g = torch.Generator().manual_seed(generator.seed)
-    losses = []
+    losses, last = [], tau.tau
     for _ in progress(range(config.steps), config.steps, desc, show):
         xb = x[torch.randint(0, len(x), (config.batch,), generator=g)]
         logits = model.logits(xb)
-        z = estimators.sample(logits, method, tau.tau, -1, generator, **options)
+        last = tau.tau
+        z = estimators.sample(logits, method, last, -1, generator, **options)
         loss = (model.kl(logits) - model.log_likelihood(xb, z)).mean()
         opt.zero_grad()
         loss.backward()
         opt.step()
         tau.step()
         losses.append(float(loss.detach()))
-    return losses
+    return losses, last
 
 
 @torch.no_grad()
@@ -229,11 +232,8 @@ def run(config: Config | None = None, out: Path | None = None, show: bool = True
                                    config.hidden)
             done = ckpt.get(key)
             if done is None:
-                losses = train(model, train_x, method, config, g, show, f"vae {key}")
-                tau = schedules.ExponentialDecay(config.tau0, config.anneal_rate,
-                                                 config.tau_min, every=config.anneal_every)
-                scores = evaluate(model.eval(), test_x, config.iw_samples, g,
-                                  tau.value(config.steps))
+                losses, tau = train(model, train_x, method, config, g, show, f"vae {key}")
+                scores = evaluate(model.eval(), test_x, config.iw_samples, g, tau)
                 done = ckpt.put(key, {"scores": scores, "losses": losses,
                                       "state": model.state_dict()})
             model.load_state_dict(done["state"])

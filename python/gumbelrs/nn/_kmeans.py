@@ -111,7 +111,10 @@ class SoftKMeans(nn.Module):
 
     def forward(self, x: torch.Tensor) -> SoftKMeansOutput:
         d2 = self.distances(x)
-        a = self.sampler(-self.beta * d2)
+        if self.training:
+            a = self.sampler(-self.beta * d2)
+        else:
+            a = torch.zeros_like(d2).scatter_(-1, d2.argmin(-1, keepdim=True), 1.0)
         return SoftKMeansOutput(a, d2, (a * d2).sum(-1).mean())
 
     @torch.no_grad()
