@@ -51,6 +51,11 @@ def test_regularization_is_the_papers_kl_term():
     per_unit = ConcreteDropout(lin, p=0.2, weight_regularizer=0.01, dropout_regularizer=0.1,
                                units=4)
     assert float(per_unit.regularization().detach()) == pytest.approx(expected, rel=1e-5)
+    with torch.no_grad():  # p = sigmoid(-200) underflows to 0: the entropy term stays finite
+        per_unit.p_logit.fill_(-200.0)
+    assert torch.isfinite(per_unit.regularization())
+    with torch.no_grad():
+        per_unit.p_logit.fill_(math.log(0.2 / 0.8))
     model = nn.Sequential(layer, nn.ReLU(), per_unit)
     assert float(concrete_dropout_regularization(model).detach()) == pytest.approx(2 * expected,
                                                                             rel=1e-5)

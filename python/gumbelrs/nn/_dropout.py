@@ -7,6 +7,7 @@ import math
 from collections.abc import Iterator
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from .. import functional
@@ -103,7 +104,8 @@ class ConcreteDropout(nn.Module):
     def regularization(self) -> torch.Tensor:
         """The KL term of the paper for this layer (add it to the loss)."""
         p = self.p
-        neg_entropy = p * p.log() + (1 - p) * torch.log1p(-p)
+        log_p, log_keep = F.logsigmoid(self.p_logit), F.logsigmoid(-self.p_logit)  # no 0 * -inf
+        neg_entropy = p * log_p + (1 - p) * log_keep
         if self.units is None:
             neg_entropy = neg_entropy * (self.in_features or 1)
         weight = getattr(self.layer, "weight", None)
