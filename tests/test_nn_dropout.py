@@ -113,5 +113,12 @@ def test_bad_arguments():
     with raises(ValueError, "ConcreteDropout: x must have units=4 features in its last "
                             "dimension, got shape (2, 3)"):
         ConcreteDropout(units=4)(torch.ones(2, 3))
+    with raises(RuntimeError, "ConcreteDropout.regularization: the number of input features is "
+                              "not known before the first forward pass; wrap a layer with "
+                              "in_features, pass units=, or call the model once first"):
+        ConcreteDropout().regularization()
+    layer = ConcreteDropout()
+    layer(torch.ones(2, 6))
+    assert layer.in_features == 6 and torch.isfinite(layer.regularization())
     with raises(ValueError, "mc_samples: n must be a positive int, got 0"):
         mc_predict(nn.Identity(), torch.ones(2), 0)

@@ -107,7 +107,12 @@ class ConcreteDropout(nn.Module):
         log_p, log_keep = F.logsigmoid(self.p_logit), F.logsigmoid(-self.p_logit)  # no 0 * -inf
         neg_entropy = p * log_p + (1 - p) * log_keep
         if self.units is None:
-            neg_entropy = neg_entropy * (self.in_features or 1)
+            if self.in_features is None:
+                raise RuntimeError(
+                    "ConcreteDropout.regularization: the number of input features is not known "
+                    "before the first forward pass; wrap a layer with in_features, pass units=, "
+                    "or call the model once first")
+            neg_entropy = neg_entropy * self.in_features
         weight = getattr(self.layer, "weight", None)
         if weight is None:
             squares = sum((w * w).sum() for w in self.layer.parameters()) if self.layer else 0.0
