@@ -183,3 +183,17 @@ def check_config(app: str, config: Any, *, counts: Sequence[str] = (),
         if not values or any(x not in allowed for x in values):
             raise ValueError(f"{app}: {name} must be {'some' if isinstance(v, tuple) else 'one'}"
                              f" of {tuple(allowed)}, got {v!r}")
+
+
+def exponential_anneal(start: float, end: float, steps: int):
+    """A temperature schedule from ``start`` at step 0 to ``end`` at step
+    ``steps - 1``, geometric in between (then ``end``)."""
+    rate = math.log(start / end) / max(1, steps - 1)
+    return gumbelrs.schedules.ExponentialDecay(start, rate, end)
+
+
+def kl_to_uniform(log_probs: torch.Tensor) -> torch.Tensor:
+    """KL(q || uniform) of categorical latents ``(..., latents, classes)`` given
+    normalised ``log q``, summed over the latents."""
+    classes = log_probs.shape[-1]
+    return (log_probs.exp() * (log_probs + math.log(classes))).sum((-2, -1))

@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
-import math
 from pathlib import Path
 
 import torch
@@ -39,6 +38,7 @@ from ._common import (
     Checkpoint,
     Table,
     check_config,
+    kl_to_uniform,
     progress,
     pyplot,
     save_figure,
@@ -164,8 +164,7 @@ class SequenceVAE(nn.Module):
         logits = self.logits(x)
         z = estimators.sample(logits, method, tau, -1, generator)
         rec = -(self.nucleotide_logits(z).log_softmax(-1) * x).sum((-2, -1))
-        kl = (logits.exp() * (logits + math.log(self.classes))).sum((-2, -1))
-        return rec + kl
+        return rec + kl_to_uniform(logits)
 
     def sample(self, n: int, tau: float, generator, hard: bool = True) -> torch.Tensor:
         """``n`` sequences from the prior, decoded by Gumbel-Softmax (not argmax)."""

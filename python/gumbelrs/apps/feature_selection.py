@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import math
 import warnings
 from pathlib import Path
 
@@ -41,6 +40,7 @@ from ._common import (
     Checkpoint,
     Table,
     check_config,
+    exponential_anneal,
     mean_std,
     progress,
     pyplot,
@@ -127,8 +127,7 @@ def _load(name: str, madelon_features: int, informative: int,
 
 
 def _anneal(config: Config) -> schedules.Schedule:
-    rate = math.log(config.tau_start / config.tau_end) / max(1, config.steps - 1)
-    return schedules.ExponentialDecay(config.tau_start, rate, config.tau_end)
+    return exponential_anneal(config.tau_start, config.tau_end, config.steps)
 
 
 def _mlp(n_in: int, hidden: int, n_out: int) -> nn.Sequential:

@@ -26,7 +26,6 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from gumbelrs import schedules
 from gumbelrs.nn import MixedOp, architecture_parameters, weight_parameters
 
 from ._common import (
@@ -34,6 +33,7 @@ from ._common import (
     Checkpoint,
     Table,
     check_config,
+    exponential_anneal,
     progress,
     pyplot,
     require,
@@ -193,8 +193,7 @@ def search(task: str, mode: str, config: Config, seed: int, show: bool = False) 
     trained from scratch."""
     g = seeded(seed)
     train, val, test = _data(task, config, seed)
-    rate = math.log(config.tau_start / config.tau_end) / max(1, config.steps - 1)
-    tau = schedules.ExponentialDecay(config.tau_start, rate, config.tau_end)
+    tau = exponential_anneal(config.tau_start, config.tau_end, config.steps)
     model = _net(task, config, mode, tau, g)
     ops = [m for m in model.modules() if isinstance(m, MixedOp)]
     w_opt = torch.optim.Adam(weight_parameters(model), lr=config.lr)

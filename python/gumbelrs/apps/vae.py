@@ -34,6 +34,7 @@ from ._common import (
     Checkpoint,
     Table,
     check_config,
+    kl_to_uniform,
     progress,
     pyplot,
     require,
@@ -131,7 +132,7 @@ class CategoricalVAE(nn.Module):
 
     def kl(self, logits: torch.Tensor) -> torch.Tensor:
         """KL(q(z | x) || uniform) per image."""
-        return (logits.exp() * (logits + math.log(self.classes))).sum((-2, -1))
+        return kl_to_uniform(logits)
 
 
 def train(model: CategoricalVAE, x: torch.Tensor, method: str, config: Config,

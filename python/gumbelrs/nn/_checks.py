@@ -1,8 +1,14 @@
-"""Input checks shared by the layers."""
+"""What the layers share: argument checks and the scheduled-temperature base."""
 
 from __future__ import annotations
 
+import math
+from typing import Any
+
 import torch
+from torch import nn
+
+from ..schedules import Schedule
 
 
 def features(owner: str, x: object, n_features: int) -> torch.Tensor:
@@ -14,3 +20,56 @@ def features(owner: str, x: object, n_features: int) -> torch.Tensor:
         raise ValueError(f"{owner}: x must have n_features={n_features} in its last dimension, "
                          f"got shape {tuple(x.shape)}")
     return x
+
+
+def positive_int(owner: str, name: str, v: object) -> int:
+    if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+        raise ValueError(f"{owner}: {name} must be a positive int, got {v!r}")
+    return v
+
+
+def unit_float(owner: str, name: str, v: object) -> float:
+    """A probability strictly between 0 and 1."""
+    if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0 < v < 1:
+        raise ValueError(f"{owner}: {name} must be a float in (0, 1), got {v!r}")
+    return float(v)
+
+
+def tau_or_schedule(owner: str, tau: object) -> float | Schedule:
+    if isinstance(tau, Schedule):
+        return tau
+    if isinstance(tau, bool) or not isinstance(tau, (int, float)) or not 0 < tau < math.inf:
+        raise ValueError(f"{owner}: tau must be a positive finite float or a Schedule, "
+                         f"got {tau!r}")
+    return float(tau)
+
+
+def logit(p: float) -> float:
+    """``log(p / (1 - p))``."""
+    return math.log(p) - math.log1p(-p)
+
+
+class Scheduled(nn.Module):
+    """A layer whose temperature ``tau`` is a float or a schedule that
+    :meth:`step` advances and ``state_dict`` saves."""
+
+    tau: Any
+
+    def temperature(self) -> Any:
+        """The temperature used now."""
+        return self.tau.tau if isinstance(self.tau, Schedule) else self.tau
+
+    def step(self, n: int = 1) -> None:
+        """Advances the temperature schedule (no-op for a fixed temperature)."""
+        if isinstance(self.tau, Schedule):
+            self.tau.step(n)
+
+    def get_extra_state(self) -> dict[str, Any]:
+        return {"schedule": self.tau.state_dict()} if isinstance(self.tau, Schedule) else {}
+
+    def set_extra_state(self, state: dict[str, Any]) -> None:
+        if isinstance(self.tau, Schedule) and "schedule" in state:
+            self.tau.load_state_dict(state["schedule"])
+
+    def _features(self, x: torch.Tensor) -> torch.Tensor:
+        return features(type(self).__name__, x, self.n_features)

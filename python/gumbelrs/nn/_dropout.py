@@ -12,12 +12,7 @@ from torch import nn
 
 from .. import functional
 from .._generator import Generator
-
-
-def _in_unit_interval(name: str, v: object) -> float:
-    if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0 < v < 1:
-        raise ValueError(f"ConcreteDropout: {name} must be a float in (0, 1), got {v!r}")
-    return float(v)
+from ._checks import logit, unit_float
 
 
 def _non_negative(name: str, v: object) -> float:
@@ -53,7 +48,7 @@ class ConcreteDropout(nn.Module):
                  weight_regularizer: float = 1e-6, dropout_regularizer: float = 1e-5, *,
                  units: int | None = None, generator: Generator | None = None) -> None:
         super().__init__()
-        p = _in_unit_interval("p", p)
+        p = unit_float("ConcreteDropout", "p", p)
         if isinstance(tau, bool) or not isinstance(tau, (int, float)) or not 0 < tau < math.inf:
             raise ValueError(f"ConcreteDropout: tau must be a positive finite float, got {tau!r}")
         if units is not None and (isinstance(units, bool) or not isinstance(units, int)
@@ -73,8 +68,7 @@ class ConcreteDropout(nn.Module):
         self.dropout_regularizer = _non_negative("dropout_regularizer", dropout_regularizer)
         self.units = units
         self.generator = generator
-        logit = math.log(p) - math.log1p(-p)
-        self.p_logit = nn.Parameter(torch.full((units,) if units else (), logit))
+        self.p_logit = nn.Parameter(torch.full((units,) if units else (), logit(p)))
         self.mc = False
         self.in_features: int | None = units or getattr(layer, "in_features", None)
 

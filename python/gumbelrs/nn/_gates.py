@@ -4,7 +4,6 @@ gates and the k-of-n Concrete selector."""
 from __future__ import annotations
 
 import math
-from typing import Any
 
 import torch
 from torch import nn
@@ -12,55 +11,10 @@ from torch import nn
 from .. import functional
 from .._generator import Generator
 from ..schedules import Schedule
-from ._checks import features
+from ._checks import Scheduled, logit, positive_int, tau_or_schedule, unit_float
 
 
-def _count(cls: str, name: str, v: object) -> int:
-    if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-        raise ValueError(f"{cls}: {name} must be a positive int, got {v!r}")
-    return v
-
-
-def _temperature(cls: str, tau: object) -> float | Schedule:
-    if isinstance(tau, Schedule):
-        return tau
-    if isinstance(tau, bool) or not isinstance(tau, (int, float)) or not 0 < tau < math.inf:
-        raise ValueError(f"{cls}: tau must be a positive finite float or a Schedule, got {tau!r}")
-    return float(tau)
-
-
-def _probability(cls: str, name: str, v: object) -> float:
-    if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0 < v < 1:
-        raise ValueError(f"{cls}: {name} must be a float in (0, 1), got {v!r}")
-    return float(v)
-
-
-class _Scheduled(nn.Module):
-    """A layer with a temperature that is a float or a saved, stepped schedule."""
-
-    tau: float | Schedule
-
-    def temperature(self) -> float:
-        """The temperature used now."""
-        return self.tau.tau if isinstance(self.tau, Schedule) else self.tau
-
-    def step(self, n: int = 1) -> None:
-        """Advances the temperature schedule (no-op for a fixed temperature)."""
-        if isinstance(self.tau, Schedule):
-            self.tau.step(n)
-
-    def get_extra_state(self) -> dict[str, Any]:
-        return {"schedule": self.tau.state_dict()} if isinstance(self.tau, Schedule) else {}
-
-    def set_extra_state(self, state: dict[str, Any]) -> None:
-        if isinstance(self.tau, Schedule) and "schedule" in state:
-            self.tau.load_state_dict(state["schedule"])
-
-    def _features(self, x: torch.Tensor) -> torch.Tensor:
-        return features(type(self).__name__, x, self.n_features)
-
-
-class ConcreteGate(_Scheduled):
+class ConcreteGate(Scheduled):
     """One relaxed-Bernoulli gate per feature: ``forward(x) = x * z`` with
     ``z ~ RelaxedBernoulli(sigmoid(logits), tau)`` drawn per example (the
     features are the last dimension of ``x``).
@@ -75,10 +29,10 @@ class ConcreteGate(_Scheduled):
     def __init__(self, n_features: int, tau: float | Schedule = 0.5, init_open: float = 0.9,
                  hard: bool = False, generator: Generator | None = None) -> None:
         super().__init__()
-        self.n_features = _count("ConcreteGate", "n_features", n_features)
-        self.tau = _temperature("ConcreteGate", tau)
-        p = _probability("ConcreteGate", "init_open", init_open)
-        self.logits = nn.Parameter(torch.full((n_features,), math.log(p) - math.log1p(-p)))
+        self.n_features = positive_int("ConcreteGate", "n_features", n_features)
+        self.tau = tau_or_schedule("ConcreteGate", tau)
+        p = unit_float("ConcreteGate", "init_open", init_open)
+        self.logits = nn.Parameter(torch.full((n_features,), logit(p)))
         self.hard = bool(hard)
         self.generator = generator
 
@@ -107,14 +61,14 @@ class ConcreteGate(_Scheduled):
         """Indices of the open gates (``k=None``), or of the ``k`` most open ones."""
         if k is None:
             return torch.nonzero(self.logits > 0).flatten()
-        k = min(_count("ConcreteGate", "k", k), self.n_features)
+        k = min(positive_int("ConcreteGate", "k", k), self.n_features)
         return self.logits.detach().topk(k).indices
 
     def extra_repr(self) -> str:
         return f"n_features={self.n_features}, tau={self.tau!r}, hard={self.hard}"
 
 
-class HardConcreteGate(_Scheduled):
+class HardConcreteGate(Scheduled):
     """The L0 gate of Louizos, Welling and Kingma (2018): ``forward(x) = x * z``
     with ``z`` a Hard Concrete sample (stretched to ``limits`` and clamped to
     [0, 1], so exact zeros and ones have probability mass).
@@ -130,8 +84,8 @@ class HardConcreteGate(_Scheduled):
                  limits: tuple[float, float] = (-0.1, 1.1), init_open: float = 0.9,
                  generator: Generator | None = None) -> None:
         super().__init__()
-        self.n_features = _count("HardConcreteGate", "n_features", n_features)
-        tau = _temperature("HardConcreteGate", tau)
+        self.n_features = positive_int("HardConcreteGate", "n_features", n_features)
+        tau = tau_or_schedule("HardConcreteGate", tau)
         if isinstance(tau, Schedule):
             raise ValueError("HardConcreteGate: tau must be a positive finite float (the "
                              "shape of the distribution, not annealed), got a Schedule")
@@ -141,10 +95,10 @@ class HardConcreteGate(_Scheduled):
             raise ValueError(f"HardConcreteGate: limits must satisfy lo < 0 < 1 < hi, got "
                              f"{limits!r}")
         self.limits = (float(lo), float(hi))
-        p = _probability("HardConcreteGate", "init_open", init_open)
+        p = unit_float("HardConcreteGate", "init_open", init_open)
         shift = self.tau * math.log(-lo / hi)
         self.log_alpha = nn.Parameter(
-            torch.full((n_features,), math.log(p) - math.log1p(-p) + shift))
+            torch.full((n_features,), logit(p) + shift))
         self.generator = generator
 
     def prob_nonzero(self) -> torch.Tensor:
@@ -177,14 +131,14 @@ class HardConcreteGate(_Scheduled):
         if k is None:
             lo, hi = self.limits
             return torch.nonzero(torch.sigmoid(self.log_alpha) * (hi - lo) + lo > 0).flatten()
-        k = min(_count("HardConcreteGate", "k", k), self.n_features)
+        k = min(positive_int("HardConcreteGate", "k", k), self.n_features)
         return self.log_alpha.detach().topk(k).indices
 
     def extra_repr(self) -> str:
         return f"n_features={self.n_features}, tau={self.tau:.4g}, limits={self.limits}"
 
 
-class ConcreteSelector(_Scheduled):
+class ConcreteSelector(Scheduled):
     """Selects ``k`` of ``n_features`` input features with ``k`` Concrete
     distributions over the features (the Concrete Autoencoder's selector
     layer; Balin, Abid and Zou 2019): ``forward(x)`` is ``x @ W.T`` of shape
@@ -203,11 +157,11 @@ class ConcreteSelector(_Scheduled):
     def __init__(self, n_features: int, k: int, tau: float | Schedule = 1.0,
                  generator: Generator | None = None) -> None:
         super().__init__()
-        self.n_features = _count("ConcreteSelector", "n_features", n_features)
-        self.k = _count("ConcreteSelector", "k", k)
+        self.n_features = positive_int("ConcreteSelector", "n_features", n_features)
+        self.k = positive_int("ConcreteSelector", "k", k)
         if k > n_features:
             raise ValueError(f"ConcreteSelector: k={k} exceeds n_features={n_features}")
-        self.tau = _temperature("ConcreteSelector", tau)
+        self.tau = tau_or_schedule("ConcreteSelector", tau)
         self.logits = nn.Parameter(1e-2 * torch.randn(k, n_features))
         self.generator = generator
 

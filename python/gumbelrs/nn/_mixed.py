@@ -11,12 +11,12 @@ from torch import nn
 from .. import functional
 from .._generator import Generator
 from ..schedules import Schedule
-from ._gates import _Scheduled, _temperature
+from ._checks import Scheduled, tau_or_schedule
 
 MODES = ("soft", "hard")
 
 
-class MixedOp(_Scheduled):
+class MixedOp(Scheduled):
     """A choice among ``candidates`` (modules that map the same input to outputs
     of the same shape) with its own architecture logits ``alpha``.
 
@@ -32,7 +32,9 @@ class MixedOp(_Scheduled):
 
     In eval mode only the most probable candidate runs. The weights of the last
     forward pass are kept in ``last_weights``. :meth:`dilated_convs` builds the
-    default search space: convolutions with dilation rates 1 to 5.
+    default search space: convolutions with dilation rates 1 to 5 (its
+    ``dilations`` attribute gives the rate of each candidate, ``None`` for
+    candidates given directly).
     """
 
     def __init__(self, candidates: Sequence[nn.Module], mode: str = "soft",
@@ -45,7 +47,7 @@ class MixedOp(_Scheduled):
             raise ValueError(f"MixedOp: mode must be one of {MODES}, got {mode!r}")
         self.candidates = nn.ModuleList(candidates)
         self.mode = mode
-        self.tau = _temperature("MixedOp", tau)
+        self.tau = tau_or_schedule("MixedOp", tau)
         self.alpha = nn.Parameter(torch.zeros(len(candidates)))
         self.generator = generator
         self.last_weights: torch.Tensor | None = None

@@ -5,16 +5,16 @@ from __future__ import annotations
 from typing import Any
 
 import torch
-from torch import nn
 
 from .. import estimators
 from .._generator import Generator
 from ..schedules import LearnableTemperature, Schedule
+from ._checks import Scheduled
 
 _EVAL_MODES = ("argmax", "sample")
 
 
-class GumbelSoftmax(nn.Module):
+class GumbelSoftmax(Scheduled):
     """A Gumbel-Softmax layer: ``estimators.sample(logits, method, tau, dim)``.
 
     ``tau`` is a float, a :class:`gumbelrs.schedules.Schedule` (advance it with
@@ -52,17 +52,10 @@ class GumbelSoftmax(nn.Module):
         self.options = options
 
     def temperature(self) -> float | torch.Tensor:
-        """The temperature used now."""
-        if isinstance(self.tau, Schedule):
-            return self.tau.tau
+        """The temperature used now (a tensor when learned)."""
         if isinstance(self.tau, LearnableTemperature):
             return self.tau()
-        return self.tau
-
-    def step(self, n: int = 1) -> None:
-        """Advances the temperature schedule (no-op for a fixed or learned one)."""
-        if isinstance(self.tau, Schedule):
-            self.tau.step(n)
+        return super().temperature()
 
     def forward(self, logits: torch.Tensor) -> torch.Tensor:
         tau = self.temperature()
@@ -73,13 +66,6 @@ class GumbelSoftmax(nn.Module):
             return torch.softmax(logits / tau, self.dim)
         index = logits.argmax(self.dim, keepdim=True)
         return torch.zeros_like(logits).scatter_(self.dim, index, 1.0)
-
-    def get_extra_state(self) -> dict[str, Any]:
-        return {"schedule": self.tau.state_dict()} if isinstance(self.tau, Schedule) else {}
-
-    def set_extra_state(self, state: dict[str, Any]) -> None:
-        if isinstance(self.tau, Schedule) and "schedule" in state:
-            self.tau.load_state_dict(state["schedule"])
 
     def extra_repr(self) -> str:
         return f"method={self.method!r}, tau={self.tau!r}, dim={self.dim}"
