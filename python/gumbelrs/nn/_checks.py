@@ -44,6 +44,11 @@ def tau_or_schedule(owner: str, tau: object) -> float | Schedule:
     return float(tau)
 
 
+def one_hot(index: torch.Tensor, like: torch.Tensor, dim: int = -1) -> torch.Tensor:
+    """Zeros shaped like ``like`` (detached) with 1.0 at ``index`` (keepdim) along ``dim``."""
+    return torch.zeros_like(like.detach()).scatter_(dim, index, 1.0)
+
+
 def logit(p: float) -> float:
     """``log(p / (1 - p))``."""
     return math.log(p) - math.log1p(-p)

@@ -11,7 +11,7 @@ from torch import nn
 from .. import functional
 from .._generator import Generator
 from ..schedules import Schedule
-from ._checks import Scheduled, logit, positive_int, tau_or_schedule, unit_float
+from ._checks import Scheduled, logit, one_hot, positive_int, tau_or_schedule, unit_float
 
 
 class ConcreteGate(Scheduled):
@@ -185,7 +185,7 @@ class ConcreteSelector(Scheduled):
         if self.training:
             return functional.gumbel_softmax(self.logits, self.temperature(),
                                              generator=self.generator)
-        return torch.zeros_like(self.logits).scatter_(-1, self.selected()[:, None], 1.0)
+        return one_hot(self.selected()[:, None], self.logits)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self._features(x)

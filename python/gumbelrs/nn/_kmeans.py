@@ -11,7 +11,7 @@ from torch import nn
 from .. import functional
 from .._generator import Generator
 from ..schedules import Schedule
-from ._checks import features
+from ._checks import features, one_hot
 from ._softmax import GumbelSoftmax
 
 
@@ -114,7 +114,7 @@ class SoftKMeans(nn.Module):
         if self.training:
             a = self.sampler(-self.beta * d2)
         else:
-            a = torch.zeros_like(d2).scatter_(-1, d2.argmin(-1, keepdim=True), 1.0)
+            a = one_hot(d2.argmin(-1, keepdim=True), d2)
         return SoftKMeansOutput(a, d2, (a * d2).sum(-1).mean())
 
     @torch.no_grad()

@@ -11,7 +11,7 @@ from torch import nn
 from .. import functional
 from .._generator import Generator
 from ..schedules import Schedule
-from ._checks import Scheduled, tau_or_schedule
+from ._checks import Scheduled, one_hot, tau_or_schedule
 
 MODES = ("soft", "hard")
 
@@ -87,8 +87,7 @@ class MixedOp(Scheduled):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if not self.training:
             i = self.chosen()
-            self.last_weights = torch.zeros_like(self.alpha.detach()).index_fill_(0, torch.tensor(
-                [i]), 1.0)
+            self.last_weights = one_hot(torch.tensor([i]), self.alpha, 0)
             return self.candidates[i](x)
         w = functional.gumbel_softmax(self.alpha, self.temperature(), hard=self.mode == "hard",
                                       generator=self.generator)

@@ -9,7 +9,7 @@ import torch
 from .. import estimators
 from .._generator import Generator
 from ..schedules import LearnableTemperature, Schedule
-from ._checks import Scheduled
+from ._checks import Scheduled, one_hot
 
 _EVAL_MODES = ("argmax", "sample")
 
@@ -65,7 +65,7 @@ class GumbelSoftmax(Scheduled):
         if self.method == "soft":
             return torch.softmax(logits / tau, self.dim)
         index = logits.argmax(self.dim, keepdim=True)
-        return torch.zeros_like(logits).scatter_(self.dim, index, 1.0)
+        return one_hot(index, logits, self.dim)
 
     def extra_repr(self) -> str:
         return f"method={self.method!r}, tau={self.tau!r}, dim={self.dim}"
