@@ -352,8 +352,8 @@ def test_tensors_cross_into_rust_without_copies():
     idx = torch.empty(5, dtype=torch.int64)
     assert _core.data_ptr(_cpu._np(idx)) == idx.data_ptr()
     # A contiguous float32/float64 input reaches the kernel as it is, whatever dim.
-    from gumbelrs.functional import _compute
-    assert _compute(x).data_ptr() == x.data_ptr()
+    from gumbelrs import _dispatch
+    assert _dispatch.prepare(x).data_ptr() == x.data_ptr()
 
 
 def test_inputs_are_never_modified():

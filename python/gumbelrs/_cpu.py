@@ -17,6 +17,7 @@ from contextlib import contextmanager
 import torch
 
 from . import _core
+from ._faults import translate
 
 
 def _torch_gomp_parallel() -> int:
@@ -60,60 +61,6 @@ def split(shape: torch.Size, dim: int) -> tuple[int, int, int]:
     return math.prod(shape[:dim]), shape[dim], math.prod(shape[dim + 1:])
 
 
-def _where(shape: torch.Size, flat: int) -> str:
-    idx = []
-    for n in reversed(shape):
-        idx.append(flat % n)
-        flat //= n
-    return "logits[" + ", ".join(str(i) for i in reversed(idx)) + "]"
-
-
-def _row(shape: torch.Size, dim: int, row: int) -> str:
-    batch = [n for i, n in enumerate(shape) if i != dim]
-    idx: list[str] = []
-    for n in reversed(batch):
-        idx.append(str(row % n))
-        row //= n
-    idx.reverse()
-    idx.insert(dim, ":")
-    return "logits[" + ", ".join(idx) + "]"
-
-
-def translate(fn: str, err: _core.KernelError, shape: torch.Size, dim: int | None,
-              tau: torch.Tensor | None) -> ValueError:
-    """The user-facing error for a fault a kernel found."""
-    kind, pos, available, requested = err.args
-    if kind == "tau":
-        return ValueError(
-            f"{fn}: tau must be positive and finite everywhere, got {tau.view(-1)[pos].item()}"
-        )
-    if kind == "index":
-        return ValueError(
-            f"{fn}: index for {_row(shape, dim, pos)} is out of range [0, {shape[dim]}) or "
-            "points at a -inf logit; the conditioned category must have nonzero probability"
-        )
-    if kind == "nan":
-        what = "finite or -inf (a -inf logit masks its category out)" if dim is not None else \
-            "not NaN (-inf and +inf give gates that are always closed or open)"
-        return ValueError(f"{fn}: {_where(shape, pos)} is NaN; logits must be {what}")
-    if kind == "posinf":
-        return ValueError(
-            f"{fn}: {_where(shape, pos)} is +inf; logits must be finite or -inf "
-            "(-inf masks a category out; +inf has no probability distribution)"
-        )
-    if kind == "all_masked":
-        if shape[dim] == 0:
-            return ValueError(f"{fn}: logits have no category along dim={dim} (size 0)")
-        return ValueError(
-            f"{fn}: every logit of {_row(shape, dim, pos)} is -inf; each row needs at least "
-            "one category that is not masked"
-        )
-    return ValueError(
-        f"{fn}: k={requested} but {_row(shape, dim, pos)} has only {available} categories "
-        "that are not -inf"
-    )
-
-
 @contextmanager
 def _faults(fn: str, shape: torch.Size, dim: int | None, tau: torch.Tensor | None):
     """Turns a kernel's fault into the user-facing ``ValueError`` (``translate``)."""
@@ -123,7 +70,15 @@ def _faults(fn: str, shape: torch.Size, dim: int | None, tau: torch.Tensor | Non
         raise translate(fn, e, shape, dim, tau) from None
 
 
-def noise(kind: str, shape, dtype: torch.dtype, seed: int, offset: int) -> torch.Tensor:
+def prepare(x: torch.Tensor) -> torch.Tensor:
+    """``x`` as the kernels read it: contiguous, float16/bfloat16 as float32."""
+    if x.dtype in (torch.float16, torch.bfloat16):
+        x = x.float()
+    return x.contiguous()
+
+
+def noise(kind: str, shape, dtype: torch.dtype, device: torch.device, seed: int,
+          offset: int) -> torch.Tensor:
     out = torch.empty(shape, dtype=dtype)
     _core.noise(kind, _np(out), seed, offset)
     return out

@@ -9,15 +9,31 @@ import torch
 from . import _cpu
 
 
+def _cuda() -> ModuleType:
+    try:
+        from . import _cuda as backend
+    except ImportError as e:
+        build = torch.version.cuda or "?"
+        extra = "cuda12" if build.startswith("12") else "cuda"
+        raise RuntimeError(
+            f"gumbelrs: CUDA tensors need CuPy, which could not be imported ({e}); install it "
+            f"with pip install 'gumbelrs[{extra}]' (torch here is built for CUDA {build}), or "
+            "move the tensors to the CPU with .cpu()"
+        ) from None
+    return backend
+
+
 def backend(device: torch.device) -> ModuleType:
     """The module whose functions run the kernels for tensors on ``device``."""
     if device.type == "cpu":
         return _cpu
     if device.type == "cuda":
-        raise RuntimeError(
-            "gumbelrs: CUDA tensors need the GPU path (pip install 'gumbelrs[cuda]'), which this "
-            "build does not include yet; move the tensors to the CPU with .cpu()"
-        )
+        return _cuda()
     raise RuntimeError(
-        f"gumbelrs: tensors on device '{device}' are not supported; use CPU tensors"
+        f"gumbelrs: tensors on device '{device}' are not supported; use CPU or CUDA tensors"
     )
+
+
+def prepare(x: torch.Tensor) -> torch.Tensor:
+    """``x`` in the layout and dtype its backend's kernels read."""
+    return backend(x.device).prepare(x)

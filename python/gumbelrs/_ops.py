@@ -70,7 +70,7 @@ def _(state):
 @torch.library.custom_op("gumbelrs::noise", mutates_args=())
 def _noise_op(kind: str, shape: list[int], dtype: torch.dtype, device: torch.device,
               so: Tensor) -> Tensor:
-    return _dispatch.backend(device).noise(kind, shape, dtype, *_unpack(so))
+    return _dispatch.backend(device).noise(kind, shape, dtype, device, *_unpack(so))
 
 
 @_noise_op.register_fake
@@ -81,7 +81,7 @@ def _(kind, shape, dtype, device, so):
 def noise(kind: str, shape: list, dtype: torch.dtype, device: torch.device, stream: Stream):
     if isinstance(stream, Tensor):
         return torch.ops.gumbelrs.noise(kind, shape, dtype, device, stream)
-    return _dispatch.backend(device).noise(kind, shape, dtype, *stream)
+    return _dispatch.backend(device).noise(kind, shape, dtype, device, *stream)
 
 
 # ---------------------------------------------------------- Gumbel-Softmax

@@ -60,7 +60,8 @@ def tau(fn: str, t: object, like: torch.Tensor, batch_shape: Sequence[int], *,
     """``(float, None)`` for a scalar temperature, ``(1.0, tensor)`` for a tensor one.
 
     A tensor temperature is broadcast to ``batch_shape`` (one value per row)
-    and returned contiguous with the dtype and device of ``like``. For ops
+    and returned contiguous on the device of ``like``, in the dtype the
+    kernels compute ``like`` in (float32 for float16/bfloat16). For ops
     with a category dimension ``dim``, a tensor with the rank of ``like`` and
     size 1 along ``dim`` is accepted too. Its values are checked (positive,
     finite) by the kernels, which see them anyway. A tensor that requires
@@ -84,7 +85,8 @@ def tau(fn: str, t: object, like: torch.Tensor, batch_shape: Sequence[int], *,
                 f"{tuple(batch_shape)}"
                 + (" (logits' shape without the category dimension)" if dim is not None else "")
             )
-        rows = t.to(dtype=like.dtype, device=like.device).expand(tuple(batch_shape))
+        compute = torch.float32 if like.dtype in (torch.float16, torch.bfloat16) else like.dtype
+        rows = t.to(dtype=compute, device=like.device).expand(tuple(batch_shape))
         return 1.0, rows.contiguous()
     if isinstance(t, bool) or not isinstance(t, (int, float)):
         raise TypeError(f"{fn}: tau must be a positive float or a tensor, got {type(t).__name__}")

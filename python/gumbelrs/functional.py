@@ -5,7 +5,7 @@ Every op takes ``generator=None`` (the process-wide default, seeded from
 worth of its stream: element ``i`` of the call (in the contiguous order of the
 logits) uses the Philox words of ``(seed, offset, i)`` only. Inputs are never
 modified. float16/bfloat16 logits are computed in float32 and the result is
-returned in their dtype.
+returned in their dtype (on CUDA inside the kernels, without a copy).
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from collections.abc import Sequence
 
 import torch
 
-from . import _ops, _validate
+from . import _dispatch, _ops, _validate
 from ._generator import Generator
 
 __all__ = [
@@ -28,13 +28,6 @@ __all__ = [
 ]
 
 _NOISE_KINDS = ("gumbel", "logistic", "uniform")
-
-
-def _compute(x: torch.Tensor) -> torch.Tensor:
-    """``x`` contiguous in the dtype the kernels compute in."""
-    if x.dtype in (torch.float16, torch.bfloat16):
-        x = x.float()
-    return x.contiguous()
 
 
 def _flag(fn: str, name: str, v: object) -> bool:
@@ -71,7 +64,7 @@ def gumbel_softmax(
     d = _validate.dim(fn, dim, logits.dim())
     hard = _flag(fn, "hard", hard)
     gen = _validate.generator(fn, generator)
-    x = _compute(logits)
+    x = _dispatch.prepare(logits)
     t, t_rows = _validate.tau(fn, tau, x, _batch(x.shape, d), dim=d, differentiable=True)
     y = _ops.gumbel_softmax(x, d, t, t_rows, _ops.take(gen), hard, fn)
     return y.to(logits.dtype)
@@ -96,7 +89,7 @@ def relaxed_bernoulli(
     _validate.logits(fn, logits, min_dim=0)
     hard = _flag(fn, "hard", hard)
     gen = _validate.generator(fn, generator)
-    x = _compute(logits)
+    x = _dispatch.prepare(logits)
     t, t_elems = _validate.tau(fn, tau, x, x.shape, differentiable=True)
     y = _ops.relaxed_bernoulli(x, t, t_elems, _ops.take(gen), hard, fn)
     return y.to(logits.dtype)
@@ -120,7 +113,7 @@ def hard_concrete(
     _validate.logits(fn, logits, min_dim=0)
     lim = _validate.limits(fn, limits)
     gen = _validate.generator(fn, generator)
-    x = _compute(logits)
+    x = _dispatch.prepare(logits)
     t, t_elems = _validate.tau(fn, tau, x, x.shape)
     z = _ops.hard_concrete(x, t, t_elems, lim, _ops.take(gen), fn)
     return z.to(logits.dtype)
@@ -190,7 +183,7 @@ def sample_categorical(
     d = _validate.dim(fn, dim, logits.dim())
     _validate.count(fn, "num_samples", num_samples, 1, 2**31 - 1, "")
     gen = _validate.generator(fn, generator)
-    x = _compute(logits.detach())
+    x = _dispatch.prepare(logits.detach())
     return _ops.sample_categorical(fn, x, d, num_samples, _ops.take(gen))
 
 
@@ -212,7 +205,7 @@ def gumbel_topk(
     size = logits.shape[d]
     _validate.count(fn, "k", k, 0, size, f" (the size of logits along dim={dim})")
     gen = _validate.generator(fn, generator)
-    x = _compute(logits.detach())
+    x = _dispatch.prepare(logits.detach())
     return _ops.gumbel_topk(fn, x, d, k, _ops.take(gen))
 
 
@@ -246,6 +239,6 @@ def gumbel_given_argmax(
         raise ValueError(f"{fn}: index must have the batch shape {tuple(batch)} (logits' shape "
                          f"without dim={dim}), got {tuple(index.shape)}")
     gen = _validate.generator(fn, generator)
-    x = _compute(logits.detach())
+    x = _dispatch.prepare(logits.detach())
     z = _ops.gumbel_given_argmax(fn, x, d, index.contiguous(), num_samples, _ops.take(gen))
     return z.to(logits.dtype)

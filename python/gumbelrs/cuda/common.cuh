@@ -1,4 +1,5 @@
-/* gumbelrs device functions: Philox4x32-10, uniforms, exp/ln/ln1p, noise.
+/* gumbelrs device functions: Philox4x32-10, uniforms, exp/ln/ln1p, noise,
+ * sigmoid and the truncated Gumbel of the conditioned sampler.
  *
  * The same text compiles as CUDA (NVRTC or nvcc) and as host C/C++, and
  * follows rust/rng.rs and rust/math.rs operation by operation: the same
@@ -115,15 +116,16 @@ GRS_FN void grs_block(grs_u64 seed, grs_u64 offset, grs_u64 block, grs_u32 w[4])
 GRS_FN grs_u32 grs_word(grs_u64 seed, grs_u64 offset, grs_u64 i) {
   grs_u32 w[4];
   grs_block(seed, offset, i / 4, w);
-  return w[i % 4];
+  grs_u32 j = (grs_u32)(i % 4); /* selected, not indexed: w stays in registers */
+  return j == 0 ? w[0] : (j == 1 ? w[1] : (j == 2 ? w[2] : w[3]));
 }
 
 /* 64-bit word i: words 2(i % 2) (low) and 2(i % 2) + 1 of block i / 2. */
 GRS_FN grs_u64 grs_word64(grs_u64 seed, grs_u64 offset, grs_u64 i) {
   grs_u32 w[4];
   grs_block(seed, offset, i / 2, w);
-  int j = 2 * (int)(i % 2);
-  return (grs_u64)w[j] | ((grs_u64)w[j + 1] << 32);
+  return i % 2 == 0 ? ((grs_u64)w[0] | ((grs_u64)w[1] << 32))
+                    : ((grs_u64)w[2] | ((grs_u64)w[3] << 32));
 }
 
 /* ------------------------------------------------------------ uniforms */
@@ -195,6 +197,29 @@ GRS_FN float grs_ln1p_f32(float x) {
 GRS_FN float grs_gumbel_f32(float v) { return -grs_ln_f32(-grs_ln1p_f32(-v)); }
 GRS_FN float grs_logistic_f32(float v) { return grs_ln_f32((1.0f - v) / v); }
 
+/* 1 / (1 + exp(-z)) through exp(-|z|), so it never overflows (rust/math.rs sigmoid). */
+GRS_FN float grs_sigmoid_f32(float z) {
+  int nonneg = z >= 0.0f;
+  float t = grs_exp_f32(nonneg ? -z : z);
+  return (nonneg ? 1.0f : t) / (1.0f + t);
+}
+
+/* The largest float below a finite x. */
+GRS_FN float grs_next_down_f32(float x) {
+  grs_u32 u = grs_f2u(x);
+  if (x == 0.0f) return grs_u2f(0x80000001u);
+  return grs_u2f(x > 0.0f ? u - 1u : u + 1u);
+}
+
+/* The upper-truncated Gumbel of the conditioned sampler (rust/kernels/sampling.rs):
+ * a = logit + g given the maximum top; strictly below top. */
+GRS_FN float grs_below_top_f32(float a, float top) {
+  float lo = top < a ? top : a;
+  float d = a - top;
+  float z = lo - grs_ln1p_f32(grs_exp_f32(-fabsf(d)));
+  return z < top ? z : grs_next_down_f32(top);
+}
+
 /* ------------------------------------------------------------ float64 */
 
 GRS_FN double grs_exp_f64(double x) {
@@ -248,5 +273,24 @@ GRS_FN double grs_ln1p_f64(double x) {
 
 GRS_FN double grs_gumbel_f64(double v) { return -grs_ln_f64(-grs_ln1p_f64(-v)); }
 GRS_FN double grs_logistic_f64(double v) { return grs_ln_f64((1.0 - v) / v); }
+
+GRS_FN double grs_sigmoid_f64(double z) {
+  int nonneg = z >= 0.0;
+  double t = grs_exp_f64(nonneg ? -z : z);
+  return (nonneg ? 1.0 : t) / (1.0 + t);
+}
+
+GRS_FN double grs_next_down_f64(double x) {
+  grs_u64 u = grs_d2u(x);
+  if (x == 0.0) return grs_u2d(0x8000000000000001ull);
+  return grs_u2d(x > 0.0 ? u - 1u : u + 1u);
+}
+
+GRS_FN double grs_below_top_f64(double a, double top) {
+  double lo = top < a ? top : a;
+  double d = a - top;
+  double z = lo - grs_ln1p_f64(grs_exp_f64(-fabs(d)));
+  return z < top ? z : grs_next_down_f64(top);
+}
 
 #endif /* GUMBELRS_COMMON_CUH */

@@ -8,6 +8,7 @@ extern "C" __global__ void grs_noise_f32(float* out, grs_u64 n, grs_u64 seed, gr
   if (4 * b >= n) return;
   grs_u32 w[4];
   grs_block(seed, offset, b, w);
+#pragma unroll
   for (int j = 0; j < 4; ++j) {
     grs_u64 i = 4 * b + j;
     if (i >= n) break;
@@ -22,6 +23,7 @@ extern "C" __global__ void grs_noise_f64(double* out, grs_u64 n, grs_u64 seed, g
   if (2 * b >= n) return;
   grs_u32 w[4];
   grs_block(seed, offset, b, w);
+#pragma unroll
   for (int j = 0; j < 2; ++j) {
     grs_u64 i = 2 * b + j;
     if (i >= n) break;

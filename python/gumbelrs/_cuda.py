@@ -1,0 +1,357 @@
+"""CUDA backend: torch tensors in, CuPy RawKernels (``gumbelrs/cuda/*.cu``) on their memory.
+
+The functions mirror ``_cpu``: inputs are contiguous tensors of the logits'
+dtype (float16 and bfloat16 are read and written as such, computed in
+float32), outputs are allocated here by torch, and every tensor reaches the
+kernels through DLPack, without a copy. Kernels run on torch's current stream
+of the tensors' device, so they are ordered with the surrounding torch work.
+
+Faults in the data are written by the kernels to a per-device word (see
+``device.cuh``): the smallest code of all calls since the last check, tagged
+with the call's sequence number. In "async" mode nothing waits for it; in
+"sync" mode every op reads it (waiting for its kernels) and raises the fault.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+import weakref
+from collections import OrderedDict
+
+import cupy
+import numpy as np
+import torch
+
+from . import cuda
+from ._faults import translate
+
+# ---------------------------------------------------------------- modules
+
+_FILES = {"noise": "noise.cu", "rows": "rows.cu", "elements": "elements.cu"}
+_modules: dict[tuple[str, int], cupy.RawModule] = {}
+_lock = threading.Lock()
+
+_SUFFIX = {torch.float16: "f16", torch.bfloat16: "bf16", torch.float32: "f32",
+           torch.float64: "f64"}
+_NO_FAULT = -1  # all ones: no fault recorded
+
+
+def _kernel(file: str, name: str, device: torch.device) -> cupy.RawKernel:
+    """Kernel ``name`` of ``file``, compiled by NVRTC for ``device`` at first use."""
+    key = (file, device.index)
+    with _lock:
+        mod = _modules.get(key)
+        if mod is None:
+            with cupy.cuda.Device(device.index):
+                mod = cupy.RawModule(code=cuda.source(_FILES[file]), options=cuda.NVRTC_OPTIONS)
+            _modules[key] = mod
+    return mod.get_function(name)
+
+
+def _arg(a):
+    """A kernel argument: a tensor through DLPack (half types as their bits),
+    None as a null pointer, a NumPy scalar as itself."""
+    if a is None:
+        return np.uint64(0)
+    if not isinstance(a, torch.Tensor):
+        return a
+    if a.dtype in (torch.float16, torch.bfloat16):
+        a = a.view(torch.int16)
+    elif a.dtype == torch.uint8:
+        a = a.view(torch.int8)
+    return cupy.from_dlpack(a.detach())
+
+
+def _compute_scalar(dtype: torch.dtype, v: float):
+    return np.float64(v) if dtype == torch.float64 else np.float32(v)
+
+
+def _cupy_stream(device: torch.device):
+    """torch's current stream of ``device``, for CuPy."""
+    stream = torch.cuda.current_stream(device)
+    from_external = getattr(cupy.cuda.Stream, "from_external", None)
+    if from_external is not None and hasattr(stream, "__cuda_stream__"):
+        return from_external(stream)
+    return cupy.cuda.ExternalStream(stream.cuda_stream, device.index)
+
+
+def _launch(kernel: cupy.RawKernel, device: torch.device, grid: int, block: int, args) -> None:
+    """Launches on torch's current stream; tensors cross by DLPack on that
+    stream too, so no event or wait is added between streams."""
+    with cupy.cuda.Device(device.index), _cupy_stream(device):
+        kernel((grid,), (block,), tuple(_arg(a) for a in args))
+
+
+def _group(k: int) -> int:
+    """Threads per row: about 16 elements each, at most 512 (the row kernels'
+    launch bounds)."""
+    g = 1
+    while g < 512 and g * 16 < k:
+        g *= 2
+    return g
+
+
+def _rows_launch(k: int, rows: int) -> tuple[int, int, int]:
+    """``(grid, block, G)`` for a row kernel: a group of G threads per row,
+    several rows per block when G is at most a warp."""
+    g = _group(k)
+    block = g if g > 32 else 256
+    return max(1, math.ceil(rows / (block // g))), block, g
+
+
+# ---------------------------------------------------------------- faults
+
+
+class _Faults:
+    """The fault word of one device and the calls that may have written it."""
+
+    SEQ_BITS = 24
+    KEEP = 4096
+
+    def __init__(self, device: torch.device) -> None:
+        self.word = torch.full((1,), _NO_FAULT, dtype=torch.int64, device=device)
+        self.seq = 0
+        self.calls: OrderedDict[int, tuple] = OrderedDict()
+
+    def tag(self, fn: str, shape, dim, tau, x, requested: int) -> np.uint64:
+        """The tag of a new call, remembering what its message needs."""
+        self.seq = (self.seq + 1) % (1 << self.SEQ_BITS)
+        ref = (lambda t: None) if tau is None else weakref.ref(tau)
+        self.calls[self.seq] = (fn, tuple(shape), dim, ref, weakref.ref(x), requested)
+        while len(self.calls) > self.KEEP:
+            self.calls.popitem(last=False)
+        return np.uint64(self.seq << 40)
+
+    def take(self) -> ValueError | None:
+        """The recorded fault as an error, cleared; waits for the device."""
+        code = int(self.word.item()) & ((1 << 64) - 1)
+        if code == (1 << 64) - 1:
+            return None
+        self.word.fill_(_NO_FAULT)
+        call = self.calls.get(code >> 40)
+        self.calls.clear()
+        kind = code & 7
+        pos = (code >> 3) & ((1 << 36) - 1)
+        if call is None:
+            return ValueError(
+                f"gumbelrs: a CUDA kernel found a fault of kind {kind} at position {pos} in a call "
+                f"whose record was dropped (more than {self.KEEP} calls since the last check)"
+            )
+        fn, shape, dim, tau_ref, x_ref, requested = call
+        name = {1: "nan", 2: "posinf", 3: "all_masked", 4: "index", 5: "tau", 6: "too_few"}[kind]
+        available = 0
+        if name in ("all_masked", "index", "too_few"):
+            k, inner = shape[dim], math.prod(shape[dim + 1:])
+            pos = (pos // max(1, k * inner)) * inner + pos % max(1, inner)
+            x = x_ref()
+            if name == "too_few" and x is not None:
+                available = int((x.movedim(dim, -1).reshape(-1, k)[pos] > -math.inf).sum())
+        return translate(fn, (name, pos, available, requested), torch.Size(shape), dim, tau_ref())
+
+
+_faults: dict[int, _Faults] = {}
+
+
+def _faults_of(device: torch.device) -> _Faults:
+    with _lock:
+        f = _faults.get(device.index)
+        if f is None:
+            f = _faults[device.index] = _Faults(device)
+        return f
+
+
+def _after(f: _Faults) -> None:
+    """In "sync" mode, raises the fault a call's kernels recorded."""
+    if cuda.get_checks() == "sync":
+        err = f.take()
+        if err is not None:
+            raise err
+
+
+def check_faults() -> None:
+    for f in list(_faults.values()):
+        err = f.take()
+        if err is not None:
+            raise err
+
+
+def _device(t: torch.Tensor) -> torch.device:
+    return t.device if t.device.index is not None else torch.device("cuda",
+                                                                    torch.cuda.current_device())
+
+
+# ---------------------------------------------------------------- ops
+
+
+def prepare(x: torch.Tensor) -> torch.Tensor:
+    """``x`` as the kernels read it: contiguous, in its own dtype."""
+    return x.contiguous()
+
+
+def split(shape, dim: int) -> tuple[int, int, int]:
+    return math.prod(shape[:dim]), shape[dim], math.prod(shape[dim + 1:])
+
+
+def noise(kind: str, shape, dtype: torch.dtype, device: torch.device, seed: int,
+          offset: int) -> torch.Tensor:
+    device = torch.device("cuda", device.index if device.index is not None
+                          else torch.cuda.current_device())
+    out = torch.empty(shape, dtype=dtype, device=device)
+    n = out.numel()
+    if n == 0:
+        return out
+    epb = 2 if dtype == torch.float64 else 4
+    code = {"uniform": 0, "gumbel": 1, "logistic": 2}[kind]
+    k = _kernel("noise", f"grs_noise_{_SUFFIX[dtype]}", device)
+    _launch(k, device, math.ceil(math.ceil(n / epb) / 256), 256,
+            (out, np.uint64(n), np.uint64(seed), np.uint64(offset), np.int32(code)))
+    return out
+
+
+def gumbel_softmax(fn, x, dim, tau, tau_rows, seed, offset, hard, need_soft=True):
+    """``(y, soft)``; ``soft`` is None unless ``hard`` and ``need_soft``."""
+    dev = _device(x)
+    y = torch.empty_like(x)
+    soft = torch.empty_like(x) if hard and need_soft else None
+    outer, k, inner = split(x.shape, dim)
+    if x.numel() == 0:
+        return y, soft
+    mode = 0 if not hard else (1 if need_soft else 2)
+    f = _faults_of(dev)
+    tag = f.tag(fn, x.shape, dim, tau_rows, x, 0)
+    grid, block, g = _rows_launch(k, outer * inner)
+    kern = _kernel("rows", f"grs_gs_forward_{_SUFFIX[x.dtype]}", dev)
+    _launch(kern, dev, grid, block, (
+        x, y, soft, tau_rows, _compute_scalar(x.dtype, tau),
+        np.int64(outer), np.int64(k), np.int64(inner), np.uint64(seed), np.uint64(offset),
+        np.int32(mode), np.int32(g), f.word, tag))
+    _after(f)
+    return y, soft
+
+
+def gumbel_softmax_backward(grad, y, dim, tau, tau_rows):
+    dev = _device(y)
+    out = torch.empty_like(y)
+    outer, k, inner = split(y.shape, dim)
+    if y.numel() == 0:
+        return out
+    grid, block, g = _rows_launch(k, outer * inner)
+    kern = _kernel("rows", f"grs_gs_backward_{_SUFFIX[y.dtype]}", dev)
+    _launch(kern, dev, grid, block, (
+        grad, y, out, tau_rows, _compute_scalar(y.dtype, tau),
+        np.int64(outer), np.int64(k), np.int64(inner), np.int32(g)))
+    return out
+
+
+def sample_categorical(fn, x, dim, num_samples, seed, offset):
+    dev = _device(x)
+    batch = [n for i, n in enumerate(x.shape) if i != dim]
+    out = torch.empty((*batch, num_samples), dtype=torch.int64, device=dev)
+    outer, k, inner = split(x.shape, dim)
+    if outer * inner == 0:
+        return out
+    f = _faults_of(dev)
+    tag = f.tag(fn, x.shape, dim, None, x, 0)
+    grid, block, g = _rows_launch(k, outer * inner)
+    kern = _kernel("rows", f"grs_categorical_{_SUFFIX[x.dtype]}", dev)
+    _launch(kern, dev, grid, block, (
+        x, out, np.int64(outer), np.int64(k), np.int64(inner),
+        np.int64(num_samples), np.uint64(seed), np.uint64(offset), np.int32(g), f.word,
+        tag))
+    _after(f)
+    return out
+
+
+def gumbel_topk(fn, x, dim, k, seed, offset):
+    """The perturbed scores as unique sort keys (one kernel), then ``torch.topk``."""
+    dev = _device(x)
+    shape = list(x.shape)
+    shape[dim] = k
+    outer, size, inner = split(x.shape, dim)
+    if k == 0 or outer * inner == 0:
+        return torch.empty(shape, dtype=torch.int64, device=dev)
+    key_dtype = torch.float64 if x.dtype == torch.float64 else torch.int64
+    keys = torch.empty(x.shape, dtype=key_dtype, device=dev)
+    bad = torch.empty(outer * inner, dtype=torch.uint8, device=dev)
+    f = _faults_of(dev)
+    tag = f.tag(fn, x.shape, dim, None, x, k)
+    grid, block, g = _rows_launch(size, outer * inner)
+    kern = _kernel("rows", f"grs_topk_keys_{_SUFFIX[x.dtype]}", dev)
+    _launch(kern, dev, grid, block, (
+        x, keys, bad, np.int64(outer), np.int64(size), np.int64(inner),
+        np.int64(k), np.uint64(seed), np.uint64(offset), np.int32(g), f.word, tag))
+    _after(f)
+    idx = torch.topk(keys, k, dim=dim, largest=True, sorted=True).indices
+    batch = [n for i, n in enumerate(x.shape) if i != dim]
+    return idx.masked_fill_(bad.view(batch).unsqueeze(dim).bool(), -1)
+
+
+def gumbel_given_argmax(fn, x, dim, index, num_samples, seed, offset):
+    dev = _device(x)
+    out = torch.empty((num_samples, *x.shape), dtype=x.dtype, device=dev)
+    outer, k, inner = split(x.shape, dim)
+    if outer * inner == 0:
+        return out
+    f = _faults_of(dev)
+    tag = f.tag(fn, x.shape, dim, None, x, 0)
+    grid, block, g = _rows_launch(k, outer * inner)
+    kern = _kernel("rows", f"grs_given_argmax_{_SUFFIX[x.dtype]}", dev)
+    _launch(kern, dev, grid, block, (
+        x, index.to(dev), out, np.int64(outer), np.int64(k), np.int64(inner),
+        np.int64(num_samples), np.uint64(seed), np.uint64(offset), np.int32(g), f.word,
+        tag))
+    _after(f)
+    return out
+
+
+def _concrete(fn, x, tau, tau_elems, limits, seed, offset, op):
+    dev = _device(x)
+    y = torch.empty_like(x)
+    second = torch.empty_like(x) if op == 1 else None
+    n = x.numel()
+    if n == 0:
+        return y, second
+    lo, hi = limits
+    f = _faults_of(dev)
+    tag = f.tag(fn, x.shape, None, tau_elems, x, 0)
+    epb = 2 if x.dtype == torch.float64 else 4
+    kern = _kernel("elements", f"grs_concrete_forward_{_SUFFIX[x.dtype]}", dev)
+    c = x.dtype
+    _launch(kern, dev, math.ceil(math.ceil(n / epb) / 256), 256, (
+        x, y, second, tau_elems, _compute_scalar(c, tau),
+        _compute_scalar(c, lo), _compute_scalar(c, hi), np.int64(n), np.uint64(seed),
+        np.uint64(offset), np.int32(op), f.word, tag))
+    _after(f)
+    return y, second
+
+
+def _concrete_backward(grad, y, tau, tau_elems, limits, op):
+    dev = _device(y)
+    out = torch.empty_like(y)
+    n = y.numel()
+    if n == 0:
+        return out
+    lo, hi = limits
+    c = y.dtype
+    kern = _kernel("elements", f"grs_concrete_backward_{_SUFFIX[y.dtype]}", dev)
+    _launch(kern, dev, math.ceil(n / 256), 256, (
+        grad, y, out, tau_elems, _compute_scalar(c, tau),
+        _compute_scalar(c, lo), _compute_scalar(c, hi), np.int64(n), np.int32(op)))
+    return out
+
+
+def relaxed_bernoulli(fn, x, tau, tau_elems, seed, offset, hard):
+    return _concrete(fn, x, tau, tau_elems, (0.0, 1.0), seed, offset, 1 if hard else 0)
+
+
+def relaxed_bernoulli_backward(grad, y, tau, tau_elems):
+    return _concrete_backward(grad, y, tau, tau_elems, (0.0, 1.0), 0)
+
+
+def hard_concrete(fn, x, tau, tau_elems, limits, seed, offset):
+    return _concrete(fn, x, tau, tau_elems, limits, seed, offset, 2)[0]
+
+
+def hard_concrete_backward(grad, z, tau, tau_elems, limits):
+    return _concrete_backward(grad, z, tau, tau_elems, limits, 2)

@@ -1,0 +1,59 @@
+"""The user-facing errors for the faults kernels find in their input (both backends)."""
+
+from __future__ import annotations
+
+import torch
+
+
+def _where(shape: torch.Size, flat: int) -> str:
+    idx = []
+    for n in reversed(shape):
+        idx.append(flat % n)
+        flat //= n
+    return "logits[" + ", ".join(str(i) for i in reversed(idx)) + "]"
+
+
+def _row(shape: torch.Size, dim: int, row: int) -> str:
+    batch = [n for i, n in enumerate(shape) if i != dim]
+    idx: list[str] = []
+    for n in reversed(batch):
+        idx.append(str(row % n))
+        row //= n
+    idx.reverse()
+    idx.insert(dim, ":")
+    return "logits[" + ", ".join(idx) + "]"
+
+
+def translate(fn: str, err: BaseException | tuple, shape: torch.Size, dim: int | None,
+              tau: torch.Tensor | None) -> ValueError:
+    """The user-facing error for a fault a kernel found: ``err`` is a
+    ``_core.KernelError`` or its args ``(kind, position, available, requested)``."""
+    kind, pos, available, requested = err if isinstance(err, tuple) else err.args
+    if kind == "tau":
+        got = tau.view(-1)[pos].item() if tau is not None else f"a bad value at position {pos}"
+        return ValueError(f"{fn}: tau must be positive and finite everywhere, got {got}")
+    if kind == "index":
+        return ValueError(
+            f"{fn}: index for {_row(shape, dim, pos)} is out of range [0, {shape[dim]}) or "
+            "points at a -inf logit; the conditioned category must have nonzero probability"
+        )
+    if kind == "nan":
+        what = "finite or -inf (a -inf logit masks its category out)" if dim is not None else \
+            "not NaN (-inf and +inf give gates that are always closed or open)"
+        return ValueError(f"{fn}: {_where(shape, pos)} is NaN; logits must be {what}")
+    if kind == "posinf":
+        return ValueError(
+            f"{fn}: {_where(shape, pos)} is +inf; logits must be finite or -inf "
+            "(-inf masks a category out; +inf has no probability distribution)"
+        )
+    if kind == "all_masked":
+        if shape[dim] == 0:
+            return ValueError(f"{fn}: logits have no category along dim={dim} (size 0)")
+        return ValueError(
+            f"{fn}: every logit of {_row(shape, dim, pos)} is -inf; each row needs at least "
+            "one category that is not masked"
+        )
+    return ValueError(
+        f"{fn}: k={requested} but {_row(shape, dim, pos)} has only {available} categories "
+        "that are not -inf"
+    )

@@ -1,0 +1,248 @@
+/* Row kernels: Gumbel-Softmax forward and backward, categorical draws, the
+ * keys of Gumbel-top-k and the conditioned Gumbels of Gumbel-Rao.
+ *
+ * Every kernel is the loop of its Rust twin (rust/kernels/softmax.rs,
+ * sampling.rs) spread over a group of threads per row (device.cuh); the
+ * noise of element i is bitwise the CPU's, so arg-maxima, one-hot samples and
+ * categorical draws are bitwise the CPU's, and soft values differ from the
+ * CPU's only in the order their sums are added. T is the storage type, C the
+ * compute type (float for float16 and bfloat16). A row with a fault is
+ * recorded in `fault` and gets NaN outputs (index -1).
+ */
+#include "device.cuh"
+
+/* Gumbel-Softmax forward. mode 0: the soft sample into y; 1: the one-hot of
+ * the first maximum of x + g into y and the soft sample into soft; 2: the
+ * one-hot alone. One pass finds the maximum, its first index and the sum of
+ * exp((w - max) / tau), rescaled as the maximum grows; a second pass draws
+ * the noise again and writes. */
+template <class T, class C>
+GRS_DEV void gs_forward(const T* x, T* y, T* soft, const C* tau_rows, C tau, long long outer,
+                        long long k, long long inner, grs_u64 seed, grs_u64 offset, int mode, int G,
+                        grs_u64* fault, grs_u64 tag) {
+  __shared__ GrsSlot sm[32];
+  typedef Math<C> M;
+  GrsRow w = grs_row(outer, k, inner, G);
+  C t_row = w.active && tau_rows ? tau_rows[w.r] : tau;
+  C inv = (C)1 / t_row;
+  bool tau_bad = mode != 2 && !(t_row > (C)0 && t_row < M::inf());
+  MaxArg<C> best = {-M::inf(), k};
+  C sum = 0;
+  GrsCheck<C> check;
+  grs_row_noise<C>(w, seed, offset, 0, GRS_GUMBEL, [&](long long t, C g) {
+    long long at = w.base + t * inner;
+    C xv = grs_load(x, at);
+    check.see(xv, at, tag);
+    C v = xv + g;
+    if (v > best.v) {
+      if (mode != 2) sum = (best.v == -M::inf() ? (C)0 : sum * M::exp((best.v - v) * inv)) + (C)1;
+      best.v = v;
+      best.i = t;
+    } else {
+      if (v == best.v && t < best.i) best.i = t;
+      if (mode != 2 && v > -M::inf()) sum += M::exp((v - best.v) * inv);
+    }
+  });
+  grs_u64 code = check.finish(w, tag, sm);
+  if (w.active && tau_bad) code = grs_fault(tag, GRS_F_TAU, w.r);
+  MaxArg<C> top = grs_reduce(best, MaxArg<C>{-M::inf(), k}, G, GrsBetter(), sm);
+  C part = best.v == -M::inf() ? (C)0 : sum * M::exp((best.v - top.v) * inv);
+  C total = grs_reduce(part, (C)0, G, GrsSum(), sm);
+  grs_report(w, fault, code);
+  if (code != GRS_NO_FAULT) {
+    grs_row_each(w, [&](long long t) {
+      grs_store(y, w.base + t * inner, M::nan());
+      if (mode == 1) grs_store(soft, w.base + t * inner, M::nan());
+    });
+    return;
+  }
+  if (mode == 2) {
+    grs_row_each(w, [&](long long t) { grs_store(y, w.base + t * inner, (C)(t == top.i)); });
+    return;
+  }
+  C inv_sum = (C)1 / total;
+  T* s_out = mode == 1 ? soft : y;
+  grs_row_noise<C>(w, seed, offset, 0, GRS_GUMBEL, [&](long long t, C g) {
+    long long at = w.base + t * inner;
+    C v = grs_load(x, at) + g;
+    grs_store(s_out, at, M::exp((v - top.v) * inv) * inv_sum);
+    if (mode == 1) grs_store(y, at, (C)(t == top.i));
+  });
+}
+
+/* grad_x = y * (g - sum(g * y)) / tau along the row. */
+template <class T, class C>
+GRS_DEV void gs_backward(const T* g, const T* y, T* out, const C* tau_rows, C tau, long long outer,
+                         long long k, long long inner, int G) {
+  __shared__ GrsSlot sm[32];
+  GrsRow w = grs_row(outer, k, inner, G);
+  C inv = (C)1 / (w.active && tau_rows ? tau_rows[w.r] : tau);
+  C dot = 0;
+  grs_row_each(w, [&](long long t) {
+    long long at = w.base + t * inner;
+    dot = Math<C>::fma(grs_load(g, at), grs_load(y, at), dot);
+  });
+  dot = grs_reduce(dot, (C)0, G, GrsSum(), sm);
+  grs_row_each(w, [&](long long t) {
+    long long at = w.base + t * inner;
+    C yt = grs_load(y, at);
+    grs_store(out, at, (yt * (grs_load(g, at) - dot)) * inv);
+  });
+}
+
+/* num_samples draws per row: draw s is the first maximum of x + g with the
+ * noise of elements s * n + i (n = outer * k * inner). out is (rows, num_samples). */
+template <class T, class C>
+GRS_DEV void categorical(const T* x, long long* out, long long outer, long long k, long long inner,
+                         long long num_samples, grs_u64 seed, grs_u64 offset, int G,
+                         grs_u64* fault, grs_u64 tag) {
+  __shared__ GrsSlot sm[32];
+  typedef Math<C> M;
+  GrsRow w = grs_row(outer, k, inner, G);
+  grs_u64 n = (grs_u64)(outer * k * inner);
+  GrsCheck<C> check;
+  /* The logits are checked while the first draw reads them; a faulty row
+   * skips the other draws but still joins the group's reductions. */
+  GrsRow draw = w;
+  for (long long s = 0; s < num_samples; ++s) {
+    MaxArg<C> best = {-M::inf(), k};
+    grs_row_noise<C>(draw, seed, offset, (grs_u64)s * n, GRS_GUMBEL, [&](long long t, C g) {
+      long long at = w.base + t * inner;
+      C xv = grs_load(x, at);
+      if (s == 0) check.see(xv, at, tag);
+      best = grs_better(best, MaxArg<C>{xv + g, t});
+    });
+    MaxArg<C> top = grs_reduce(best, MaxArg<C>{-M::inf(), k}, G, GrsBetter(), sm);
+    if (s == 0) {
+      grs_u64 code = check.finish(w, tag, sm);
+      grs_report(w, fault, code);
+      draw.active = w.active && code == GRS_NO_FAULT;
+    }
+    if (w.active && w.lane == 0) out[w.r * num_samples + s] = draw.active ? top.i : -1;
+  }
+}
+
+/* The sort keys of Gumbel-top-k, one per element, whose descending order is
+ * the CPU's: larger x + g first, then the smaller index. float32 (and the
+ * half types): the order-preserving bits of x + g above the complement of
+ * the index, as an int64; float64: x + g itself (ties then have no defined
+ * order; they need two draws equal to 53 bits). bad[r] = 1 marks a row with
+ * a fault, whose indices the host sets to -1. */
+GRS_DEV long long grs_key(float v, long long t) {
+  unsigned u = __float_as_uint(v);
+  unsigned ordered = (u & 0x80000000u) ? ~u : (u | 0x80000000u);
+  grs_u64 key = ((grs_u64)(ordered ^ 0x80000000u) << 32) | (grs_u64)(0xffffffffu - (unsigned)t);
+  return (long long)key;
+}
+GRS_DEV double grs_key(double v, long long) { return v; }
+
+template <class T, class C, class K>
+GRS_DEV void topk_keys(const T* x, K* keys, unsigned char* bad, long long outer, long long k,
+                       long long inner, long long kk, grs_u64 seed, grs_u64 offset, int G,
+                       grs_u64* fault, grs_u64 tag) {
+  __shared__ GrsSlot sm[32];
+  GrsRow w = grs_row(outer, k, inner, G);
+  GrsCheck<C> check;
+  long long available = 0;
+  grs_row_noise<C>(w, seed, offset, 0, GRS_GUMBEL, [&](long long t, C g) {
+    long long at = w.base + t * inner;
+    C xv = grs_load(x, at);
+    check.see(xv, at, tag);
+    available += xv > -Math<C>::inf();
+    keys[at] = grs_key(xv + g, t);
+  });
+  grs_u64 code = check.finish(w, tag, sm);
+  available = grs_reduce(available, 0ll, G, GrsSum(), sm);
+  if (w.active && code == GRS_NO_FAULT && available < kk) code = grs_fault(tag, GRS_F_TOO_FEW, w.base);
+  grs_report(w, fault, code);
+  if (w.active && w.lane == 0) bad[w.r] = code != GRS_NO_FAULT;
+}
+
+/* Gumbel-perturbed logits conditioned on their argmax being index[r]: the
+ * top is logsumexp(x) + g[index]; the others are x + g truncated below it.
+ * out is (num_samples, outer, k, inner); sample s uses noise s * n + i. */
+template <class T, class C>
+GRS_DEV void given_argmax(const T* x, const long long* index, T* out, long long outer, long long k,
+                          long long inner, long long num_samples, grs_u64 seed, grs_u64 offset,
+                          int G, grs_u64* fault, grs_u64 tag) {
+  __shared__ GrsSlot sm[32];
+  typedef Math<C> M;
+  GrsRow w = grs_row(outer, k, inner, G);
+  GrsCheck<C> check;
+  C m = -M::inf();
+  grs_row_each(w, [&](long long t) {
+    long long at = w.base + t * inner;
+    C xv = grs_load(x, at);
+    check.see(xv, at, tag);
+    m = xv > m ? xv : m;
+  });
+  grs_u64 code = check.finish(w, tag, sm);
+  m = grs_reduce(m, -M::inf(), G, GrsMax(), sm);
+  long long d = w.active ? index[w.r] : 0;
+  if (w.active && code == GRS_NO_FAULT && (d < 0 || d >= k || grs_load(x, w.base + d * inner) == -M::inf()))
+    code = grs_fault(tag, GRS_F_INDEX, w.base);
+  C z = 0;
+  grs_row_each(w, [&](long long t) {
+    C e = M::exp(grs_load(x, w.base + t * inner) - m);
+    z += e;
+  });
+  z = grs_reduce(z, (C)0, G, GrsSum(), sm);
+  grs_report(w, fault, code);
+  grs_u64 n = (grs_u64)(outer * k * inner);
+  if (code != GRS_NO_FAULT) {
+    for (long long s = 0; s < num_samples; ++s)
+      grs_row_each(w, [&](long long t) { grs_store(out, (long long)(s * n) + w.base + t * inner, M::nan()); });
+    return;
+  }
+  if (!w.active) return;
+  C log_z = m + M::ln(z);
+  for (long long s = 0; s < num_samples; ++s) {
+    grs_u64 first = (grs_u64)s * n + (grs_u64)w.base;
+    C top = log_z + M::noise(GRS_GUMBEL, M::uniform_at(seed, offset, first + (grs_u64)(d * inner)));
+    grs_row_noise<C>(w, seed, offset, (grs_u64)s * n, GRS_GUMBEL, [&](long long t, C g) {
+      long long at = w.base + t * inner;
+      C v = t == d ? top : M::below_top(grs_load(x, at) + g, top);
+      grs_store(out, (long long)(s * n) + at, v);
+    });
+  }
+}
+
+/* ------------------------------------------------------------ entry points */
+
+/* Groups have at most 512 threads (the launcher's limit); at most 64
+ * registers a thread, so that two such blocks share a multiprocessor. */
+#define GRS_ROW_BOUNDS __launch_bounds__(512, 2)
+
+#define GRS_ROW_KERNELS(SFX, T, C, K)                                                              \
+  extern "C" __global__ void GRS_ROW_BOUNDS grs_gs_forward_##SFX(                                  \
+      const T* x, T* y, T* soft, const C* tau_rows, C tau, long long outer, long long k,           \
+      long long inner, grs_u64 seed, grs_u64 offset, int mode, int G, grs_u64* fault,              \
+      grs_u64 tag) {                                                                               \
+    gs_forward<T, C>(x, y, soft, tau_rows, tau, outer, k, inner, seed, offset, mode, G, fault,     \
+                     tag);                                                                         \
+  }                                                                                                \
+  extern "C" __global__ void GRS_ROW_BOUNDS grs_gs_backward_##SFX(const T* g, const T* y, T* out,  \
+                                                   const C* tau_rows, C tau, long long outer,      \
+                                                   long long k, long long inner, int G) {          \
+    gs_backward<T, C>(g, y, out, tau_rows, tau, outer, k, inner, G);                               \
+  }                                                                                                \
+  extern "C" __global__ void GRS_ROW_BOUNDS grs_categorical_##SFX(                                 \
+      const T* x, long long* out, long long outer, long long k, long long inner,                   \
+      long long num_samples, grs_u64 seed, grs_u64 offset, int G, grs_u64* fault, grs_u64 tag) {   \
+    categorical<T, C>(x, out, outer, k, inner, num_samples, seed, offset, G, fault, tag);          \
+  }                                                                                                \
+  extern "C" __global__ void GRS_ROW_BOUNDS grs_topk_keys_##SFX(                                   \
+      const T* x, K* keys, unsigned char* bad, long long outer, long long k, long long inner,      \
+      long long kk, grs_u64 seed, grs_u64 offset, int G, grs_u64* fault, grs_u64 tag) {            \
+    topk_keys<T, C, K>(x, keys, bad, outer, k, inner, kk, seed, offset, G, fault, tag);            \
+  }                                                                                                \
+  extern "C" __global__ void GRS_ROW_BOUNDS grs_given_argmax_##SFX(                                \
+      const T* x, const long long* index, T* out, long long outer, long long k, long long inner,   \
+      long long num_samples, grs_u64 seed, grs_u64 offset, int G, grs_u64* fault, grs_u64 tag) {   \
+    given_argmax<T, C>(x, index, out, outer, k, inner, num_samples, seed, offset, G, fault, tag);  \
+  }
+
+GRS_ROW_KERNELS(f16, grs_half, float, long long)
+GRS_ROW_KERNELS(bf16, grs_bf16, float, long long)
+GRS_ROW_KERNELS(f32, float, float, long long)
+GRS_ROW_KERNELS(f64, double, double, double)
