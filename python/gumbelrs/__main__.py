@@ -26,10 +26,14 @@ def _cuda_status(torch) -> str:
     if not torch.cuda.is_available():
         return "no CUDA device visible to torch (gumbelrs runs on the CPU)"
     devices = ", ".join(torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count()))
-    cupy = "CuPy installed" if importlib.util.find_spec("cupy") else \
-        "CuPy not installed (pip install 'gumbelrs[cuda]')"
-    return (f"{devices}; {cupy}; the GPU kernels are not wired into the ops yet, CUDA tensors "
-            f"raise a clear error")
+    if importlib.util.find_spec("cupy") is None:
+        extra = "cuda12" if (torch.version.cuda or "").startswith("12") else "cuda"
+        return (f"{devices}; CuPy not installed, so CUDA tensors raise an error "
+                f"(pip install 'gumbelrs[{extra}]')")
+    from gumbelrs import cuda
+
+    return f"{devices}; CuPy installed: CUDA tensors run the GPU kernels (checks: " \
+        f"{cuda.get_checks()})"
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -19,7 +19,6 @@ import threading
 import weakref
 from collections import OrderedDict
 
-import cupy
 import numpy as np
 import torch
 
@@ -29,7 +28,7 @@ from ._faults import translate
 # ---------------------------------------------------------------- modules
 
 _FILES = {"noise": "noise.cu", "rows": "rows.cu", "elements": "elements.cu"}
-_modules: dict[tuple[str, int], cupy.RawModule] = {}
+_modules: dict[tuple[str, int], object] = {}
 _lock = threading.Lock()
 
 _SUFFIX = {torch.float16: "f16", torch.bfloat16: "bf16", torch.float32: "f32",
@@ -37,8 +36,17 @@ _SUFFIX = {torch.float16: "f16", torch.bfloat16: "bf16", torch.float32: "f32",
 _NO_FAULT = -1  # all ones: no fault recorded
 
 
-def _kernel(file: str, name: str, device: torch.device) -> cupy.RawKernel:
-    """Kernel ``name`` of ``file``, compiled by NVRTC for ``device`` at first use."""
+def require():
+    """CuPy, imported at first use (ImportError when it is not installed)."""
+    import cupy
+
+    return cupy
+
+
+def _kernel(file: str, name: str, device: torch.device):
+    """Kernel ``name`` of ``file`` (a ``cupy.RawKernel``), compiled by NVRTC for
+    ``device`` at first use; CuPy caches the binary on disk."""
+    cupy = require()
     key = (file, device.index)
     with _lock:
         mod = _modules.get(key)
@@ -60,7 +68,7 @@ def _arg(a):
         a = a.view(torch.int16)
     elif a.dtype == torch.uint8:
         a = a.view(torch.int8)
-    return cupy.from_dlpack(a.detach())
+    return require().from_dlpack(a.detach())
 
 
 def _compute_scalar(dtype: torch.dtype, v: float):
@@ -69,6 +77,7 @@ def _compute_scalar(dtype: torch.dtype, v: float):
 
 def _cupy_stream(device: torch.device):
     """torch's current stream of ``device``, for CuPy."""
+    cupy = require()
     stream = torch.cuda.current_stream(device)
     from_external = getattr(cupy.cuda.Stream, "from_external", None)
     if from_external is not None and hasattr(stream, "__cuda_stream__"):
@@ -76,10 +85,10 @@ def _cupy_stream(device: torch.device):
     return cupy.cuda.ExternalStream(stream.cuda_stream, device.index)
 
 
-def _launch(kernel: cupy.RawKernel, device: torch.device, grid: int, block: int, args) -> None:
+def _launch(kernel, device: torch.device, grid: int, block: int, args) -> None:
     """Launches on torch's current stream; tensors cross by DLPack on that
     stream too, so no event or wait is added between streams."""
-    with cupy.cuda.Device(device.index), _cupy_stream(device):
+    with require().cuda.Device(device.index), _cupy_stream(device):
         kernel((grid,), (block,), tuple(_arg(a) for a in args))
 
 
@@ -117,7 +126,7 @@ class _Faults:
     def tag(self, fn: str, shape, dim, tau, x, requested: int) -> np.uint64:
         """The tag of a new call, remembering what its message needs."""
         self.seq = (self.seq + 1) % (1 << self.SEQ_BITS)
-        ref = (lambda t: None) if tau is None else weakref.ref(tau)
+        ref = (lambda: None) if tau is None else weakref.ref(tau)
         self.calls[self.seq] = (fn, tuple(shape), dim, ref, weakref.ref(x), requested)
         while len(self.calls) > self.KEEP:
             self.calls.popitem(last=False)
@@ -176,11 +185,6 @@ def check_faults() -> None:
             raise err
 
 
-def _device(t: torch.Tensor) -> torch.device:
-    return t.device if t.device.index is not None else torch.device("cuda",
-                                                                    torch.cuda.current_device())
-
-
 # ---------------------------------------------------------------- ops
 
 
@@ -195,8 +199,8 @@ def split(shape, dim: int) -> tuple[int, int, int]:
 
 def noise(kind: str, shape, dtype: torch.dtype, device: torch.device, seed: int,
           offset: int) -> torch.Tensor:
-    device = torch.device("cuda", device.index if device.index is not None
-                          else torch.cuda.current_device())
+    if device.type == "cuda" and device.index is None:
+        device = torch.device("cuda", torch.cuda.current_device())
     out = torch.empty(shape, dtype=dtype, device=device)
     n = out.numel()
     if n == 0:
@@ -211,7 +215,7 @@ def noise(kind: str, shape, dtype: torch.dtype, device: torch.device, seed: int,
 
 def gumbel_softmax(fn, x, dim, tau, tau_rows, seed, offset, hard, need_soft=True):
     """``(y, soft)``; ``soft`` is None unless ``hard`` and ``need_soft``."""
-    dev = _device(x)
+    dev = x.device
     y = torch.empty_like(x)
     soft = torch.empty_like(x) if hard and need_soft else None
     outer, k, inner = split(x.shape, dim)
@@ -231,7 +235,7 @@ def gumbel_softmax(fn, x, dim, tau, tau_rows, seed, offset, hard, need_soft=True
 
 
 def gumbel_softmax_backward(grad, y, dim, tau, tau_rows):
-    dev = _device(y)
+    dev = y.device
     out = torch.empty_like(y)
     outer, k, inner = split(y.shape, dim)
     if y.numel() == 0:
@@ -245,7 +249,7 @@ def gumbel_softmax_backward(grad, y, dim, tau, tau_rows):
 
 
 def sample_categorical(fn, x, dim, num_samples, seed, offset):
-    dev = _device(x)
+    dev = x.device
     batch = [n for i, n in enumerate(x.shape) if i != dim]
     out = torch.empty((*batch, num_samples), dtype=torch.int64, device=dev)
     outer, k, inner = split(x.shape, dim)
@@ -265,7 +269,7 @@ def sample_categorical(fn, x, dim, num_samples, seed, offset):
 
 def gumbel_topk(fn, x, dim, k, seed, offset):
     """The perturbed scores as unique sort keys (one kernel), then ``torch.topk``."""
-    dev = _device(x)
+    dev = x.device
     shape = list(x.shape)
     shape[dim] = k
     outer, size, inner = split(x.shape, dim)
@@ -288,7 +292,7 @@ def gumbel_topk(fn, x, dim, k, seed, offset):
 
 
 def gumbel_given_argmax(fn, x, dim, index, num_samples, seed, offset):
-    dev = _device(x)
+    dev = x.device
     out = torch.empty((num_samples, *x.shape), dtype=x.dtype, device=dev)
     outer, k, inner = split(x.shape, dim)
     if outer * inner == 0:
@@ -306,7 +310,7 @@ def gumbel_given_argmax(fn, x, dim, index, num_samples, seed, offset):
 
 
 def _concrete(fn, x, tau, tau_elems, limits, seed, offset, op):
-    dev = _device(x)
+    dev = x.device
     y = torch.empty_like(x)
     second = torch.empty_like(x) if op == 1 else None
     n = x.numel()
@@ -327,7 +331,7 @@ def _concrete(fn, x, tau, tau_elems, limits, seed, offset, op):
 
 
 def _concrete_backward(grad, y, tau, tau_elems, limits, op):
-    dev = _device(y)
+    dev = y.device
     out = torch.empty_like(y)
     n = y.numel()
     if n == 0:

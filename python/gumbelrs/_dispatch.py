@@ -10,8 +10,10 @@ from . import _cpu
 
 
 def _cuda() -> ModuleType:
+    from . import _cuda as backend
+
     try:
-        from . import _cuda as backend
+        backend.require()
     except ImportError as e:
         build = torch.version.cuda or "?"
         extra = "cuda12" if build.startswith("12") else "cuda"

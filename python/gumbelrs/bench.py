@@ -1,6 +1,7 @@
 """gumbelrs against its torch equivalents, timed alternately in one process.
 
     gumbelrs bench [--threads 1 2] [--repeats 15] [--markdown] [--only SUBSTR]
+    gumbelrs bench --device cuda [--repeats 15] [--markdown] [--only SUBSTR]
     (or python benches/compare_torch.py with the same options)
 
 Each case runs the torch call and the gumbelrs call one after the other,
@@ -9,6 +10,14 @@ less than about a millisecond is timed in batches so the clock resolves it.
 Columns: torch and gumbelrs time per call, ratio (torch / gumbelrs: > 1 means
 gumbelrs is faster), gumbelrs ns per element, and the effective bandwidth of
 gumbelrs counting the bytes the op must read and write once.
+
+With ``--device cuda`` the tensors live on the GPU, batches are timed with
+CUDA events, ``--threads`` is ignored (the column says "cuda", the first line
+names the GPU), and a first row "copy (yardstick)" times ``y.copy_(x)`` of a
+float32 [8192, 32768] tensor (8 bytes moved per element): the bandwidth a
+memory-bound op can reach. The rows whose gumbelrs call is a soft forward
+sample (which also moves 8 bytes per float32 element) add a column "of copy
+BW": their bandwidth as a fraction of the copy's.
 """
 
 from __future__ import annotations
@@ -27,6 +36,9 @@ from torch.distributions import Categorical, RelaxedBernoulli, RelaxedOneHotCate
 import gumbelrs
 
 TAU = 0.5
+CPU_SHAPES = "4096x1024,256x50257,65536x16,8x16"
+CUDA_SHAPES = "8192x32768,256x262144,4096x1024,65536x16"
+COPY_SHAPE = (8192, 32768)
 
 
 @dataclass
@@ -37,6 +49,7 @@ class Case:
     torch_fn: Callable[[], object]
     ours: Callable[[], object]
     bytes_moved: int  # bytes gumbelrs must read + write at least once
+    soft_forward: bool = False  # gumbelrs's call is a soft forward sample (read + write once)
 
 
 def _batched(fn: Callable[[], object], calls: int) -> Callable[[], None]:
@@ -68,17 +81,57 @@ def time_pair(a, b, repeats: int) -> tuple[float, float]:
     return statistics.median(ta), statistics.median(tb)
 
 
-def cases(shapes, dtypes) -> list[Case]:
+def time_pair_cuda(a, b, repeats: int) -> tuple[float, float]:
+    """:func:`time_pair` on the GPU: each batch is timed by CUDA events around it
+    on the current stream (the time from its first launch to its last kernel's end)."""
+    a()
+    b()  # first calls: kernels compiled and loaded, memory cached
+    torch.cuda.synchronize()
+    t0 = time.perf_counter()
+    a()
+    b()
+    torch.cuda.synchronize()
+    once = time.perf_counter() - t0
+    calls = max(1, int(2e-3 / max(once, 1e-7)))
+    ra, rb = _batched(a, calls), _batched(b, calls)
+    for _ in range(2):
+        ra()
+        rb()
+
+    def timed(run: Callable[[], None]) -> float:
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        run()
+        end.record()
+        end.synchronize()
+        return start.elapsed_time(end) / 1e3 / calls
+
+    ta, tb = [], []
+    for _ in range(repeats):
+        ta.append(timed(ra))
+        tb.append(timed(rb))
+    return statistics.median(ta), statistics.median(tb)
+
+
+def time_copy_cuda(repeats: int) -> float:
+    """Median seconds of a device-to-device ``y.copy_(x)`` of a float32 COPY_SHAPE tensor."""
+    x = torch.randn(COPY_SHAPE, device="cuda")
+    y = torch.empty_like(x)
+    t, _ = time_pair_cuda(lambda: y.copy_(x), lambda: None, repeats)
+    return t
+
+
+def cases(shapes, dtypes, device: str = "cpu") -> list[Case]:
     g = gumbelrs.Generator(0)
     out = []
     for shape in shapes:
         for dtype in dtypes:
-            x = torch.randn(shape, dtype=dtype)
+            x = torch.randn(shape, dtype=dtype, device=device)
             n = x.numel()
             es = x.element_size()
             xg = x.clone().requires_grad_()
             w = torch.randn_like(x)
-            temp = torch.tensor(TAU, dtype=dtype)
+            temp = torch.tensor(TAU, dtype=dtype, device=device)
 
             def fb_torch(xg=xg, w=w):
                 xg.grad = None
@@ -90,9 +143,9 @@ def cases(shapes, dtypes) -> list[Case]:
 
             out += [
                 Case("softmax (yardstick)", shape, dtype, lambda x=x: torch.softmax(x, -1),
-                     lambda x=x: gumbelrs.gumbel_softmax(x, TAU, generator=g), 2 * n * es),
+                     lambda x=x: gumbelrs.gumbel_softmax(x, TAU, generator=g), 2 * n * es, True),
                 Case("gumbel_softmax soft", shape, dtype, lambda x=x: F.gumbel_softmax(x, TAU),
-                     lambda x=x: gumbelrs.gumbel_softmax(x, TAU, generator=g), 2 * n * es),
+                     lambda x=x: gumbelrs.gumbel_softmax(x, TAU, generator=g), 2 * n * es, True),
                 Case("gumbel_softmax hard", shape, dtype,
                      lambda x=x: F.gumbel_softmax(x, TAU, hard=True),
                      lambda x=x: gumbelrs.gumbel_softmax(x, TAU, hard=True, generator=g),
@@ -100,13 +153,15 @@ def cases(shapes, dtypes) -> list[Case]:
                 Case("gumbel_softmax fwd+bwd", shape, dtype, fb_torch, fb_ours, 6 * n * es),
                 Case("gumbel_softmax soft dim=0", shape, dtype,
                      lambda x=x: F.gumbel_softmax(x, TAU, dim=0),
-                     lambda x=x: gumbelrs.gumbel_softmax(x, TAU, dim=0, generator=g), 2 * n * es),
+                     lambda x=x: gumbelrs.gumbel_softmax(x, TAU, dim=0, generator=g), 2 * n * es,
+                     True),
                 Case("RelaxedOneHotCategorical", shape, dtype,
                      lambda x=x, t=temp: RelaxedOneHotCategorical(t, logits=x).rsample(),
-                     lambda x=x: gumbelrs.gumbel_softmax(x, TAU, generator=g), 2 * n * es),
+                     lambda x=x: gumbelrs.gumbel_softmax(x, TAU, generator=g), 2 * n * es, True),
                 Case("RelaxedBernoulli", shape, dtype,
                      lambda x=x, t=temp: RelaxedBernoulli(t, logits=x).rsample(),
-                     lambda x=x: gumbelrs.relaxed_bernoulli(x, TAU, generator=g), 2 * n * es),
+                     lambda x=x: gumbelrs.relaxed_bernoulli(x, TAU, generator=g), 2 * n * es,
+                     True),
                 Case("multinomial(softmax)", shape, dtype,
                      lambda x=x: torch.multinomial(torch.softmax(x, -1), 1),
                      lambda x=x: gumbelrs.sample_categorical(x, 1, generator=g), n * es),
@@ -122,41 +177,71 @@ def cases(shapes, dtypes) -> list[Case]:
     return out
 
 
+def _elements(shape: tuple) -> int:
+    n = 1
+    for d in shape:
+        n *= d
+    return n
+
+
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(prog="gumbelrs bench", description=__doc__.splitlines()[0])
+    p.add_argument("--device", choices=["cpu", "cuda"], default="cpu",
+                   help="where the tensors live (cuda: timed with CUDA events, --threads ignored)")
     p.add_argument("--threads", type=int, nargs="+", default=[1, 2])
     p.add_argument("--repeats", type=int, default=15)
     p.add_argument("--only", default="", help="run the cases whose op contains this text")
-    p.add_argument("--shapes", default="4096x1024,256x50257,65536x16,8x16")
+    p.add_argument("--shapes", default=None,
+                   help=f"comma-separated shapes (default: {CPU_SHAPES} on the CPU, "
+                        f"{CUDA_SHAPES} on CUDA)")
     p.add_argument("--float64", action="store_true", help="also run float64")
     p.add_argument("--markdown", action="store_true")
     args = p.parse_args(argv)
+    cuda = args.device == "cuda"
+    if cuda and not torch.cuda.is_available():
+        p.error("--device cuda: torch sees no CUDA device (torch.cuda.is_available() is False)")
+    if args.shapes is None:
+        args.shapes = CUDA_SHAPES if cuda else CPU_SHAPES
     shapes = [tuple(int(v) for v in s.split("x")) for s in args.shapes.split(",")]
     dtypes = [torch.float32] + ([torch.float64] if args.float64 else [])
 
-    print(f"# {platform.processor() or platform.machine()}, torch {torch.__version__}, "
+    where = torch.cuda.get_device_name() if cuda else platform.processor() or platform.machine()
+    print(f"# {where}, torch {torch.__version__}, "
           f"gumbelrs {gumbelrs.__version__}, median of {args.repeats}")
-    header = ["op", "shape", "dtype", "threads", "torch ms", "gumbelrs ms", "ratio",
-              "ns/elem", "GB/s"]
+    header = ["op", "shape", "dtype", "device" if cuda else "threads", "torch ms", "gumbelrs ms",
+              "ratio", "ns/elem", "GB/s"] + (["of copy BW"] if cuda else [])
     rows = []
-    for threads in args.threads:
-        torch.set_num_threads(threads)
-        gumbelrs.set_num_threads(threads)
-        for c in cases(shapes, dtypes):
+
+    def emit(row: list[str]) -> None:
+        rows.append(row)
+        if not args.markdown:
+            print("  ".join(row).rstrip(), flush=True)
+
+    copy_bw = None
+    if cuda:
+        n = _elements(COPY_SHAPE)
+        tc = time_copy_cuda(args.repeats)
+        copy_bw = 8 * n / tc
+        emit(["copy (yardstick)", "x".join(map(str, COPY_SHAPE)), "float32", "cuda",
+              f"{tc * 1e3:.3f}", "-", "-", f"{tc / n * 1e9:.2f}", f"{copy_bw / 1e9:.1f}", ""])
+    for threads in [None] if cuda else args.threads:
+        if not cuda:
+            torch.set_num_threads(threads)
+            gumbelrs.set_num_threads(threads)
+        for c in cases(shapes, dtypes, args.device):
             if args.only not in c.op:
                 continue
-            tt, tg = time_pair(c.torch_fn, c.ours, args.repeats)
-            n = 1
-            for d in c.shape:
-                n *= d
-            rows.append([c.op, "x".join(map(str, c.shape)), str(c.dtype).replace("torch.", ""),
-                         str(threads), f"{tt * 1e3:.3f}", f"{tg * 1e3:.3f}", f"{tt / tg:.1f}",
-                         f"{tg / n * 1e9:.2f}", f"{c.bytes_moved / tg / 1e9:.1f}"])
-            if not args.markdown:
-                print("  ".join(rows[-1]), flush=True)
+            timer = time_pair_cuda if cuda else time_pair
+            tt, tg = timer(c.torch_fn, c.ours, args.repeats)
+            n = _elements(c.shape)
+            row = [c.op, "x".join(map(str, c.shape)), str(c.dtype).replace("torch.", ""),
+                   "cuda" if cuda else str(threads), f"{tt * 1e3:.3f}", f"{tg * 1e3:.3f}",
+                   f"{tt / tg:.1f}", f"{tg / n * 1e9:.2f}", f"{c.bytes_moved / tg / 1e9:.1f}"]
+            if cuda:
+                row.append(f"{c.bytes_moved / tg / copy_bw:.2f}" if c.soft_forward else "")
+            emit(row)
     if args.markdown:
         print("| " + " | ".join(header) + " |")
         print("|" + "---|" * len(header))
         for r in rows:
             print("| " + " | ".join(r) + " |")
-

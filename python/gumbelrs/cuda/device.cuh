@@ -6,6 +6,9 @@
  * base = (r / inner) * k * inner + r % inner. A *group* of G threads (G a
  * power of two, at most the block size) works on one row; G <= 32 groups
  * share warps, G > 32 is the whole block.
+ *
+ * Besides NVRTC, tests/cuda_emulator.cpp compiles this file as host C++
+ * (threads for CUDA threads) to run the kernels on the CPU.
  */
 #ifndef GUMBELRS_DEVICE_CUH
 #define GUMBELRS_DEVICE_CUH
@@ -27,9 +30,15 @@ struct grs_bf16 {
 GRS_DEV float grs_load(const float* p, long long i) { return p[i]; }
 GRS_DEV double grs_load(const double* p, long long i) { return p[i]; }
 GRS_DEV float grs_load(const grs_half* p, long long i) {
+#if defined(__CUDA_ARCH__)
   float f;
   asm("cvt.f32.f16 %0, %1;" : "=f"(f) : "h"(p[i].b));
   return f;
+#else /* the host build of tests/cuda_emulator.cpp */
+  _Float16 h;
+  memcpy(&h, &p[i].b, 2);
+  return (float)h;
+#endif
 }
 GRS_DEV float grs_load(const grs_bf16* p, long long i) {
   return __uint_as_float(((unsigned)p[i].b) << 16);
@@ -38,9 +47,14 @@ GRS_DEV float grs_load(const grs_bf16* p, long long i) {
 GRS_DEV void grs_store(float* p, long long i, float v) { p[i] = v; }
 GRS_DEV void grs_store(double* p, long long i, double v) { p[i] = v; }
 GRS_DEV void grs_store(grs_half* p, long long i, float v) {
+#if defined(__CUDA_ARCH__)
   unsigned short h;
   asm("cvt.rn.f16.f32 %0, %1;" : "=h"(h) : "f"(v));
   p[i].b = h;
+#else
+  _Float16 h = (_Float16)v;
+  memcpy(&p[i].b, &h, 2);
+#endif
 }
 /* Round to nearest even, as torch's float -> bfloat16 conversion. */
 GRS_DEV void grs_store(grs_bf16* p, long long i, float v) {
@@ -110,7 +124,7 @@ struct Math<double> {
  * The host keeps the buffer at all ones when there is no fault. */
 enum { GRS_F_NAN = 1, GRS_F_POSINF = 2, GRS_F_MASKED = 3, GRS_F_INDEX = 4, GRS_F_TAU = 5,
        GRS_F_TOO_FEW = 6 };
-#define GRS_NO_FAULT 0xffffffffffffffffull
+#define GRS_NO_FAULT ((grs_u64)0xffffffffffffffffull)
 #define GRS_POS_MAX 0xfffffffffull
 
 GRS_DEV grs_u64 grs_fault(grs_u64 tag, int kind, long long pos) {

@@ -1,0 +1,268 @@
+"""The CUDA backend run on the CPU: the kernels of gumbelrs/cuda compiled as
+host C++ with one OS thread per CUDA thread (tests/cuda_emulator.cpp), driven
+by the real launcher (``gumbelrs._cuda``: launch shapes, argument lists, fault
+codes) through the public API. Only CuPy's launch is replaced.
+
+What a GPU adds (NVRTC's code generation, memory ordering across blocks,
+speed) is left to tests/test_cuda.py on a CUDA machine.
+"""
+
+import ctypes
+import math
+import shutil
+import subprocess
+
+import numpy as np
+import pytest
+import torch
+
+import gumbelrs
+from gumbelrs import _cuda, _dispatch, cuda
+
+SOURCE = __file__.replace("test_cuda_emulated.py", "cuda_emulator.cpp")
+_CTYPE = {np.int64: ctypes.c_int64, np.uint64: ctypes.c_uint64, np.int32: ctypes.c_int32,
+          np.float32: ctypes.c_float, np.float64: ctypes.c_double}
+
+
+@pytest.fixture(scope="module")
+def emulator(tmp_path_factory):
+    cxx = shutil.which("g++") or shutil.which("clang++")
+    if cxx is None:
+        pytest.skip("no C++ compiler")
+    lib = str(tmp_path_factory.mktemp("emu") / "emu.so")
+    subprocess.run([cxx, "-std=c++20", "-O1", "-ffp-contract=off", "-shared", "-fPIC",
+                    "-pthread", "-I", str(cuda.HERE), SOURCE, "-o", lib], check=True)
+    emu = ctypes.CDLL(lib)
+    emu.emu_launch.argtypes = [ctypes.c_char_p, ctypes.c_uint, ctypes.c_uint,
+                               ctypes.POINTER(ctypes.c_void_p)]
+    return emu
+
+
+@pytest.fixture
+def gpu(emulator, monkeypatch):
+    """CPU tensors go through the CUDA backend, its kernels run by the emulator."""
+    launches = []
+
+    def launch(name, device, grid, block, args):
+        values = []
+        for a in args:
+            if a is None:
+                values.append(ctypes.c_void_p(0))
+            elif isinstance(a, torch.Tensor):
+                assert a.is_contiguous()
+                values.append(ctypes.c_void_p(a.data_ptr()))
+            else:
+                values.append(_CTYPE[type(a)](a))
+        ptrs = (ctypes.c_void_p * len(values))(
+            *[ctypes.cast(ctypes.pointer(v), ctypes.c_void_p) for v in values])
+        launches.append((name, grid, block))
+        assert emulator.emu_launch(name.encode(), grid, block, ptrs) == 0, name
+
+    monkeypatch.setattr(_cuda, "_kernel", lambda file, name, device: name)
+    monkeypatch.setattr(_cuda, "_launch", launch)
+    monkeypatch.setattr(_cuda, "_faults", {})
+    monkeypatch.setattr(_dispatch, "backend", lambda device: _cuda)
+    yield launches
+    cuda.set_checks("async")
+
+
+def _cpu(fn, *args, **kwargs):
+    """``fn`` on the CPU backend (outside the ``gpu`` fixture's patch)."""
+    return fn(*args, **kwargs)
+
+
+def _bits(t: torch.Tensor) -> torch.Tensor:
+    return t.view({torch.float32: torch.int32, torch.float64: torch.int64,
+                   torch.float16: torch.int16, torch.bfloat16: torch.int16}[t.dtype])
+
+
+def _ulps(a: torch.Tensor, b: torch.Tensor) -> int:
+    """The largest distance in units in the last place between a and b."""
+    return int((_bits(a).long() - _bits(b).long()).abs().max())
+
+
+SHAPES = [((6, 7), -1), ((3, 1000), -1), ((2, 9001), -1), ((4, 33, 6), 1), ((5, 3, 2), 0),
+          ((300, 1), -1)]
+
+
+def _logits(shape, dtype=torch.float32, seed=0):
+    x = torch.randn(shape, generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
+    x = (3 * x).to(dtype)
+    x.view(-1)[::7] = -torch.inf if x.shape[-1] > 1 else x.view(-1)[::7]
+    return x
+
+
+@pytest.mark.parametrize(("shape", "dim"), SHAPES)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_gumbel_softmax_matches_the_cpu(request, shape, dim, dtype):
+    x = _logits(shape, dtype)
+    tau = torch.rand([n for i, n in enumerate(shape) if i != dim % len(shape)],
+                     generator=torch.Generator().manual_seed(1), dtype=dtype) + 0.2
+    want = {}
+    for hard in (False, True):
+        for t in (0.7, tau):
+            want[hard, id(t)] = gumbelrs.gumbel_softmax(x, t, hard, dim,
+                                                        generator=gumbelrs.Generator(9))
+    request.getfixturevalue("gpu")
+    for (hard, tid), cpu in want.items():
+        t = 0.7 if tid != id(tau) else tau
+        got = gumbelrs.gumbel_softmax(x, t, hard, dim, generator=gumbelrs.Generator(9))
+        if hard:
+            assert torch.equal(got, cpu)
+        else:
+            # Each value is exp(.) / sum: the same exp, a sum added in another
+            # order (its rounding grows with the row length).
+            assert _ulps(got, cpu) <= 8 + shape[dim] // 200
+            masked = x == -torch.inf
+            assert torch.equal(got[masked], torch.zeros_like(got[masked]))
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_half_types_are_read_and_written_as_such(request, dtype):
+    x = _logits((40, 50), dtype)
+    hard = gumbelrs.gumbel_softmax(x, 0.5, True, generator=gumbelrs.Generator(2))
+    soft = gumbelrs.gumbel_softmax(x, 0.5, generator=gumbelrs.Generator(2))
+    request.getfixturevalue("gpu")
+    got_hard = gumbelrs.gumbel_softmax(x, 0.5, True, generator=gumbelrs.Generator(2))
+    got_soft = gumbelrs.gumbel_softmax(x, 0.5, generator=gumbelrs.Generator(2))
+    assert got_hard.dtype == got_soft.dtype == dtype
+    assert torch.equal(got_hard, hard)
+    assert _ulps(got_soft, soft) <= 1
+
+
+@pytest.mark.parametrize(("shape", "dim"), SHAPES[:5])
+def test_backward_matches_the_cpu(request, shape, dim):
+    x = _logits(shape, torch.float64).nan_to_num(neginf=-40.0).requires_grad_()
+    w = torch.randn(shape, generator=torch.Generator().manual_seed(4), dtype=torch.float64)
+
+    def grad(hard):
+        y = gumbelrs.gumbel_softmax(x, 0.6, hard, dim, generator=gumbelrs.Generator(3))
+        return torch.autograd.grad((y * w).sum(), x)[0]
+
+    want = [grad(False), grad(True)]
+    request.getfixturevalue("gpu")
+    for got, cpu in zip([grad(False), grad(True)], want):
+        torch.testing.assert_close(got, cpu, rtol=1e-13, atol=1e-15)
+
+
+def test_gradcheck_through_the_emulated_kernels(gpu):
+    """Soft samples; the hard sample's gradient is the soft one's (test above)."""
+    x = torch.randn(3, 40, dtype=torch.float64, requires_grad=True)
+    for dim in (-1, 0):
+        def f(x, dim=dim):
+            return gumbelrs.gumbel_softmax(x, 0.8, dim=dim, generator=gumbelrs.Generator(1))
+        assert torch.autograd.gradcheck(f, (x,))
+    assert torch.autograd.gradcheck(
+        lambda x: gumbelrs.relaxed_bernoulli(x, 0.7, generator=gumbelrs.Generator(1)), (x,))
+    assert torch.autograd.gradcheck(
+        lambda x: gumbelrs.hard_concrete(x, 0.7, generator=gumbelrs.Generator(1)), (x,))
+
+
+@pytest.mark.parametrize(("shape", "dim"), SHAPES)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_draws_match_the_cpu(request, shape, dim, dtype):
+    x = _logits(shape, dtype)
+    size = shape[dim]
+    k = min(3, int((x.movedim(dim, -1) > -torch.inf).sum(-1).min()))
+    cat = gumbelrs.sample_categorical(x, 3, dim, generator=gumbelrs.Generator(5))
+    top = gumbelrs.gumbel_topk(x, k, dim, generator=gumbelrs.Generator(5))
+    index = x.movedim(dim, -1).argmax(-1)
+    given = gumbelrs.gumbel_given_argmax(x, index, 2, dim, generator=gumbelrs.Generator(5))
+    request.getfixturevalue("gpu")
+    assert torch.equal(gumbelrs.sample_categorical(x, 3, dim, generator=gumbelrs.Generator(5)),
+                       cat)
+    assert torch.equal(gumbelrs.gumbel_topk(x, k, dim, generator=gumbelrs.Generator(5)), top)
+    got = gumbelrs.gumbel_given_argmax(x, index, 2, dim, generator=gumbelrs.Generator(5))
+    finite = given > -torch.inf
+    assert torch.equal(got > -torch.inf, finite)
+    assert _ulps(got[finite], given[finite]) <= 64 * (1 + size // 1000)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_noise_and_elementwise_ops_match_the_cpu_bitwise(request, dtype):
+    x = _logits((1001,), dtype).nan_to_num(neginf=-5.0)
+    tau = torch.rand(1001, generator=torch.Generator().manual_seed(2), dtype=dtype) + 0.1
+    ops = [
+        lambda g: gumbelrs.gumbel_noise((3, 333), dtype=dtype, generator=g),
+        lambda g: gumbelrs.relaxed_bernoulli(x, 0.4, generator=g),
+        lambda g: gumbelrs.relaxed_bernoulli(x, tau, hard=True, generator=g),
+        lambda g: gumbelrs.hard_concrete(x, tau, (-0.2, 1.3), generator=g),
+    ]
+    want = [op(gumbelrs.Generator(8)) for op in ops]
+    request.getfixturevalue("gpu")
+    for op, cpu in zip(ops, want):
+        assert torch.equal(_bits(op(gumbelrs.Generator(8))), _bits(cpu))
+
+
+def _message(call) -> str:
+    with pytest.raises(ValueError) as e:
+        call()
+    return str(e.value)
+
+
+BAD = {
+    "nan": lambda x: x.index_put_((torch.tensor([2]), torch.tensor([3])), torch.tensor(math.nan)),
+    "posinf": lambda x: x.index_put_((torch.tensor([1]), torch.tensor([4])),
+                                     torch.tensor(math.inf)),
+    "masked row": lambda x: x[3].fill_(-math.inf),
+}
+
+
+@pytest.mark.parametrize("fault", sorted(BAD))
+@pytest.mark.parametrize("dim", [-1, 0])
+def test_faults_raise_the_cpus_message_in_sync_mode(request, fault, dim):
+    x = torch.randn(6, 9)
+    BAD[fault](x)
+    x[5, 0] = math.nan  # a later fault: the first one by position is reported
+    calls = [
+        lambda: gumbelrs.gumbel_softmax(x, 0.5, dim=dim, generator=gumbelrs.Generator(0)),
+        lambda: gumbelrs.sample_categorical(x, 2, dim, generator=gumbelrs.Generator(0)),
+        lambda: gumbelrs.gumbel_topk(x, 2, dim, generator=gumbelrs.Generator(0)),
+    ]
+    want = [_message(c) for c in calls]
+    request.getfixturevalue("gpu")
+    cuda.set_checks("sync")
+    assert [_message(c) for c in calls] == want
+
+
+def test_faults_of_temperatures_indices_and_too_few_categories(request):
+    x = torch.randn(4, 6)
+    x[2, 1:] = -math.inf
+    tau = torch.tensor([1.0, 0.5, 0.0, 2.0])
+    index = torch.tensor([0, 1, 2, 3])
+    calls = [
+        lambda: gumbelrs.gumbel_softmax(x, tau, generator=gumbelrs.Generator(0)),
+        lambda: gumbelrs.gumbel_topk(x, 3, generator=gumbelrs.Generator(0)),
+        lambda: gumbelrs.gumbel_given_argmax(x, index, generator=gumbelrs.Generator(0)),
+        lambda: gumbelrs.relaxed_bernoulli(x.nan_to_num(neginf=0.0), tau.expand(6, 4).T,
+                                           generator=gumbelrs.Generator(0)),
+    ]
+    want = [_message(c) for c in calls]
+    request.getfixturevalue("gpu")
+    cuda.set_checks("sync")
+    assert [_message(c) for c in calls] == want
+
+
+def test_async_mode_marks_faulty_rows_and_raises_at_the_check(gpu):
+    x = torch.randn(5, 8)
+    x[1, 2] = math.nan
+    x[3] = -math.inf
+    y = gumbelrs.gumbel_softmax(x, 0.5, generator=gumbelrs.Generator(0))
+    cat = gumbelrs.sample_categorical(x, 2, generator=gumbelrs.Generator(0))
+    top = gumbelrs.gumbel_topk(x, 2, generator=gumbelrs.Generator(0))
+    bad = torch.tensor([False, True, False, True, False])
+    assert y[bad].isnan().all() and not y[~bad].isnan().any()
+    assert (cat[bad] == -1).all() and (cat[~bad] >= 0).all()
+    assert (top[bad] == -1).all() and (top[~bad] >= 0).all()
+    # The first call's first fault, with the CPU's message; then nothing is left.
+    with pytest.raises(ValueError, match=r"^gumbel_softmax: logits\[1, 2\] is NaN"):
+        cuda.check_faults()
+    assert cuda.check_faults() is None
+
+
+def test_launch_shapes_cover_short_long_and_strided_rows(gpu):
+    cases = {(1000, 3): (4, 256), (2, 3000): (2, 256), (2, 100_000): (2, 512), (4, 1): (1, 256)}
+    for shape, (grid, block) in cases.items():
+        gpu.clear()
+        gumbelrs.gumbel_softmax(torch.zeros(shape), generator=gumbelrs.Generator(0))
+        assert gpu == [("grs_gs_forward_f32", grid, block)]
