@@ -132,7 +132,7 @@ impl<T: Real> Forward<'_, T> {
                 }
             }
         }
-        if !hard {
+        if !hard || dims.k == 0 {
             return;
         }
         if dims.inner == 1 {
