@@ -62,6 +62,7 @@ def gpu(emulator, monkeypatch):
     monkeypatch.setattr(_cuda, "_launch", launch)
     monkeypatch.setattr(_cuda, "_faults", {})
     monkeypatch.setattr(_dispatch, "backend", lambda device: _cuda)
+    monkeypatch.setattr(torch.cuda, "synchronize", lambda device=None: None)
     yield launches
     cuda.set_checks("async")
 
@@ -266,3 +267,25 @@ def test_launch_shapes_cover_short_long_and_strided_rows(gpu):
         gpu.clear()
         gumbelrs.gumbel_softmax(torch.zeros(shape), generator=gumbelrs.Generator(0))
         assert gpu == [("grs_gs_forward_f32", grid, block)]
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_topk_ties_go_to_the_smaller_index_as_on_the_cpu(request, dtype):
+    # Noise below the logits' ulp: every x + g of a row ties (and -0 ties +0).
+    x = torch.full((4, 300), 1e10 if dtype == torch.float32 else 1e17, dtype=dtype)
+    x[1] = torch.where(torch.arange(300) % 2 == 0, 1e10, -1e10).to(dtype)
+    x[3, ::3] = -torch.inf
+    want = gumbelrs.gumbel_topk(x, 50, generator=gumbelrs.Generator(0))
+    assert torch.equal(want[0], torch.arange(50))
+    request.getfixturevalue("gpu")
+    assert torch.equal(gumbelrs.gumbel_topk(x, 50, generator=gumbelrs.Generator(0)), want)
+
+
+def test_async_top_k_message_outlives_its_tensors(gpu):
+    x = torch.zeros(3, 5)
+    x[1, 1:] = -torch.inf
+    top = gumbelrs.gumbel_topk(x, 2, generator=gumbelrs.Generator(0))
+    assert torch.equal(top[1], torch.tensor([-1, -1]))
+    del x
+    with pytest.raises(ValueError, match=r"^gumbel_topk: k=2 but logits\[1, :\] has only 1 "):
+        cuda.check_faults()

@@ -29,6 +29,7 @@ from ._faults import translate
 
 _FILES = {"noise": "noise.cu", "rows": "rows.cu", "elements": "elements.cu"}
 _modules: dict[tuple[str, int], object] = {}
+_kernels: dict[tuple[str, str, int], object] = {}
 _lock = threading.Lock()
 
 _SUFFIX = {torch.float16: "f16", torch.bfloat16: "bf16", torch.float32: "f32",
@@ -46,15 +47,19 @@ def require():
 def _kernel(file: str, name: str, device: torch.device):
     """Kernel ``name`` of ``file`` (a ``cupy.RawKernel``), compiled by NVRTC for
     ``device`` at first use; CuPy caches the binary on disk."""
+    key = (file, name, device.index)
+    kernel = _kernels.get(key)
+    if kernel is not None:
+        return kernel
     cupy = require()
-    key = (file, device.index)
     with _lock:
-        mod = _modules.get(key)
+        mod = _modules.get((file, device.index))
         if mod is None:
             with cupy.cuda.Device(device.index):
                 mod = cupy.RawModule(code=cuda.source(_FILES[file]), options=cuda.NVRTC_OPTIONS)
-            _modules[key] = mod
-    return mod.get_function(name)
+            _modules[(file, device.index)] = mod
+        kernel = _kernels[key] = mod.get_function(name)
+    return kernel
 
 
 def _arg(a):
@@ -116,30 +121,37 @@ class _Faults:
     """The fault word of one device and the calls that may have written it."""
 
     SEQ_BITS = 24
-    KEEP = 4096
+    KEEP = 4096  # calls remembered since the last check
+    SMALL = 1 << 16  # temperatures up to this size are kept for the message
 
     def __init__(self, device: torch.device) -> None:
         self.word = torch.full((1,), _NO_FAULT, dtype=torch.int64, device=device)
         self.seq = 0
         self.calls: OrderedDict[int, tuple] = OrderedDict()
+        self.lock = threading.Lock()
 
-    def tag(self, fn: str, shape, dim, tau, x, requested: int) -> np.uint64:
-        """The tag of a new call, remembering what its message needs."""
-        self.seq = (self.seq + 1) % (1 << self.SEQ_BITS)
-        ref = (lambda: None) if tau is None else weakref.ref(tau)
-        self.calls[self.seq] = (fn, tuple(shape), dim, ref, weakref.ref(x), requested)
-        while len(self.calls) > self.KEEP:
-            self.calls.popitem(last=False)
-        return np.uint64(self.seq << 40)
+    def tag(self, fn: str, shape, dim, tau, topk=None) -> np.uint64:
+        """The tag of a new call, remembering what its message needs: the
+        temperature (a weak reference when it is large) and, for top-k, the
+        per-row counts of categories that are not masked and k."""
+        with self.lock:
+            self.seq = (self.seq + 1) % (1 << self.SEQ_BITS)
+            small = tau is None or tau.numel() <= self.SMALL
+            self.calls[self.seq] = (fn, tuple(shape), dim, tau if small else weakref.ref(tau), topk)
+            while len(self.calls) > self.KEEP:
+                self.calls.popitem(last=False)
+            return np.uint64(self.seq << 40)
 
     def take(self) -> ValueError | None:
-        """The recorded fault as an error, cleared; waits for the device."""
+        """The recorded fault as an error, cleared; waits for every stream of the device."""
+        torch.cuda.synchronize(self.word.device)
         code = int(self.word.item()) & ((1 << 64) - 1)
         if code == (1 << 64) - 1:
             return None
         self.word.fill_(_NO_FAULT)
-        call = self.calls.get(code >> 40)
-        self.calls.clear()
+        with self.lock:
+            call = self.calls.get(code >> 40)
+            self.calls.clear()
         kind = code & 7
         pos = (code >> 3) & ((1 << 36) - 1)
         if call is None:
@@ -147,16 +159,14 @@ class _Faults:
                 f"gumbelrs: a CUDA kernel found a fault of kind {kind} at position {pos} in a call "
                 f"whose record was dropped (more than {self.KEEP} calls since the last check)"
             )
-        fn, shape, dim, tau_ref, x_ref, requested = call
+        fn, shape, dim, tau_ref, topk = call
         name = {1: "nan", 2: "posinf", 3: "all_masked", 4: "index", 5: "tau", 6: "too_few"}[kind]
-        available = 0
         if name in ("all_masked", "index", "too_few"):
             k, inner = shape[dim], math.prod(shape[dim + 1:])
             pos = (pos // max(1, k * inner)) * inner + pos % max(1, inner)
-            x = x_ref()
-            if name == "too_few" and x is not None:
-                available = int((x.movedim(dim, -1).reshape(-1, k)[pos] > -math.inf).sum())
-        return translate(fn, (name, pos, available, requested), torch.Size(shape), dim, tau_ref())
+        available, requested = (int(topk[0][pos]), topk[1]) if name == "too_few" else (0, 0)
+        tau = tau_ref() if isinstance(tau_ref, weakref.ref) else tau_ref
+        return translate(fn, (name, pos, available, requested), torch.Size(shape), dim, tau)
 
 
 _faults: dict[int, _Faults] = {}
@@ -223,7 +233,7 @@ def gumbel_softmax(fn, x, dim, tau, tau_rows, seed, offset, hard, need_soft=True
         return y, soft
     mode = 0 if not hard else (1 if need_soft else 2)
     f = _faults_of(dev)
-    tag = f.tag(fn, x.shape, dim, tau_rows, x, 0)
+    tag = f.tag(fn, x.shape, dim, tau_rows)
     grid, block, g = _rows_launch(k, outer * inner)
     kern = _kernel("rows", f"grs_gs_forward_{_SUFFIX[x.dtype]}", dev)
     _launch(kern, dev, grid, block, (
@@ -256,7 +266,7 @@ def sample_categorical(fn, x, dim, num_samples, seed, offset):
     if outer * inner == 0:
         return out
     f = _faults_of(dev)
-    tag = f.tag(fn, x.shape, dim, None, x, 0)
+    tag = f.tag(fn, x.shape, dim, None)
     grid, block, g = _rows_launch(k, outer * inner)
     kern = _kernel("rows", f"grs_categorical_{_SUFFIX[x.dtype]}", dev)
     _launch(kern, dev, grid, block, (
@@ -268,7 +278,9 @@ def sample_categorical(fn, x, dim, num_samples, seed, offset):
 
 
 def gumbel_topk(fn, x, dim, k, seed, offset):
-    """The perturbed scores as unique sort keys (one kernel), then ``torch.topk``."""
+    """The perturbed scores as sort keys (one kernel), then ``torch.topk`` of
+    the unique int64 keys (float32 and half types) or a stable descending sort
+    of the float64 scores: both give the CPU's order, ties to the smaller index."""
     dev = x.device
     shape = list(x.shape)
     shape[dim] = k
@@ -277,18 +289,21 @@ def gumbel_topk(fn, x, dim, k, seed, offset):
         return torch.empty(shape, dtype=torch.int64, device=dev)
     key_dtype = torch.float64 if x.dtype == torch.float64 else torch.int64
     keys = torch.empty(x.shape, dtype=key_dtype, device=dev)
-    bad = torch.empty(outer * inner, dtype=torch.uint8, device=dev)
+    avail = torch.empty(outer * inner, dtype=torch.int64, device=dev)
     f = _faults_of(dev)
-    tag = f.tag(fn, x.shape, dim, None, x, k)
+    tag = f.tag(fn, x.shape, dim, None, (avail, k))
     grid, block, g = _rows_launch(size, outer * inner)
     kern = _kernel("rows", f"grs_topk_keys_{_SUFFIX[x.dtype]}", dev)
     _launch(kern, dev, grid, block, (
-        x, keys, bad, np.int64(outer), np.int64(size), np.int64(inner),
+        x, keys, avail, np.int64(outer), np.int64(size), np.int64(inner),
         np.int64(k), np.uint64(seed), np.uint64(offset), np.int32(g), f.word, tag))
     _after(f)
-    idx = torch.topk(keys, k, dim=dim, largest=True, sorted=True).indices
+    if key_dtype == torch.int64:
+        idx = torch.topk(keys, k, dim=dim, largest=True, sorted=True).indices
+    else:
+        idx = torch.sort(keys, dim=dim, descending=True, stable=True).indices.narrow(dim, 0, k)
     batch = [n for i, n in enumerate(x.shape) if i != dim]
-    return idx.masked_fill_(bad.view(batch).unsqueeze(dim).bool(), -1)
+    return idx.masked_fill_((avail < k).view(batch).unsqueeze(dim), -1)
 
 
 def gumbel_given_argmax(fn, x, dim, index, num_samples, seed, offset):
@@ -298,7 +313,7 @@ def gumbel_given_argmax(fn, x, dim, index, num_samples, seed, offset):
     if outer * inner == 0:
         return out
     f = _faults_of(dev)
-    tag = f.tag(fn, x.shape, dim, None, x, 0)
+    tag = f.tag(fn, x.shape, dim, None)
     grid, block, g = _rows_launch(k, outer * inner)
     kern = _kernel("rows", f"grs_given_argmax_{_SUFFIX[x.dtype]}", dev)
     _launch(kern, dev, grid, block, (
@@ -318,7 +333,7 @@ def _concrete(fn, x, tau, tau_elems, limits, seed, offset, op):
         return y, second
     lo, hi = limits
     f = _faults_of(dev)
-    tag = f.tag(fn, x.shape, None, tau_elems, x, 0)
+    tag = f.tag(fn, x.shape, None, tau_elems)
     epb = 2 if x.dtype == torch.float64 else 4
     kern = _kernel("elements", f"grs_concrete_forward_{_SUFFIX[x.dtype]}", dev)
     c = x.dtype

@@ -124,12 +124,13 @@ GRS_DEV void categorical(const T* x, long long* out, long long outer, long long 
 
 /* The sort keys of Gumbel-top-k, one per element, whose descending order is
  * the CPU's: larger x + g first, then the smaller index. float32 (and the
- * half types): the order-preserving bits of x + g above the complement of
- * the index, as an int64; float64: x + g itself (ties then have no defined
- * order; they need two draws equal to 53 bits). bad[r] = 1 marks a row with
- * a fault, whose indices the host sets to -1. */
+ * half types): the order-preserving bits of x + g (-0 as +0) above the
+ * complement of the index, as an int64, unique; float64: x + g itself, for a
+ * stable sort. avail[r] is the row's number of logits that are not -inf, or
+ * -1 when the row has a fault; the host sets the indices of rows with fewer
+ * than kk to -1. */
 GRS_DEV long long grs_key(float v, long long t) {
-  unsigned u = __float_as_uint(v);
+  unsigned u = __float_as_uint(v + 0.0f);
   unsigned ordered = (u & 0x80000000u) ? ~u : (u | 0x80000000u);
   grs_u64 key = ((grs_u64)(ordered ^ 0x80000000u) << 32) | (grs_u64)(0xffffffffu - (unsigned)t);
   return (long long)key;
@@ -137,7 +138,7 @@ GRS_DEV long long grs_key(float v, long long t) {
 GRS_DEV double grs_key(double v, long long) { return v; }
 
 template <class T, class C, class K>
-GRS_DEV void topk_keys(const T* x, K* keys, unsigned char* bad, long long outer, long long k,
+GRS_DEV void topk_keys(const T* x, K* keys, long long* avail, long long outer, long long k,
                        long long inner, long long kk, grs_u64 seed, grs_u64 offset, int G,
                        grs_u64* fault, grs_u64 tag) {
   __shared__ GrsSlot sm[32];
@@ -155,7 +156,7 @@ GRS_DEV void topk_keys(const T* x, K* keys, unsigned char* bad, long long outer,
   available = grs_reduce(available, 0ll, G, GrsSum(), sm);
   if (w.active && code == GRS_NO_FAULT && available < kk) code = grs_fault(tag, GRS_F_TOO_FEW, w.base);
   grs_report(w, fault, code);
-  if (w.active && w.lane == 0) bad[w.r] = code != GRS_NO_FAULT;
+  if (w.active && w.lane == 0) avail[w.r] = code != GRS_NO_FAULT && available >= kk ? -1 : available;
 }
 
 /* Gumbel-perturbed logits conditioned on their argmax being index[r]: the
@@ -232,9 +233,9 @@ GRS_DEV void given_argmax(const T* x, const long long* index, T* out, long long 
     categorical<T, C>(x, out, outer, k, inner, num_samples, seed, offset, G, fault, tag);          \
   }                                                                                                \
   extern "C" __global__ void GRS_ROW_BOUNDS grs_topk_keys_##SFX(                                   \
-      const T* x, K* keys, unsigned char* bad, long long outer, long long k, long long inner,      \
+      const T* x, K* keys, long long* avail, long long outer, long long k, long long inner,      \
       long long kk, grs_u64 seed, grs_u64 offset, int G, grs_u64* fault, grs_u64 tag) {            \
-    topk_keys<T, C, K>(x, keys, bad, outer, k, inner, kk, seed, offset, G, fault, tag);            \
+    topk_keys<T, C, K>(x, keys, avail, outer, k, inner, kk, seed, offset, G, fault, tag);            \
   }                                                                                                \
   extern "C" __global__ void GRS_ROW_BOUNDS grs_given_argmax_##SFX(                                \
       const T* x, const long long* index, T* out, long long outer, long long k, long long inner,   \
