@@ -7,7 +7,7 @@
  * shuffle or barrier that not every thread reaches hangs (the test times
  * out), as it would misbehave on a GPU.
  *
- * emu_launch(name, grid, block, args) runs kernel `name` with args[i]
+ * emu_launch(name, grid, block, shared, args) runs kernel `name` with args[i]
  * pointing at the value of its i-th parameter, as cuLaunchKernel takes them.
  * Build: g++ -std=c++20 -O1 -ffp-contract=off -shared -fPIC -pthread -I<cuda dir>.
  */
@@ -56,6 +56,11 @@ struct Block {
 static Block block_state;
 
 static void __syncthreads() { block_state.all->arrive_and_wait(); }
+static void __syncwarp() { block_state.warps[threadIdx.x >> 5]->arrive_and_wait(); }
+
+/* Dynamic shared memory: one buffer, reused by the blocks in turn. */
+static std::vector<unsigned char> dynamic_shared;
+#define GRS_DYNAMIC_SHARED(name) unsigned char* name = dynamic_shared.data()
 
 template <class V>
 static V __shfl_xor_sync(unsigned, V v, int lane_mask, int width = 32) {
@@ -113,11 +118,14 @@ static const std::map<std::string, Entry> kernels = {
     GRS_ENTRIES(f16), GRS_ENTRIES(bf16), GRS_ENTRIES(f32), GRS_ENTRIES(f64),
     GRS_ENTRY(grs_noise_f32), GRS_ENTRY(grs_noise_f64)};
 
-/* Runs kernel `name` on grid x block threads; returns 0, or -1 for an unknown name. */
-extern "C" int emu_launch(const char* name, unsigned grid, unsigned block, void** args) {
+/* Runs kernel `name` on grid x block threads with `shared` bytes of dynamic
+ * shared memory; returns 0, or -1 for an unknown name. */
+extern "C" int emu_launch(const char* name, unsigned grid, unsigned block, unsigned shared,
+                          void** args) {
   auto it = kernels.find(name);
   if (it == kernels.end()) return -1;
   blockDim.x = block;
+  dynamic_shared.assign(shared + 16, 0xff);
   for (unsigned b = 0; b < grid; ++b) {
     unsigned warps = (block + 31) / 32;
     block_state.all = std::make_unique<std::barrier<>>(block);

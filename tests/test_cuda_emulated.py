@@ -33,7 +33,7 @@ def emulator(tmp_path_factory):
     subprocess.run([cxx, "-std=c++20", "-O1", "-ffp-contract=off", "-shared", "-fPIC",
                     "-pthread", "-I", str(cuda.HERE), SOURCE, "-o", lib], check=True)
     emu = ctypes.CDLL(lib)
-    emu.emu_launch.argtypes = [ctypes.c_char_p, ctypes.c_uint, ctypes.c_uint,
+    emu.emu_launch.argtypes = [ctypes.c_char_p, ctypes.c_uint, ctypes.c_uint, ctypes.c_uint,
                                ctypes.POINTER(ctypes.c_void_p)]
     return emu
 
@@ -43,7 +43,7 @@ def gpu(emulator, monkeypatch):
     """CPU tensors go through the CUDA backend, its kernels run by the emulator."""
     launches = []
 
-    def launch(name, device, grid, block, args):
+    def launch(name, device, grid, block, args, shared=0):
         values = []
         for a in args:
             if a is None:
@@ -56,11 +56,12 @@ def gpu(emulator, monkeypatch):
         ptrs = (ctypes.c_void_p * len(values))(
             *[ctypes.cast(ctypes.pointer(v), ctypes.c_void_p) for v in values])
         launches.append((name, grid, block))
-        assert emulator.emu_launch(name.encode(), grid, block, ptrs) == 0, name
+        assert emulator.emu_launch(name.encode(), grid, block, shared, ptrs) == 0, name
 
     monkeypatch.setattr(_cuda, "_kernel", lambda file, name, device: name)
     monkeypatch.setattr(_cuda, "_launch", launch)
     monkeypatch.setattr(_cuda, "_faults", {})
+    monkeypatch.setattr(_cuda, "_smem_limit", lambda device: 48 * 1024)
     monkeypatch.setattr(_dispatch, "backend", lambda device: _cuda)
     monkeypatch.setattr(torch.cuda, "synchronize", lambda device=None: None)
     yield launches
@@ -289,3 +290,17 @@ def test_async_top_k_message_outlives_its_tensors(gpu):
     del x
     with pytest.raises(ValueError, match=r"^gumbel_topk: k=2 but logits\[1, :\] has only 1 "):
         cuda.check_faults()
+
+
+def test_second_pass_from_shared_memory_or_redrawn_noise_agree(gpu, monkeypatch):
+    """Rows whose perturbed logits fit in shared memory are not drawn twice;
+    both ways give the same bits."""
+    for shape, dim in SHAPES:
+        x = _logits(shape)
+        for hard in (False, True):
+            kept = gumbelrs.gumbel_softmax(x.requires_grad_(hard), 0.3, hard, dim,
+                                           generator=gumbelrs.Generator(4))
+            monkeypatch.setattr(_cuda, "_smem_limit", lambda device: 0)
+            drawn = gumbelrs.gumbel_softmax(x, 0.3, hard, dim, generator=gumbelrs.Generator(4))
+            monkeypatch.setattr(_cuda, "_smem_limit", lambda device: 48 * 1024)
+            assert torch.equal(_bits(kept.detach()), _bits(drawn.detach()))

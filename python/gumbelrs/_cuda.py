@@ -15,6 +15,7 @@ with the call's sequence number. In "async" mode nothing waits for it; in
 from __future__ import annotations
 
 import math
+import os
 import threading
 import weakref
 from collections import OrderedDict
@@ -90,11 +91,29 @@ def _cupy_stream(device: torch.device):
     return cupy.cuda.ExternalStream(stream.cuda_stream, device.index)
 
 
-def _launch(kernel, device: torch.device, grid: int, block: int, args) -> None:
-    """Launches on torch's current stream; tensors cross by DLPack on that
-    stream too, so no event or wait is added between streams."""
+def _launch(kernel, device: torch.device, grid: int, block: int, args, shared: int = 0) -> None:
+    """Launches on torch's current stream with ``shared`` bytes of dynamic
+    shared memory; tensors cross by DLPack on that stream too, so no event or
+    wait is added between streams."""
     with require().cuda.Device(device.index), _cupy_stream(device):
-        kernel((grid,), (block,), tuple(_arg(a) for a in args))
+        if shared > 48 * 1024 and kernel.max_dynamic_shared_size_bytes < shared:
+            kernel.max_dynamic_shared_size_bytes = shared
+        kernel((grid,), (block,), tuple(_arg(a) for a in args), shared_mem=shared)
+
+
+_smem: dict[int, int] = {}
+
+
+def _smem_limit(device: torch.device) -> int:
+    """Bytes of dynamic shared memory a block may use on ``device`` (the
+    opt-in maximum less the kernels' static 512 bytes), or
+    ``GUMBELRS_CUDA_SMEM`` when set (0 turns the shared-memory paths off)."""
+    if "GUMBELRS_CUDA_SMEM" in os.environ:
+        return int(os.environ["GUMBELRS_CUDA_SMEM"])
+    if device.index not in _smem:
+        props = torch.cuda.get_device_properties(device)
+        _smem[device.index] = props.shared_memory_per_block_optin - 1024
+    return _smem[device.index]
 
 
 def _group(k: int) -> int:
@@ -235,11 +254,14 @@ def gumbel_softmax(fn, x, dim, tau, tau_rows, seed, offset, hard, need_soft=True
     f = _faults_of(dev)
     tag = f.tag(fn, x.shape, dim, tau_rows)
     grid, block, g = _rows_launch(k, outer * inner)
+    # The second pass reads the perturbed logits from shared memory when they fit.
+    shared = (block // g) * k * (8 if x.dtype == torch.float64 else 4)
+    cache = mode != 2 and shared <= _smem_limit(dev)
     kern = _kernel("rows", f"grs_gs_forward_{_SUFFIX[x.dtype]}", dev)
     _launch(kern, dev, grid, block, (
         x, y, soft, tau_rows, _compute_scalar(x.dtype, tau),
         np.int64(outer), np.int64(k), np.int64(inner), np.uint64(seed), np.uint64(offset),
-        np.int32(mode), np.int32(g), f.word, tag))
+        np.int32(mode), np.int32(g), f.word, tag, np.int32(cache)), shared if cache else 0)
     _after(f)
     return y, soft
 

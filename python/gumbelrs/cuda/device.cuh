@@ -201,6 +201,17 @@ struct GrsBetter {
   GRS_DEV MaxArg<C> operator()(MaxArg<C> a, MaxArg<C> b) const { return grs_better(a, b); }
 };
 
+/* Dynamic shared memory (the emulator defines its own) and the barrier of a
+ * group's threads: the warp for G <= 32, else the block. */
+#ifndef GRS_DYNAMIC_SHARED
+#define GRS_DYNAMIC_SHARED(name) extern __shared__ __align__(16) unsigned char name[]
+#endif
+
+GRS_DEV void grs_group_sync(int G) {
+  if (G > 32) __syncthreads();
+  else __syncwarp();
+}
+
 /* ------------------------------------------------------------ rows */
 
 /* Where a thread stands: its row, its lane in the row's group, the row's first element. */

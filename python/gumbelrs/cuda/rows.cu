@@ -14,15 +14,18 @@
 /* Gumbel-Softmax forward. mode 0: the soft sample into y; 1: the one-hot of
  * the first maximum of x + g into y and the soft sample into soft; 2: the
  * one-hot alone. One pass finds the maximum, its first index and the sum of
- * exp((w - max) / tau), rescaled as the maximum grows; a second pass draws
- * the noise again and writes. */
+ * exp((w - max) / tau), rescaled as the maximum grows; a second pass writes,
+ * from the perturbed logits w kept in shared memory when `cache` (k values
+ * per row of the block), else drawing the noise again. */
 template <class T, class C>
 GRS_DEV void gs_forward(const T* x, T* y, T* soft, const C* tau_rows, C tau, long long outer,
                         long long k, long long inner, grs_u64 seed, grs_u64 offset, int mode, int G,
-                        grs_u64* fault, grs_u64 tag) {
+                        grs_u64* fault, grs_u64 tag, int cache) {
   __shared__ GrsSlot sm[32];
+  GRS_DYNAMIC_SHARED(dyn);
   typedef Math<C> M;
   GrsRow w = grs_row(outer, k, inner, G);
+  C* kept = reinterpret_cast<C*>(dyn) + (threadIdx.x / G) * (cache ? k : 0);
   C t_row = w.active && tau_rows ? tau_rows[w.r] : tau;
   C inv = (C)1 / t_row;
   bool tau_bad = mode != 2 && !(t_row > (C)0 && t_row < M::inf());
@@ -34,6 +37,7 @@ GRS_DEV void gs_forward(const T* x, T* y, T* soft, const C* tau_rows, C tau, lon
     C xv = grs_load(x, at);
     check.see(xv, at, tag);
     C v = xv + g;
+    if (cache) kept[t] = v;
     if (v > best.v) {
       if (mode != 2) sum = (best.v == -M::inf() ? (C)0 : sum * M::exp((best.v - v) * inv)) + (C)1;
       best.v = v;
@@ -49,6 +53,7 @@ GRS_DEV void gs_forward(const T* x, T* y, T* soft, const C* tau_rows, C tau, lon
   C part = best.v == -M::inf() ? (C)0 : sum * M::exp((best.v - top.v) * inv);
   C total = grs_reduce(part, (C)0, G, GrsSum(), sm);
   grs_report(w, fault, code);
+  if (cache) grs_group_sync(G); /* the writes to `kept` are seen by the whole group */
   if (code != GRS_NO_FAULT) {
     grs_row_each(w, [&](long long t) {
       grs_store(y, w.base + t * inner, M::nan());
@@ -62,12 +67,17 @@ GRS_DEV void gs_forward(const T* x, T* y, T* soft, const C* tau_rows, C tau, lon
   }
   C inv_sum = (C)1 / total;
   T* s_out = mode == 1 ? soft : y;
-  grs_row_noise<C>(w, seed, offset, 0, GRS_GUMBEL, [&](long long t, C g) {
+  auto write = [&](long long t, C v) {
     long long at = w.base + t * inner;
-    C v = grs_load(x, at) + g;
     grs_store(s_out, at, M::exp((v - top.v) * inv) * inv_sum);
     if (mode == 1) grs_store(y, at, (C)(t == top.i));
-  });
+  };
+  if (cache) {
+    grs_row_each(w, [&](long long t) { write(t, kept[t]); });
+  } else {
+    grs_row_noise<C>(w, seed, offset, 0, GRS_GUMBEL,
+                     [&](long long t, C g) { write(t, grs_load(x, w.base + t * inner) + g); });
+  }
 }
 
 /* grad_x = y * (g - sum(g * y)) / tau along the row. */
@@ -218,9 +228,9 @@ GRS_DEV void given_argmax(const T* x, const long long* index, T* out, long long 
   extern "C" __global__ void GRS_ROW_BOUNDS grs_gs_forward_##SFX(                                  \
       const T* x, T* y, T* soft, const C* tau_rows, C tau, long long outer, long long k,           \
       long long inner, grs_u64 seed, grs_u64 offset, int mode, int G, grs_u64* fault,              \
-      grs_u64 tag) {                                                                               \
+      grs_u64 tag, int cache) {                                                                    \
     gs_forward<T, C>(x, y, soft, tau_rows, tau, outer, k, inner, seed, offset, mode, G, fault,     \
-                     tag);                                                                         \
+                     tag, cache);                                                                  \
   }                                                                                                \
   extern "C" __global__ void GRS_ROW_BOUNDS grs_gs_backward_##SFX(const T* g, const T* y, T* out,  \
                                                    const C* tau_rows, C tau, long long outer,      \
