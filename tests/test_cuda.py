@@ -76,15 +76,17 @@ def bits(t):
     return t.view({2: torch.int16, 4: torch.int32, 8: torch.int64}[t.element_size()])
 
 
-def close(got, want):
-    """Within a few ulp: the row sums are added in another order on the GPU."""
+def close(got, want, k=1):
+    """Within a few ulp: the row sums (of ``k`` terms) are added in another
+    order on the GPU, so their rounding differs by up to about k / 200 ulp
+    (measured under tests/test_cuda_emulated.py)."""
     assert got.dtype == want.dtype
     eps = torch.finfo(want.dtype).eps
     if want.dtype in (torch.float16, torch.bfloat16):  # float32 results one rounding apart
         torch.testing.assert_close(got, want, rtol=eps, atol=1e-6)
     else:
         atol = 1e-6 if want.dtype == torch.float32 else 1e-14
-        torch.testing.assert_close(got, want, rtol=4 * eps, atol=atol)
+        torch.testing.assert_close(got, want, rtol=(4 + k // 200) * eps, atol=atol)
 
 
 def close_to_scale(got, want, ulps):
@@ -198,7 +200,7 @@ def test_gumbel_softmax_matches_the_cpu(shape, dim, dtype):
     soft, hard = partial(_gs, dim=dim), partial(_gs, dim=dim, hard=True)
     for tau in (0.5, rows):
         want, got = both(soft, x, tau)
-        close(got, want)
+        close(got, want, shape[dim])
         assert bool((got[x == NEG_INF] == 0).all())
         want, got = both(hard, x, tau)
         assert torch.equal(got, want)
