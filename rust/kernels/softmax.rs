@@ -77,8 +77,11 @@ impl<T: Real> Scratch<T> {
 }
 
 /// Rows of at most this many categories are processed `TILE` at a time,
-/// transposed so that the loops run across rows.
-const SHORT: usize = 32;
+/// transposed so that the loops run across rows, when a soft sample is
+/// written. Measured on [2^20 / k, k] float32, one thread, ms (row by row →
+/// transposed): soft k = 4: 12.3 → 7.7, k = 16: 5.5 → 5.3, k = 32: 3.9 → 4.9;
+/// the hard sample alone is faster row by row for every k (k = 16: 4.1 → 5.1).
+const SHORT: usize = 16;
 
 struct Forward<'a, T> {
     x: &'a [T],
@@ -210,7 +213,7 @@ impl<T: Real> RowKernel for Forward<'_, T> {
         let mut s = Scratch::new(self.dims.k);
         if self.batches_rows() {
             s.z = vec![T::ZERO; BATCH];
-            if self.dims.k <= SHORT {
+            if self.dims.k <= SHORT && !self.hard_only {
                 s.short = Some(TileScratch::new(self.dims.k, TILE));
             }
         }

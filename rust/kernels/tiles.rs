@@ -126,12 +126,14 @@ pub(crate) fn first_max_per_column<T: Real>(
     m: &[T],
     arg: &mut [usize],
 ) {
-    arg.fill(usize::MAX);
-    for t in 0..k {
-        for (j, a) in arg.iter_mut().enumerate() {
-            if *a == usize::MAX && v[t * stride + j] == m[j] {
-                *a = t;
-            }
+    // Walking the categories downwards, the last match written is the first
+    // maximum; the selects have no branch, so the loop over columns vectorizes.
+    arg.fill(0);
+    let w = arg.len();
+    for t in (0..k).rev() {
+        let row = &v[t * stride..t * stride + w];
+        for ((a, &x), &mj) in arg.iter_mut().zip(row).zip(m) {
+            *a = if x == mj { t } else { *a };
         }
     }
 }
