@@ -4,8 +4,8 @@
  * block is an OS thread; __syncthreads is a barrier of the block, and a warp
  * shuffle is a barrier of the warp around an exchange of values. Blocks run
  * one after another, so a `static` variable is the block's shared memory. A
- * shuffle or barrier that not every thread reaches hangs (the test times
- * out), as it would misbehave on a GPU.
+ * shuffle or barrier that not every thread reaches hangs, as it would
+ * misbehave on a GPU: after two minutes the process ends with a message.
  *
  * emu_launch(name, grid, block, shared, args) runs kernel `name` with args[i]
  * pointing at the value of its i-th parameter, as cuLaunchKernel takes them.
@@ -13,6 +13,9 @@
  */
 #include <atomic>
 #include <barrier>
+#include <chrono>
+#include <condition_variable>
+#include <cstdio>
 #include <cmath>
 #include <cstdint>
 #include <cstring>
@@ -137,12 +140,27 @@ extern "C" int emu_launch(const char* name, unsigned grid, unsigned block, unsig
     block_state.slots.assign(32 * warps, 0);
     std::vector<std::thread> threads;
     threads.reserve(block);
+    std::mutex m;
+    std::condition_variable cv;
+    unsigned finished = 0;
     for (unsigned t = 0; t < block; ++t) {
       threads.emplace_back([&, t, b] {
         threadIdx.x = t;
         blockIdx.x = b;
         it->second(args);
+        std::lock_guard<std::mutex> g(m);
+        if (++finished == block) cv.notify_one();
       });
+    }
+    {
+      /* A barrier or shuffle that some thread never reaches would hang the
+       * tests: end the process with a message instead. */
+      std::unique_lock<std::mutex> g(m);
+      if (!cv.wait_for(g, std::chrono::seconds(120), [&] { return finished == block; })) {
+        std::fprintf(stderr, "emulated kernel %s hung in block %u\n", name, b);
+        std::fflush(stderr);
+        std::_Exit(3);
+      }
     }
     for (auto& th : threads) th.join();
   }
