@@ -187,3 +187,8 @@ def test_every_kernel_file_compiles_with_nvrtc(name, arch):
     lib.nvrtcGetProgramLog(prog, log)
     lib.nvrtcDestroyProgram(ctypes.byref(prog))
     assert status == 0, log.value.decode(errors="replace")
+
+
+def test_the_checks_switches_are_public():
+    assert gumbelrs.cuda.set_checks is cuda.set_checks
+    assert "cuda" in gumbelrs.__all__

@@ -5,7 +5,7 @@
 >>> y = gumbelrs.gumbel_softmax(torch.randn(4, 10), tau=0.5, hard=True, generator=g)
 """
 
-from . import distributions, estimators, nn, schedules
+from . import cuda, distributions, estimators, nn, schedules
 from ._core import get_num_threads as _get_num_threads
 from ._core import set_num_threads as _set_num_threads
 from ._generator import Generator, default_generator, manual_seed
@@ -23,6 +23,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "Generator",
+    "cuda",
     "default_generator",
     "distributions",
     "estimators",
