@@ -132,6 +132,12 @@ pub fn sample_categorical<T: Real>(
     run_units(&tiled.tiles.units(), &dims, &tiled)
 }
 
+/// Up to this many draws, top-k keeps a sorted list in one pass instead of
+/// selecting and sorting. Measured, float32, one thread, k = 8 draws:
+/// [4096, 1024] 24.5 → 15.5 ms, [256, 50257] 69 → 30 ms, [65536, 16] 27 → 20
+/// ms; with k = 32 the selection is faster (27 ms against 36 ms).
+const SMALL_TOPK: usize = 16;
+
 struct TopK<'a, T> {
     x: &'a [T],
     dims: Dims,
@@ -180,11 +186,43 @@ impl<T: Real> RowKernel for TopK<'_, T> {
             Some(o) => o,
         };
         order.clear();
-        order.extend(0..dims.k);
-        if kk < dims.k {
-            order.select_nth_unstable_by(kk - 1, by_score);
+        if kk <= SMALL_TOPK {
+            // A sorted list of the best kk so far, by one pass in index order;
+            // a new score goes after every equal one (those have smaller
+            // indices). Once the list is full, whole chunks whose scores all
+            // lose to the kk-th best are skipped by a branch-free test.
+            const CHUNK: usize = 32;
+            let mut best = [0usize; SMALL_TOPK];
+            let mut n = 0;
+            let mut bar = T::NEG_INFINITY;
+            for (c, chunk) in w.chunks(CHUNK).enumerate() {
+                if n == kk && !chunk.iter().fold(false, |any, &v| any | (v > bar)) {
+                    continue;
+                }
+                for (j, &v) in chunk.iter().enumerate() {
+                    if n == kk && v <= bar {
+                        continue;
+                    }
+                    n = (n + 1).min(kk);
+                    let mut p = n - 1;
+                    while p > 0 && v > w[best[p - 1]] {
+                        best[p] = best[p - 1];
+                        p -= 1;
+                    }
+                    best[p] = c * CHUNK + j;
+                    if n == kk {
+                        bar = w[best[kk - 1]];
+                    }
+                }
+            }
+            order.extend_from_slice(&best[..kk]);
+        } else {
+            order.extend(0..dims.k);
+            if kk < dims.k {
+                order.select_nth_unstable_by(kk - 1, by_score);
+            }
+            order[..kk].sort_unstable_by(by_score);
         }
-        order[..kk].sort_unstable_by(by_score);
         let base = Dims::new(dims.outer, kk, dims.inner).base(r);
         for (t, &idx) in order[..kk].iter().enumerate() {
             // SAFETY: output slots of row `r` are written by this thread only.
@@ -343,6 +381,34 @@ mod tests {
                 let m = w.iter().cloned().fold(f32::NEG_INFINITY, f32::max);
                 let want = w.iter().position(|&v| v == m).unwrap();
                 assert_eq!(out[r * 3 + s], want as i64);
+            }
+        }
+    }
+
+    #[test]
+    fn topk_both_ways_give_the_order_of_a_full_sort_with_ties() {
+        // Logits far above the noise (x + g == x) on a coarse grid: many ties.
+        let dims = Dims::new(40, 50, 1);
+        let x: Vec<f32> = (0..dims.len())
+            .map(|i| 1e10 * ((i * 7919 % 5) as f32 - 2.0))
+            .collect();
+        let stream = Stream::new(2, 3);
+        for kk in [1, 2, 9, SMALL_TOPK, SMALL_TOPK + 1, 50] {
+            let mut out = vec![0i64; dims.rows() * kk];
+            gumbel_topk(&x, dims, kk, stream, &mut out).unwrap();
+            let mut g = vec![0f32; dims.len()];
+            noise(Noise::Gumbel, stream, &mut g).unwrap();
+            for r in 0..dims.rows() {
+                let w: Vec<f32> = (0..dims.k)
+                    .map(|t| x[r * dims.k + t] + g[r * dims.k + t])
+                    .collect();
+                let mut want: Vec<usize> = (0..dims.k).collect();
+                want.sort_by(|&a, &b| w[b].partial_cmp(&w[a]).unwrap().then(a.cmp(&b)));
+                let got: Vec<usize> = out[r * kk..(r + 1) * kk]
+                    .iter()
+                    .map(|&i| i as usize)
+                    .collect();
+                assert_eq!(got, want[..kk], "row {r}, k = {kk}");
             }
         }
     }
