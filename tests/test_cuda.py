@@ -85,8 +85,7 @@ def close(got, want, k=1):
     if want.dtype in (torch.float16, torch.bfloat16):  # float32 results one rounding apart
         torch.testing.assert_close(got, want, rtol=eps, atol=1e-6)
     else:
-        atol = 1e-6 if want.dtype == torch.float32 else 1e-14
-        torch.testing.assert_close(got, want, rtol=(4 + k // 200) * eps, atol=atol)
+        torch.testing.assert_close(got, want, rtol=(4 + k // 200) * eps, atol=0)
 
 
 def close_to_scale(got, want, ulps):

@@ -1,10 +1,12 @@
 """The CUDA backend run on the CPU: the kernels of gumbelrs/cuda compiled as
 host C++ with one OS thread per CUDA thread (tests/cuda_emulator.cpp), driven
-by the real launcher (``gumbelrs._cuda``: launch shapes, argument lists, fault
-codes) through the public API. Only CuPy's launch is replaced.
+by the op functions of ``gumbelrs._cuda`` (launch shapes, argument lists,
+fault codes and messages) through the public API. Replaced: CuPy's compile
+and launch, the DLPack conversion and stream handling (``_kernel``,
+``_launch``), and the shared-memory limit (48 KB here; an H100 allows more).
 
 What a GPU adds (NVRTC's code generation, memory ordering across blocks,
-speed) is left to tests/test_cuda.py on a CUDA machine.
+speed, CuPy itself) is left to tests/test_cuda.py on a CUDA machine.
 """
 
 import ctypes
@@ -263,11 +265,34 @@ def test_async_mode_marks_faulty_rows_and_raises_at_the_check(gpu):
 
 
 def test_launch_shapes_cover_short_long_and_strided_rows(gpu):
-    cases = {(1000, 3): (4, 256), (2, 3000): (2, 256), (2, 100_000): (2, 512), (4, 1): (1, 256)}
-    for shape, (grid, block) in cases.items():
+    # (shape, dim): (grid, block); a group of about k / 16 threads per row.
+    cases = {((1000, 3), -1): (4, 256), ((2, 3000), -1): (2, 256), ((2, 100_000), -1): (2, 512),
+             ((4, 1), -1): (1, 256), ((4, 3000), 0): (12, 256), ((5000, 7), 0): (7, 512)}
+    for (shape, dim), (grid, block) in cases.items():
         gpu.clear()
-        gumbelrs.gumbel_softmax(torch.zeros(shape), generator=gumbelrs.Generator(0))
+        gumbelrs.gumbel_softmax(torch.zeros(shape), dim=dim, generator=gumbelrs.Generator(0))
         assert gpu == [("grs_gs_forward_f32", grid, block)]
+
+
+@pytest.mark.parametrize(("shape", "dim"), [((300, 4), -1), ((70, 16), -1), ((9, 700), -1),
+                                            ((5, 9, 3), 1), ((40, 6), 0)])
+def test_ties_go_to_the_first_category_as_on_the_cpu(request, shape, dim):
+    x = torch.full(shape, 1e10)  # the noise is below the logits' ulp: every row ties
+    x.requires_grad_()
+    want = [gumbelrs.gumbel_softmax(x, 0.5, hard=True, dim=dim, generator=gumbelrs.Generator(1)),
+            gumbelrs.gumbel_softmax(x.detach(), 0.5, hard=True, dim=dim,
+                                    generator=gumbelrs.Generator(1)),
+            gumbelrs.sample_categorical(x, 2, dim, generator=gumbelrs.Generator(1))]
+    first = torch.zeros(shape).index_fill_(dim, torch.tensor([0]), 1.0)
+    assert torch.equal(want[0], first) and torch.equal(want[1], first)
+    assert (want[2] == 0).all()
+    request.getfixturevalue("gpu")
+    got = [gumbelrs.gumbel_softmax(x, 0.5, hard=True, dim=dim, generator=gumbelrs.Generator(1)),
+           gumbelrs.gumbel_softmax(x.detach(), 0.5, hard=True, dim=dim,
+                                   generator=gumbelrs.Generator(1)),
+           gumbelrs.sample_categorical(x, 2, dim, generator=gumbelrs.Generator(1))]
+    for g, w in zip(got, want):
+        assert torch.equal(g, w)
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])

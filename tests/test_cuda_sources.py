@@ -189,6 +189,12 @@ def test_every_kernel_file_compiles_with_nvrtc(name, arch):
     assert status == 0, log.value.decode(errors="replace")
 
 
-def test_the_checks_switches_are_public():
-    assert gumbelrs.cuda.set_checks is cuda.set_checks
-    assert "cuda" in gumbelrs.__all__
+def test_the_checks_switches_come_with_the_package():
+    code = "import gumbelrs; gumbelrs.cuda.set_checks('sync'); print(gumbelrs.cuda.get_checks())"
+    out = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True)
+    assert out.stdout.strip() == "sync"
+    env = {**os.environ, "GUMBELRS_CUDA_CHECKS": "later"}
+    bad = subprocess.run([sys.executable, "-c", "import gumbelrs"], env=env, capture_output=True,
+                         text=True)
+    assert bad.returncode != 0
+    assert "GUMBELRS_CUDA_CHECKS must be 'async' or 'sync', got 'later'" in bad.stderr

@@ -602,3 +602,20 @@ def test_random_layouts_match_the_reference(case):
     draws = gumbelrs.sample_categorical(x, 2, dim=dim, generator=fresh(case))
     g2 = gumbelrs.gumbel_noise((2, *shape), dtype=dtype, generator=fresh(case))
     assert torch.equal(draws, _reference.sample_categorical(x, g2, dim=dim))
+
+
+@pytest.mark.parametrize(("shape", "dim"), [((300, 4), -1), ((70, 16), -1), ((70, 33), -1),
+                                            ((9, 700), -1), ((5, 9, 3), 1), ((40, 6), 0)])
+def test_tied_perturbed_logits_choose_the_first_category(shape, dim):
+    """Logits far above the noise tie in every row: the first maximum wins, in
+    every path (short rows transposed or not, long rows, strided tiles)."""
+    x = torch.full(shape, 1e10, requires_grad=True)
+    first = torch.zeros(shape).index_fill_(dim, torch.tensor([0]), 1.0)
+    for logits in (x, x.detach()):
+        y = gumbelrs.gumbel_softmax(logits, 0.5, hard=True, dim=dim, generator=fresh())
+        assert torch.equal(y, first)
+    assert (gumbelrs.sample_categorical(x, 3, dim, generator=fresh()) == 0).all()
+    order = torch.arange(3).view([3 if i == dim % len(shape) else 1 for i in range(len(shape))])
+    assert torch.equal(gumbelrs.gumbel_topk(x, 3, dim, generator=fresh()),
+                       order.expand([3 if i == dim % len(shape) else n
+                                     for i, n in enumerate(shape)]))

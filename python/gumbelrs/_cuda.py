@@ -106,10 +106,13 @@ _smem: dict[int, int] = {}
 
 def _smem_limit(device: torch.device) -> int:
     """Bytes of dynamic shared memory a block may use on ``device`` (the
-    opt-in maximum less the kernels' static 512 bytes), or
+    opt-in maximum less 1 KB for the kernels' static shared memory), or
     ``GUMBELRS_CUDA_SMEM`` when set (0 turns the shared-memory paths off)."""
     if "GUMBELRS_CUDA_SMEM" in os.environ:
-        return int(os.environ["GUMBELRS_CUDA_SMEM"])
+        v = os.environ["GUMBELRS_CUDA_SMEM"]
+        if not v.isdigit():
+            raise ValueError(f"GUMBELRS_CUDA_SMEM must be a number of bytes, got {v!r}")
+        return int(v)
     if device.index not in _smem:
         props = torch.cuda.get_device_properties(device)
         _smem[device.index] = props.shared_memory_per_block_optin - 1024
@@ -136,29 +139,50 @@ def _rows_launch(k: int, rows: int) -> tuple[int, int, int]:
 # ---------------------------------------------------------------- faults
 
 
+_KINDS = {1: "nan", 2: "posinf", 3: "all_masked", 4: "index", 5: "tau", 6: "too_few"}
+
+
 class _Faults:
     """The fault word of one device and the calls that may have written it."""
 
     SEQ_BITS = 24
     KEEP = 4096  # calls remembered since the last check
-    SMALL = 1 << 16  # temperatures up to this size are kept for the message
+    BUDGET = 64 << 20  # bytes of tensors kept for messages; beyond, weak references
 
     def __init__(self, device: torch.device) -> None:
         self.word = torch.full((1,), _NO_FAULT, dtype=torch.int64, device=device)
         self.seq = 0
         self.calls: OrderedDict[int, tuple] = OrderedDict()
+        self.kept = 0
         self.lock = threading.Lock()
 
-    def tag(self, fn: str, shape, dim, tau, topk=None) -> np.uint64:
+    def _keep(self, t: torch.Tensor | None):
+        """``t`` itself while the budget lasts, else a weak reference."""
+        if t is None:
+            return None
+        size = t.numel() * t.element_size()
+        if self.kept + size > self.BUDGET:
+            return weakref.ref(t)
+        self.kept += size
+        return t
+
+    def _forget(self, record: tuple) -> None:
+        for t in (record[3], record[4]):
+            if isinstance(t, torch.Tensor):
+                self.kept -= t.numel() * t.element_size()
+
+    def tag(self, fn: str, shape, dim, tau, avail=None, k: int = 0) -> np.uint64:
         """The tag of a new call, remembering what its message needs: the
-        temperature (a weak reference when it is large) and, for top-k, the
-        per-row counts of categories that are not masked and k."""
+        temperature and, for top-k, the per-row counts of categories that are
+        not masked and k."""
         with self.lock:
             self.seq = (self.seq + 1) % (1 << self.SEQ_BITS)
-            small = tau is None or tau.numel() <= self.SMALL
-            self.calls[self.seq] = (fn, tuple(shape), dim, tau if small else weakref.ref(tau), topk)
+            old = self.calls.pop(self.seq, None)
+            if old is not None:
+                self._forget(old)
+            self.calls[self.seq] = (fn, tuple(shape), dim, self._keep(tau), self._keep(avail), k)
             while len(self.calls) > self.KEEP:
-                self.calls.popitem(last=False)
+                self._forget(self.calls.popitem(last=False)[1])
             return np.uint64(self.seq << 40)
 
     def take(self) -> ValueError | None:
@@ -171,21 +195,23 @@ class _Faults:
         with self.lock:
             call = self.calls.get(code >> 40)
             self.calls.clear()
-        kind = code & 7
+            self.kept = 0
+        name = _KINDS[code & 7]
         pos = (code >> 3) & ((1 << 36) - 1)
         if call is None:
             return ValueError(
-                f"gumbelrs: a CUDA kernel found a fault of kind {kind} at position {pos} in a call "
-                f"whose record was dropped (more than {self.KEEP} calls since the last check)"
+                f"gumbelrs: a CUDA kernel found a fault ({name}) at position {pos} in a call "
+                f"whose record was dropped (more than {self.KEEP} calls since the last check); "
+                "call gumbelrs.cuda.check_faults() more often or use set_checks('sync')"
             )
-        fn, shape, dim, tau_ref, topk = call
-        name = {1: "nan", 2: "posinf", 3: "all_masked", 4: "index", 5: "tau", 6: "too_few"}[kind]
+        fn, shape, dim, tau, avail, k = (
+            v() if isinstance(v, weakref.ref) else v for v in call
+        )
         if name in ("all_masked", "index", "too_few"):
-            k, inner = shape[dim], math.prod(shape[dim + 1:])
-            pos = (pos // max(1, k * inner)) * inner + pos % max(1, inner)
-        available, requested = (int(topk[0][pos]), topk[1]) if name == "too_few" else (0, 0)
-        tau = tau_ref() if isinstance(tau_ref, weakref.ref) else tau_ref
-        return translate(fn, (name, pos, available, requested), torch.Size(shape), dim, tau)
+            size, inner = shape[dim], math.prod(shape[dim + 1:])
+            pos = (pos // max(1, size * inner)) * inner + pos % max(1, inner)
+        available = None if name != "too_few" or avail is None else int(avail[pos])
+        return translate(fn, (name, pos, available, k), torch.Size(shape), dim, tau)
 
 
 _faults: dict[int, _Faults] = {}
@@ -313,7 +339,7 @@ def gumbel_topk(fn, x, dim, k, seed, offset):
     keys = torch.empty(x.shape, dtype=key_dtype, device=dev)
     avail = torch.empty(outer * inner, dtype=torch.int64, device=dev)
     f = _faults_of(dev)
-    tag = f.tag(fn, x.shape, dim, None, (avail, k))
+    tag = f.tag(fn, x.shape, dim, None, avail, k)
     grid, block, g = _rows_launch(size, outer * inner)
     kern = _kernel("rows", f"grs_topk_keys_{_SUFFIX[x.dtype]}", dev)
     _launch(kern, dev, grid, block, (

@@ -27,7 +27,9 @@ def _row(shape: torch.Size, dim: int, row: int) -> str:
 def translate(fn: str, err: BaseException | tuple, shape: torch.Size, dim: int | None,
               tau: torch.Tensor | None) -> ValueError:
     """The user-facing error for a fault a kernel found: ``err`` is a
-    ``_core.KernelError`` or its args ``(kind, position, available, requested)``."""
+    ``_core.KernelError`` or its args ``(kind, position, available, requested)``.
+    ``tau`` or ``available`` may be None when the CUDA path no longer has them
+    (then the message gives the position, or "fewer than k")."""
     kind, pos, available, requested = err if isinstance(err, tuple) else err.args
     if kind == "tau":
         got = tau.view(-1)[pos].item() if tau is not None else f"a bad value at position {pos}"
@@ -53,7 +55,7 @@ def translate(fn: str, err: BaseException | tuple, shape: torch.Size, dim: int |
             f"{fn}: every logit of {_row(shape, dim, pos)} is -inf; each row needs at least "
             "one category that is not masked"
         )
+    has = f"has only {available}" if available is not None else f"has fewer than {requested}"
     return ValueError(
-        f"{fn}: k={requested} but {_row(shape, dim, pos)} has only {available} categories "
-        "that are not -inf"
+        f"{fn}: k={requested} but {_row(shape, dim, pos)} {has} categories that are not -inf"
     )

@@ -5,7 +5,8 @@ Every op takes ``generator=None`` (the process-wide default, seeded from
 worth of its stream: element ``i`` of the call (in the contiguous order of the
 logits) uses the Philox words of ``(seed, offset, i)`` only. Inputs are never
 modified. float16/bfloat16 logits are computed in float32 and the result is
-returned in their dtype (on CUDA inside the kernels, without a copy).
+returned in their dtype (on CUDA the kernels read and write them directly;
+half-precision noise from ``gumbel_noise`` is drawn in float32 and converted).
 """
 
 from __future__ import annotations
@@ -28,6 +29,12 @@ __all__ = [
 ]
 
 _NOISE_KINDS = ("gumbel", "logistic", "uniform")
+
+
+def _categories(fn: str, logits: torch.Tensor, d: int) -> None:
+    """Drawing needs at least one category along ``d`` (a shape error, on every device)."""
+    if logits.shape[d] == 0:
+        raise ValueError(f"{fn}: logits have no category along dim={d} (size 0)")
 
 
 def _flag(fn: str, name: str, v: object) -> bool:
@@ -181,6 +188,7 @@ def sample_categorical(
     fn = "sample_categorical"
     _validate.logits(fn, logits)
     d = _validate.dim(fn, dim, logits.dim())
+    _categories(fn, logits, d)
     _validate.count(fn, "num_samples", num_samples, 1, 2**31 - 1, "")
     gen = _validate.generator(fn, generator)
     x = _dispatch.prepare(logits.detach())
@@ -230,6 +238,7 @@ def gumbel_given_argmax(
     fn = "gumbel_given_argmax"
     _validate.logits(fn, logits)
     d = _validate.dim(fn, dim, logits.dim())
+    _categories(fn, logits, d)
     _validate.count(fn, "num_samples", num_samples, 1, 2**31 - 1, "")
     batch = _batch(logits.shape, d)
     if not isinstance(index, torch.Tensor) or index.dtype != torch.int64:

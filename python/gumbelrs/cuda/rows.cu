@@ -4,8 +4,9 @@
  * Every kernel is the loop of its Rust twin (rust/kernels/softmax.rs,
  * sampling.rs) spread over a group of threads per row (device.cuh); the
  * noise of element i is bitwise the CPU's, so arg-maxima, one-hot samples and
- * categorical draws are bitwise the CPU's, and soft values differ from the
- * CPU's only in the order their sums are added. T is the storage type, C the
+ * categorical draws are bitwise the CPU's; soft values differ from the CPU's
+ * in the order their sums are added (and, on the path without shared memory,
+ * by the rescaling of the online sum). T is the storage type, C the
  * compute type (float for float16 and bfloat16). A row with a fault is
  * recorded in `fault` and gets NaN outputs (index -1).
  */
