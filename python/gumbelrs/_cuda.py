@@ -24,6 +24,7 @@ import numpy as np
 import torch
 
 from . import cuda
+from ._cpu import split
 from ._faults import translate
 
 # ---------------------------------------------------------------- modules
@@ -246,10 +247,6 @@ def check_faults() -> None:
 def prepare(x: torch.Tensor) -> torch.Tensor:
     """``x`` as the kernels read it: contiguous, in its own dtype."""
     return x.contiguous()
-
-
-def split(shape, dim: int) -> tuple[int, int, int]:
-    return math.prod(shape[:dim]), shape[dim], math.prod(shape[dim + 1:])
 
 
 def noise(kind: str, shape, dtype: torch.dtype, device: torch.device, seed: int,
