@@ -73,8 +73,6 @@ def _arg(a):
         return a
     if a.dtype in (torch.float16, torch.bfloat16):
         a = a.view(torch.int16)
-    elif a.dtype == torch.uint8:
-        a = a.view(torch.int8)
     return require().from_dlpack(a.detach())
 
 
