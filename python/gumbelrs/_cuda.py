@@ -263,60 +263,65 @@ def noise(kind: str, shape, dtype: torch.dtype, device: torch.device, seed: int,
     return out
 
 
+def _run_rows(name: str, x: torch.Tensor, dim: int, head: tuple, tail: tuple,
+              record: tuple | None = None, keep: int | None = None) -> None:
+    """Runs row kernel ``name`` (for ``x``'s dtype) over the rows of ``x`` along
+    ``dim``. Its arguments: ``head``, the sizes ``(outer, k, inner)``, ``tail``,
+    the group size; with ``record`` (what ``_Faults.tag`` keeps for the message)
+    the fault word and the call's tag, and the fault is raised in "sync" mode;
+    with ``keep`` (bytes per element, 0 for none) the flag that keeps each
+    row's perturbed logits in shared memory when a block's rows fit."""
+    dev = x.device
+    outer, k, inner = split(x.shape, dim)
+    grid, block, g = _rows_launch(k, outer * inner)
+    args = (*head, np.int64(outer), np.int64(k), np.int64(inner), *tail, np.int32(g))
+    f = None
+    if record is not None:
+        f = _faults_of(dev)
+        args += (f.word, f.tag(*record))
+    shared = 0
+    if keep is not None:
+        shared = (block // g) * k * keep
+        cache = 0 < shared <= _smem_limit(dev)
+        args += (np.int32(cache),)
+        shared = shared if cache else 0
+    _launch(_kernel("rows", f"{name}_{_SUFFIX[x.dtype]}", dev), dev, grid, block, args, shared)
+    if f is not None:
+        _after(f)
+
+
 def gumbel_softmax(fn, x, dim, tau, tau_rows, seed, offset, hard, need_soft=True):
     """``(y, soft)``; ``soft`` is None unless ``hard`` and ``need_soft``."""
-    dev = x.device
     y = torch.empty_like(x)
     soft = torch.empty_like(x) if hard and need_soft else None
-    outer, k, inner = split(x.shape, dim)
     if x.numel() == 0:
         return y, soft
     mode = 0 if not hard else (1 if need_soft else 2)
-    f = _faults_of(dev)
-    tag = f.tag(fn, x.shape, dim, tau_rows)
-    grid, block, g = _rows_launch(k, outer * inner)
     # The second pass reads the perturbed logits from shared memory when they fit.
-    shared = (block // g) * k * (8 if x.dtype == torch.float64 else 4)
-    cache = mode != 2 and shared <= _smem_limit(dev)
-    kern = _kernel("rows", f"grs_gs_forward_{_SUFFIX[x.dtype]}", dev)
-    _launch(kern, dev, grid, block, (
-        x, y, soft, tau_rows, _compute_scalar(x.dtype, tau),
-        np.int64(outer), np.int64(k), np.int64(inner), np.uint64(seed), np.uint64(offset),
-        np.int32(mode), np.int32(g), f.word, tag, np.int32(cache)), shared if cache else 0)
-    _after(f)
+    keep = 0 if mode == 2 else (8 if x.dtype == torch.float64 else 4)
+    _run_rows("grs_gs_forward", x, dim, (x, y, soft, tau_rows, _compute_scalar(x.dtype, tau)),
+              (np.uint64(seed), np.uint64(offset), np.int32(mode)),
+              record=(fn, x.shape, dim, tau_rows), keep=keep)
     return y, soft
 
 
 def gumbel_softmax_backward(grad, y, dim, tau, tau_rows):
-    dev = y.device
     out = torch.empty_like(y)
-    outer, k, inner = split(y.shape, dim)
     if y.numel() == 0:
         return out
-    grid, block, g = _rows_launch(k, outer * inner)
-    kern = _kernel("rows", f"grs_gs_backward_{_SUFFIX[y.dtype]}", dev)
-    _launch(kern, dev, grid, block, (
-        grad, y, out, tau_rows, _compute_scalar(y.dtype, tau),
-        np.int64(outer), np.int64(k), np.int64(inner), np.int32(g)))
+    _run_rows("grs_gs_backward", y, dim, (grad, y, out, tau_rows, _compute_scalar(y.dtype, tau)),
+              ())
     return out
 
 
 def sample_categorical(fn, x, dim, num_samples, seed, offset):
-    dev = x.device
     batch = [n for i, n in enumerate(x.shape) if i != dim]
-    out = torch.empty((*batch, num_samples), dtype=torch.int64, device=dev)
-    outer, k, inner = split(x.shape, dim)
-    if outer * inner == 0:
+    out = torch.empty((*batch, num_samples), dtype=torch.int64, device=x.device)
+    if out.numel() == 0:
         return out
-    f = _faults_of(dev)
-    tag = f.tag(fn, x.shape, dim, None)
-    grid, block, g = _rows_launch(k, outer * inner)
-    kern = _kernel("rows", f"grs_categorical_{_SUFFIX[x.dtype]}", dev)
-    _launch(kern, dev, grid, block, (
-        x, out, np.int64(outer), np.int64(k), np.int64(inner),
-        np.int64(num_samples), np.uint64(seed), np.uint64(offset), np.int32(g), f.word,
-        tag))
-    _after(f)
+    _run_rows("grs_categorical", x, dim, (x, out),
+              (np.int64(num_samples), np.uint64(seed), np.uint64(offset)),
+              record=(fn, x.shape, dim, None))
     return out
 
 
@@ -324,46 +329,32 @@ def gumbel_topk(fn, x, dim, k, seed, offset):
     """The perturbed scores as sort keys (one kernel), then ``torch.topk`` of
     the unique int64 keys (float32 and half types) or a stable descending sort
     of the float64 scores: both give the CPU's order, ties to the smaller index."""
-    dev = x.device
     shape = list(x.shape)
     shape[dim] = k
-    outer, size, inner = split(x.shape, dim)
-    if k == 0 or outer * inner == 0:
-        return torch.empty(shape, dtype=torch.int64, device=dev)
+    batch = [n for i, n in enumerate(x.shape) if i != dim]
+    rows = math.prod(batch)
+    if k == 0 or rows == 0:
+        return torch.empty(shape, dtype=torch.int64, device=x.device)
     key_dtype = torch.float64 if x.dtype == torch.float64 else torch.int64
-    keys = torch.empty(x.shape, dtype=key_dtype, device=dev)
-    avail = torch.empty(outer * inner, dtype=torch.int64, device=dev)
-    f = _faults_of(dev)
-    tag = f.tag(fn, x.shape, dim, None, avail, k)
-    grid, block, g = _rows_launch(size, outer * inner)
-    kern = _kernel("rows", f"grs_topk_keys_{_SUFFIX[x.dtype]}", dev)
-    _launch(kern, dev, grid, block, (
-        x, keys, avail, np.int64(outer), np.int64(size), np.int64(inner),
-        np.int64(k), np.uint64(seed), np.uint64(offset), np.int32(g), f.word, tag))
-    _after(f)
+    keys = torch.empty(x.shape, dtype=key_dtype, device=x.device)
+    avail = torch.empty(rows, dtype=torch.int64, device=x.device)
+    _run_rows("grs_topk_keys", x, dim, (x, keys, avail),
+              (np.int64(k), np.uint64(seed), np.uint64(offset)),
+              record=(fn, x.shape, dim, None, avail, k))
     if key_dtype == torch.int64:
         idx = torch.topk(keys, k, dim=dim, largest=True, sorted=True).indices
     else:
         idx = torch.sort(keys, dim=dim, descending=True, stable=True).indices.narrow(dim, 0, k)
-    batch = [n for i, n in enumerate(x.shape) if i != dim]
     return idx.masked_fill_((avail < k).view(batch).unsqueeze(dim), -1)
 
 
 def gumbel_given_argmax(fn, x, dim, index, num_samples, seed, offset):
-    dev = x.device
-    out = torch.empty((num_samples, *x.shape), dtype=x.dtype, device=dev)
-    outer, k, inner = split(x.shape, dim)
-    if outer * inner == 0:
+    out = torch.empty((num_samples, *x.shape), dtype=x.dtype, device=x.device)
+    if x.numel() == 0:
         return out
-    f = _faults_of(dev)
-    tag = f.tag(fn, x.shape, dim, None)
-    grid, block, g = _rows_launch(k, outer * inner)
-    kern = _kernel("rows", f"grs_given_argmax_{_SUFFIX[x.dtype]}", dev)
-    _launch(kern, dev, grid, block, (
-        x, index.to(dev), out, np.int64(outer), np.int64(k), np.int64(inner),
-        np.int64(num_samples), np.uint64(seed), np.uint64(offset), np.int32(g), f.word,
-        tag))
-    _after(f)
+    _run_rows("grs_given_argmax", x, dim, (x, index.to(x.device), out),
+              (np.int64(num_samples), np.uint64(seed), np.uint64(offset)),
+              record=(fn, x.shape, dim, None))
     return out
 
 
