@@ -204,6 +204,14 @@ def _message(call) -> str:
     return str(e.value)
 
 
+def _same_messages_in_sync_mode(request, calls) -> None:
+    """Each call raises on the emulated GPU, in "sync" mode, the CPU's message."""
+    want = [_message(c) for c in calls]
+    request.getfixturevalue("gpu")
+    cuda.set_checks("sync")
+    assert [_message(c) for c in calls] == want
+
+
 BAD = {
     "nan": lambda x: x.index_put_((torch.tensor([2]), torch.tensor([3])), torch.tensor(math.nan)),
     "posinf": lambda x: x.index_put_((torch.tensor([1]), torch.tensor([4])),
@@ -223,10 +231,7 @@ def test_faults_raise_the_cpus_message_in_sync_mode(request, fault, dim):
         lambda: gumbelrs.sample_categorical(x, 2, dim, generator=gumbelrs.Generator(0)),
         lambda: gumbelrs.gumbel_topk(x, 2, dim, generator=gumbelrs.Generator(0)),
     ]
-    want = [_message(c) for c in calls]
-    request.getfixturevalue("gpu")
-    cuda.set_checks("sync")
-    assert [_message(c) for c in calls] == want
+    _same_messages_in_sync_mode(request, calls)
 
 
 def test_faults_of_temperatures_indices_and_too_few_categories(request):
@@ -241,10 +246,7 @@ def test_faults_of_temperatures_indices_and_too_few_categories(request):
         lambda: gumbelrs.relaxed_bernoulli(x.nan_to_num(neginf=0.0), tau.expand(6, 4).T,
                                            generator=gumbelrs.Generator(0)),
     ]
-    want = [_message(c) for c in calls]
-    request.getfixturevalue("gpu")
-    cuda.set_checks("sync")
-    assert [_message(c) for c in calls] == want
+    _same_messages_in_sync_mode(request, calls)
 
 
 def test_async_mode_marks_faulty_rows_and_raises_at_the_check(gpu):

@@ -59,57 +59,46 @@ def _batched(fn: Callable[[], object], calls: int) -> Callable[[], None]:
     return run
 
 
-def time_pair(a, b, repeats: int) -> tuple[float, float]:
-    """Median seconds per call of a and b, alternating, after a warm-up."""
+def _wall(run: Callable[[], None]) -> float:
+    s = time.perf_counter()
+    run()
+    return time.perf_counter() - s
+
+
+def _events(run: Callable[[], None]) -> float:
+    """Seconds from a batch's first launch to its last kernel's end, by CUDA
+    events on the current stream."""
+    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+    start.record()
+    run()
+    end.record()
+    end.synchronize()
+    return start.elapsed_time(end) / 1e3
+
+
+def time_pair(a, b, repeats: int, cuda: bool = False) -> tuple[float, float]:
+    """Median seconds per call of a and b, alternating, after a warm-up; on the
+    GPU (``cuda``) each batch is timed by CUDA events."""
+    sync = torch.cuda.synchronize if cuda else (lambda: None)
+    if cuda:
+        a()
+        b()  # first calls: kernels compiled and loaded, memory cached
+        sync()
     t0 = time.perf_counter()
     a()
     b()
+    sync()
     once = time.perf_counter() - t0
     calls = max(1, int(2e-3 / max(once, 1e-7)))
     ra, rb = _batched(a, calls), _batched(b, calls)
     for _ in range(2):
         ra()
         rb()
+    timed = _events if cuda else _wall
     ta, tb = [], []
     for _ in range(repeats):
-        s = time.perf_counter()
-        ra()
-        ta.append((time.perf_counter() - s) / calls)
-        s = time.perf_counter()
-        rb()
-        tb.append((time.perf_counter() - s) / calls)
-    return statistics.median(ta), statistics.median(tb)
-
-
-def time_pair_cuda(a, b, repeats: int) -> tuple[float, float]:
-    """:func:`time_pair` on the GPU: each batch is timed by CUDA events around it
-    on the current stream (the time from its first launch to its last kernel's end)."""
-    a()
-    b()  # first calls: kernels compiled and loaded, memory cached
-    torch.cuda.synchronize()
-    t0 = time.perf_counter()
-    a()
-    b()
-    torch.cuda.synchronize()
-    once = time.perf_counter() - t0
-    calls = max(1, int(2e-3 / max(once, 1e-7)))
-    ra, rb = _batched(a, calls), _batched(b, calls)
-    for _ in range(2):
-        ra()
-        rb()
-
-    def timed(run: Callable[[], None]) -> float:
-        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        start.record()
-        run()
-        end.record()
-        end.synchronize()
-        return start.elapsed_time(end) / 1e3 / calls
-
-    ta, tb = [], []
-    for _ in range(repeats):
-        ta.append(timed(ra))
-        tb.append(timed(rb))
+        ta.append(timed(ra) / calls)
+        tb.append(timed(rb) / calls)
     return statistics.median(ta), statistics.median(tb)
 
 
@@ -117,7 +106,7 @@ def time_copy_cuda(repeats: int) -> float:
     """Median seconds of a device-to-device ``y.copy_(x)`` of a float32 COPY_SHAPE tensor."""
     x = torch.randn(COPY_SHAPE, device="cuda")
     y = torch.empty_like(x)
-    t, _ = time_pair_cuda(lambda: y.copy_(x), lambda: None, repeats)
+    t, _ = time_pair(lambda: y.copy_(x), lambda: None, repeats, cuda=True)
     return t
 
 
@@ -231,8 +220,7 @@ def main(argv: list[str] | None = None) -> None:
         for c in cases(shapes, dtypes, args.device):
             if args.only not in c.op:
                 continue
-            timer = time_pair_cuda if cuda else time_pair
-            tt, tg = timer(c.torch_fn, c.ours, args.repeats)
+            tt, tg = time_pair(c.torch_fn, c.ours, args.repeats, cuda=cuda)
             n = _elements(c.shape)
             row = [c.op, "x".join(map(str, c.shape)), str(c.dtype).replace("torch.", ""),
                    "cuda" if cuda else str(threads), f"{tt * 1e3:.3f}", f"{tg * 1e3:.3f}",
