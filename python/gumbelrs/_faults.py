@@ -49,8 +49,6 @@ def translate(fn: str, err: BaseException | tuple, shape: torch.Size, dim: int |
             "(-inf masks a category out; +inf has no probability distribution)"
         )
     if kind == "all_masked":
-        if shape[dim] == 0:
-            return ValueError(f"{fn}: logits have no category along dim={dim} (size 0)")
         return ValueError(
             f"{fn}: every logit of {_row(shape, dim, pos)} is -inf; each row needs at least "
             "one category that is not masked"
