@@ -5,11 +5,11 @@
 //! Jang et al. 2017); Hard Concrete `z = clamp(lo + (hi - lo) * y, 0, 1)`
 //! (Louizos et al. 2018), which puts probability mass on exactly 0 and 1.
 
-use super::noise::{fill, Noise};
+use super::noise::{fill_ahead, Ahead, Noise};
 use super::{
     check_len, chunk_range, chunks, run_rows, KernelError, RowKernel, SharedMut, Tau, CHUNK,
 };
-use crate::math::{sigmoid, Real};
+use crate::math::{sigmoid, GroupCache, Real};
 use crate::rng::Stream;
 
 fn check_inputs<T: Real>(x_len: usize, n: usize, tau: &Tau<'_, T>) -> Result<(), KernelError> {
@@ -46,7 +46,25 @@ impl<T: Real, Op: ElementOp<T>> RowKernel for Noisy<'_, T, Op> {
             return Err(KernelError::NanLogit { index: start + t });
         }
         let noise = &mut noise[..len];
-        fill(Noise::Logistic, &self.stream, start as u64, noise);
+        let n = self.x.len();
+        let next_x = &self.x[(start + len).min(n)..(start + 2 * len).min(n)];
+        let second = match &self.second {
+            Some(s) => Ahead::of_shared(s, start + len, len),
+            None => Ahead::of::<T>(&[]),
+        };
+        let next = [
+            Ahead::of(next_x),
+            Ahead::of_shared(&self.out, start + len, len),
+            second,
+        ];
+        fill_ahead(
+            Noise::Logistic,
+            &self.stream,
+            start as u64,
+            noise,
+            &mut GroupCache::new(),
+            &next,
+        );
         // SAFETY: each chunk of elements is visited by one thread only.
         let out = unsafe { self.out.slice(start, len) };
         // SAFETY: as above.

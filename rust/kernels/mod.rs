@@ -329,6 +329,13 @@ impl<T: Copy> SharedMut<T> {
         }
     }
 
+    /// The address and length of elements `start .. start + len`, cut at
+    /// the end of the slice (for prefetching; no access is made).
+    pub(crate) fn range(&self, start: usize, len: usize) -> (*const T, usize) {
+        let start = start.min(self.len);
+        (self.ptr.wrapping_add(start), len.min(self.len - start))
+    }
+
     /// Writes `value` at `index`.
     ///
     /// # Safety
@@ -352,6 +359,21 @@ impl<T: Copy> SharedMut<T> {
         // SAFETY: in bounds (checked above); exclusive per the caller's contract.
         unsafe { std::slice::from_raw_parts_mut(self.ptr.add(start), len) }
     }
+}
+
+/// Asks the CPU to bring the cache line at `p` into its level-2 cache (a
+/// hint: nothing is read, and no address can fault).
+#[inline(always)]
+pub(crate) fn prefetch(p: *const u8) {
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: a prefetch reads no data and cannot fault, whatever the
+    // address; SSE, which has it, is part of every x86_64 CPU.
+    unsafe {
+        use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T1};
+        _mm_prefetch::<_MM_HINT_T1>(p.cast());
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = p;
 }
 
 /// Copies row `r` of `x` (strided by `dims.inner`) into `row`.

