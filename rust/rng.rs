@@ -157,39 +157,60 @@ mod x86 {
 
     /// # Safety
     /// The CPU must support AVX-512 F.
+    ///
+    /// Each counter word sits in the low half of a 64-bit lane (eight
+    /// blocks per register, two registers per word), so `mul_epu32` gives
+    /// the whole 64-bit product in place: its low half is the `lo` word,
+    /// and one swap or shift brings `hi` down. The upper halves of the
+    /// lanes fill with garbage that never reaches a lower half (`mul_epu32`
+    /// reads only the lower halves, xor is bitwise), and the final packing
+    /// drops it. Per round and 16 blocks: 4 multiplies, 4 swaps or shifts
+    /// and 4 three-way xors, against 4 multiplies, 6 shifts, 4 blends and
+    /// 2 xors with the words packed in 32-bit lanes. Measured, uniforms of
+    /// [4096, 1024] float32 on one thread: 3.3 -> 2.4 ms. (The same layout
+    /// in AVX2 was slower than the packed one there: 2.9 -> 3.7 ms.)
     #[target_feature(enable = "avx512f")]
     pub(super) unsafe fn philox16_avx512(c: Words, key: [u32; 2]) -> Words {
-        #[inline]
-        #[target_feature(enable = "avx512f")]
-        fn mulhilo(m: __m512i, a: __m512i) -> (__m512i, __m512i) {
-            let even = _mm512_mul_epu32(a, m);
-            let odd = _mm512_mul_epu32(_mm512_srli_epi64::<32>(a), m);
-            let hi = _mm512_mask_blend_epi32(0xaaaa, _mm512_srli_epi64::<32>(even), odd);
-            let lo = _mm512_mask_blend_epi32(0xaaaa, even, _mm512_slli_epi64::<32>(odd));
-            (hi, lo)
+        // Words `w[8h .. 8h + 8]` widened into the 64-bit lanes of one register.
+        let load = |w: &[u32; GROUP_BLOCKS], h: usize| {
+            // SAFETY: `w[8h .. 8h + 8]` is 32 readable bytes; unaligned loads are allowed.
+            _mm512_cvtepu32_epi64(unsafe { _mm256_loadu_si256(w[8 * h..].as_ptr().cast()) })
+        };
+        let mut v = [[_mm512_setzero_si512(); 4]; 2];
+        for (h, vh) in v.iter_mut().enumerate() {
+            for (w, vw) in vh.iter_mut().enumerate() {
+                *vw = load(&c[w], h);
+            }
         }
-        // SAFETY: each `c[w]` is 16 u32 = 64 readable bytes; unaligned loads are allowed.
-        let [mut c0, mut c1, mut c2, mut c3] =
-            c.map(|w| unsafe { _mm512_loadu_si512(w.as_ptr().cast()) });
-        let (m0, m1) = (_mm512_set1_epi32(M0 as i32), _mm512_set1_epi32(M1 as i32));
+        let (m0, m1) = (_mm512_set1_epi64(M0 as i64), _mm512_set1_epi64(M1 as i64));
         let (mut k0, mut k1) = (key[0], key[1]);
         for r in 0..10 {
             if r > 0 {
                 k0 = k0.wrapping_add(W0);
                 k1 = k1.wrapping_add(W1);
             }
-            let (hi0, lo0) = mulhilo(m0, c0);
-            let (hi1, lo1) = mulhilo(m1, c2);
-            // 0x96 is the truth table of a ^ b ^ c.
-            c0 = _mm512_ternarylogic_epi32::<0x96>(hi1, c1, _mm512_set1_epi32(k0 as i32));
-            c1 = lo1;
-            c2 = _mm512_ternarylogic_epi32::<0x96>(hi0, c3, _mm512_set1_epi32(k1 as i32));
-            c3 = lo0;
+            let (kv0, kv1) = (_mm512_set1_epi32(k0 as i32), _mm512_set1_epi32(k1 as i32));
+            for [c0, c1, c2, c3] in v.iter_mut() {
+                let p0 = _mm512_mul_epu32(*c0, m0);
+                let p1 = _mm512_mul_epu32(*c2, m1);
+                // hi comes down by a swap of the lane's 32-bit halves (0xb1)
+                // or by a shift: one of each spreads them over two ports.
+                let hi0 = _mm512_shuffle_epi32::<0xb1>(p0);
+                let hi1 = _mm512_srli_epi64::<32>(p1);
+                // 0x96 is the truth table of a ^ b ^ c.
+                *c0 = _mm512_ternarylogic_epi32::<0x96>(hi1, *c1, kv0);
+                *c1 = p1;
+                *c2 = _mm512_ternarylogic_epi32::<0x96>(hi0, *c3, kv1);
+                *c3 = p0;
+            }
         }
+        // The low halves of the lanes of both registers, in block order.
+        let even = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
         let mut out = [[0u32; GROUP_BLOCKS]; 4];
-        for (dst, v) in out.iter_mut().zip([c0, c1, c2, c3]) {
+        for (w, dst) in out.iter_mut().enumerate() {
+            let packed = _mm512_permutex2var_epi32(v[0][w], even, v[1][w]);
             // SAFETY: `dst` is 64 writable bytes; unaligned stores are allowed.
-            unsafe { _mm512_storeu_si512(dst.as_mut_ptr().cast(), v) };
+            unsafe { _mm512_storeu_si512(dst.as_mut_ptr().cast(), packed) };
         }
         out
     }
