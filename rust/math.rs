@@ -47,6 +47,12 @@ pub trait Real:
     fn exp(self) -> Self;
     fn ln(self) -> Self;
     fn ln_1p(self) -> Self;
+    /// `exp(self)` for `self <= 0` (`-inf` included): the value of `exp`,
+    /// without the steps only a positive argument needs.
+    fn exp_nonpositive(self) -> Self;
+    /// `ln(self)` for a positive, normal, finite `self`: the value of `ln`,
+    /// without the steps only other arguments need.
+    fn ln_normal(self) -> Self;
 
     /// The uniform `v` in (0, 1) of element `i` of `stream`.
     fn uniform(stream: &crate::rng::Stream, i: u64) -> Self;
@@ -176,12 +182,12 @@ macro_rules! lane_reductions {
             let mut chunks = w.chunks_exact_mut($lanes);
             for c in &mut chunks {
                 for l in 0..$lanes {
-                    c[l] = Real::exp((c[l] - m) * inv_tau);
+                    c[l] = Real::exp_nonpositive((c[l] - m) * inv_tau);
                     acc[l] += c[l];
                 }
             }
             for (l, v) in chunks.into_remainder().iter_mut().enumerate() {
-                *v = Real::exp((*v - m) * inv_tau);
+                *v = Real::exp_nonpositive((*v - m) * inv_tau);
                 acc[l] += *v;
             }
             combine_lanes(&mut acc)
@@ -306,10 +312,17 @@ fn combine_max<T: PartialOrd + Copy>(acc: &mut [T]) -> T {
 /// `v` near 0 gives the upper (winning) tail: `E = -ln1p(-v)` keeps full
 /// relative precision there, so values up to about 22 (float32) or 36
 /// (float64) are reachable, and the result is always finite.
+///
+/// `v` must lie where the uniform mappings put it ([2^-32, 1 - 2^-24] for
+/// float32, [2^-53, 1 - 2^-53] for float64): there `1 - v` and `E` are
+/// normal, so the logarithms skip their special cases, and the value is
+/// that of `-(-(-v).ln_1p()).ln()` bit for bit.
 #[inline(always)]
 pub fn gumbel_from_uniform<T: Real>(v: T) -> T {
-    let e = -(-v).ln_1p();
-    -e.ln()
+    let x = -v;
+    let u = T::ONE + x;
+    let e = -(u.ln_normal() + (x - (u - T::ONE)) / u);
+    -e.ln_normal()
 }
 
 /// Logistic noise `ln((1 - v) / v)`: finite, upper tail at small `v`.
@@ -317,9 +330,12 @@ pub fn gumbel_from_uniform<T: Real>(v: T) -> T {
 /// One logarithm of a ratio: `1 - v` is exact for `v >= 1/2` and within half
 /// an ulp of 1 below, so the result is within about 2 ulp of 1 in absolute
 /// terms near 0 and keeps full relative precision in both tails.
+///
+/// For `v` where the uniform mappings put it, the ratio is normal (see
+/// [`gumbel_from_uniform`]).
 #[inline(always)]
 pub fn logistic_from_uniform<T: Real>(v: T) -> T {
-    ((T::ONE - v) / v).ln()
+    ((T::ONE - v) / v).ln_normal()
 }
 
 /// `1 / (1 + exp(-z))` evaluated through `exp(-|z|)` so it never overflows.
@@ -365,21 +381,47 @@ fn sel<T>(c: bool, a: T, b: T) -> T {
 // computed along the main path and replaced by selects at the end, so loops
 // over them vectorize (and every build computes the same values).
 
+/// Round x*log2(e) to the nearest integer (ties to even) with the magic constant.
 #[inline(always)]
-fn exp_f32(x: f32) -> f32 {
-    // Round x*log2(e) to the nearest integer (ties to even) with the magic constant.
-    let n = (x * F32_LOG2E + F32_ROUND_MAGIC) - F32_ROUND_MAGIC;
-    let nc = sel(n < -127.0, -127.0, sel(n > 128.0, 128.0, n));
+fn exp_exponent_f32(x: f32) -> f32 {
+    (x * F32_LOG2E + F32_ROUND_MAGIC) - F32_ROUND_MAGIC
+}
+
+/// exp(x) = 2^nc * exp(r) for the clamped exponent `nc`: `exp(r)` and the
+/// integer `nc`.
+#[inline(always)]
+fn exp_parts_f32(x: f32, nc: f32) -> (f32, i32) {
     let r = (-nc).mul_add(F32_LN2_HI, x);
     let r = (-nc).mul_add(F32_LN2_LO, r);
     // The integer nc from the bits of nc + 1.5 * 2^23 (a float-to-int `as`
     // cast would not vectorize); a NaN gives garbage, and a NaN result anyway.
     let ni = (nc + F32_ROUND_MAGIC).to_bits() as i32 - F32_ROUND_MAGIC.to_bits() as i32;
+    (exp_poly_f32(r), ni)
+}
+
+#[inline(always)]
+fn exp_f32(x: f32) -> f32 {
+    let n = exp_exponent_f32(x);
+    let nc = sel(n < -127.0, -127.0, sel(n > 128.0, 128.0, n));
+    let (p, ni) = exp_parts_f32(x, nc);
     // 2^n as a float; for n = 128, 2^127 and one exact doubling; n = -127 gives 0.
     let scale = f32::from_bits(((ni.min(127) + 127) as u32) << 23);
-    let y = exp_poly_f32(r) * scale * sel(ni > 127, 2.0, 1.0);
+    let y = p * scale * sel(ni > 127, 2.0, 1.0);
     // Below the smallest normal (x = -inf included): 0. Above the largest float: inf.
     sel(n < -126.0, 0.0, sel(x > 88.722_84, f32::INFINITY, y))
+}
+
+/// `exp_f32` for x <= 0: there n <= 0, so the upper clamps, the doubling
+/// (a multiplication by 1.0) and the overflow test change no value.
+#[inline(always)]
+fn exp_nonpositive_f32(x: f32) -> f32 {
+    let n = exp_exponent_f32(x);
+    let (p, ni) = exp_parts_f32(x, sel(n < -127.0, -127.0, n));
+    sel(
+        n < -126.0,
+        0.0,
+        p * f32::from_bits(((ni + 127) as u32) << 23),
+    )
 }
 
 /// ln(m) for m in [sqrt(1/2), sqrt(2)) through s = f/(2+f), f = m - 1:
@@ -398,16 +440,23 @@ fn ln_mantissa_f32(m: f32) -> f32 {
     sz.mul_add(p, s + s)
 }
 
+/// ln(2^k * m) for a positive normal `xs` split as 2^(k + bias - 127) * m
+/// with m in [sqrt(1/2), sqrt(2)) (the bias is 127 + 23 for a subnormal
+/// scaled by 2^23).
+#[inline(always)]
+fn ln_split_f32(xs: f32, bias: i32) -> f32 {
+    let ix = xs.to_bits().wrapping_add(0x3f80_0000 - F32_SQRT_HALF_BITS);
+    let k = (ix >> 23) as i32 - bias;
+    let m = f32::from_bits((ix & 0x007f_ffff).wrapping_add(F32_SQRT_HALF_BITS));
+    let kf = k as f32;
+    kf.mul_add(F32_LN2_HI, kf.mul_add(F32_LN2_LO, ln_mantissa_f32(m)))
+}
+
 #[inline(always)]
 fn ln_f32(x: f32) -> f32 {
     let subnormal = x < f32::MIN_POSITIVE;
     let xs = sel(subnormal, x * 8_388_608.0, x); // 2^23 scales subnormals to normals
-                                                 // Split x = 2^k * m with m in [sqrt(1/2), sqrt(2)).
-    let ix = xs.to_bits().wrapping_add(0x3f80_0000 - F32_SQRT_HALF_BITS);
-    let k = (ix >> 23) as i32 - 127 - sel(subnormal, 23, 0);
-    let m = f32::from_bits((ix & 0x007f_ffff).wrapping_add(F32_SQRT_HALF_BITS));
-    let kf = k as f32;
-    let y = kf.mul_add(F32_LN2_HI, kf.mul_add(F32_LN2_LO, ln_mantissa_f32(m)));
+    let y = ln_split_f32(xs, 127 + sel(subnormal, 23, 0));
     let y = sel(x == 0.0, f32::NEG_INFINITY, sel(x == f32::INFINITY, x, y));
     sel(x >= 0.0, y, f32::NAN) // negative or NaN
 }
@@ -476,6 +525,14 @@ impl Real for f32 {
         ln_1p_f32(self)
     }
     #[inline(always)]
+    fn exp_nonpositive(self) -> f32 {
+        exp_nonpositive_f32(self)
+    }
+    #[inline(always)]
+    fn ln_normal(self) -> f32 {
+        ln_split_f32(self, 127)
+    }
+    #[inline(always)]
     fn uniform(stream: &crate::rng::Stream, i: u64) -> f32 {
         uniform_f32(stream.word(i))
     }
@@ -525,19 +582,43 @@ fn exp_poly_f64(r: f64) -> f64 {
 }
 
 #[inline(always)]
-fn exp_f64(x: f64) -> f64 {
-    let n = (x * F64_LOG2E + F64_ROUND_MAGIC) - F64_ROUND_MAGIC;
-    let nc = sel(n < -1023.0, -1023.0, sel(n > 1024.0, 1024.0, n));
+fn exp_exponent_f64(x: f64) -> f64 {
+    (x * F64_LOG2E + F64_ROUND_MAGIC) - F64_ROUND_MAGIC
+}
+
+/// As `exp_parts_f32`.
+#[inline(always)]
+fn exp_parts_f64(x: f64, nc: f64) -> (f64, i64) {
     let r = (-nc).mul_add(F64_LN2_HI, x);
     let r = (-nc).mul_add(F64_LN2_LO, r);
     // The integer nc from the bits of nc + 1.5 * 2^52, as for float32.
     let ni = (nc + F64_ROUND_MAGIC).to_bits() as i64 - F64_ROUND_MAGIC.to_bits() as i64;
+    (exp_poly_f64(r), ni)
+}
+
+#[inline(always)]
+fn exp_f64(x: f64) -> f64 {
+    let n = exp_exponent_f64(x);
+    let nc = sel(n < -1023.0, -1023.0, sel(n > 1024.0, 1024.0, n));
+    let (p, ni) = exp_parts_f64(x, nc);
     let scale = f64::from_bits(((ni.min(1023) + 1023) as u64) << 52);
-    let y = exp_poly_f64(r) * scale * sel(ni > 1023, 2.0, 1.0);
+    let y = p * scale * sel(ni > 1023, 2.0, 1.0);
     sel(
         n < -1022.0,
         0.0,
         sel(x > 709.782_712_893_384, f64::INFINITY, y),
+    )
+}
+
+/// `exp_f64` for x <= 0, as `exp_nonpositive_f32`.
+#[inline(always)]
+fn exp_nonpositive_f64(x: f64) -> f64 {
+    let n = exp_exponent_f64(x);
+    let (p, ni) = exp_parts_f64(x, sel(n < -1023.0, -1023.0, n));
+    sel(
+        n < -1022.0,
+        0.0,
+        p * f64::from_bits(((ni + 1023) as u64) << 52),
     )
 }
 
@@ -565,17 +646,23 @@ fn ln_mantissa_f64(m: f64) -> f64 {
     sz.mul_add(p, s + s)
 }
 
+/// As `ln_split_f32`.
+#[inline(always)]
+fn ln_split_f64(xs: f64, bias: i32) -> f64 {
+    let bits = xs.to_bits();
+    let hx = (bits >> 32).wrapping_add(0x3ff0_0000 - F64_SQRT_HALF_HI);
+    let k = (hx >> 20) as i32 - bias;
+    let m_hi = (hx & 0x000f_ffff).wrapping_add(F64_SQRT_HALF_HI);
+    let m = f64::from_bits((m_hi << 32) | (bits & 0xffff_ffff));
+    let kf = k as f64;
+    kf.mul_add(F64_LN2_HI, kf.mul_add(F64_LN2_LO, ln_mantissa_f64(m)))
+}
+
 #[inline(always)]
 fn ln_f64(x: f64) -> f64 {
     let subnormal = x < f64::MIN_POSITIVE;
     let xs = sel(subnormal, x * 4_503_599_627_370_496.0, x); // 2^52 scales subnormals
-    let bits = xs.to_bits();
-    let hx = (bits >> 32).wrapping_add(0x3ff0_0000 - F64_SQRT_HALF_HI);
-    let k = (hx >> 20) as i32 - 1023 - sel(subnormal, 52, 0);
-    let m_hi = (hx & 0x000f_ffff).wrapping_add(F64_SQRT_HALF_HI);
-    let m = f64::from_bits((m_hi << 32) | (bits & 0xffff_ffff));
-    let kf = k as f64;
-    let y = kf.mul_add(F64_LN2_HI, kf.mul_add(F64_LN2_LO, ln_mantissa_f64(m)));
+    let y = ln_split_f64(xs, 1023 + sel(subnormal, 52, 0));
     let y = sel(x == 0.0, f64::NEG_INFINITY, sel(x == f64::INFINITY, x, y));
     sel(x >= 0.0, y, f64::NAN)
 }
@@ -639,6 +726,14 @@ impl Real for f64 {
     #[inline(always)]
     fn ln_1p(self) -> f64 {
         ln_1p_f64(self)
+    }
+    #[inline(always)]
+    fn exp_nonpositive(self) -> f64 {
+        exp_nonpositive_f64(self)
+    }
+    #[inline(always)]
+    fn ln_normal(self) -> f64 {
+        ln_split_f64(self, 1023)
     }
     #[inline(always)]
     fn uniform(stream: &crate::rng::Stream, i: u64) -> f64 {
@@ -722,6 +817,58 @@ mod tests {
             worst.iter().all(|&w| w <= 3.0),
             "worst errors {worst:?} ulp"
         );
+    }
+
+    /// The domain-specialized functions give the general ones' bits.
+    #[test]
+    fn specialized_functions_match_the_general_ones_bitwise() {
+        let same32 = |a: f32, b: f32| a.to_bits() == b.to_bits();
+        // Every 61st float32 pattern: exp on x <= 0 (-0 and -inf included), ln on normals.
+        for bits in (0x8000_0000u32..=0xff80_0000)
+            .step_by(61)
+            .chain([0x8000_0000, 0xff80_0000])
+        {
+            let x = f32::from_bits(bits);
+            assert!(same32(exp_nonpositive_f32(x), exp_f32(x)), "exp {x:e}");
+        }
+        for bits in (0x0080_0000u32..0x7f80_0000)
+            .step_by(61)
+            .chain([0x0080_0000, 0x7f7f_ffff])
+        {
+            let x = f32::from_bits(bits);
+            assert!(same32(x.ln_normal(), ln_f32(x)), "ln {x:e}");
+        }
+        // Written with the crate's functions (`f32::ln` would be the platform's).
+        let general = |v: f32| -ln_f32(-ln_1p_f32(-v));
+        for w in (0..=u32::MAX).step_by(251).chain([0, 1, 2, u32::MAX]) {
+            let v = uniform_f32(w);
+            assert!(
+                same32(gumbel_from_uniform(v), general(v)),
+                "gumbel w = {w:#x}"
+            );
+            assert!(same32(logistic_from_uniform(v), ln_f32((1.0 - v) / v)));
+        }
+        let s = crate::rng::Stream::new(5, 0);
+        for i in 0..1_000_000u64 {
+            let w = s.word64(i);
+            // x <= 0 spread over the exponents; -inf now and then.
+            let x = -f64::from_bits((w >> 1) & 0x7fef_ffff_ffff_ffff);
+            let x = if i % 1000 == 0 { f64::NEG_INFINITY } else { x };
+            assert_eq!(
+                exp_nonpositive_f64(x).to_bits(),
+                exp_f64(x).to_bits(),
+                "{x:e}"
+            );
+            let y = f64::from_bits((w & 0x000f_ffff_ffff_ffff) | ((1 + (w >> 52) % 2046) << 52));
+            assert_eq!(y.ln_normal().to_bits(), ln_f64(y).to_bits(), "{y:e}");
+            let v = uniform_f64(w);
+            let g = -ln_f64(-ln_1p_f64(-v));
+            assert_eq!(gumbel_from_uniform(v).to_bits(), g.to_bits(), "{v:e}");
+            assert_eq!(logistic_from_uniform(v), ln_f64((1.0 - v) / v));
+        }
+        for v in [uniform_f64(0), uniform_f64(u64::MAX)] {
+            assert_eq!(gumbel_from_uniform(v), -ln_f64(-ln_1p_f64(-v)));
+        }
     }
 
     #[test]

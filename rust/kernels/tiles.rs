@@ -204,7 +204,7 @@ pub(crate) fn column_softmax<T: Real>(
         let vt = &mut v[t * stride..][..w];
         let at = &mut acc[lane..lane + w];
         for (((vj, aj), &mj), &ij) in vt.iter_mut().zip(at).zip(m).zip(inv.iter()) {
-            *vj = ((*vj - mj) * ij).exp();
+            *vj = ((*vj - mj) * ij).exp_nonpositive();
             *aj = *aj + *vj;
         }
     }
