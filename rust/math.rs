@@ -348,23 +348,32 @@ pub fn sigmoid<T: Real>(z: T) -> T {
 
 // ---------------------------------------------------------------- float32
 
-const F32_LN2_HI: f32 = f32::from_bits(0x3f31_7200); // ln 2 with 9 trailing zero bits
-const F32_LN2_LO: f32 = f32::from_bits(0x35bf_be8e); // ln 2 - F32_LN2_HI
-const F32_LOG2E: f32 = std::f32::consts::LOG2_E;
-const F32_ROUND_MAGIC: f32 = 12_582_912.0; // 1.5 * 2^23
+pub(crate) const F32_LN2_HI: f32 = f32::from_bits(0x3f31_7200); // ln 2 with 9 trailing zero bits
+pub(crate) const F32_LN2_LO: f32 = f32::from_bits(0x35bf_be8e); // ln 2 - F32_LN2_HI
+pub(crate) const F32_LOG2E: f32 = std::f32::consts::LOG2_E;
+pub(crate) const F32_ROUND_MAGIC: f32 = 12_582_912.0; // 1.5 * 2^23
 const F32_SQRT_HALF_BITS: u32 = 0x3f35_04f3;
+
+/// The coefficients of `exp_poly_f32`, highest degree first.
+pub(crate) const F32_EXP_POLY: [f32; 8] = [
+    1.0 / 5040.0,
+    1.0 / 720.0,
+    1.0 / 120.0,
+    1.0 / 24.0,
+    1.0 / 6.0,
+    0.5,
+    1.0,
+    1.0,
+];
 
 /// exp(r) for |r| <= ln(2)/2: Taylor polynomial of degree 7 (truncation < 2^-27).
 #[inline(always)]
 fn exp_poly_f32(r: f32) -> f32 {
-    let mut p: f32 = 1.0 / 5040.0;
-    p = p.mul_add(r, 1.0 / 720.0);
-    p = p.mul_add(r, 1.0 / 120.0);
-    p = p.mul_add(r, 1.0 / 24.0);
-    p = p.mul_add(r, 1.0 / 6.0);
-    p = p.mul_add(r, 0.5);
-    p = p.mul_add(r, 1.0);
-    p.mul_add(r, 1.0)
+    let mut p = F32_EXP_POLY[0];
+    for &c in &F32_EXP_POLY[1..] {
+        p = p.mul_add(r, c);
+    }
+    p
 }
 
 /// `if c { a } else { b }`, written so loops over it stay branch-free.

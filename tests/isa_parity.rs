@@ -104,3 +104,49 @@ fn fma_and_portable_builds_agree_bitwise() {
     }
     set_max_level(Level::Avx512);
 }
+
+/// Gumbel-Softmax forward of short contiguous rows (the one-register path
+/// for float32 on AVX-512): masked logits, ties, per-row temperatures, rows
+/// spread over several noise batches.
+#[test]
+fn short_rows_agree_bitwise() {
+    fn forward<T: Real>(x: &[T], dims: Dims, taus: &[T]) -> Vec<Vec<T>> {
+        let n = dims.len();
+        let stream = Stream::new(7, 21);
+        let (mut soft, mut hard, mut soft2, mut hard_only) = (
+            vec![T::ZERO; n],
+            vec![T::ZERO; n],
+            vec![T::ZERO; n],
+            vec![T::ZERO; n],
+        );
+        gumbel_softmax_forward(x, dims, Tau::PerRow(taus), stream, &mut soft, None).unwrap();
+        let half = Tau::Scalar(T::from_f64(0.5));
+        gumbel_softmax_forward(x, dims, half, stream, &mut hard, Some(&mut soft2)).unwrap();
+        gumbel_softmax_hard_forward(x, dims, stream, &mut hard_only).unwrap();
+        vec![soft, hard, soft2, hard_only]
+    }
+    fn run<T: Real>(k: usize) -> Vec<Vec<T>> {
+        let dims = Dims::new(5000 / k + 3, k, 1);
+        let mut x: Vec<T> = inputs(dims.len(), 40 + k as u64);
+        for (i, v) in x.iter_mut().enumerate() {
+            let (r, t) = (i / k, i % k);
+            if k > 1 && t == r % k && r % 3 == 0 {
+                *v = T::NEG_INFINITY; // one masked category in every third row
+            } else if r % 5 == 1 {
+                *v = T::from_f64(1e30); // rows where every category ties
+            }
+        }
+        let taus: Vec<T> = (0..dims.rows())
+            .map(|r| T::from_f64(0.05 + (r % 9) as f64 * 0.6))
+            .collect();
+        forward(&x, dims, &taus)
+    }
+    for k in 1..=18 {
+        set_max_level(Level::Portable);
+        let (p32, p64) = (run::<f32>(k), run::<f64>(k));
+        set_max_level(detected());
+        assert!(p32 == run::<f32>(k), "float32, k = {k}, {:?}", detected());
+        assert!(p64 == run::<f64>(k), "float64, k = {k}, {:?}", detected());
+    }
+    set_max_level(Level::Avx512);
+}

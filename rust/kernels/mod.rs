@@ -10,6 +10,7 @@
 pub mod bernoulli;
 pub mod noise;
 pub mod sampling;
+mod short;
 pub mod softmax;
 mod tiles;
 

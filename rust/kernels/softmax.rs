@@ -5,8 +5,8 @@ use super::tiles::{
     column_softmax, combine_lane_rows, first_max_per_column, perturb_tile, Tiles, TILE,
 };
 use super::{
-    check_len, gather_row, row_of, run_rows, run_units, scatter_row, Dims, KernelError, RowKernel,
-    SharedMut, Tau,
+    check_len, gather_row, row_of, run_rows, run_units, scatter_row, short, Dims, KernelError,
+    RowKernel, SharedMut, Tau,
 };
 use crate::math::{GroupCache, Real};
 use crate::rng::Stream;
@@ -224,7 +224,7 @@ impl<T: Real> RowKernel for Forward<'_, T> {
         let mut s = Scratch::new(self.dims.k);
         if self.batches_rows() {
             s.z = vec![T::ZERO; BATCH];
-            if self.dims.k <= SHORT && !self.hard_only {
+            if self.dims.k <= SHORT && !self.hard_only && !short::available::<T>(self.dims.k) {
                 s.short = Some(TileScratch::new(self.dims.k, TILE));
             }
         }
@@ -278,7 +278,33 @@ impl<T: Real> RowKernel for Forward<'_, T> {
                 &mut s.cache,
                 &next,
             );
-            if let Some(short) = s.short.as_mut() {
+            if short::available::<T>(k) {
+                let n = (r1 - r0) * k;
+                let batch = short::Batch {
+                    x: &self.x[r0 * k..r1 * k],
+                    noise,
+                    k,
+                    r0,
+                    tau: self.tau,
+                };
+                let (soft, hard) = match (self.hard_only, &self.soft) {
+                    (true, _) => (None, Some(&self.out)),
+                    (false, Some(soft)) => (Some(soft), Some(&self.out)),
+                    (false, None) => (Some(&self.out), None),
+                };
+                // SAFETY: rows `r0 .. r1` are visited by this thread only.
+                let outputs = unsafe {
+                    short::Outputs {
+                        soft: soft.map(|o| o.slice(r0 * k, n)),
+                        hard: hard.map(|o| o.slice(r0 * k, n)),
+                    }
+                };
+                short::forward(&batch, outputs, |j| {
+                    let r = r0 + j;
+                    let x = &self.x[r * k..(r + 1) * k];
+                    check_logits(x, &self.dims, r).map_err(&mut *fault).is_ok()
+                });
+            } else if let Some(short) = s.short.as_mut() {
                 for g0 in (r0..r1).step_by(TILE) {
                     let g1 = r1.min(g0 + TILE);
                     let mut ok = true;

@@ -1,0 +1,177 @@
+//! Gumbel-Softmax forward of rows of at most 16 float32 categories, one row
+//! per AVX-512 register.
+//!
+//! The generic code runs such rows either one by one (loops of a few
+//! elements, scalar lane reductions) or transposed into category-major
+//! tiles (gathers and scatters); both cost about three times the noise
+//! itself. Here a row is one masked register: perturb, maximum, first
+//! argmax, exponential, sum and scaling are a few dozen vector instructions.
+//!
+//! The operations are those of the row kernel in its order, so the bits are
+//! the same: the sum puts category `t` into lane `t` (`LANES` = 16) and
+//! combines lanes `(l, l + 8)`, `(l, l + 4)`, `(l, l + 2)`, `(l, l + 1)`
+//! as `combine_lanes` does; the exponential is `exp_nonpositive_f32`
+//! instruction for instruction (`tests/isa_parity.rs` checks the whole).
+
+use super::Tau;
+use crate::isa;
+use crate::math::Real;
+use std::any::TypeId;
+
+/// The rows of one batch: `x` and `noise` hold `rows * k` elements, row
+/// `j` of the batch is row `r0 + j` of the tensor (for its temperature).
+pub(crate) struct Batch<'a, T> {
+    pub x: &'a [T],
+    pub noise: &'a [T],
+    pub k: usize,
+    pub r0: usize,
+    pub tau: Tau<'a, T>,
+}
+
+/// Where a batch's results go: the soft sample and/or the one-hot sample
+/// (`rows * k` elements each).
+pub(crate) struct Outputs<'a, T> {
+    pub soft: Option<&'a mut [T]>,
+    pub hard: Option<&'a mut [T]>,
+}
+
+/// Whether [`forward`] can run rows of `k` categories of `T` on this CPU.
+pub(crate) fn available<T: Real>(k: usize) -> bool {
+    TypeId::of::<T>() == TypeId::of::<f32>()
+        && (1..=16).contains(&k)
+        && isa::level() == isa::Level::Avx512
+}
+
+/// Runs the rows `j` of `batch` for which `check(j)` holds (it reports the
+/// faults of the others). Only when [`available`] said so.
+#[inline(always)]
+pub(crate) fn forward<T: Real>(
+    batch: &Batch<'_, T>,
+    out: Outputs<'_, T>,
+    mut check: impl FnMut(usize) -> bool,
+) {
+    assert!(available::<T>(batch.k));
+    let rows = batch.x.len() / batch.k;
+    assert!(batch.noise.len() == rows * batch.k);
+    for o in [&out.soft, &out.hard].into_iter().flatten() {
+        assert!(o.len() == rows * batch.k);
+    }
+    // SAFETY: `available` checked that T is f32, so these are the same slices.
+    let cast = |v: &[T]| unsafe { std::slice::from_raw_parts(v.as_ptr().cast::<f32>(), v.len()) };
+    // SAFETY: as above.
+    let cast_mut = |v: &mut [T]| unsafe {
+        std::slice::from_raw_parts_mut(v.as_mut_ptr().cast::<f32>(), v.len())
+    };
+    let (x, noise) = (cast(batch.x), cast(batch.noise));
+    let mut soft = out.soft.map(cast_mut);
+    let mut hard = out.hard.map(cast_mut);
+    for j in (0..rows).filter(|&j| check(j)) {
+        let r = batch.r0 + j;
+        let inv_tau = batch.tau.inverse_at(r).to_f64() as f32;
+        let row = j * batch.k..(j + 1) * batch.k;
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: `available` checked for AVX-512 F/BW/DQ/VL at run time; the
+        // row lies inside every slice (lengths asserted above).
+        unsafe {
+            x86::row(
+                &x[row.clone()],
+                &noise[row.clone()],
+                inv_tau,
+                soft.as_deref_mut().map(|s| &mut s[row.clone()]),
+                hard.as_deref_mut().map(|h| &mut h[row]),
+            )
+        };
+        #[cfg(not(target_arch = "x86_64"))]
+        unreachable!("no short-row path off x86_64 ({inv_tau}, {row:?})");
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+mod x86 {
+    use crate::math::{F32_EXP_POLY, F32_LN2_HI, F32_LN2_LO, F32_LOG2E, F32_ROUND_MAGIC};
+    use std::arch::x86_64::*;
+
+    /// `exp_nonpositive_f32` on 16 lanes, operation for operation.
+    #[inline]
+    #[target_feature(enable = "avx512f")]
+    fn exp_nonpositive(x: __m512) -> __m512 {
+        let magic = _mm512_set1_ps(F32_ROUND_MAGIC);
+        // Separate multiply and add, as the scalar code (no fused multiply-add).
+        let n = _mm512_sub_ps(
+            _mm512_add_ps(_mm512_mul_ps(x, _mm512_set1_ps(F32_LOG2E)), magic),
+            magic,
+        );
+        let low = _mm512_set1_ps(-127.0);
+        let nc = _mm512_mask_blend_ps(_mm512_cmp_ps_mask::<_CMP_LT_OQ>(n, low), n, low);
+        // -nc by its sign bit, as the scalar negation.
+        let neg = _mm512_castsi512_ps(_mm512_xor_si512(
+            _mm512_castps_si512(nc),
+            _mm512_set1_epi32(i32::MIN),
+        ));
+        let r = _mm512_fmadd_ps(neg, _mm512_set1_ps(F32_LN2_HI), x);
+        let r = _mm512_fmadd_ps(neg, _mm512_set1_ps(F32_LN2_LO), r);
+        let ni = _mm512_sub_epi32(
+            _mm512_castps_si512(_mm512_add_ps(nc, magic)),
+            _mm512_set1_epi32(F32_ROUND_MAGIC.to_bits() as i32),
+        );
+        let mut p = _mm512_set1_ps(F32_EXP_POLY[0]);
+        for &c in &F32_EXP_POLY[1..] {
+            p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(c));
+        }
+        let scale = _mm512_castsi512_ps(_mm512_slli_epi32::<23>(_mm512_add_epi32(
+            ni,
+            _mm512_set1_epi32(127),
+        )));
+        let y = _mm512_mul_ps(p, scale);
+        let tiny = _mm512_cmp_ps_mask::<_CMP_LT_OQ>(n, _mm512_set1_ps(-126.0));
+        _mm512_mask_blend_ps(tiny, y, _mm512_setzero_ps())
+    }
+
+    /// One row of `k = x.len() <= 16` categories.
+    ///
+    /// # Safety
+    /// The CPU must support AVX-512 F, BW, DQ and VL; `noise` and the
+    /// outputs hold `x.len()` elements.
+    #[inline]
+    #[target_feature(enable = "avx512f,avx512bw,avx512dq,avx512vl")]
+    pub(super) unsafe fn row(
+        x: &[f32],
+        noise: &[f32],
+        inv_tau: f32,
+        soft: Option<&mut [f32]>,
+        hard: Option<&mut [f32]>,
+    ) {
+        let k = x.len();
+        let mask: __mmask16 = ((1u32 << k) - 1) as __mmask16;
+        // SAFETY: the masked loads read only the first k elements, which exist.
+        let (xv, g) = unsafe {
+            (
+                _mm512_mask_loadu_ps(_mm512_set1_ps(f32::NEG_INFINITY), mask, x.as_ptr()),
+                _mm512_maskz_loadu_ps(mask, noise.as_ptr()),
+            )
+        };
+        // The row kernel adds the logits onto the noise: the same sum.
+        let w = _mm512_add_ps(g, xv);
+        let m = _mm512_reduce_max_ps(w);
+        let mv = _mm512_set1_ps(m);
+        if let Some(hard) = hard {
+            let first = _mm512_cmp_ps_mask::<_CMP_EQ_OQ>(w, mv) & mask;
+            let one = _mm512_maskz_mov_ps(1 << first.trailing_zeros(), _mm512_set1_ps(1.0));
+            // SAFETY: the masked store writes only the first k elements.
+            unsafe { _mm512_mask_storeu_ps(hard.as_mut_ptr(), mask, one) };
+        }
+        let Some(soft) = soft else {
+            return;
+        };
+        let e = exp_nonpositive(_mm512_mul_ps(_mm512_sub_ps(w, mv), _mm512_set1_ps(inv_tau)));
+        // Lanes (l, l + 8), (l, l + 4), (l, l + 2), (l, l + 1), as combine_lanes.
+        let s8 = _mm256_add_ps(_mm512_castps512_ps256(e), _mm512_extractf32x8_ps::<1>(e));
+        let s4 = _mm_add_ps(_mm256_castps256_ps128(s8), _mm256_extractf128_ps::<1>(s8));
+        let s2 = _mm_add_ps(s4, _mm_movehl_ps(s4, s4));
+        let s1 = _mm_add_ss(s2, _mm_movehdup_ps(s2));
+        let inv_sum = 1.0 / _mm_cvtss_f32(s1);
+        let y = _mm512_mul_ps(e, _mm512_set1_ps(inv_sum));
+        // SAFETY: the masked store writes only the first k elements.
+        unsafe { _mm512_mask_storeu_ps(soft.as_mut_ptr(), mask, y) };
+    }
+}
