@@ -8,7 +8,13 @@ use gumbelrs::{
 };
 use std::hint::black_box;
 
-const SHAPES: [(usize, usize); 3] = [(4096, 10), (512, 1000), (8, 50_257)];
+const SHAPES: [(usize, usize); 5] = [
+    (4096, 10),
+    (65536, 16),
+    (512, 1000),
+    (4096, 1024),
+    (8, 50_257),
+];
 
 fn logits(n: usize) -> Vec<f32> {
     let mut x = vec![0.0f32; n];
@@ -27,6 +33,9 @@ fn bench(c: &mut Criterion) {
         let mut idx = vec![0i64; rows];
         let id = format!("{rows}x{k}");
         group.throughput(Throughput::Elements(n as u64));
+        group.bench_function(BenchmarkId::new("uniform_noise", &id), |b| {
+            b.iter(|| noise(Noise::Uniform, Stream::new(0, 0), black_box(&mut y)).unwrap())
+        });
         group.bench_function(BenchmarkId::new("gumbel_noise", &id), |b| {
             b.iter(|| noise(Noise::Gumbel, Stream::new(0, 0), black_box(&mut y)).unwrap())
         });
