@@ -8,6 +8,7 @@
 pub mod isa;
 pub mod kernels;
 pub mod math;
+pub mod memory;
 pub mod parallel;
 pub mod rng;
 

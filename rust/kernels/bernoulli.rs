@@ -10,6 +10,7 @@ use super::{
     check_len, chunk_range, chunks, run_rows, KernelError, RowKernel, SharedMut, Tau, CHUNK,
 };
 use crate::math::{sigmoid, GroupCache, Real};
+use crate::memory::prefer_huge_pages;
 use crate::rng::Stream;
 
 fn check_inputs<T: Real>(x_len: usize, n: usize, tau: &Tau<'_, T>) -> Result<(), KernelError> {
@@ -116,8 +117,12 @@ fn run_noisy<T: Real, Op: ElementOp<T>>(
     stream: Stream,
     op: Op,
     out: &mut [T],
-    second: Option<&mut [T]>,
+    mut second: Option<&mut [T]>,
 ) -> Result<(), KernelError> {
+    prefer_huge_pages(out);
+    if let Some(s) = second.as_deref_mut() {
+        prefer_huge_pages(s);
+    }
     let kernel = Noisy {
         x,
         tau,
@@ -174,6 +179,7 @@ pub fn relaxed_bernoulli_backward<T: Real>(
 ) -> Result<(), KernelError> {
     check_inputs(g.len(), grad_x.len(), &tau)?;
     check_len("y", y.len(), grad_x.len())?;
+    prefer_huge_pages(grad_x);
     for (i, out) in grad_x.iter_mut().enumerate() {
         *out = (g[i] * (y[i] * (T::ONE - y[i]))) * tau.inverse_at(i);
     }
@@ -220,6 +226,7 @@ pub fn hard_concrete_backward<T: Real>(
 ) -> Result<(), KernelError> {
     check_inputs(g.len(), grad_x.len(), &tau)?;
     check_len("z", z.len(), grad_x.len())?;
+    prefer_huge_pages(grad_x);
     let (lo, hi) = limits;
     let width = hi - lo;
     for (i, out) in grad_x.iter_mut().enumerate() {

@@ -2,6 +2,7 @@
 
 use super::{chunk_range, chunks, run_rows, KernelError, RowKernel, SharedMut};
 use crate::math::{gumbel_from_uniform, logistic_from_uniform, GroupCache, Real};
+use crate::memory::prefer_huge_pages;
 use crate::rng::Stream;
 
 /// Which noise a kernel draws from a uniform `v` in (0, 1).
@@ -145,6 +146,7 @@ impl<T: Real> RowKernel for NoiseKernel<T> {
 /// Fills `out` with noise of the given kind: `out[i]` is element `i` of `stream`.
 pub fn noise<T: Real>(kind: Noise, stream: Stream, out: &mut [T]) -> Result<(), KernelError> {
     let n = out.len();
+    prefer_huge_pages(out);
     let kernel = NoiseKernel {
         kind,
         stream,

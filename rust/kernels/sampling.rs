@@ -6,6 +6,7 @@ use super::softmax::{add_logits, check_logits, first_index_of};
 use super::tiles::{first_max_per_column, perturb_tile, Tiles};
 use super::{check_len, row_of, run_rows, run_units, Dims, KernelError, RowKernel, SharedMut};
 use crate::math::{GroupCache, Real};
+use crate::memory::prefer_huge_pages;
 use crate::rng::Stream;
 use std::cmp::Ordering;
 
@@ -359,6 +360,7 @@ pub fn gumbel_given_argmax<T: Real>(
     check_len("logits", x.len(), dims.len())?;
     check_len("index", index.len(), dims.rows())?;
     check_len("output", out.len(), num_samples * dims.len())?;
+    prefer_huge_pages(out);
     let kernel = GivenArgmax {
         x,
         dims,

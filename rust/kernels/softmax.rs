@@ -9,6 +9,7 @@ use super::{
     RowKernel, SharedMut, Tau,
 };
 use crate::math::{GroupCache, Real};
+use crate::memory::prefer_huge_pages;
 use crate::rng::Stream;
 
 /// Checks one row of logits: no NaN, no +inf, at least one value that is
@@ -455,9 +456,11 @@ pub fn gumbel_softmax_forward<T: Real>(
     check_len("logits", x.len(), dims.len())?;
     check_len("output", y.len(), dims.len())?;
     tau.check(dims.rows())?;
+    prefer_huge_pages(y);
     let soft = match soft {
         Some(s) => {
             check_len("soft output", s.len(), dims.len())?;
+            prefer_huge_pages(s);
             Some(SharedMut::new(s))
         }
         None => None,
@@ -485,6 +488,7 @@ pub fn gumbel_softmax_hard_forward<T: Real>(
 ) -> Result<(), KernelError> {
     check_len("logits", x.len(), dims.len())?;
     check_len("output", y.len(), dims.len())?;
+    prefer_huge_pages(y);
     let kernel = Forward {
         x,
         dims,
@@ -593,6 +597,7 @@ pub fn gumbel_softmax_backward<T: Real>(
     check_len("grad", g.len(), dims.len())?;
     check_len("y", y.len(), dims.len())?;
     check_len("grad_logits", grad_x.len(), dims.len())?;
+    prefer_huge_pages(grad_x);
     tau.check(dims.rows())?;
     let kernel = Backward {
         g,
