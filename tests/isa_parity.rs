@@ -3,6 +3,10 @@
 
 use gumbelrs::isa::{detected, set_max_level, Level};
 use gumbelrs::*;
+use std::sync::Mutex;
+
+/// The level is process-wide: tests that change it take turns.
+static LEVEL: Mutex<()> = Mutex::new(());
 
 fn inputs<T: Real>(n: usize, seed: u64) -> Vec<T> {
     let mut x = vec![T::ZERO; n];
@@ -92,6 +96,7 @@ fn fma_and_portable_builds_agree_bitwise() {
         .filter(|&l| l <= detected())
         .collect();
     eprintln!("comparing the portable build with {levels:?}");
+    let _turn = LEVEL.lock().unwrap_or_else(|e| e.into_inner());
     for dims in shapes {
         set_max_level(Level::Portable);
         let portable32 = run_all::<f32>(dims);
@@ -105,9 +110,9 @@ fn fma_and_portable_builds_agree_bitwise() {
     set_max_level(Level::Avx512);
 }
 
-/// Gumbel-Softmax forward of short contiguous rows (the one-register path
-/// for float32 on AVX-512): masked logits, ties, per-row temperatures, rows
-/// spread over several noise batches.
+/// Gumbel-Softmax forward and categorical draws of short contiguous rows
+/// (the one-register path for float32 on AVX-512): masked logits, ties,
+/// per-row temperatures, rows spread over several noise batches.
 #[test]
 fn short_rows_agree_bitwise() {
     fn forward<T: Real>(x: &[T], dims: Dims, taus: &[T]) -> Vec<Vec<T>> {
@@ -123,7 +128,10 @@ fn short_rows_agree_bitwise() {
         let half = Tau::Scalar(T::from_f64(0.5));
         gumbel_softmax_forward(x, dims, half, stream, &mut hard, Some(&mut soft2)).unwrap();
         gumbel_softmax_hard_forward(x, dims, stream, &mut hard_only).unwrap();
-        vec![soft, hard, soft2, hard_only]
+        let mut draws = vec![0i64; 2 * dims.rows()];
+        sample_categorical(x, dims, 2, stream, &mut draws).unwrap();
+        let draws = draws.iter().map(|&d| T::from_f64(d as f64)).collect();
+        vec![soft, hard, soft2, hard_only, draws]
     }
     fn run<T: Real>(k: usize) -> Vec<Vec<T>> {
         let dims = Dims::new(5000 / k + 3, k, 1);
@@ -141,6 +149,7 @@ fn short_rows_agree_bitwise() {
             .collect();
         forward(&x, dims, &taus)
     }
+    let _turn = LEVEL.lock().unwrap_or_else(|e| e.into_inner());
     for k in 1..=18 {
         set_max_level(Level::Portable);
         let (p32, p64) = (run::<f32>(k), run::<f64>(k));

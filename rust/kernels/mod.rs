@@ -287,6 +287,9 @@ unsafe fn rows_avx512<K: RowKernel>(
     rows_portable(dims, rows, kernel, scratch)
 }
 
+/// Elements of noise drawn at once for short contiguous rows.
+pub(crate) const BATCH: usize = 4096;
+
 /// Elements per unit of work of the elementwise kernels.
 pub(crate) const CHUNK: usize = 4096;
 

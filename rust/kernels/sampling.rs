@@ -4,7 +4,9 @@
 use super::noise::{fill_ahead, fill_strided, Ahead, Noise};
 use super::softmax::{add_logits, check_logits, first_index_of};
 use super::tiles::{first_max_per_column, perturb_tile, Tiles};
-use super::{check_len, row_of, run_rows, run_units, Dims, KernelError, RowKernel, SharedMut};
+use super::{
+    check_len, row_of, run_rows, run_units, short, Dims, KernelError, RowKernel, SharedMut, BATCH,
+};
 use crate::math::{GroupCache, Real};
 use crate::memory::prefer_huge_pages;
 use crate::rng::Stream;
@@ -26,14 +28,84 @@ struct Categorical<'a, T> {
     out: SharedMut<i64>,
 }
 
+impl<T: Real> Categorical<'_, T> {
+    /// Rows of at most `BATCH / 4` contiguous categories share noise fills.
+    fn batches_rows(&self) -> bool {
+        self.dims.inner == 1 && self.dims.k > 0 && self.dims.k <= BATCH / 4
+    }
+}
+
 impl<T: Real> RowKernel for Categorical<'_, T> {
-    type Scratch = (Vec<T>, Vec<T>, GroupCache<T>);
+    /// The row's logits (strided rows), its noise, the noise of a batch of
+    /// short rows, the partial group of uniforms.
+    type Scratch = (Vec<T>, Vec<T>, Vec<T>, GroupCache<T>);
     fn scratch(&self) -> Self::Scratch {
         let k = self.dims.k;
-        (vec![T::ZERO; k], vec![T::ZERO; k], GroupCache::new())
+        let batch = if self.batches_rows() { BATCH } else { 0 };
+        (
+            vec![T::ZERO; k],
+            vec![T::ZERO; k],
+            vec![T::ZERO; batch],
+            GroupCache::new(),
+        )
     }
+
+    /// Short contiguous rows: the noise of `BATCH / k` rows at once (the
+    /// noise of sample `s` of rows `r0 .. r1` is one contiguous run), then
+    /// each row's draw as `row` makes it.
     #[inline(always)]
-    fn row(&self, r: usize, (xr, w, cache): &mut Self::Scratch) -> Result<(), KernelError> {
+    fn rows(
+        &self,
+        rows: std::ops::Range<usize>,
+        scratch: &mut Self::Scratch,
+        fault: &mut impl FnMut(KernelError),
+    ) {
+        if !self.batches_rows() {
+            for r in rows {
+                if let Err(e) = self.row(r, scratch) {
+                    fault(e);
+                }
+            }
+            return;
+        }
+        let (_, _, z, cache) = scratch;
+        let (k, n) = (self.dims.k, self.dims.len());
+        let simd = short::available::<T>(k);
+        let per = BATCH / k;
+        let mut r0 = rows.start;
+        while r0 < rows.end {
+            let r1 = rows.end.min(r0 + per);
+            let r2 = rows.end.min(r1 + per);
+            for s in 0..self.num_samples {
+                let noise = &mut z[..(r1 - r0) * k];
+                let next = [Ahead::of(&self.x[r1 * k..r2 * k])];
+                let next = if s == 0 { &next[..] } else { &[] };
+                let start = (s * n + r0 * k) as u64;
+                fill_ahead(Noise::Gumbel, &self.stream, start, noise, cache, next);
+                for (r, w) in (r0..r1).zip(noise.chunks_exact_mut(k)) {
+                    let xr = &self.x[r * k..(r + 1) * k];
+                    match check_row(xr, &self.dims, r) {
+                        Ok(()) => {
+                            let arg = if let Some(token) = simd {
+                                short::first_argmax(token, xr, w)
+                            } else {
+                                add_logits(w, xr);
+                                first_index_of(w, T::lane_max(w))
+                            };
+                            // SAFETY: output slots of row `r` are written by this thread only.
+                            unsafe { self.out.write(r * self.num_samples + s, arg as i64) };
+                        }
+                        Err(e) if s == 0 => fault(e),
+                        Err(_) => {}
+                    }
+                }
+            }
+            r0 = r1;
+        }
+    }
+
+    #[inline(always)]
+    fn row(&self, r: usize, (xr, w, _, cache): &mut Self::Scratch) -> Result<(), KernelError> {
         let dims = &self.dims;
         let xr = row_of(self.x, dims, r, xr);
         check_row(xr, dims, r)?;
@@ -377,28 +449,50 @@ mod tests {
     use super::*;
     use crate::kernels::noise::noise;
 
+    /// Strided rows (tiles), short contiguous rows over several noise
+    /// batches, long rows: every draw is the first argmax of x + g.
     #[test]
     fn categorical_is_argmax_of_perturbed_logits() {
-        let dims = Dims::new(3, 6, 2);
-        let x: Vec<f32> = (0..dims.len()).map(|i| (i % 5) as f32 * 0.3).collect();
-        let stream = Stream::new(4, 7);
-        let mut out = vec![0i64; dims.rows() * 3];
-        sample_categorical(&x, dims, 3, stream, &mut out).unwrap();
-        let mut g = vec![0f32; dims.len() * 3];
-        noise(Noise::Gumbel, stream, &mut g).unwrap();
-        for r in 0..dims.rows() {
-            for s in 0..3 {
-                let w: Vec<f32> = (0..dims.k)
-                    .map(|t| {
-                        let i = dims.base(r) + t * dims.inner;
-                        x[i] + g[s * dims.len() + i]
-                    })
-                    .collect();
-                let m = w.iter().cloned().fold(f32::NEG_INFINITY, f32::max);
-                let want = w.iter().position(|&v| v == m).unwrap();
-                assert_eq!(out[r * 3 + s], want as i64);
+        for dims in [
+            Dims::new(3, 6, 2),
+            Dims::new(5000, 3, 1),
+            Dims::new(700, 16, 1),
+            Dims::new(9, 1500, 1),
+        ] {
+            let x: Vec<f32> = (0..dims.len()).map(|i| (i % 5) as f32 * 0.3).collect();
+            let stream = Stream::new(4, 7);
+            let mut out = vec![0i64; dims.rows() * 3];
+            sample_categorical(&x, dims, 3, stream, &mut out).unwrap();
+            let mut g = vec![0f32; dims.len() * 3];
+            noise(Noise::Gumbel, stream, &mut g).unwrap();
+            for r in 0..dims.rows() {
+                for s in 0..3 {
+                    let w: Vec<f32> = (0..dims.k)
+                        .map(|t| {
+                            let i = dims.base(r) + t * dims.inner;
+                            x[i] + g[s * dims.len() + i]
+                        })
+                        .collect();
+                    let m = w.iter().cloned().fold(f32::NEG_INFINITY, f32::max);
+                    let want = w.iter().position(|&v| v == m).unwrap();
+                    assert_eq!(out[r * 3 + s], want as i64, "{dims:?} row {r} draw {s}");
+                }
             }
         }
+    }
+
+    #[test]
+    fn batched_categorical_rows_report_the_first_fault() {
+        let dims = Dims::new(3000, 4, 1);
+        let mut x = vec![0.5f32; dims.len()];
+        x[2000 * 4 + 1] = f32::NAN;
+        x[1500 * 4..1501 * 4].fill(f32::NEG_INFINITY);
+        let mut out = vec![0i64; dims.rows() * 2];
+        let e = sample_categorical(&x, dims, 2, Stream::new(1, 2), &mut out);
+        assert_eq!(e, Err(KernelError::AllMasked { row: 1500 }));
+        x[1500 * 4] = 0.0;
+        let e = sample_categorical(&x, dims, 2, Stream::new(1, 2), &mut out);
+        assert_eq!(e, Err(KernelError::NanLogit { index: 8001 }));
     }
 
     #[test]

@@ -1,5 +1,5 @@
-//! Gumbel-Softmax forward of rows of at most 16 float32 categories, one row
-//! per AVX-512 register.
+//! Gumbel-Softmax forward and categorical draws of rows of at most 16
+//! float32 categories, one row per AVX-512 register.
 //!
 //! The generic code runs such rows either one by one (loops of a few
 //! elements, scalar lane reductions) or transposed into category-major
@@ -17,6 +17,7 @@ use super::Tau;
 use crate::isa;
 use crate::math::Real;
 use std::any::TypeId;
+use std::marker::PhantomData;
 
 /// The rows of one batch: `x` and `noise` hold `rows * k` elements, row
 /// `j` of the batch is row `r0 + j` of the tensor (for its temperature).
@@ -35,28 +36,39 @@ pub(crate) struct Outputs<'a, T> {
     pub hard: Option<&'a mut [T]>,
 }
 
-/// Whether [`forward`] can run rows of `k` categories of `T` on this CPU.
-pub(crate) fn available<T: Real>(k: usize) -> bool {
-    TypeId::of::<T>() == TypeId::of::<f32>()
+/// Proof, made only by [`available`], that `T` is f32, rows have 1 to 16
+/// categories and the CPU has AVX-512 F/BW/DQ/VL (which it keeps however the
+/// level is capped later).
+#[derive(Clone, Copy)]
+pub(crate) struct Token<T> {
+    k: usize,
+    _t: PhantomData<T>,
+}
+
+/// Whether this path can run rows of `k` categories of `T` here.
+pub(crate) fn available<T: Real>(k: usize) -> Option<Token<T>> {
+    let ok = TypeId::of::<T>() == TypeId::of::<f32>()
         && (1..=16).contains(&k)
-        && isa::level() == isa::Level::Avx512
+        && isa::level() == isa::Level::Avx512;
+    ok.then_some(Token { k, _t: PhantomData })
 }
 
 /// Runs the rows `j` of `batch` for which `check(j)` holds (it reports the
-/// faults of the others). Only when [`available`] said so.
+/// faults of the others).
 #[inline(always)]
 pub(crate) fn forward<T: Real>(
+    token: Token<T>,
     batch: &Batch<'_, T>,
     out: Outputs<'_, T>,
     mut check: impl FnMut(usize) -> bool,
 ) {
-    assert!(available::<T>(batch.k));
+    assert!(token.k == batch.k);
     let rows = batch.x.len() / batch.k;
     assert!(batch.noise.len() == rows * batch.k);
     for o in [&out.soft, &out.hard].into_iter().flatten() {
         assert!(o.len() == rows * batch.k);
     }
-    // SAFETY: `available` checked that T is f32, so these are the same slices.
+    // SAFETY: the token proves that T is f32, so these are the same slices.
     let cast = |v: &[T]| unsafe { std::slice::from_raw_parts(v.as_ptr().cast::<f32>(), v.len()) };
     // SAFETY: as above.
     let cast_mut = |v: &mut [T]| unsafe {
@@ -70,8 +82,8 @@ pub(crate) fn forward<T: Real>(
         let inv_tau = batch.tau.inverse_at(r).to_f64() as f32;
         let row = j * batch.k..(j + 1) * batch.k;
         #[cfg(target_arch = "x86_64")]
-        // SAFETY: `available` checked for AVX-512 F/BW/DQ/VL at run time; the
-        // row lies inside every slice (lengths asserted above).
+        // SAFETY: the token proves the CPU has AVX-512 F/BW/DQ/VL; the row
+        // lies inside every slice (lengths asserted above).
         unsafe {
             x86::row(
                 &x[row.clone()],
@@ -84,6 +96,26 @@ pub(crate) fn forward<T: Real>(
         #[cfg(not(target_arch = "x86_64"))]
         unreachable!("no short-row path off x86_64 ({inv_tau}, {row:?})");
     }
+}
+
+/// The first argmax of `x + noise` for one row of `k = x.len()` categories
+/// (`first_index_of` of the perturbed row).
+#[inline(always)]
+pub(crate) fn first_argmax<T: Real>(token: Token<T>, x: &[T], noise: &[T]) -> usize {
+    assert!(token.k == x.len() && noise.len() == x.len());
+    // SAFETY: the token proves that T is f32, so these are the same slices.
+    let (x, noise) = unsafe {
+        (
+            std::slice::from_raw_parts(x.as_ptr().cast::<f32>(), x.len()),
+            std::slice::from_raw_parts(noise.as_ptr().cast::<f32>(), noise.len()),
+        )
+    };
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: the token proves the CPU has AVX-512 F/BW/DQ/VL; the slices
+    // have the same length, at most 16 (asserted above).
+    return unsafe { x86::first_argmax(x, noise) };
+    #[cfg(not(target_arch = "x86_64"))]
+    unreachable!("no short-row path off x86_64 ({x:?}, {noise:?})");
 }
 
 #[cfg(target_arch = "x86_64")]
@@ -127,6 +159,44 @@ mod x86 {
         _mm512_mask_blend_ps(tiny, y, _mm512_setzero_ps())
     }
 
+    /// The perturbed row `w = noise + x` (`-inf` past its `k = x.len()`
+    /// lanes), its maximum in every lane, and the mask of its lanes.
+    ///
+    /// # Safety
+    /// The CPU must support AVX-512 F; `noise` holds `x.len() <= 16` elements.
+    #[inline]
+    #[target_feature(enable = "avx512f")]
+    unsafe fn perturbed_max(x: &[f32], noise: &[f32]) -> (__m512, __m512, __mmask16) {
+        let mask: __mmask16 = ((1u32 << x.len()) - 1) as __mmask16;
+        // SAFETY: the masked loads read only the first k elements, which exist.
+        let (xv, g) = unsafe {
+            (
+                _mm512_mask_loadu_ps(_mm512_set1_ps(f32::NEG_INFINITY), mask, x.as_ptr()),
+                _mm512_maskz_loadu_ps(mask, noise.as_ptr()),
+            )
+        };
+        // The row kernel adds the logits onto the noise: the same sum.
+        let w = _mm512_add_ps(g, xv);
+        (w, _mm512_set1_ps(_mm512_reduce_max_ps(w)), mask)
+    }
+
+    /// The first lane of `w` equal to its maximum `mv`.
+    #[inline]
+    #[target_feature(enable = "avx512f")]
+    fn first_at(w: __m512, mv: __m512, mask: __mmask16) -> u32 {
+        (_mm512_cmp_ps_mask::<_CMP_EQ_OQ>(w, mv) & mask).trailing_zeros()
+    }
+
+    /// # Safety
+    /// As `row`.
+    #[inline]
+    #[target_feature(enable = "avx512f,avx512bw,avx512dq,avx512vl")]
+    pub(super) unsafe fn first_argmax(x: &[f32], noise: &[f32]) -> usize {
+        // SAFETY: the caller's contract.
+        let (w, mv, mask) = unsafe { perturbed_max(x, noise) };
+        first_at(w, mv, mask) as usize
+    }
+
     /// One row of `k = x.len() <= 16` categories.
     ///
     /// # Safety
@@ -141,22 +211,10 @@ mod x86 {
         soft: Option<&mut [f32]>,
         hard: Option<&mut [f32]>,
     ) {
-        let k = x.len();
-        let mask: __mmask16 = ((1u32 << k) - 1) as __mmask16;
-        // SAFETY: the masked loads read only the first k elements, which exist.
-        let (xv, g) = unsafe {
-            (
-                _mm512_mask_loadu_ps(_mm512_set1_ps(f32::NEG_INFINITY), mask, x.as_ptr()),
-                _mm512_maskz_loadu_ps(mask, noise.as_ptr()),
-            )
-        };
-        // The row kernel adds the logits onto the noise: the same sum.
-        let w = _mm512_add_ps(g, xv);
-        let m = _mm512_reduce_max_ps(w);
-        let mv = _mm512_set1_ps(m);
+        // SAFETY: the caller's contract.
+        let (w, mv, mask) = unsafe { perturbed_max(x, noise) };
         if let Some(hard) = hard {
-            let first = _mm512_cmp_ps_mask::<_CMP_EQ_OQ>(w, mv) & mask;
-            let one = _mm512_maskz_mov_ps(1 << first.trailing_zeros(), _mm512_set1_ps(1.0));
+            let one = _mm512_maskz_mov_ps(1 << first_at(w, mv, mask), _mm512_set1_ps(1.0));
             // SAFETY: the masked store writes only the first k elements.
             unsafe { _mm512_mask_storeu_ps(hard.as_mut_ptr(), mask, one) };
         }

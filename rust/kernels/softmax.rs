@@ -6,7 +6,7 @@ use super::tiles::{
 };
 use super::{
     check_len, gather_row, row_of, run_rows, run_units, scatter_row, short, Dims, KernelError,
-    RowKernel, SharedMut, Tau,
+    RowKernel, SharedMut, Tau, BATCH,
 };
 use crate::math::{GroupCache, Real};
 use crate::memory::prefer_huge_pages;
@@ -94,9 +94,6 @@ struct Forward<'a, T> {
     /// Write only the one-hot sample (no soft sample is needed).
     hard_only: bool,
 }
-
-/// Elements of noise drawn at once for short contiguous rows.
-const BATCH: usize = 4096;
 
 impl<T: Real> Forward<'_, T> {
     /// Rows of at most `BATCH / 4` contiguous elements share noise fills.
@@ -225,7 +222,10 @@ impl<T: Real> RowKernel for Forward<'_, T> {
         let mut s = Scratch::new(self.dims.k);
         if self.batches_rows() {
             s.z = vec![T::ZERO; BATCH];
-            if self.dims.k <= SHORT && !self.hard_only && !short::available::<T>(self.dims.k) {
+            if self.dims.k <= SHORT
+                && !self.hard_only
+                && short::available::<T>(self.dims.k).is_none()
+            {
                 s.short = Some(TileScratch::new(self.dims.k, TILE));
             }
         }
@@ -279,7 +279,7 @@ impl<T: Real> RowKernel for Forward<'_, T> {
                 &mut s.cache,
                 &next,
             );
-            if short::available::<T>(k) {
+            if let Some(token) = short::available::<T>(k) {
                 let n = (r1 - r0) * k;
                 let batch = short::Batch {
                     x: &self.x[r0 * k..r1 * k],
@@ -300,7 +300,7 @@ impl<T: Real> RowKernel for Forward<'_, T> {
                         hard: hard.map(|o| o.slice(r0 * k, n)),
                     }
                 };
-                short::forward(&batch, outputs, |j| {
+                short::forward(token, &batch, outputs, |j| {
                     let r = r0 + j;
                     let x = &self.x[r * k..(r + 1) * k];
                     check_logits(x, &self.dims, r).map_err(&mut *fault).is_ok()
