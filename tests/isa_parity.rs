@@ -110,7 +110,7 @@ fn fma_and_portable_builds_agree_bitwise() {
     set_max_level(Level::Avx512);
 }
 
-/// Gumbel-Softmax forward and categorical draws of short contiguous rows
+/// Gumbel-Softmax forward, categorical draws and top-k of short contiguous rows
 /// (the one-register path for float32 on AVX-512): masked logits, ties,
 /// per-row temperatures, rows spread over several noise batches.
 #[test]
@@ -130,8 +130,11 @@ fn short_rows_agree_bitwise() {
         gumbel_softmax_hard_forward(x, dims, stream, &mut hard_only).unwrap();
         let mut draws = vec![0i64; 2 * dims.rows()];
         sample_categorical(x, dims, 2, stream, &mut draws).unwrap();
-        let draws = draws.iter().map(|&d| T::from_f64(d as f64)).collect();
-        vec![soft, hard, soft2, hard_only, draws]
+        let kk = dims.k.saturating_sub(1).clamp(1, 8);
+        let mut top = vec![0i64; kk * dims.rows()];
+        gumbel_topk(x, dims, kk, stream, &mut top).unwrap();
+        let as_t = |v: Vec<i64>| v.iter().map(|&d| T::from_f64(d as f64)).collect();
+        vec![soft, hard, soft2, hard_only, as_t(draws), as_t(top)]
     }
     fn run<T: Real>(k: usize) -> Vec<Vec<T>> {
         let dims = Dims::new(5000 / k + 3, k, 1);

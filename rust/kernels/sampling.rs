@@ -227,47 +227,32 @@ struct TopK<'a, T> {
     out: SharedMut<i64>,
 }
 
-impl<T: Real> RowKernel for TopK<'_, T> {
-    type Scratch = (Vec<T>, Vec<T>, Vec<usize>, GroupCache<T>);
-    fn scratch(&self) -> Self::Scratch {
-        let k = self.dims.k;
-        let cache = GroupCache::new();
-        (
-            vec![T::ZERO; k],
-            vec![T::ZERO; k],
-            Vec::with_capacity(k),
-            cache,
-        )
+impl<T: Real> TopK<'_, T> {
+    /// Rows of at most `BATCH / 4` contiguous categories share noise fills.
+    fn batches_rows(&self) -> bool {
+        self.dims.inner == 1 && self.dims.k > 0 && self.dims.k <= BATCH / 4
     }
+
+    /// The faults of row `r` (logits `xr`): those of every draw, and fewer
+    /// categories that are not masked than `kk`.
     #[inline(always)]
-    fn row(&self, r: usize, (xr, w, order, cache): &mut Self::Scratch) -> Result<(), KernelError> {
-        let (dims, kk) = (&self.dims, self.kk);
-        let xr = row_of(self.x, dims, r, xr);
-        check_row(xr, dims, r)?;
+    fn check(&self, r: usize, xr: &[T]) -> Result<(), KernelError> {
+        check_row(xr, &self.dims, r)?;
         let available = xr.iter().filter(|&&v| v > T::NEG_INFINITY).count();
-        if available < kk {
+        if available < self.kk {
             return Err(KernelError::TooFewUnmasked {
                 row: r,
                 available,
-                requested: kk,
+                requested: self.kk,
             });
         }
-        let base = dims.base(r) as u64;
-        if dims.inner == 1 {
-            let next = &self.x[(base as usize + dims.k).min(self.x.len())..];
-            let next = [Ahead::of(&next[..dims.k.min(next.len())])];
-            fill_ahead(Noise::Gumbel, &self.stream, base, w, cache, &next);
-        } else {
-            fill_strided(
-                Noise::Gumbel,
-                &self.stream,
-                base,
-                dims.inner as u64,
-                w,
-                cache,
-            );
-        }
-        add_logits(w, xr);
+        Ok(())
+    }
+
+    /// Writes the top `kk` of row `r`'s perturbed logits `w`.
+    #[inline(always)]
+    fn select(&self, r: usize, w: &[T], order: &mut Vec<usize>) {
+        let (dims, kk) = (&self.dims, self.kk);
         let by_score = |a: &usize, b: &usize| match w[*b].partial_cmp(&w[*a]) {
             Some(Ordering::Equal) | None => a.cmp(b),
             Some(o) => o,
@@ -315,6 +300,108 @@ impl<T: Real> RowKernel for TopK<'_, T> {
             // SAFETY: output slots of row `r` are written by this thread only.
             unsafe { self.out.write(base + t * dims.inner, idx as i64) };
         }
+    }
+}
+
+impl<T: Real> RowKernel for TopK<'_, T> {
+    /// The row's logits (strided rows), its noise, the order of its
+    /// categories, the noise of a batch of short rows, the partial group of
+    /// uniforms.
+    type Scratch = (Vec<T>, Vec<T>, Vec<usize>, Vec<T>, GroupCache<T>);
+    fn scratch(&self) -> Self::Scratch {
+        let k = self.dims.k;
+        let batch = if self.batches_rows() { BATCH } else { 0 };
+        (
+            vec![T::ZERO; k],
+            vec![T::ZERO; k],
+            Vec::with_capacity(k),
+            vec![T::ZERO; batch],
+            GroupCache::new(),
+        )
+    }
+
+    /// Short contiguous rows: the noise of `BATCH / k` rows at once, then
+    /// each row's selection as `row` makes it.
+    #[inline(always)]
+    fn rows(
+        &self,
+        rows: std::ops::Range<usize>,
+        scratch: &mut Self::Scratch,
+        fault: &mut impl FnMut(KernelError),
+    ) {
+        if !self.batches_rows() {
+            for r in rows {
+                if let Err(e) = self.row(r, scratch) {
+                    fault(e);
+                }
+            }
+            return;
+        }
+        let (_, _, order, z, cache) = scratch;
+        let k = self.dims.k;
+        let simd = short::available::<T>(k);
+        let per = BATCH / k;
+        let mut r0 = rows.start;
+        while r0 < rows.end {
+            let r1 = rows.end.min(r0 + per);
+            let r2 = rows.end.min(r1 + per);
+            let noise = &mut z[..(r1 - r0) * k];
+            let next = [Ahead::of(&self.x[r1 * k..r2 * k])];
+            fill_ahead(
+                Noise::Gumbel,
+                &self.stream,
+                (r0 * k) as u64,
+                noise,
+                cache,
+                &next,
+            );
+            for (r, w) in (r0..r1).zip(noise.chunks_exact_mut(k)) {
+                let xr = &self.x[r * k..(r + 1) * k];
+                match self.check(r, xr) {
+                    Ok(()) => {
+                        add_logits(w, xr);
+                        match simd {
+                            Some(token) => {
+                                // SAFETY: the output slots of row `r` belong to this thread.
+                                let dst = unsafe { self.out.slice(r * self.kk, self.kk) };
+                                short::top(token, w, dst);
+                            }
+                            None => self.select(r, w, order),
+                        }
+                    }
+                    Err(e) => fault(e),
+                }
+            }
+            r0 = r1;
+        }
+    }
+
+    #[inline(always)]
+    fn row(
+        &self,
+        r: usize,
+        (xr, w, order, _, cache): &mut Self::Scratch,
+    ) -> Result<(), KernelError> {
+        let dims = &self.dims;
+        let xr = row_of(self.x, dims, r, xr);
+        self.check(r, xr)?;
+        let base = dims.base(r) as u64;
+        if dims.inner == 1 {
+            let next = &self.x[(base as usize + dims.k).min(self.x.len())..];
+            let next = [Ahead::of(&next[..dims.k.min(next.len())])];
+            fill_ahead(Noise::Gumbel, &self.stream, base, w, cache, &next);
+        } else {
+            fill_strided(
+                Noise::Gumbel,
+                &self.stream,
+                base,
+                dims.inner as u64,
+                w,
+                cache,
+            );
+        }
+        add_logits(w, xr);
+        self.select(r, w, order);
         Ok(())
     }
 }

@@ -1,5 +1,5 @@
-//! Gumbel-Softmax forward and categorical draws of rows of at most 16
-//! float32 categories, one row per AVX-512 register.
+//! Gumbel-Softmax forward, categorical draws and Gumbel-top-k of rows of at
+//! most 16 float32 categories, one row per AVX-512 register.
 //!
 //! The generic code runs such rows either one by one (loops of a few
 //! elements, scalar lane reductions) or transposed into category-major
@@ -118,6 +118,26 @@ pub(crate) fn first_argmax<T: Real>(token: Token<T>, x: &[T], noise: &[T]) -> us
     unreachable!("no short-row path off x86_64 ({x:?}, {noise:?})");
 }
 
+/// The indices of the `out.len()` largest of the perturbed row `w`
+/// (`k = w.len()` categories), largest first, ties to the smaller index:
+/// the order `gumbel_topk` defines. Each category's rank is the number of
+/// categories before it in that order (sixteen comparisons at once), so
+/// there is no sort and no branch per comparison.
+#[inline(always)]
+pub(crate) fn top<T: Real>(token: Token<T>, w: &[T], out: &mut [i64]) {
+    assert!(token.k == w.len() && out.len() <= w.len());
+    // SAFETY: the token proves that T is f32, so this is the same slice.
+    let w = unsafe { std::slice::from_raw_parts(w.as_ptr().cast::<f32>(), w.len()) };
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: the token proves the CPU has AVX-512 F/BW/DQ/VL; `w` has at
+    // most 16 elements (asserted above).
+    unsafe {
+        x86::top(w, out)
+    };
+    #[cfg(not(target_arch = "x86_64"))]
+    unreachable!("no short-row path off x86_64 ({w:?}, {out:?})");
+}
+
 #[cfg(target_arch = "x86_64")]
 mod x86 {
     use crate::math::{F32_EXP_POLY, F32_LN2_HI, F32_LN2_LO, F32_LOG2E, F32_ROUND_MAGIC};
@@ -195,6 +215,26 @@ mod x86 {
         // SAFETY: the caller's contract.
         let (w, mv, mask) = unsafe { perturbed_max(x, noise) };
         first_at(w, mv, mask) as usize
+    }
+
+    /// # Safety
+    /// The CPU must support AVX-512 F; `w` holds at most 16 elements and
+    /// `out` at most `w.len()`.
+    #[inline]
+    #[target_feature(enable = "avx512f,avx512bw,avx512dq,avx512vl")]
+    pub(super) unsafe fn top(w: &[f32], out: &mut [i64]) {
+        let mask: __mmask16 = ((1u32 << w.len()) - 1) as __mmask16;
+        // SAFETY: the masked load reads only the first k elements, which exist.
+        let v = unsafe { _mm512_maskz_loadu_ps(mask, w.as_ptr()) };
+        // Every rank is below k <= 16: a store per category, no branch.
+        let mut by_rank = [0i64; 16];
+        for (i, &wi) in w.iter().enumerate() {
+            let b = _mm512_set1_ps(wi);
+            let above = _mm512_mask_cmp_ps_mask::<_CMP_GT_OQ>(mask, v, b);
+            let tied_before = _mm512_mask_cmp_ps_mask::<_CMP_EQ_OQ>(mask & ((1 << i) - 1), v, b);
+            by_rank[((above | tied_before).count_ones() & 15) as usize] = i as i64;
+        }
+        out.copy_from_slice(&by_rank[..out.len()]);
     }
 
     /// One row of `k = x.len() <= 16` categories.
