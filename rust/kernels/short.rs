@@ -53,14 +53,15 @@ pub(crate) fn available<T: Real>(k: usize) -> Option<Token<T>> {
     ok.then_some(Token { k, _t: PhantomData })
 }
 
-/// Runs the rows `j` of `batch` for which `check(j)` holds (it reports the
-/// faults of the others).
+/// Runs the rows of `batch` whose logits are valid (no NaN, no `+inf`, not
+/// all `-inf`: the conditions of `check_logits`, tested in one register);
+/// for each other row `j`, calls `fault(j)` (which reports its fault).
 #[inline(always)]
 pub(crate) fn forward<T: Real>(
     token: Token<T>,
     batch: &Batch<'_, T>,
     out: Outputs<'_, T>,
-    mut check: impl FnMut(usize) -> bool,
+    mut fault: impl FnMut(usize),
 ) {
     assert!(token.k == batch.k);
     let rows = batch.x.len() / batch.k;
@@ -77,13 +78,24 @@ pub(crate) fn forward<T: Real>(
     let (x, noise) = (cast(batch.x), cast(batch.noise));
     let mut soft = out.soft.map(cast_mut);
     let mut hard = out.hard.map(cast_mut);
-    for j in (0..rows).filter(|&j| check(j)) {
+    // `inverse_at` of a scalar temperature, once.
+    let scalar = match batch.tau {
+        Tau::Scalar(_) => Some(batch.tau.inverse_at(0).to_f64() as f32),
+        Tau::PerRow(_) => None,
+    };
+    for j in 0..rows {
         let r = batch.r0 + j;
-        let inv_tau = batch.tau.inverse_at(r).to_f64() as f32;
         let row = j * batch.k..(j + 1) * batch.k;
         #[cfg(target_arch = "x86_64")]
         // SAFETY: the token proves the CPU has AVX-512 F/BW/DQ/VL; the row
         // lies inside every slice (lengths asserted above).
+        if !unsafe { x86::clean(&x[row.clone()]) } {
+            fault(j);
+            continue;
+        }
+        let inv_tau = scalar.unwrap_or_else(|| batch.tau.inverse_at(r).to_f64() as f32);
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: as above.
         unsafe {
             x86::row(
                 &x[row.clone()],
@@ -198,6 +210,24 @@ mod x86 {
         // The row kernel adds the logits onto the noise: the same sum.
         let w = _mm512_add_ps(g, xv);
         (w, _mm512_set1_ps(_mm512_reduce_max_ps(w)), mask)
+    }
+
+    /// Whether a row of `x.len() <= 16` logits has no NaN, no `+inf` and a
+    /// value that is not `-inf`.
+    ///
+    /// # Safety
+    /// The CPU must support AVX-512 F.
+    #[inline]
+    #[target_feature(enable = "avx512f")]
+    pub(super) unsafe fn clean(x: &[f32]) -> bool {
+        let mask: __mmask16 = ((1u32 << x.len()) - 1) as __mmask16;
+        // SAFETY: the masked load reads only the first k elements, which exist.
+        let v = unsafe { _mm512_maskz_loadu_ps(mask, x.as_ptr()) };
+        let nan = _mm512_mask_cmp_ps_mask::<_CMP_UNORD_Q>(mask, v, v);
+        let pos_inf = _mm512_mask_cmp_ps_mask::<_CMP_EQ_OQ>(mask, v, _mm512_set1_ps(f32::INFINITY));
+        let live =
+            _mm512_mask_cmp_ps_mask::<_CMP_NEQ_OQ>(mask, v, _mm512_set1_ps(f32::NEG_INFINITY));
+        nan == 0 && pos_inf == 0 && live != 0
     }
 
     /// The first lane of `w` equal to its maximum `mv`.

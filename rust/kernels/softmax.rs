@@ -302,8 +302,9 @@ impl<T: Real> RowKernel for Forward<'_, T> {
                 };
                 short::forward(token, &batch, outputs, |j| {
                     let r = r0 + j;
-                    let x = &self.x[r * k..(r + 1) * k];
-                    check_logits(x, &self.dims, r).map_err(&mut *fault).is_ok()
+                    if let Err(e) = check_logits(&self.x[r * k..(r + 1) * k], &self.dims, r) {
+                        fault(e);
+                    }
                 });
             } else if let Some(short) = s.short.as_mut() {
                 for g0 in (r0..r1).step_by(TILE) {
@@ -892,6 +893,55 @@ mod tests {
                 gumbel_softmax_forward(&x, dims, Tau::Scalar(0.6), Stream::new(5, 6), &mut y, None);
             assert!(want.is_err());
             assert_eq!(got, want, "{case:?}");
+        }
+    }
+
+    /// Short contiguous rows (batched, one register per row on AVX-512)
+    /// report the fault at the smallest position, in every mode.
+    #[test]
+    fn short_rows_report_the_first_fault() {
+        let dims = Dims::new(3000, 5, 1);
+        let cases: [(&[(usize, f32)], KernelError); 4] = [
+            (
+                &[(2500 * 5 + 4, f32::INFINITY)],
+                KernelError::PosInfLogit { index: 12504 },
+            ),
+            (
+                &[(7, f32::NAN), (3, f32::INFINITY)],
+                KernelError::PosInfLogit { index: 3 },
+            ),
+            (
+                &[(2999 * 5 + 1, f32::NAN), (1200 * 5 + 2, f32::NAN)],
+                KernelError::NanLogit { index: 6002 },
+            ),
+            (
+                &[
+                    (45, f32::NEG_INFINITY),
+                    (46, f32::NEG_INFINITY),
+                    (47, f32::NEG_INFINITY),
+                    (48, f32::NEG_INFINITY),
+                    (49, f32::NEG_INFINITY),
+                    (51, f32::NAN),
+                ],
+                KernelError::AllMasked { row: 9 },
+            ),
+        ];
+        for (faults, want) in cases {
+            let mut x = vec![0.25f32; dims.len()];
+            for &(i, v) in faults {
+                x[i] = v;
+            }
+            let (mut y, mut soft) = (vec![0f32; dims.len()], vec![0f32; dims.len()]);
+            let stream = Stream::new(1, 1);
+            let tau = Tau::Scalar(0.5);
+            let got = [
+                gumbel_softmax_forward(&x, dims, tau, stream, &mut y, None),
+                gumbel_softmax_forward(&x, dims, tau, stream, &mut y, Some(&mut soft)),
+                gumbel_softmax_hard_forward(&x, dims, stream, &mut y),
+            ];
+            for g in got {
+                assert_eq!(g, Err(want), "{faults:?}");
+            }
         }
     }
 
