@@ -48,6 +48,11 @@ impl Dims {
     pub fn base(&self, r: usize) -> usize {
         (r / self.inner) * self.k * self.inner + r % self.inner
     }
+    /// Whether rows are contiguous and short enough (at most `BATCH / 4`
+    /// categories) for kernels to draw the noise of many at once.
+    pub(crate) fn batches_rows(&self) -> bool {
+        self.inner == 1 && self.k > 0 && self.k <= BATCH / 4
+    }
 }
 
 /// Temperature: one value for every row, or one per row.
@@ -194,12 +199,38 @@ pub(crate) trait RowKernel: Sync {
         scratch: &mut Self::Scratch,
         fault: &mut impl FnMut(KernelError),
     ) {
-        for r in rows {
-            if let Err(e) = self.row(r, scratch) {
-                fault(e);
-            }
+        each_row(self, rows, scratch, fault);
+    }
+}
+
+/// `RowKernel::rows` as one `row` call per row.
+#[inline(always)]
+pub(crate) fn each_row<K: RowKernel + ?Sized>(
+    kernel: &K,
+    rows: std::ops::Range<usize>,
+    scratch: &mut K::Scratch,
+    fault: &mut impl FnMut(KernelError),
+) {
+    for r in rows {
+        if let Err(e) = kernel.row(r, scratch) {
+            fault(e);
         }
     }
+}
+
+/// The batches of `BATCH / k` rows (short contiguous rows of `k`
+/// categories) that `rows` splits into, each with the rows of the batch
+/// after it (empty for the last), whose memory is prefetched meanwhile.
+pub(crate) fn row_batches(
+    rows: std::ops::Range<usize>,
+    k: usize,
+) -> impl Iterator<Item = (std::ops::Range<usize>, std::ops::Range<usize>)> {
+    let per = BATCH / k;
+    let end = rows.end;
+    rows.step_by(per).map(move |r0| {
+        let r1 = end.min(r0 + per);
+        (r0..r1, r1..end.min(r1 + per))
+    })
 }
 
 /// Runs `kernel` on every row on the library's thread pool and returns the

@@ -5,12 +5,14 @@ use super::noise::{fill_ahead, fill_strided, Ahead, Noise};
 use super::softmax::{add_logits, check_logits, first_index_of};
 use super::tiles::{first_max_per_column, perturb_tile, Tiles};
 use super::{
-    check_len, row_of, run_rows, run_units, short, Dims, KernelError, RowKernel, SharedMut, BATCH,
+    check_len, each_row, row_batches, row_of, run_rows, run_units, short, Dims, KernelError,
+    RowKernel, SharedMut, BATCH,
 };
 use crate::math::{GroupCache, Real};
 use crate::memory::prefer_huge_pages;
 use crate::rng::Stream;
 use std::cmp::Ordering;
+use std::ops::Range;
 
 #[inline(always)]
 fn check_row<T: Real>(x: &[T], dims: &Dims, r: usize) -> Result<(), KernelError> {
@@ -28,12 +30,7 @@ struct Categorical<'a, T> {
     out: SharedMut<i64>,
 }
 
-impl<T: Real> Categorical<'_, T> {
-    /// Rows of at most `BATCH / 4` contiguous categories share noise fills.
-    fn batches_rows(&self) -> bool {
-        self.dims.inner == 1 && self.dims.k > 0 && self.dims.k <= BATCH / 4
-    }
-}
+impl<T: Real> Categorical<'_, T> {}
 
 impl<T: Real> RowKernel for Categorical<'_, T> {
     /// The row's logits (strided rows), its noise, the noise of a batch of
@@ -41,7 +38,7 @@ impl<T: Real> RowKernel for Categorical<'_, T> {
     type Scratch = (Vec<T>, Vec<T>, Vec<T>, GroupCache<T>);
     fn scratch(&self) -> Self::Scratch {
         let k = self.dims.k;
-        let batch = if self.batches_rows() { BATCH } else { 0 };
+        let batch = if self.dims.batches_rows() { BATCH } else { 0 };
         (
             vec![T::ZERO; k],
             vec![T::ZERO; k],
@@ -56,26 +53,18 @@ impl<T: Real> RowKernel for Categorical<'_, T> {
     #[inline(always)]
     fn rows(
         &self,
-        rows: std::ops::Range<usize>,
+        rows: Range<usize>,
         scratch: &mut Self::Scratch,
         fault: &mut impl FnMut(KernelError),
     ) {
-        if !self.batches_rows() {
-            for r in rows {
-                if let Err(e) = self.row(r, scratch) {
-                    fault(e);
-                }
-            }
-            return;
+        if !self.dims.batches_rows() {
+            return each_row(self, rows, scratch, fault);
         }
         let (_, _, z, cache) = scratch;
         let (k, n) = (self.dims.k, self.dims.len());
         let simd = short::available::<T>(k);
-        let per = BATCH / k;
-        let mut r0 = rows.start;
-        while r0 < rows.end {
-            let r1 = rows.end.min(r0 + per);
-            let r2 = rows.end.min(r1 + per);
+        for (Range { start: r0, end: r1 }, next) in row_batches(rows, k) {
+            let r2 = next.end;
             for s in 0..self.num_samples {
                 let noise = &mut z[..(r1 - r0) * k];
                 let next = [Ahead::of(&self.x[r1 * k..r2 * k])];
@@ -100,7 +89,6 @@ impl<T: Real> RowKernel for Categorical<'_, T> {
                     }
                 }
             }
-            r0 = r1;
         }
     }
 
@@ -228,11 +216,6 @@ struct TopK<'a, T> {
 }
 
 impl<T: Real> TopK<'_, T> {
-    /// Rows of at most `BATCH / 4` contiguous categories share noise fills.
-    fn batches_rows(&self) -> bool {
-        self.dims.inner == 1 && self.dims.k > 0 && self.dims.k <= BATCH / 4
-    }
-
     /// The faults of row `r` (logits `xr`): those of every draw, and fewer
     /// categories that are not masked than `kk`.
     #[inline(always)]
@@ -310,7 +293,7 @@ impl<T: Real> RowKernel for TopK<'_, T> {
     type Scratch = (Vec<T>, Vec<T>, Vec<usize>, Vec<T>, GroupCache<T>);
     fn scratch(&self) -> Self::Scratch {
         let k = self.dims.k;
-        let batch = if self.batches_rows() { BATCH } else { 0 };
+        let batch = if self.dims.batches_rows() { BATCH } else { 0 };
         (
             vec![T::ZERO; k],
             vec![T::ZERO; k],
@@ -325,26 +308,18 @@ impl<T: Real> RowKernel for TopK<'_, T> {
     #[inline(always)]
     fn rows(
         &self,
-        rows: std::ops::Range<usize>,
+        rows: Range<usize>,
         scratch: &mut Self::Scratch,
         fault: &mut impl FnMut(KernelError),
     ) {
-        if !self.batches_rows() {
-            for r in rows {
-                if let Err(e) = self.row(r, scratch) {
-                    fault(e);
-                }
-            }
-            return;
+        if !self.dims.batches_rows() {
+            return each_row(self, rows, scratch, fault);
         }
         let (_, _, order, z, cache) = scratch;
         let k = self.dims.k;
         let simd = short::available::<T>(k);
-        let per = BATCH / k;
-        let mut r0 = rows.start;
-        while r0 < rows.end {
-            let r1 = rows.end.min(r0 + per);
-            let r2 = rows.end.min(r1 + per);
+        for (Range { start: r0, end: r1 }, next) in row_batches(rows, k) {
+            let r2 = next.end;
             let noise = &mut z[..(r1 - r0) * k];
             let next = [Ahead::of(&self.x[r1 * k..r2 * k])];
             fill_ahead(
@@ -372,7 +347,6 @@ impl<T: Real> RowKernel for TopK<'_, T> {
                     Err(e) => fault(e),
                 }
             }
-            r0 = r1;
         }
     }
 

@@ -5,12 +5,13 @@ use super::tiles::{
     column_softmax, combine_lane_rows, first_max_per_column, perturb_tile, Tiles, TILE,
 };
 use super::{
-    check_len, gather_row, row_of, run_rows, run_units, scatter_row, short, Dims, KernelError,
-    RowKernel, SharedMut, Tau, BATCH,
+    check_len, each_row, gather_row, row_batches, row_of, run_rows, run_units, scatter_row, short,
+    Dims, KernelError, RowKernel, SharedMut, Tau, BATCH,
 };
 use crate::math::{GroupCache, Real};
 use crate::memory::prefer_huge_pages;
 use crate::rng::Stream;
+use std::ops::Range;
 
 /// Checks one row of logits: no NaN, no +inf, at least one value that is
 /// not -inf. A branch-free pass decides; only a faulty row is scanned again
@@ -96,11 +97,6 @@ struct Forward<'a, T> {
 }
 
 impl<T: Real> Forward<'_, T> {
-    /// Rows of at most `BATCH / 4` contiguous elements share noise fills.
-    fn batches_rows(&self) -> bool {
-        self.dims.inner == 1 && self.dims.k > 0 && self.dims.k <= BATCH / 4
-    }
-
     /// The logits and outputs of the contiguous elements `start .. start +
     /// len`, to prefetch while the noise before them is drawn.
     fn ahead(&self, start: usize, len: usize) -> [Ahead; 3] {
@@ -220,7 +216,7 @@ impl<T: Real> RowKernel for Forward<'_, T> {
     type Scratch = Scratch<T>;
     fn scratch(&self) -> Scratch<T> {
         let mut s = Scratch::new(self.dims.k);
-        if self.batches_rows() {
+        if self.dims.batches_rows() {
             s.z = vec![T::ZERO; BATCH];
             if self.dims.k <= SHORT
                 && !self.hard_only
@@ -250,27 +246,14 @@ impl<T: Real> RowKernel for Forward<'_, T> {
     }
 
     #[inline(always)]
-    fn rows(
-        &self,
-        rows: std::ops::Range<usize>,
-        s: &mut Scratch<T>,
-        fault: &mut impl FnMut(KernelError),
-    ) {
-        if !self.batches_rows() {
-            for r in rows {
-                if let Err(e) = self.row(r, s) {
-                    fault(e);
-                }
-            }
-            return;
+    fn rows(&self, rows: Range<usize>, s: &mut Scratch<T>, fault: &mut impl FnMut(KernelError)) {
+        if !self.dims.batches_rows() {
+            return each_row(self, rows, s, fault);
         }
         let k = self.dims.k;
-        let per = BATCH / k;
-        let mut r0 = rows.start;
-        while r0 < rows.end {
-            let r1 = rows.end.min(r0 + per);
+        for (Range { start: r0, end: r1 }, next) in row_batches(rows, k) {
             let noise = &mut s.z[..(r1 - r0) * k];
-            let next = self.ahead(r1 * k, (rows.end.min(r1 + per) - r1) * k);
+            let next = self.ahead(r1 * k, next.len() * k);
             fill_ahead(
                 Noise::Gumbel,
                 &self.stream,
@@ -330,7 +313,6 @@ impl<T: Real> RowKernel for Forward<'_, T> {
                     }
                 }
             }
-            r0 = r1;
         }
     }
 }
