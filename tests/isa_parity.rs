@@ -55,7 +55,15 @@ fn run_all<T: Real>(dims: Dims) -> Outputs<T> {
     let mut hc = vec![T::ZERO; n];
     let limits = (T::from_f64(-0.1), T::from_f64(1.1));
     hard_concrete_forward(&x, Tau::Scalar(T::from_f64(0.6)), limits, stream, &mut hc).unwrap();
-    floats.extend([rb, hc]);
+    // Elementwise backward passes, with per-element and scalar temperatures.
+    let taus_el: Vec<T> = (0..n)
+        .map(|i| T::from_f64(0.2 + (i % 7) as f64 * 0.4))
+        .collect();
+    let mut rb_grad = vec![T::ZERO; n];
+    relaxed_bernoulli_backward(&x, &rb, Tau::PerRow(&taus_el), &mut rb_grad).unwrap();
+    let mut hc_grad = vec![T::ZERO; n];
+    hard_concrete_backward(&x, &hc, Tau::Scalar(T::from_f64(0.6)), limits, &mut hc_grad).unwrap();
+    floats.extend([rb, hc, rb_grad, hc_grad]);
     let mut draws = vec![0i64; dims.rows() * 3];
     sample_categorical(&x, dims, 3, stream, &mut draws).unwrap();
     let kk = dims.k.min(4);

@@ -12,6 +12,7 @@ use super::{
 use crate::math::{sigmoid, GroupCache, Real};
 use crate::memory::prefer_huge_pages;
 use crate::rng::Stream;
+use std::ops::Range;
 
 fn check_inputs<T: Real>(x_len: usize, n: usize, tau: &Tau<'_, T>) -> Result<(), KernelError> {
     check_len("logits", x_len, n)?;
@@ -179,11 +180,73 @@ pub fn relaxed_bernoulli_backward<T: Real>(
 ) -> Result<(), KernelError> {
     check_inputs(g.len(), grad_x.len(), &tau)?;
     check_len("y", y.len(), grad_x.len())?;
-    prefer_huge_pages(grad_x);
-    for (i, out) in grad_x.iter_mut().enumerate() {
-        *out = (g[i] * (y[i] * (T::ONE - y[i]))) * tau.inverse_at(i);
+    run_elementwise(grad_x, tau, |i, out, inv_tau| {
+        let (g, y) = (&g[i.clone()], &y[i.clone()]);
+        for (t, ((o, &gt), &yt)) in out.iter_mut().zip(g).zip(y).enumerate() {
+            *o = (gt * (yt * (T::ONE - yt))) * inv_tau.at(t);
+        }
+    })
+}
+
+/// The inverse temperatures of a chunk: `at(t)` is `tau.inverse_at(start + t)`,
+/// a scalar one computed once.
+#[derive(Clone, Copy)]
+enum InvTau<'a, T> {
+    Scalar(T),
+    PerElement(&'a [T]),
+}
+
+impl<T: Real> InvTau<'_, T> {
+    #[inline(always)]
+    fn at(&self, t: usize) -> T {
+        match *self {
+            InvTau::Scalar(inv) => inv,
+            InvTau::PerElement(ts) => T::ONE / ts[t],
+        }
     }
-    Ok(())
+}
+
+/// Writes an elementwise backward into `grad_x` by chunks on the thread pool
+/// (compiled for each instruction set like every kernel): `f(range, out,
+/// inv_tau)` fills `out = grad_x[range]`.
+fn run_elementwise<T: Real, F>(grad_x: &mut [T], tau: Tau<'_, T>, f: F) -> Result<(), KernelError>
+where
+    F: Fn(Range<usize>, &mut [T], InvTau<'_, T>) + Sync,
+{
+    struct Kernel<'a, T, F> {
+        tau: Tau<'a, T>,
+        f: F,
+        out: SharedMut<T>,
+        n: usize,
+    }
+    impl<T: Real, F> RowKernel for Kernel<'_, T, F>
+    where
+        F: Fn(Range<usize>, &mut [T], InvTau<'_, T>) + Sync,
+    {
+        type Scratch = ();
+        fn scratch(&self) {}
+        #[inline(always)]
+        fn row(&self, c: usize, _: &mut ()) -> Result<(), KernelError> {
+            let (start, len) = chunk_range(self.n, c);
+            // SAFETY: each chunk of elements is visited by one thread only.
+            let out = unsafe { self.out.slice(start, len) };
+            let inv_tau = match self.tau {
+                Tau::Scalar(_) => InvTau::Scalar(self.tau.inverse_at(0)),
+                Tau::PerRow(ts) => InvTau::PerElement(&ts[start..start + len]),
+            };
+            (self.f)(start..start + len, out, inv_tau);
+            Ok(())
+        }
+    }
+    prefer_huge_pages(grad_x);
+    let n = grad_x.len();
+    let kernel = Kernel {
+        tau,
+        f,
+        out: SharedMut::new(grad_x),
+        n,
+    };
+    run_rows(&chunks(n), &kernel)
 }
 
 struct HardConcrete<T> {
@@ -226,18 +289,19 @@ pub fn hard_concrete_backward<T: Real>(
 ) -> Result<(), KernelError> {
     check_inputs(g.len(), grad_x.len(), &tau)?;
     check_len("z", z.len(), grad_x.len())?;
-    prefer_huge_pages(grad_x);
     let (lo, hi) = limits;
     let width = hi - lo;
-    for (i, out) in grad_x.iter_mut().enumerate() {
-        *out = if z[i] > T::ZERO && z[i] < T::ONE {
-            let s = (z[i] - lo) / width;
-            ((g[i] * width) * (s * (T::ONE - s))) * tau.inverse_at(i)
-        } else {
-            T::ZERO
-        };
-    }
-    Ok(())
+    run_elementwise(grad_x, tau, |i, out, inv_tau| {
+        let (g, z) = (&g[i.clone()], &z[i.clone()]);
+        for (t, ((o, &gt), &zt)) in out.iter_mut().zip(g).zip(z).enumerate() {
+            *o = if zt > T::ZERO && zt < T::ONE {
+                let s = (zt - lo) / width;
+                ((gt * width) * (s * (T::ONE - s))) * inv_tau.at(t)
+            } else {
+                T::ZERO
+            };
+        }
+    })
 }
 
 #[cfg(test)]
