@@ -57,7 +57,8 @@ impl<T: Real> RowKernel for Categorical<'_, T> {
         scratch: &mut Self::Scratch,
         fault: &mut impl FnMut(KernelError),
     ) {
-        if !self.dims.batches_rows() {
+        // (No draw at all: `row` still reports each row's faults.)
+        if !self.dims.batches_rows() || self.num_samples == 0 {
             return each_row(self, rows, scratch, fault);
         }
         let (_, _, z, cache) = scratch;
@@ -553,6 +554,9 @@ mod tests {
         assert_eq!(e, Err(KernelError::AllMasked { row: 1500 }));
         x[1500 * 4] = 0.0;
         let e = sample_categorical(&x, dims, 2, Stream::new(1, 2), &mut out);
+        assert_eq!(e, Err(KernelError::NanLogit { index: 8001 }));
+        // No draw asked for: the logits are still checked.
+        let e = sample_categorical(&x, dims, 0, Stream::new(1, 2), &mut []);
         assert_eq!(e, Err(KernelError::NanLogit { index: 8001 }));
     }
 

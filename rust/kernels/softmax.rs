@@ -285,9 +285,11 @@ impl<T: Real> RowKernel for Forward<'_, T> {
                 };
                 short::forward(token, &batch, outputs, |j| {
                     let r = r0 + j;
-                    if let Err(e) = check_logits(&self.x[r * k..(r + 1) * k], &self.dims, r) {
-                        fault(e);
-                    }
+                    let x = &self.x[r * k..(r + 1) * k];
+                    // The short path found this row invalid: the same conditions.
+                    let e =
+                        check_logits(x, &self.dims, r).expect_err("a row the short path rejects");
+                    fault(e);
                 });
             } else if let Some(short) = s.short.as_mut() {
                 for g0 in (r0..r1).step_by(TILE) {
