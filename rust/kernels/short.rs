@@ -45,6 +45,19 @@ pub(crate) struct Token<T> {
     _t: PhantomData<T>,
 }
 
+impl<T> Token<T> {
+    /// `v` as the f32 slice it is.
+    fn f32s<'a>(&self, v: &'a [T]) -> &'a [f32] {
+        // SAFETY: the token proves that T is f32, so this is the same slice.
+        unsafe { std::slice::from_raw_parts(v.as_ptr().cast::<f32>(), v.len()) }
+    }
+    /// `v` as the mutable f32 slice it is.
+    fn f32s_mut<'a>(&self, v: &'a mut [T]) -> &'a mut [f32] {
+        // SAFETY: as `f32s`.
+        unsafe { std::slice::from_raw_parts_mut(v.as_mut_ptr().cast::<f32>(), v.len()) }
+    }
+}
+
 /// Whether this path can run rows of `k` categories of `T` here.
 pub(crate) fn available<T: Real>(k: usize) -> Option<Token<T>> {
     let ok = TypeId::of::<T>() == TypeId::of::<f32>()
@@ -69,15 +82,9 @@ pub(crate) fn forward<T: Real>(
     for o in [&out.soft, &out.hard].into_iter().flatten() {
         assert!(o.len() == rows * batch.k);
     }
-    // SAFETY: the token proves that T is f32, so these are the same slices.
-    let cast = |v: &[T]| unsafe { std::slice::from_raw_parts(v.as_ptr().cast::<f32>(), v.len()) };
-    // SAFETY: as above.
-    let cast_mut = |v: &mut [T]| unsafe {
-        std::slice::from_raw_parts_mut(v.as_mut_ptr().cast::<f32>(), v.len())
-    };
-    let (x, noise) = (cast(batch.x), cast(batch.noise));
-    let mut soft = out.soft.map(cast_mut);
-    let mut hard = out.hard.map(cast_mut);
+    let (x, noise) = (token.f32s(batch.x), token.f32s(batch.noise));
+    let mut soft = out.soft.map(|v| token.f32s_mut(v));
+    let mut hard = out.hard.map(|v| token.f32s_mut(v));
     // `inverse_at` of a scalar temperature, once.
     let scalar = match batch.tau {
         Tau::Scalar(_) => Some(batch.tau.inverse_at(0).to_f64() as f32),
@@ -115,13 +122,7 @@ pub(crate) fn forward<T: Real>(
 #[inline(always)]
 pub(crate) fn first_argmax<T: Real>(token: Token<T>, x: &[T], noise: &[T]) -> usize {
     assert!(token.k == x.len() && noise.len() == x.len());
-    // SAFETY: the token proves that T is f32, so these are the same slices.
-    let (x, noise) = unsafe {
-        (
-            std::slice::from_raw_parts(x.as_ptr().cast::<f32>(), x.len()),
-            std::slice::from_raw_parts(noise.as_ptr().cast::<f32>(), noise.len()),
-        )
-    };
+    let (x, noise) = (token.f32s(x), token.f32s(noise));
     #[cfg(target_arch = "x86_64")]
     // SAFETY: the token proves the CPU has AVX-512 F/BW/DQ/VL; the slices
     // have the same length, at most 16 (asserted above).
@@ -138,8 +139,7 @@ pub(crate) fn first_argmax<T: Real>(token: Token<T>, x: &[T], noise: &[T]) -> us
 #[inline(always)]
 pub(crate) fn top<T: Real>(token: Token<T>, w: &[T], out: &mut [i64]) {
     assert!(token.k == w.len() && out.len() <= w.len());
-    // SAFETY: the token proves that T is f32, so this is the same slice.
-    let w = unsafe { std::slice::from_raw_parts(w.as_ptr().cast::<f32>(), w.len()) };
+    let w = token.f32s(w);
     #[cfg(target_arch = "x86_64")]
     // SAFETY: the token proves the CPU has AVX-512 F/BW/DQ/VL; `w` has at
     // most 16 elements (asserted above).
