@@ -48,14 +48,12 @@ impl<T: Real, Op: ElementOp<T>> RowKernel for Noisy<'_, T, Op> {
             return Err(KernelError::NanLogit { index: start + t });
         }
         let noise = &mut noise[..len];
-        let n = self.x.len();
-        let next_x = &self.x[(start + len).min(n)..(start + 2 * len).min(n)];
         let second = match &self.second {
             Some(s) => Ahead::of_shared(s, start + len, len),
             None => Ahead::of::<T>(&[]),
         };
         let next = [
-            Ahead::of(next_x),
+            Ahead::within(self.x, start + len, len),
             Ahead::of_shared(&self.out, start + len, len),
             second,
         ];

@@ -44,6 +44,12 @@ impl Ahead {
         }
     }
 
+    /// Elements `start .. start + len` of `v`, cut at its end.
+    pub(crate) fn within<T>(v: &[T], start: usize, len: usize) -> Self {
+        let start = start.min(v.len());
+        Self::of(&v[start..(start + len).min(v.len())])
+    }
+
     /// Elements `start .. start + len` of `out`, cut at its end.
     pub(crate) fn of_shared<T: Copy>(out: &SharedMut<T>, start: usize, len: usize) -> Self {
         let (ptr, len) = out.range(start, len);

@@ -30,8 +30,6 @@ struct Categorical<'a, T> {
     out: SharedMut<i64>,
 }
 
-impl<T: Real> Categorical<'_, T> {}
-
 impl<T: Real> RowKernel for Categorical<'_, T> {
     /// The row's logits (strided rows), its noise, the noise of a batch of
     /// short rows, the partial group of uniforms.
@@ -104,8 +102,7 @@ impl<T: Real> RowKernel for Categorical<'_, T> {
             let start = s as u64 * n + base;
             if dims.inner == 1 {
                 // The next row's logits, while the first draw's noise is drawn.
-                let next = &self.x[(base as usize + dims.k).min(self.x.len())..];
-                let next = [Ahead::of(&next[..dims.k.min(next.len())])];
+                let next = [Ahead::within(self.x, base as usize + dims.k, dims.k)];
                 let next = if s == 0 { &next[..] } else { &[] };
                 fill_ahead(Noise::Gumbel, &self.stream, start, w, cache, next);
             } else {
@@ -362,8 +359,7 @@ impl<T: Real> RowKernel for TopK<'_, T> {
         self.check(r, xr)?;
         let base = dims.base(r) as u64;
         if dims.inner == 1 {
-            let next = &self.x[(base as usize + dims.k).min(self.x.len())..];
-            let next = [Ahead::of(&next[..dims.k.min(next.len())])];
+            let next = [Ahead::within(self.x, base as usize + dims.k, dims.k)];
             fill_ahead(Noise::Gumbel, &self.stream, base, w, cache, &next);
         } else {
             fill_strided(

@@ -100,12 +100,15 @@ impl<T: Real> Forward<'_, T> {
     /// The logits and outputs of the contiguous elements `start .. start +
     /// len`, to prefetch while the noise before them is drawn.
     fn ahead(&self, start: usize, len: usize) -> [Ahead; 3] {
-        let x = &self.x[start.min(self.x.len())..(start + len).min(self.x.len())];
         let soft = match (&self.soft, self.hard_only) {
             (Some(soft), false) => Ahead::of_shared(soft, start, len),
             _ => Ahead::of::<T>(&[]),
         };
-        [Ahead::of(x), Ahead::of_shared(&self.out, start, len), soft]
+        [
+            Ahead::within(self.x, start, len),
+            Ahead::of_shared(&self.out, start, len),
+            soft,
+        ]
     }
 
     /// The rest of row `r` once `w` holds its Gumbel noise: perturb, softmax,
