@@ -319,10 +319,17 @@ fn combine_max<T: PartialOrd + Copy>(acc: &mut [T]) -> T {
 /// that of `-(-(-v).ln_1p()).ln()` bit for bit.
 #[inline(always)]
 pub fn gumbel_from_uniform<T: Real>(v: T) -> T {
+    -exponential_from_uniform(v).ln_normal()
+}
+
+/// The exponential variable `E = -ln1p(-v)` that [`gumbel_from_uniform`]
+/// takes the logarithm of: positive and normal for `v` where the uniform
+/// mappings put it.
+#[inline(always)]
+pub fn exponential_from_uniform<T: Real>(v: T) -> T {
     let x = -v;
     let u = T::ONE + x;
-    let e = -(u.ln_normal() + (x - (u - T::ONE)) / u);
-    -e.ln_normal()
+    -(u.ln_normal() + (x - (u - T::ONE)) / u)
 }
 
 /// Logistic noise `ln((1 - v) / v)`: finite, upper tail at small `v`.

@@ -1,7 +1,9 @@
 //! Noise tensors: element `i` of the output is drawn from `(seed, offset, i)`.
 
 use super::{chunk_range, chunks, run_rows, KernelError, RowKernel, SharedMut};
-use crate::math::{gumbel_from_uniform, logistic_from_uniform, GroupCache, Real};
+use crate::math::{
+    exponential_from_uniform, gumbel_from_uniform, logistic_from_uniform, GroupCache, Real,
+};
 use crate::memory::prefer_huge_pages;
 use crate::rng::Stream;
 
@@ -111,8 +113,22 @@ pub fn fill_strided<T: Real>(
 ) {
     if stride == 1 {
         T::fill_uniform_cached(stream, base, out, cache);
-        for v in out.iter_mut() {
-            *v = kind.from_uniform(*v);
+        if kind == Noise::Gumbel {
+            // Two passes, the same values as `gumbel_from_uniform`: one pass
+            // holds a chain of two logarithms and three divisions per vector,
+            // too long for the out-of-order window to overlap many of them.
+            // Measured on AVX2 (Zen 3), one thread, [4096, 1024] float32:
+            // noise 11.3 -> 9.1 ms, soft forward 16.4 -> 14.4 ms.
+            for v in out.iter_mut() {
+                *v = exponential_from_uniform(*v);
+            }
+            for v in out.iter_mut() {
+                *v = -v.ln_normal();
+            }
+        } else {
+            for v in out.iter_mut() {
+                *v = kind.from_uniform(*v);
+            }
         }
     } else {
         for (t, v) in out.iter_mut().enumerate() {
