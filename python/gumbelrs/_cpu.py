@@ -12,7 +12,6 @@ import ctypes
 import math
 import os
 import sys
-from contextlib import contextmanager
 
 import torch
 
@@ -61,13 +60,25 @@ def split(shape: torch.Size, dim: int) -> tuple[int, int, int]:
     return math.prod(shape[:dim]), shape[dim], math.prod(shape[dim + 1:])
 
 
-@contextmanager
-def _faults(fn: str, shape: torch.Size, dim: int | None, tau: torch.Tensor | None):
-    """Turns a kernel's fault into the user-facing ``ValueError`` (``translate``)."""
-    try:
-        yield
-    except _core.KernelError as e:
-        raise translate(fn, e, shape, dim, tau) from None
+class _faults:
+    """Turns a kernel's fault into the user-facing ``ValueError`` (``translate``).
+
+    A class rather than a ``@contextmanager`` generator: entering and leaving
+    costs about 0.3 us instead of 2 us, a tenth of a small op.
+    """
+
+    __slots__ = ("dim", "fn", "shape", "tau")
+
+    def __init__(self, fn: str, shape: torch.Size, dim: int | None, tau: torch.Tensor | None):
+        self.fn, self.shape, self.dim, self.tau = fn, shape, dim, tau
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, kind, e, tb) -> bool:
+        if kind is not None and issubclass(kind, _core.KernelError):
+            raise translate(self.fn, e, self.shape, self.dim, self.tau) from None
+        return False
 
 
 def prepare(x: torch.Tensor) -> torch.Tensor:

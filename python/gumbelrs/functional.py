@@ -78,7 +78,8 @@ def gumbel_softmax(
     hard = _flag(fn, "hard", hard)
     gen = _validate.generator(fn, generator)
     x = _dispatch.prepare(logits)
-    t, t_rows = _validate.tau(fn, tau, x, _batch(x.shape, d), dim=d, differentiable=True)
+    batch = _batch(x.shape, d) if isinstance(tau, torch.Tensor) else ()  # only a tensor needs it
+    t, t_rows = _validate.tau(fn, tau, x, batch, dim=d, differentiable=True)
     y = _ops.gumbel_softmax(x, d, t, t_rows, _ops.take(gen), hard, fn)
     return _in_dtype(y, logits.dtype)
 
