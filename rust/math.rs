@@ -325,7 +325,14 @@ fn combine_max<T: PartialOrd + Copy>(acc: &mut [T]) -> T {
 /// that of `-(-(-v).ln_1p()).ln()` bit for bit.
 #[inline(always)]
 pub fn gumbel_from_uniform<T: Real>(v: T) -> T {
-    -exponential_from_uniform(v).ln_normal()
+    gumbel_from_exponential(exponential_from_uniform(v))
+}
+
+/// `-ln E`: the Gumbel value of the exponential variable `E` that
+/// [`exponential_from_uniform`] gives.
+#[inline(always)]
+pub fn gumbel_from_exponential<T: Real>(e: T) -> T {
+    -e.ln_normal()
 }
 
 /// The exponential variable `E = -ln1p(-v)` that [`gumbel_from_uniform`]
