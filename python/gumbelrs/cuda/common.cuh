@@ -172,15 +172,17 @@ GRS_FN float grs_ln_f32(float x) {
   grs_i32 k = (grs_i32)(ix >> 23) - 127 - (subnormal ? 23 : 0);
   float m = grs_u2f((ix & 0x007fffffu) + sqrt_half);
   float f = m - 1.0f;
-  float s = f / (2.0f + f);
-  float z = s * s;
-  float p = 2.0f / 11.0f;
-  p = fmaf(p, z, 2.0f / 9.0f);
-  p = fmaf(p, z, 2.0f / 7.0f);
-  p = fmaf(p, z, 2.0f / 5.0f);
-  p = fmaf(p, z, 2.0f / 3.0f);
-  float sz = s * z;
-  float lm = fmaf(sz, p, s + s);
+  float z = f * f;
+  float p = 0.069281116f;
+  p = fmaf(p, f, -0.11648472f);
+  p = fmaf(p, f, 0.117906384f);
+  p = fmaf(p, f, -0.12404185f);
+  p = fmaf(p, f, 0.14232977f);
+  p = fmaf(p, f, -0.16668501f);
+  p = fmaf(p, f, 0.20001452f);
+  p = fmaf(p, f, -0.24999993f);
+  p = fmaf(p, f, 0.33333322f);
+  float lm = fmaf(f, fmaf(z, p, -0.5f * f), f);
   float kf = (float)k;
   float y = fmaf(kf, grs_u2f(0x3f317200u), fmaf(kf, grs_u2f(0x35bfbe8eu), lm));
   y = x == 0.0f ? -GRS_INF_F : (x == GRS_INF_F ? x : y);
@@ -193,8 +195,19 @@ GRS_FN float grs_ln1p_f32(float x) {
   return u == GRS_INF_F ? u : y;
 }
 
+/* E = -ln(1 - v) for a uniform v, as ln1p without its division: the
+ * correction c / u is 0 unless v < 1/2, where d = 1 - u is exact and
+ * 1 / u = 1 + d + d^2 + d^3 closely enough (rust/math.rs exponential_from_uniform). */
+GRS_FN float grs_exponential_f32(float v) {
+  float x = -v;
+  float u = 1.0f + x;
+  float d = 1.0f - u;
+  float inv_u = fmaf(fmaf(d + 1.0f, d, 1.0f), d, 1.0f);
+  return -fmaf(x - (u - 1.0f), inv_u, grs_ln_f32(u));
+}
+
 /* Gumbel noise -ln(-ln(1 - v)) and logistic noise ln((1 - v) / v). */
-GRS_FN float grs_gumbel_f32(float v) { return -grs_ln_f32(-grs_ln1p_f32(-v)); }
+GRS_FN float grs_gumbel_f32(float v) { return -grs_ln_f32(grs_exponential_f32(v)); }
 GRS_FN float grs_logistic_f32(float v) { return grs_ln_f32((1.0f - v) / v); }
 
 /* 1 / (1 + exp(-z)) through exp(-|z|), so it never overflows (rust/math.rs sigmoid). */
@@ -271,7 +284,15 @@ GRS_FN double grs_ln1p_f64(double x) {
   return u == GRS_INF_D ? u : y;
 }
 
-GRS_FN double grs_gumbel_f64(double v) { return -grs_ln_f64(-grs_ln1p_f64(-v)); }
+GRS_FN double grs_exponential_f64(double v) {
+  double x = -v;
+  double u = 1.0 + x;
+  double d = 1.0 - u;
+  double inv_u = fma(fma(d + 1.0, d, 1.0), d, 1.0);
+  return -fma(x - (u - 1.0), inv_u, grs_ln_f64(u));
+}
+
+GRS_FN double grs_gumbel_f64(double v) { return -grs_ln_f64(grs_exponential_f64(v)); }
 GRS_FN double grs_logistic_f64(double v) { return grs_ln_f64((1.0 - v) / v); }
 
 GRS_FN double grs_sigmoid_f64(double z) {
