@@ -122,10 +122,10 @@ pub fn fill_strided<T: Real>(
             Noise::Uniform => {}
             Noise::Gumbel => {
                 // Two passes through the halves of `gumbel_from_uniform`: one pass
-                // holds a chain of two logarithms and three divisions per vector,
-                // too long for the out-of-order window to overlap many of them.
-                // Measured on AVX2 (Zen 3), one thread, [4096, 1024] float32:
-                // noise 11.3 -> 9.1 ms, soft forward 16.4 -> 14.4 ms.
+                // holds a chain of two logarithms per vector (with three divisions
+                // when this was measured), too long for the out-of-order window to
+                // overlap many of them. Measured on AVX2 (Zen 3), one thread,
+                // [4096, 1024] float32: noise 11.3 -> 9.1 ms, soft forward 16.4 -> 14.4 ms.
                 for v in out.iter_mut() {
                     *v = exponential_from_uniform(*v);
                 }
