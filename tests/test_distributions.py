@@ -5,6 +5,7 @@ Statistical tests use fixed seeds and assert p > 1e-4 (false-failure rate 1e-4
 each for a random seed)."""
 
 import math
+import re
 
 import pytest
 import torch
@@ -163,3 +164,13 @@ def test_contract_expand_and_errors():
     with pytest.raises(ValueError):
         D.RelaxedOneHotCategorical(0.5, logits=torch.zeros(3), validate_args=True).log_prob(
             torch.tensor([0.5, 0.6, 0.7]))
+
+
+def test_hard_concrete_rejects_a_temperature_that_does_not_broadcast():
+    logits = torch.zeros(2, 3)
+    for shape in ((4,), (5, 2, 3)):
+        message = (f"HardConcrete: temperature of shape {shape} does not broadcast against the "
+                   f"batch shape (2, 3)")
+        with pytest.raises(ValueError, match=re.escape(message)):
+            D.HardConcrete(logits, temperature=torch.ones(shape))
+    assert D.HardConcrete(logits, temperature=torch.ones(2, 1)).temperature.shape == (2, 3)

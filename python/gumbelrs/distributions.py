@@ -378,10 +378,14 @@ class HardConcrete(Distribution):
                  validate_args=None, generator: Generator | None = None):
         (self.logits,) = broadcast_all(logits)
         self.limits = functional._validate.limits("HardConcrete", limits)
-        self.temperature = _temperature("HardConcrete", temperature, self.logits.dtype,
-                                        self.logits.device)
-        if self.temperature.dim() and self.temperature.shape != self.logits.shape:
-            self.temperature = self.temperature.expand(self.logits.shape)
+        temp = _temperature("HardConcrete", temperature, self.logits.dtype, self.logits.device)
+        try:
+            self.temperature = temp.expand(self.logits.shape) if temp.dim() else temp
+        except RuntimeError:
+            raise ValueError(
+                f"HardConcrete: temperature of shape {tuple(temp.shape)} does not broadcast "
+                f"against the batch shape {tuple(self.logits.shape)}"
+            ) from None
         self.generator = generator
         super().__init__(self.logits.shape, validate_args=validate_args)
 
