@@ -118,6 +118,29 @@ def test_generator_pickles():
     assert torch.equal(gumbelrs.gumbel_noise(5, generator=g), gumbelrs.gumbel_noise(5, generator=h))
 
 
+def test_generator_rejects_a_hand_edited_pickle():
+    g = gumbelrs.Generator(777).set_state(torch.tensor([777, 12345]))
+    text = pickle.dumps(g, protocol=0)  # the text protocol, as one would edit it
+    assert text.count(b"\nI777\n") == 1 and text.count(b"\nI12345\n") == 1
+    cases = [
+        (b"\nI12345\n", b"\nI-1\n", ValueError, r"state offset must be in \[0, 2\*\*63\), got -1$"),
+        (b"\nI12345\n", b"\nI9223372036854775808\n", ValueError,
+         r"state offset must be in \[0, 2\*\*63\), got 9223372036854775808$"),
+        (b"\nI12345\n", b"\nF1.0\n", TypeError,
+         r"state offset must be an int in \[0, 2\*\*63\), got float 1.0$"),
+        (b"\nI777\n", b"\nI-5\n", ValueError, r"seed must be in \[0, 2\*\*64\), got -5$"),
+        (b"\nI777\n", b"\nI18446744073709551616\n", ValueError,
+         r"seed must be in \[0, 2\*\*64\), got 18446744073709551616$"),
+        (b"Voffset", b"Voffsets", ValueError,
+         r"pickled gumbelrs.Generator state must be a dict with the keys 'seed' and 'offset'"),
+    ]
+    for old, new, error, message in cases:
+        with pytest.raises(error, match=message):
+            pickle.loads(text.replace(old, new))
+    h = pickle.loads(text.replace(b"\nI12345\n", b"\nI9223372036854775807\n"))
+    assert (h.seed, h.offset) == (777, 2**63 - 1)
+
+
 def test_generator_errors():
     with pytest.raises(ValueError, match=r"seed must be in \[0, 2\*\*64\), got -1"):
         gumbelrs.Generator(-1)

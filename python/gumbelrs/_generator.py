@@ -30,6 +30,15 @@ def _check_seed(seed: object) -> int:
     return seed
 
 
+def _check_offset(offset: object) -> int:
+    if isinstance(offset, bool) or not isinstance(offset, int):
+        raise TypeError(f"state offset must be an int in [0, 2**63), got "
+                        f"{type(offset).__name__} {offset!r}")
+    if not 0 <= offset < _OFFSET_LIMIT:
+        raise ValueError(f"state offset must be in [0, 2**63), got {offset}")
+    return offset
+
+
 class Generator:
     """A Philox4x32-10 stream: ``gumbelrs.Generator(seed=0)``.
 
@@ -86,9 +95,7 @@ class Generator:
                 "state must be an int64 tensor of shape (2,) as returned by get_state(), "
                 f"got dtype {state.dtype} and shape {tuple(state.shape)}"
             )
-        offset = int(state[1])
-        if not 0 <= offset < _OFFSET_LIMIT:
-            raise ValueError(f"state offset must be in [0, 2**63), got {offset}")
+        _check_offset(int(state[1]))
         with self._lock:
             self._state.copy_(state.cpu())
         return self
@@ -121,8 +128,13 @@ class Generator:
         return {"seed": self.seed, "offset": self.offset}
 
     def __setstate__(self, d: dict) -> None:
+        # A pickle can be edited by hand: its fields get the checks of __init__ and set_state.
+        if not isinstance(d, dict) or set(d) != {"seed", "offset"}:
+            raise ValueError(f"a pickled gumbelrs.Generator state must be a dict with the keys "
+                             f"'seed' and 'offset', got {d!r}")
+        offset = _check_offset(d["offset"])
         self.__init__(d["seed"])
-        self._view[1] = d["offset"]
+        self._view[1] = offset
 
 
 _default: Generator = None  # type: ignore[assignment]  # set at import, below
