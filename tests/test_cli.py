@@ -195,3 +195,46 @@ def test_ctrl_c_leaves_no_half_written_report(tmp_path, monkeypatch):
     assert [p.name for p in tmp_path.iterdir()] == ["report"]
     assert [p.name for p in out.iterdir()] == ["report.md"]
     assert (out / "report.md").read_text() == "the previous report"
+
+
+def test_staging_removes_the_leftovers_of_killed_runs_only(tmp_path):
+    from gumbelrs.apps import _report
+
+    exited = subprocess.Popen([sys.executable, "-c", "pass"])
+    exited.wait()
+    running = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        out = tmp_path / "report"
+        out.mkdir()
+        (out / "report.md").write_text("the previous report")
+        names = [f".report.{kind}-{pid}" for kind in ("partial", "old")
+                 for pid in (exited.pid, running.pid)]
+        names += [f".other.partial-{exited.pid}", ".report.partial-12x", "unrelated"]
+        for name in names:
+            (tmp_path / name).mkdir()
+            (tmp_path / name / "figure.png").write_bytes(b"half written")
+        with _report.staged(out) as folder:
+            assert not (tmp_path / f".report.partial-{exited.pid}").exists()
+            (folder / "report.md").write_text("the new report")
+        assert (out / "report.md").read_text() == "the new report"
+        assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
+            ["report", f".report.partial-{running.pid}", f".report.old-{running.pid}",
+             f".other.partial-{exited.pid}", ".report.partial-12x", "unrelated"])
+    finally:
+        running.kill()
+        running.wait()
+
+
+def test_staging_keeps_the_folder_of_a_process_of_another_user(tmp_path, monkeypatch):
+    import os
+
+    from gumbelrs.apps import _report
+
+    def not_permitted(pid, sig):
+        raise PermissionError(1, "Operation not permitted")
+
+    (tmp_path / ".report.partial-4242").mkdir()
+    monkeypatch.setattr(os, "kill", not_permitted)  # 4242 runs, under another user
+    with _report.staged(tmp_path / "report"):
+        pass
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".report.partial-4242", "report"]

@@ -31,12 +31,42 @@ nav li { margin: 0.1rem 0; }
 """
 
 
+def _alive(pid: int) -> bool:
+    """Whether process ``pid`` exists (signal 0 is checked, never sent)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # it exists, under another user
+        return True
+    return True
+
+
+def _remove_dead(out: Path, kind: str) -> None:
+    """Removes the ``.{out.name}.{kind}-PID`` folders of processes that no longer
+    run: a run killed outright (kill -9, power loss) cannot remove its own."""
+    if os.name != "posix":  # on Windows os.kill(pid, 0) would terminate the process
+        return
+    prefix = f".{out.name}.{kind}-"
+    for path in out.parent.iterdir():
+        if not path.name.startswith(prefix):
+            continue
+        pid = path.name[len(prefix):]
+        # A pid_t is a signed 32-bit int: a larger number is no PID of ours (os.kill overflows).
+        if pid.isascii() and pid.isdigit() and int(pid) < 2**31 and not _alive(int(pid)):
+            shutil.rmtree(path, ignore_errors=True)
+
+
 @contextlib.contextmanager
 def staged(out: Path) -> Iterator[Path]:
     """Yields an empty folder beside ``out``; on success it replaces ``out``,
-    on any exception (Ctrl-C included) it is deleted and ``out`` is untouched."""
+    on any exception (Ctrl-C included) it is deleted and ``out`` is untouched.
+
+    The staging folders of killed runs are removed on the way; those of runs
+    still going are left to them."""
     out = out.resolve()
     out.parent.mkdir(parents=True, exist_ok=True)
+    _remove_dead(out, "partial")
     tmp = out.parent / f".{out.name}.partial-{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir()
@@ -46,10 +76,14 @@ def staged(out: Path) -> Iterator[Path]:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     old = out.parent / f".{out.name}.old-{os.getpid()}"
+    shutil.rmtree(old, ignore_errors=True)  # left by a killed process that had this PID
     if out.exists():
         out.rename(old)
     tmp.rename(out)
     shutil.rmtree(old, ignore_errors=True)
+    # A run killed after moving the previous report aside left it in its `.old` folder
+    # (whole, or half deleted); with a newer report in place, that copy is stale.
+    _remove_dead(out, "old")
 
 
 def _anchor(name: str) -> str:
