@@ -1,5 +1,6 @@
 """The gumbelrs command: its subcommands run, bad arguments fail clearly."""
 
+import os
 import shutil
 import subprocess
 import sys
@@ -31,6 +32,143 @@ def test_bad_arguments_exit_nonzero_with_a_message():
     assert r.returncode == 2 and "invalid choice: 'bogus'" in r.stderr
     r = run("info", "--verbose")
     assert r.returncode == 2 and "unrecognized arguments: --verbose" in r.stderr
+
+
+@pytest.fixture
+def no_work(monkeypatch):
+    """Makes every command fail the test if it starts its work."""
+    from gumbelrs import bench, demo, estimators
+    from gumbelrs.apps import _report
+
+    def work(*args, **kwargs):
+        raise AssertionError("the command started its work")
+
+    for module, name in ((bench, "cases"), (estimators, "_toy_table"), (demo, "_demo"),
+                         (_report, "staged")):
+        monkeypatch.setattr(module, name, work)
+
+
+def cli_error(capsys, *args):
+    """The exit status and the last line of stderr of `gumbelrs ARGS`, run in this process."""
+    from gumbelrs.__main__ import main
+
+    with pytest.raises(SystemExit) as e:
+        main(list(args))
+    return e.value.code, capsys.readouterr().err.splitlines()[-1]
+
+
+def test_bad_numbers_and_shapes_exit_2_naming_the_option(no_work, capsys):
+    cases = [
+        (("estimators", "--n", "-5"), "estimators: error: argument --n: expected an int in "
+                                      "[2, 1000000000], got '-5'"),
+        (("estimators", "--n", "0"), "argument --n: expected an int in [2, 1000000000], got '0'"),
+        (("estimators", "--n", "1"), "argument --n: expected an int in [2, 1000000000], got '1'"),
+        (("estimators", "--n", "1e5"), "argument --n: expected an int in [2, 1000000000], got "
+                                       "'1e5'"),
+        (("estimators", "--seed", "-1"), "argument --seed: expected an int in [0, 2**64), got "
+                                         "'-1'"),
+        (("estimators", "--seed", str(2**64)), "argument --seed: expected an int in [0, 2**64), "
+                                               f"got '{2**64}'"),
+        (("bench", "--threads", "0"), "bench: error: argument --threads: expected an int in "
+                                      "[1, 1024], got '0'"),
+        (("bench", "--threads", "1", "2147483647"), "argument --threads: expected an int in "
+                                                    "[1, 1024], got '2147483647'"),
+        (("bench", "--repeats", "-1"), "bench: error: argument --repeats: expected an int >= 1, "
+                                       "got '-1'"),
+        (("bench", "--repeats", "0"), "argument --repeats: expected an int >= 1, got '0'"),
+        (("bench", "--shapes", "12xx"), "bench: error: argument --shapes: expected "
+                                        "comma-separated shapes of sizes >= 1 such as "
+                                        "4096x1024,8x16, got '12xx' ('12xx' is not a shape)"),
+        (("bench", "--shapes", "8x16,0x4"), "argument --shapes: expected comma-separated shapes "
+                                            "of sizes >= 1 such as 4096x1024,8x16, got "
+                                            "'8x16,0x4' ('0x4' is not a shape)"),
+        (("bench", "--shapes", "8x16,"), "('' is not a shape)"),
+        (("bench", "--shapes", "8x-16"), "('8x-16' is not a shape)"),
+        (("run", "kmeans", "--seed", "2147483648"), "run: error: kmeans: seed must be an int in "
+                                                    "[0, 2**31), got 2147483648"),
+    ]
+    for args, message in cases:
+        status, line = cli_error(capsys, *args)
+        assert status == 2 and line.endswith(message), (args, line)
+
+
+def test_unusable_out_and_config_exit_2_naming_the_option(no_work, capsys, tmp_path,
+                                                          monkeypatch):
+    file = tmp_path / "file"
+    file.write_text("not a folder")
+    mine = tmp_path / "mine"
+    (mine / "report").mkdir(parents=True)
+    (mine / "report" / "thesis.tex").write_text("the user's own report folder")
+    cases = [
+        (("run", "kmeans", "--out", f"{file}/x"),
+         f"run: error: argument --out: expected a folder, got '{file}/x' ({file} is not a "
+         f"folder)"),
+        (("run", "kmeans", "--out", str(file)),
+         f"run: error: argument --out: expected a folder, got '{file}' ({file} is not a folder)"),
+        (("demo", "--out", str(file)),
+         f"demo: error: argument --out: expected a folder, got '{file}' ({file} is not a folder)"),
+        (("demo", "--out", f"{file}/x/y"),
+         f"argument --out: expected a folder, got '{file}/x/y' ({file} is not a folder)"),
+        # The report replaces its folder whole: a folder of other files is not one to replace.
+        (("demo", "--out", str(tmp_path)),
+         f"demo: error: argument --out: expected a new folder, an empty one or a previous report, "
+         f"got '{tmp_path}' ({tmp_path} holds other files and no report.md, and the report "
+         f"replaces its folder whole)"),
+        (("run", "kmeans", "--out", str(mine)),
+         f"argument --out: expected a new folder, an empty one or a previous report, got "
+         f"'{mine}' ({mine / 'report'} holds other files and no report.md"),
+    ]
+    if os.path.isdir("/proc/self"):  # Linux: folders cannot be made in /proc or /sys
+        cases += [
+            (("run", "kmeans", "--out", "/proc/x"), "run: error: argument --out: expected a "
+             "folder that can be written, got '/proc/x' (no folder can be made in /proc: "),
+            (("run", "kmeans", "--out", "/sys/x"), "run: error: argument --out: expected a "
+             "folder that can be written, got '/sys/x' (no folder can be made in /sys: "),
+            (("demo", "--out", "/proc/x"), "demo: error: argument --out: expected a folder that "
+             "can be written, got '/proc/x' (no folder can be made in /proc: "),
+        ]
+    latin1 = tmp_path / "latin1.json"
+    latin1.write_bytes('{"datasets": "é"}'.encode("latin-1"))
+    cases += [
+        (("run", "kmeans", "--config", str(latin1)),
+         f"run: error: argument --config: expected a UTF-8 JSON file, got '{latin1}' (byte 0xe9 "
+         f"at offset 14 is not UTF-8)"),
+        (("run", "kmeans", "--config", str(tmp_path / "absent.json")),
+         f"run: error: argument --config: expected a readable JSON file, got "
+         f"'{tmp_path / 'absent.json'}' ("),
+        (("run", "kmeans", "--config", str(file)),
+         f"run: error: argument --config: expected a JSON file, got '{file}' (Expecting value: "),
+    ]
+    for args, message in cases:
+        status, line = cli_error(capsys, *args)
+        assert status == 2 and message in line, (args, line)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["file", "latin1.json", "mine"]
+    if os.path.isdir("/proc/self"):  # the default folders, in a working folder that takes none
+        monkeypatch.chdir("/proc")
+        for args, value in ((("run", "kmeans"), "gumbelrs-runs/kmeans"),
+                            (("demo",), "gumbelrs-report")):
+            status, line = cli_error(capsys, *args)
+            assert status == 2 and line.endswith(
+                f"error: argument --out: expected a folder that can be written, got '{value}' "
+                f"(no folder can be made in /proc: No such file or directory)"), (args, line)
+
+
+def test_staging_never_replaces_a_folder_of_other_files(tmp_path):
+    from gumbelrs.apps import _report
+
+    (tmp_path / "notes.txt").write_text("mine")
+    with pytest.raises(FileExistsError, match=r"holds other files and no report\.md"), \
+            _report.staged(tmp_path):
+        raise AssertionError("staged a folder of other files")
+    assert [p.name for p in tmp_path.iterdir()] == ["notes.txt"]
+
+
+def test_estimators_take_the_smallest_sample_and_the_largest_seed(capsys):
+    from gumbelrs.__main__ import main
+
+    assert main(["estimators", "--n", "2", "--seed", str(2**64 - 1)]) == 0
+    table = capsys.readouterr().out
+    assert "2 estimates each, seed 18446744073709551615" in table and "nan" not in table
 
 
 def _html_problems(page: str, folder) -> list[str]:
@@ -171,7 +309,8 @@ def test_run_bad_options_exit_2_with_a_message(tmp_path):
     bad.write_text("[1, 2]")
     r = run("run", "dropout", "--config", str(bad))
     assert r.returncode == 2
-    assert f"gumbelrs run: error: dropout: config {bad} must hold a JSON object" in r.stderr
+    assert (f"gumbelrs run: error: argument --config: expected a JSON object, got '{bad}', "
+            f"which holds a list") in r.stderr
     good = tmp_path / "good.json"
     good.write_text('{"hidden": [8, 4], "splits": 3}')
     r = run("run", "dropout", "--config", str(good), "--splits", "5", "--show-config")

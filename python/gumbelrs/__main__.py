@@ -5,8 +5,8 @@ from __future__ import annotations
 import argparse
 import sys
 
-#: Subcommands that parse their own options.
-PASS_THROUGH = ("bench", "demo", "run")
+#: Subcommands that parse their own options (with the argument types of gumbelrs._args).
+PASS_THROUGH = ("bench", "demo", "run", "estimators")
 
 
 def _interruptible(command, argv: list[str]) -> int:
@@ -48,9 +48,8 @@ def main(argv: list[str] | None = None) -> int:
     sub.add_parser("info", help="versions, SIMD level and threads")
     sub.add_parser("bench", help="time gumbelrs against torch side by side (options: --help)",
                    add_help=False)
-    est = sub.add_parser("estimators", help="bias and variance of the gradient estimators")
-    est.add_argument("--n", type=int, default=100_000, help="estimates per method")
-    est.add_argument("--seed", type=int, default=0)
+    sub.add_parser("estimators", help="bias and variance of the gradient estimators "
+                                      "(options: --help)", add_help=False)
     args, rest = parser.parse_known_args(argv)
     if args.command not in PASS_THROUGH and rest:
         parser.error(f"unrecognized arguments: {' '.join(rest)}")
@@ -72,7 +71,7 @@ def main(argv: list[str] | None = None) -> int:
 
         bench(rest)
     elif args.command == "estimators":
-        gumbelrs.estimators.main(["--n", str(args.n), "--seed", str(args.seed)])
+        gumbelrs.estimators.main(rest)
     else:
         print(f"gumbelrs {gumbelrs.__version__}")
         print(f"torch {torch.__version__}")

@@ -35,11 +35,15 @@ import torch.nn.functional as F
 from torch.distributions import Categorical, RelaxedBernoulli, RelaxedOneHotCategorical
 
 import gumbelrs
+from gumbelrs import _args
 
 TAU = 0.5
 CPU_SHAPES = "4096x1024,256x50257,65536x16,8x16"
 CUDA_SHAPES = "8192x32768,256x262144,4096x1024,65536x16"
 COPY_SHAPE = (8192, 32768)
+# More threads than any machine this bench targets has cores; far more make OpenMP abort the
+# process (2**31 - 1: libgomp fails to allocate 463 GB).
+MAX_THREADS = 1024
 # torch's distributions are built without argument validation: its simplex check rejects the
 # float32 softmax of a 50257-wide row (the rounding of its sum exceeds the check's tolerance),
 # and validation is not sampling. Without it torch does less work, so the ratios are lower bounds.
@@ -198,10 +202,10 @@ def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(prog="gumbelrs bench", description=__doc__.splitlines()[0])
     p.add_argument("--device", choices=["cpu", "cuda"], default="cpu",
                    help="where the tensors live (cuda: timed with CUDA events, --threads ignored)")
-    p.add_argument("--threads", type=int, nargs="+", default=[1, 2])
-    p.add_argument("--repeats", type=int, default=15)
+    p.add_argument("--threads", type=_args.int_in(1, MAX_THREADS), nargs="+", default=[1, 2])
+    p.add_argument("--repeats", type=_args.int_in(1), default=15)
     p.add_argument("--only", default="", help="run the cases whose op contains this text")
-    p.add_argument("--shapes", default=None,
+    p.add_argument("--shapes", type=_args.shapes, default=None,
                    help=f"comma-separated shapes (default: {CPU_SHAPES} on the CPU, "
                         f"{CUDA_SHAPES} on CUDA)")
     p.add_argument("--float64", action="store_true", help="also run float64")
@@ -210,9 +214,7 @@ def main(argv: list[str] | None = None) -> None:
     cuda = args.device == "cuda"
     if cuda and not torch.cuda.is_available():
         p.error("--device cuda: torch sees no CUDA device (torch.cuda.is_available() is False)")
-    if args.shapes is None:
-        args.shapes = CUDA_SHAPES if cuda else CPU_SHAPES
-    shapes = [tuple(int(v) for v in s.split("x")) for s in args.shapes.split(",")]
+    shapes = args.shapes or _args.shapes(CUDA_SHAPES if cuda else CPU_SHAPES)
     dtypes = [torch.float32] + ([torch.float64] if args.float64 else [])
 
     where = torch.cuda.get_device_name() if cuda else _cpu_name()

@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 
 import gumbelrs
-from gumbelrs import apps, schedules
+from gumbelrs import _args, apps, schedules
 from gumbelrs.apps import _common as common
 from gumbelrs.apps import _report
 
@@ -150,7 +150,8 @@ def meta(size: str) -> dict:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="gumbelrs demo", description=__doc__)
-    parser.add_argument("--out", type=Path, default=Path("gumbelrs-report"),
+    # A string default goes through `type` too: an unusable working folder is an error here.
+    parser.add_argument("--out", type=_args.report_folder, default="gumbelrs-report",
                         help="report folder (default: gumbelrs-report)")
     parser.add_argument("--size", choices=SIZES, default="quick",
                         help="quick: the demonstration; tiny: a smoke test")

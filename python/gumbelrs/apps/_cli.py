@@ -10,9 +10,9 @@ import json
 import sys
 import time
 import typing
-from pathlib import Path
 from typing import Any
 
+from .. import _args
 from . import APPS, _report
 from ._common import CheckpointError
 
@@ -51,20 +51,12 @@ def _convert(app: str, key: str, kind: Any, value: Any) -> Any:
     raise ConfigError(f"gumbelrs run {app}: {key} expects {kind.__name__}, got {value!r}")
 
 
-def make_config(app: str, config_cls: type, file: Path | None, options: list[str]):
-    """``config_cls`` from the defaults, then ``file`` (a JSON object), then the
-    ``--key value`` (or ``--key=value``) pairs of ``options``."""
+def make_config(app: str, config_cls: type, loaded: dict[str, Any], options: list[str]):
+    """``config_cls`` from the defaults, then ``loaded`` (the object of a JSON
+    file), then the ``--key value`` (or ``--key=value``) pairs of ``options``."""
     hints = typing.get_type_hints(config_cls)
     names = [f.name for f in dataclasses.fields(config_cls)]
-    values: dict[str, Any] = {}
-    if file is not None:
-        try:
-            loaded = json.loads(file.read_text(encoding="utf-8"))
-        except (OSError, json.JSONDecodeError) as e:
-            raise ConfigError(f"gumbelrs run {app}: cannot read config {file}: {e}") from e
-        if not isinstance(loaded, dict):
-            raise ConfigError(f"gumbelrs run {app}: config {file} must hold a JSON object")
-        values.update(loaded)
+    values = dict(loaded)
     i = 0
     while i < len(options):
         opt = options[i]
@@ -95,8 +87,9 @@ def main(argv: list[str] | None = None) -> int:
         description="Run one application at full size. Options after the app name set "
                     "fields of its Config (--steps 500, --datasets iris,wine).")
     parser.add_argument("app", choices=APPS)
-    parser.add_argument("--config", type=Path, help="JSON object of Config fields")
-    parser.add_argument("--out", type=Path,
+    parser.add_argument("--config", type=_args.json_object, default={},
+                        help="JSON object of Config fields")
+    parser.add_argument("--out", type=_args.run_folder,
                         help="output folder (default: gumbelrs-runs/APP); the report goes to "
                              "OUT/report, the checkpoint to OUT/checkpoint.pt")
     parser.add_argument("--fresh", action="store_true",
@@ -113,7 +106,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.show_config:
         print(json.dumps(dataclasses.asdict(config), indent=2))
         return 0
-    out = args.out or Path("gumbelrs-runs") / args.app
+    out = args.out or _args.default(parser, "--out", _args.run_folder,
+                                    f"gumbelrs-runs/{args.app}")
     checkpoint = out / "checkpoint.pt"
     if args.fresh:
         checkpoint.unlink(missing_ok=True)

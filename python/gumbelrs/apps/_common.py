@@ -160,7 +160,8 @@ def check_config(app: str, config: Any, *, counts: Sequence[str] = (),
     names the application, the field, the value and the range: ``counts`` are
     ints >= 1 (or non-empty tuples of them; ``maybe_zero``: >= 0), ``positive`` finite numbers > 0,
     ``fractions`` in (0, 1), ``choices`` a value (or a non-empty tuple of
-    values) from a list."""
+    values) from a list; the ``seed`` of every Config (in ``maybe_zero``) is
+    below 2**31."""
     for names, lo in ((counts, 1), (maybe_zero, 0)):
         for name in names:
             v = getattr(config, name)
@@ -169,6 +170,10 @@ def check_config(app: str, config: Any, *, counts: Sequence[str] = (),
                                        for x in (v if many else (v,))):
                 what = "a non-empty tuple of ints" if many else "an int"
                 raise ValueError(f"{app}: {name} must be {what} >= {lo}, got {v!r}")
+    # Runs hand seed + unit index (a seed, a split) to scikit-learn, whose random_state must be
+    # below 2**32: 2**31 leaves room for 2**31 units.
+    if config.seed >= 2**31:
+        raise ValueError(f"{app}: seed must be an int in [0, 2**31), got {config.seed!r}")
     for name in positive:
         v = getattr(config, name)
         if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0 < v < math.inf:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import errno
 import html
 import json
 import os
@@ -57,6 +58,15 @@ def _remove_dead(out: Path, kind: str) -> None:
             shutil.rmtree(path, ignore_errors=True)
 
 
+def replaceable(out: Path) -> bool:
+    """Whether a report may replace ``out``: it does not exist, or is an empty
+    folder or a report folder (one with ``report.md``), never a folder of other
+    files (``--out .`` would otherwise delete the working folder)."""
+    if not os.path.lexists(out):
+        return True
+    return out.is_dir() and ((out / "report.md").is_file() or not any(out.iterdir()))
+
+
 @contextlib.contextmanager
 def staged(out: Path) -> Iterator[Path]:
     """Yields an empty folder beside ``out``; on success it replaces ``out``,
@@ -64,6 +74,9 @@ def staged(out: Path) -> Iterator[Path]:
 
     The staging folders of killed runs are removed on the way; those of runs
     still going are left to them."""
+    if not replaceable(out):
+        raise FileExistsError(errno.EEXIST, "holds other files and no report.md, and the report "
+                              "would replace it whole", str(out))
     out = out.resolve()
     out.parent.mkdir(parents=True, exist_ok=True)
     _remove_dead(out, "partial")
