@@ -32,6 +32,11 @@ pub trait Real:
     const ONE: Self;
     const INFINITY: Self;
     const NEG_INFINITY: Self;
+    /// The smallest positive normal value: the least temperature whose
+    /// inverse is finite.
+    const MIN_POSITIVE: Self;
+    /// The lowest finite value.
+    const MIN: Self;
     /// Number of independent partial sums a reduction keeps: the width of two
     /// AVX2 registers. Reductions add element `k` into lane `k % LANES` and
     /// combine the lanes pairwise, so scalar and vector code agree bitwise.
@@ -530,6 +535,8 @@ impl Real for f32 {
     const ONE: f32 = 1.0;
     const INFINITY: f32 = f32::INFINITY;
     const NEG_INFINITY: f32 = f32::NEG_INFINITY;
+    const MIN_POSITIVE: f32 = f32::MIN_POSITIVE;
+    const MIN: f32 = f32::MIN;
     const LANES: usize = 16;
 
     lane_reductions!(f32, 16);
@@ -733,6 +740,8 @@ impl Real for f64 {
     const ONE: f64 = 1.0;
     const INFINITY: f64 = f64::INFINITY;
     const NEG_INFINITY: f64 = f64::NEG_INFINITY;
+    const MIN_POSITIVE: f64 = f64::MIN_POSITIVE;
+    const MIN: f64 = f64::MIN;
     const LANES: usize = 8;
 
     lane_reductions!(f64, 8);

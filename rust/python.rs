@@ -164,28 +164,37 @@ fn gs_hard_t<T: Real + Element>(
     py: Python<'_>,
     x: &Bound<'_, PyAny>,
     dims: Dims,
+    tau: f64,
+    tau_rows: Option<&Bound<'_, PyAny>>,
     stream: Stream,
     y: &Bound<'_, PyAny>,
 ) -> PyResult<()> {
     let x = ro::<T>(x)?;
+    let taus = tau_rows.map(ro::<T>).transpose()?;
     let mut y = rw::<T>(y)?;
-    let (xs, ys) = (x.as_slice()?, y.as_slice_mut()?);
-    py.detach(|| kernels::softmax::gumbel_softmax_hard_forward(xs, dims, stream, ys))
+    let (xs, tau, ys) = (x.as_slice()?, tau_of(tau, &taus)?, y.as_slice_mut()?);
+    py.detach(|| kernels::softmax::gumbel_softmax_hard_forward(xs, dims, tau, stream, ys))
         .map_err(raise)
 }
 
-/// The one-hot Gumbel-Softmax sample alone (no soft sample).
+/// The one-hot Gumbel-Softmax sample alone (no soft sample); `tau` is checked only.
 #[pyfunction]
+#[allow(clippy::too_many_arguments)]
 fn gumbel_softmax_hard_forward(
     py: Python<'_>,
     x: &Bound<'_, PyAny>,
     dims: (usize, usize, usize),
+    tau: f64,
+    tau_rows: Option<&Bound<'_, PyAny>>,
     seed: u64,
     offset: u64,
     y: &Bound<'_, PyAny>,
 ) -> PyResult<()> {
     let dims = Dims::new(dims.0, dims.1, dims.2);
-    by_dtype!(x, gs_hard_t(py, x, dims, Stream::new(seed, offset), y))
+    by_dtype!(
+        x,
+        gs_hard_t(py, x, dims, tau, tau_rows, Stream::new(seed, offset), y)
+    )
 }
 
 fn gs_backward_t<T: Real + Element>(

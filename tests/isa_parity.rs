@@ -48,7 +48,7 @@ fn run_all<T: Real>(dims: Dims) -> Outputs<T> {
     let mut grad = vec![T::ZERO; n];
     gumbel_softmax_backward(&x, &soft, dims, Tau::Scalar(T::from_f64(0.3)), &mut grad).unwrap();
     let mut hard = vec![T::ZERO; n];
-    gumbel_softmax_hard_forward(&x, dims, stream, &mut hard).unwrap();
+    gumbel_softmax_hard_forward(&x, dims, Tau::Scalar(T::ONE), stream, &mut hard).unwrap();
     floats.extend([y, soft, grad, hard]);
     let mut rb = vec![T::ZERO; n];
     relaxed_bernoulli_forward(&x, Tau::Scalar(T::from_f64(0.4)), stream, &mut rb, None).unwrap();
@@ -135,7 +135,7 @@ fn short_rows_agree_bitwise() {
         gumbel_softmax_forward(x, dims, Tau::PerRow(taus), stream, &mut soft, None).unwrap();
         let half = Tau::Scalar(T::from_f64(0.5));
         gumbel_softmax_forward(x, dims, half, stream, &mut hard, Some(&mut soft2)).unwrap();
-        gumbel_softmax_hard_forward(x, dims, stream, &mut hard_only).unwrap();
+        gumbel_softmax_hard_forward(x, dims, half, stream, &mut hard_only).unwrap();
         let mut draws = vec![0i64; 2 * dims.rows()];
         sample_categorical(x, dims, 2, stream, &mut draws).unwrap();
         let kk = dims.k.saturating_sub(1).clamp(1, 8);

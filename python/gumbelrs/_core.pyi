@@ -24,7 +24,7 @@ def gumbel_softmax_forward(
     y: Float, soft: Float | None = None,
 ) -> None: ...
 def gumbel_softmax_hard_forward(
-    x: Float, dims: Dims, seed: int, offset: int, y: Float
+    x: Float, dims: Dims, tau: float, tau_rows: Float | None, seed: int, offset: int, y: Float
 ) -> None: ...
 def gumbel_softmax_backward(
     g: Float, y: Float, dims: Dims, tau: float, tau_rows: Float | None, out: Float

@@ -102,7 +102,9 @@ def gumbel_softmax(fn, x, dim, tau, tau_rows, seed, offset, hard, need_soft=True
     dims = split(x.shape, dim)
     with _faults(fn, x.shape, dim, tau_rows):
         if hard and not need_soft:
-            _core.gumbel_softmax_hard_forward(_np(x), dims, seed, offset, _np(y))
+            _core.gumbel_softmax_hard_forward(
+                _np(x), dims, tau, _opt(tau_rows), seed, offset, _np(y)
+            )
         else:
             _core.gumbel_softmax_forward(
                 _np(x), dims, tau, _opt(tau_rows), seed, offset, _np(y), _opt(soft)

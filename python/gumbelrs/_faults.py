@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import torch
 
+from ._validate import tau_message
+
 
 def _where(shape: torch.Size, flat: int) -> str:
     idx = []
@@ -32,8 +34,9 @@ def translate(fn: str, err: BaseException | tuple, shape: torch.Size, dim: int |
     (then the message gives the position, or "fewer than k")."""
     kind, pos, available, requested = err if isinstance(err, tuple) else err.args
     if kind == "tau":
-        got = tau.view(-1)[pos].item() if tau is not None else f"a bad value at position {pos}"
-        return ValueError(f"{fn}: tau must be positive and finite everywhere, got {got}")
+        if tau is None:
+            return ValueError(tau_message(fn, f"a bad value at position {pos}", None, True))
+        return ValueError(tau_message(fn, tau.view(-1)[pos].item(), tau.dtype, True))
     if kind == "index":
         return ValueError(
             f"{fn}: index for {_row(shape, dim, pos)} is out of range [0, {shape[dim]}) or "

@@ -55,6 +55,28 @@ def _broadcasts(shape: Sequence[int], target: Sequence[int]) -> bool:
     return all(a in (1, b) for a, b in zip(reversed(shape), reversed(target)))
 
 
+def compute_dtype(dtype: torch.dtype) -> torch.dtype:
+    """The dtype the kernels compute ``dtype`` logits in (float32 for the half types)."""
+    return torch.float32 if dtype in (torch.float16, torch.bfloat16) else dtype
+
+
+def tau_message(fn: str, got: object, compute: torch.dtype | None, everywhere: bool) -> str:
+    """The one message for a temperature out of range, scalar or tensor.
+
+    The kernels multiply by ``1 / tau`` in ``compute``: a temperature below
+    its smallest normal value (or above its largest finite one) would make
+    that inverse infinite (or the value itself), and the sample NaN. So the
+    accepted range is ``[finfo.tiny, finfo.max]`` of the compute dtype.
+    """
+    where = " everywhere" if everywhere else ""
+    if compute is None:  # the CUDA path no longer has the tensor
+        return f"{fn}: tau must be positive, normal and finite{where}, got {got}"
+    fi = torch.finfo(compute)
+    name = str(compute).removeprefix("torch.")
+    return (f"{fn}: tau must be in [{fi.tiny:.8g}, {fi.max:.8g}]{where} (positive, normal and "
+            f"finite in {name}, the dtype the logits are computed in), got {got}")
+
+
 def tau(fn: str, t: object, like: torch.Tensor, batch_shape: Sequence[int], *,
         dim: int | None = None, differentiable: bool = False):
     """``(float, None)`` for a scalar temperature, ``(1.0, tensor)`` for a tensor one.
@@ -63,9 +85,9 @@ def tau(fn: str, t: object, like: torch.Tensor, batch_shape: Sequence[int], *,
     and returned contiguous on the device of ``like``, in the dtype the
     kernels compute ``like`` in (float32 for float16/bfloat16). For ops
     with a category dimension ``dim``, a tensor with the rank of ``like`` and
-    size 1 along ``dim`` is accepted too. Its values are checked (positive,
-    finite) by the kernels, which see them anyway. A tensor that requires
-    grad is accepted only by ops that are ``differentiable`` in tau.
+    size 1 along ``dim`` is accepted too. Its values are checked (the range of
+    :func:`tau_message`) by the kernels, which see them anyway. A tensor that
+    requires grad is accepted only by ops that are ``differentiable`` in tau.
     """
     if isinstance(t, torch.Tensor):
         if not (t.dtype.is_floating_point or t.dtype in (torch.int32, torch.int64)):
@@ -85,17 +107,22 @@ def tau(fn: str, t: object, like: torch.Tensor, batch_shape: Sequence[int], *,
                 f"{tuple(batch_shape)}"
                 + (" (logits' shape without the category dimension)" if dim is not None else "")
             )
-        compute = torch.float32 if like.dtype in (torch.float16, torch.bfloat16) else like.dtype
+        compute = compute_dtype(like.dtype)
         rows = t.to(dtype=compute, device=like.device).expand(tuple(batch_shape))
         return 1.0, rows.contiguous()
     if isinstance(t, bool) or not isinstance(t, (int, float)):
         raise TypeError(f"{fn}: tau must be a positive float or a tensor, got {type(t).__name__}")
-    if not (math.isfinite(t) and t > 0):
-        raise ValueError(f"{fn}: tau must be a positive finite number, got {t}")
+    compute = compute_dtype(like.dtype)
+    fi = torch.finfo(compute)
+    if not fi.tiny <= t <= fi.max:  # NaN fails too
+        raise ValueError(tau_message(fn, t, compute, everywhere=False))
     return float(t), None
 
 
-def limits(fn: str, lim: object) -> tuple[float, float]:
+def limits(fn: str, lim: object, like: torch.Tensor | None = None) -> tuple[float, float]:
+    """``(lo, hi)`` with ``lo < 0 < 1 < hi``; with ``like``, both within half the
+    largest finite value of the dtype ``like`` is computed in, so that the
+    stretch ``hi - lo`` the kernels scale by is finite there too."""
     try:
         lo, hi = (float(v) for v in lim)  # type: ignore[union-attr]
     except (TypeError, ValueError):
@@ -103,6 +130,17 @@ def limits(fn: str, lim: object) -> tuple[float, float]:
     if not (math.isfinite(lo) and math.isfinite(hi) and lo < 0.0 and hi > 1.0):
         raise ValueError(
             f"{fn}: limits must satisfy lo < 0 < 1 < hi (finite) so that exact 0 and 1 occur, "
+            f"got ({lo}, {hi})"
+        )
+    if like is None:
+        return lo, hi
+    compute = compute_dtype(like.dtype)
+    half = torch.finfo(compute).max / 2
+    if not (-half <= lo and hi <= half):
+        name = str(compute).removeprefix("torch.")
+        raise ValueError(
+            f"{fn}: limits must lie in [{-half:.8g}, {half:.8g}] (half the largest finite "
+            f"{name}, the dtype the logits are computed in, so that hi - lo is finite), "
             f"got ({lo}, {hi})"
         )
     return lo, hi

@@ -125,7 +125,7 @@ def hard_concrete(
     """
     fn = "hard_concrete"
     _validate.logits(fn, logits, min_dim=0)
-    lim = _validate.limits(fn, limits)
+    lim = _validate.limits(fn, limits, logits)
     gen = _validate.generator(fn, generator)
     x = _dispatch.prepare(logits)
     t, t_elems = _validate.tau(fn, tau, x, x.shape)

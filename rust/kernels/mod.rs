@@ -76,18 +76,22 @@ impl<T: Real> Tau<'_, T> {
         T::ONE / self.at(row)
     }
     /// Checks the length of a per-row temperature and that every value is
-    /// positive and finite (a scalar one is checked by the caller).
+    /// normal, positive and finite: from the smallest normal value (whose
+    /// inverse, the multiplier the kernels use, is still finite) to the
+    /// largest finite one. A scalar is checked the same way (fault index 0).
     fn check(&self, rows: usize) -> Result<(), KernelError> {
+        let bad = |t: T| !(t >= T::MIN_POSITIVE && t < T::INFINITY);
         match *self {
             Tau::PerRow(ts) if ts.len() != rows => Err(KernelError::Shape {
                 what: "tau",
                 expected: rows,
                 got: ts.len(),
             }),
-            Tau::PerRow(ts) => match ts.iter().position(|&t| !(t > T::ZERO && t < T::INFINITY)) {
+            Tau::PerRow(ts) => match ts.iter().position(|&t| bad(t)) {
                 Some(index) => Err(KernelError::BadTau { index }),
                 None => Ok(()),
             },
+            Tau::Scalar(t) if bad(t) => Err(KernelError::BadTau { index: 0 }),
             Tau::Scalar(_) => Ok(()),
         }
     }
@@ -111,7 +115,7 @@ pub enum KernelError {
     },
     /// A row's conditioning index is out of range or points at a `-inf` logit.
     BadIndex { row: usize },
-    /// A per-row temperature is not positive and finite.
+    /// A temperature is not in `[MIN_POSITIVE, MAX]` of the element type.
     BadTau { index: usize },
     /// A buffer has the wrong number of elements.
     Shape {
@@ -152,7 +156,7 @@ impl fmt::Display for KernelError {
                 write!(f, "the index of row {row} is out of range or masked")
             }
             KernelError::BadTau { index } => {
-                write!(f, "temperature {index} is not positive and finite")
+                write!(f, "temperature {index} is not normal, positive and finite")
             }
             KernelError::Shape {
                 what,
@@ -451,5 +455,32 @@ pub(crate) fn row_of<'a, T: Copy>(x: &'a [T], dims: &Dims, r: usize, buf: &'a mu
     } else {
         gather_row(x, dims, r, buf);
         buf
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn temperatures_must_be_normal_positive_and_finite() {
+        let good = [f32::MIN_POSITIVE, 1.0, f32::MAX];
+        assert_eq!(Tau::PerRow(&good).check(3), Ok(()));
+        for bad in [f32::MIN_POSITIVE / 2.0, 0.0, -1.0, f32::INFINITY, f32::NAN] {
+            let rows = [1.0, bad];
+            assert_eq!(
+                Tau::PerRow(&rows).check(2),
+                Err(KernelError::BadTau { index: 1 })
+            );
+            assert_eq!(
+                Tau::Scalar(bad).check(9),
+                Err(KernelError::BadTau { index: 0 })
+            );
+        }
+        assert_eq!(Tau::Scalar(f64::MIN_POSITIVE).check(1), Ok(()));
+        assert_eq!(
+            Tau::Scalar(f64::MIN_POSITIVE / 2.0).check(1),
+            Err(KernelError::BadTau { index: 0 })
+        );
     }
 }

@@ -466,21 +466,24 @@ pub fn gumbel_softmax_forward<T: Real>(
 }
 
 /// The straight-through hard sample alone (when no gradient needs the soft
-/// one): exactly 1.0 at the first maximum of `x + g` and 0.0 elsewhere, the
-/// same values `gumbel_softmax_forward` writes to `y` with `Some(soft)`.
+/// one): the same values `gumbel_softmax_forward` writes to `y` with
+/// `Some(soft)`. The sample does not depend on `tau`, but `tau` is checked as
+/// there: a call is rejected for the same arguments whatever it computes.
 pub fn gumbel_softmax_hard_forward<T: Real>(
     x: &[T],
     dims: Dims,
+    tau: Tau<'_, T>,
     stream: Stream,
     y: &mut [T],
 ) -> Result<(), KernelError> {
     check_len("logits", x.len(), dims.len())?;
     check_len("output", y.len(), dims.len())?;
+    tau.check(dims.rows())?;
     prefer_huge_pages(y);
     let kernel = Forward {
         x,
         dims,
-        tau: Tau::Scalar(T::ONE),
+        tau,
         stream,
         out: SharedMut::new(y),
         soft: None,
@@ -663,7 +666,8 @@ mod tests {
             .unwrap();
             assert_eq!(soft, y);
             let mut hard_only = vec![0.0; dims.len()];
-            gumbel_softmax_hard_forward(&x, dims, stream, &mut hard_only).unwrap();
+            gumbel_softmax_hard_forward(&x, dims, Tau::Scalar(1.0), stream, &mut hard_only)
+                .unwrap();
             assert_eq!(hard_only, hard);
             for (r, &a) in args.iter().enumerate() {
                 for t in 0..dims.k {
@@ -765,7 +769,7 @@ mod tests {
                         &mut y2,
                         Some(&mut s2),
                     ),
-                    _ => gumbel_softmax_hard_forward(&x, dims, stream, &mut y2),
+                    _ => gumbel_softmax_hard_forward(&x, dims, Tau::Scalar(1.0), stream, &mut y2),
                 }
                 .unwrap();
                 assert_eq!(y1, y2, "{dims:?} mode {mode}");
@@ -812,7 +816,7 @@ mod tests {
                 match mode {
                     0 => gumbel_softmax_forward(&x, dims, tau, stream, &mut y2, None),
                     1 => gumbel_softmax_forward(&x, dims, tau, stream, &mut y2, Some(&mut s2)),
-                    _ => gumbel_softmax_hard_forward(&x, dims, stream, &mut y2),
+                    _ => gumbel_softmax_hard_forward(&x, dims, Tau::Scalar(1.0), stream, &mut y2),
                 }
                 .unwrap();
                 assert_eq!(y1, y2, "{dims:?} mode {mode}");
@@ -924,7 +928,7 @@ mod tests {
             let got = [
                 gumbel_softmax_forward(&x, dims, tau, stream, &mut y, None),
                 gumbel_softmax_forward(&x, dims, tau, stream, &mut y, Some(&mut soft)),
-                gumbel_softmax_hard_forward(&x, dims, stream, &mut y),
+                gumbel_softmax_hard_forward(&x, dims, Tau::Scalar(1.0), stream, &mut y),
             ];
             for g in got {
                 assert_eq!(g, Err(want), "{faults:?}");

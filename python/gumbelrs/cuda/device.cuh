@@ -76,6 +76,8 @@ struct Math<float> {
   /* Elements per Philox block: one 32-bit word each. */
   static constexpr int EPB = 4;
   static GRS_DEV float inf() { return GRS_INF_F; }
+  /* The smallest normal value: the least temperature whose inverse is finite. */
+  static GRS_DEV float min_normal() { return 1.17549435082228750797e-38f; }
   static GRS_DEV float nan() { return GRS_NAN_F; }
   static GRS_DEV float uniform(const grs_u32 w[4], int j) { return grs_uniform_f32(w[j]); }
   static GRS_DEV float uniform_at(grs_u64 seed, grs_u64 offset, grs_u64 i) {
@@ -96,6 +98,7 @@ struct Math<double> {
   /* Elements per Philox block: two 64-bit words each. */
   static constexpr int EPB = 2;
   static GRS_DEV double inf() { return GRS_INF_D; }
+  static GRS_DEV double min_normal() { return 2.2250738585072013831e-308; }
   static GRS_DEV double nan() { return GRS_NAN_D; }
   static GRS_DEV double uniform(const grs_u32 w[4], int j) {
     return grs_uniform_f64((grs_u64)w[2 * j] | ((grs_u64)w[2 * j + 1] << 32));

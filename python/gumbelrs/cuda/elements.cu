@@ -25,7 +25,7 @@ GRS_DEV void concrete_forward(const T* x, T* y, T* second, const C* tau_elems, C
     if (i >= n) break;
     C t = tau_elems ? tau_elems[i] : tau;
     C xv = grs_load(x, i);
-    bool tau_bad = !(t > (C)0 && t < M::inf());
+    bool tau_bad = !(t >= M::min_normal() && t < M::inf());
     if (tau_bad || xv != xv) {
       code = grs_min_u64(code, grs_fault(tag, tau_bad ? GRS_F_TAU : GRS_F_NAN, i));
       grs_store(y, i, M::nan());
