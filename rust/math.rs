@@ -67,8 +67,8 @@ pub trait Real:
     fn lane_dot(a: &[Self], b: &[Self]) -> Self;
     /// Maximum of `v` (`-inf` when empty; no NaN expected).
     fn lane_max(v: &[Self]) -> Self;
-    /// `w[t] = x[t] + w[t]`, returning the maximum of the new `w` (one pass).
-    fn add_max(w: &mut [Self], x: &[Self]) -> Self;
+    /// `w[t] = (x[t] - top) + w[t]`, returning the maximum of the new `w`.
+    fn add_max(w: &mut [Self], x: &[Self], top: Self) -> Self;
     /// `w[t] = exp((w[t] - m) * inv_tau)`, returning their sum by lanes as
     /// `lane_sum` (one pass). With `m` the maximum of `w`, every exponent is
     /// `<= 0`: no temperature, however small, overflows.
@@ -176,12 +176,12 @@ macro_rules! lane_reductions {
         }
 
         #[inline(always)]
-        fn add_max(w: &mut [$t], x: &[$t]) -> $t {
+        fn add_max(w: &mut [$t], x: &[$t], top: $t) -> $t {
             // Two passes over the row (in L1): fused into one loop, LLVM
             // split the lanes into two-wide pieces.
             let n = w.len().min(x.len());
             for (a, &b) in w[..n].iter_mut().zip(&x[..n]) {
-                *a += b;
+                *a += b - top;
             }
             Self::lane_max(&w[..n])
         }
@@ -843,8 +843,9 @@ mod tests {
             same(f32::lane_dot(&a, &b), plain_sum(&a, Some(&b)));
             same(f32::lane_max(&a), plain_max(&a));
             let mut w = b.clone();
-            let want: Vec<f32> = b.iter().zip(&a).map(|(w, x)| w + x).collect();
-            same(f32::add_max(&mut w, &a), plain_max(&want));
+            let top = 0.375;
+            let want: Vec<f32> = b.iter().zip(&a).map(|(w, x)| (x - top) + w).collect();
+            same(f32::add_max(&mut w, &a, top), plain_max(&want));
             assert_eq!(w, want);
         }
     }

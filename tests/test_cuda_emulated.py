@@ -21,6 +21,8 @@ import torch
 import gumbelrs
 from gumbelrs import _cuda, _dispatch, cuda
 
+from .conftest import tied_logits
+
 SOURCE = __file__.replace("test_cuda_emulated.py", "cuda_emulator.cpp")
 _CTYPE = {np.int64: ctypes.c_int64, np.uint64: ctypes.c_uint64, np.int32: ctypes.c_int32,
           np.float32: ctypes.c_float, np.float64: ctypes.c_double}
@@ -249,6 +251,39 @@ def test_faults_of_temperatures_indices_and_too_few_categories(request):
     _same_messages_in_sync_mode(request, calls)
 
 
+def test_subnormal_and_one_hot_only_temperatures_fail_as_on_the_cpu(request):
+    """The temperature range and the check of the one-hot-only mode (issue 19)."""
+    x = torch.randn(4, 6)
+    tiny = torch.tensor([1.0, 1e-40, 1.0, 1.0])
+    nan = torch.tensor([1.0, 1.0, math.nan, 1.0])
+    calls = [
+        lambda: gumbelrs.gumbel_softmax(x, tiny, generator=gumbelrs.Generator(0)),
+        lambda: gumbelrs.gumbel_softmax(x, nan, hard=True, generator=gumbelrs.Generator(0)),
+        lambda: gumbelrs.relaxed_bernoulli(x, tiny.expand(6, 4).T, generator=gumbelrs.Generator(0)),
+    ]
+    _same_messages_in_sync_mode(request, calls)
+
+
+@pytest.mark.parametrize(("dtype", "offset"), [(torch.float32, 1e8), (torch.float64, -1e16),
+                                               (torch.float16, 6e4)])
+def test_large_logits_draw_the_cpus_unbiased_samples(request, dtype, offset):
+    x = torch.full((500, 4), offset, dtype=dtype)
+    x[::2, 1] = torch.finfo(dtype).min
+    draws = [lambda: gumbelrs.sample_categorical(x, 3, generator=gumbelrs.Generator(2)),
+             lambda: gumbelrs.gumbel_softmax(x, 0.5, hard=True, generator=gumbelrs.Generator(2)),
+             lambda: gumbelrs.gumbel_softmax(x, 0.5, generator=gumbelrs.Generator(2)),
+             lambda: gumbelrs.gumbel_topk(x, 4, generator=gumbelrs.Generator(2))]
+    want = [d() for d in draws]
+    assert len(torch.unique(want[0][1::2, 0])) == 4  # not always the first category
+    request.getfixturevalue("gpu")
+    for d, w in zip(draws, want):
+        got = d()
+        if got.dtype.is_floating_point and not torch.equal(got, w):
+            torch.testing.assert_close(got, w)  # soft values: the order of the sums
+        else:
+            assert torch.equal(got, w)
+
+
 def test_async_mode_marks_faulty_rows_and_raises_at_the_check(gpu):
     x = torch.randn(5, 8)
     x[1, 2] = math.nan
@@ -279,15 +314,15 @@ def test_launch_shapes_cover_short_long_and_strided_rows(gpu):
 @pytest.mark.parametrize(("shape", "dim"), [((300, 4), -1), ((70, 16), -1), ((9, 700), -1),
                                             ((5, 9, 3), 1), ((40, 6), 0)])
 def test_ties_go_to_the_first_category_as_on_the_cpu(request, shape, dim):
-    x = torch.full(shape, 1e10)  # the noise is below the logits' ulp: every row ties
+    x, first, ties = tied_logits(shape, dim, seed=1)  # the perturbed maxima of most rows tie
+    assert ties >= first.numel() // 2
     x.requires_grad_()
     want = [gumbelrs.gumbel_softmax(x, 0.5, hard=True, dim=dim, generator=gumbelrs.Generator(1)),
             gumbelrs.gumbel_softmax(x.detach(), 0.5, hard=True, dim=dim,
                                     generator=gumbelrs.Generator(1)),
             gumbelrs.sample_categorical(x, 2, dim, generator=gumbelrs.Generator(1))]
-    first = torch.zeros(shape).index_fill_(dim, torch.tensor([0]), 1.0)
-    assert torch.equal(want[0], first) and torch.equal(want[1], first)
-    assert (want[2] == 0).all()
+    assert torch.equal(want[0].argmax(dim), first) and torch.equal(want[1].argmax(dim), first)
+    assert torch.equal(want[2][..., 0], first)
     request.getfixturevalue("gpu")
     got = [gumbelrs.gumbel_softmax(x, 0.5, hard=True, dim=dim, generator=gumbelrs.Generator(1)),
            gumbelrs.gumbel_softmax(x.detach(), 0.5, hard=True, dim=dim,
@@ -299,12 +334,15 @@ def test_ties_go_to_the_first_category_as_on_the_cpu(request, shape, dim):
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 def test_topk_ties_go_to_the_smaller_index_as_on_the_cpu(request, dtype):
-    # Noise below the logits' ulp: every x + g of a row ties (and -0 ties +0).
-    x = torch.full((4, 300), 1e10 if dtype == torch.float32 else 1e17, dtype=dtype)
-    x[1] = torch.where(torch.arange(300) % 2 == 0, 1e10, -1e10).to(dtype)
+    # A coarse grid below each row's largest logit: the noise is below the
+    # ulp of those perturbed values, so they tie (and -0 ties +0).
+    x = torch.full((4, 300), -1e10 if dtype == torch.float32 else -1e17, dtype=dtype)
+    x[1, 1::2] = 3 * x[1, 0]
+    x[:, 299] = 0.0
+    x[2, 299] = -0.0
     x[3, ::3] = -torch.inf
     want = gumbelrs.gumbel_topk(x, 50, generator=gumbelrs.Generator(0))
-    assert torch.equal(want[0], torch.arange(50))
+    assert torch.equal(want[0], torch.cat([torch.tensor([299]), torch.arange(49)]))
     request.getfixturevalue("gpu")
     assert torch.equal(gumbelrs.gumbel_topk(x, 50, generator=gumbelrs.Generator(0)), want)
 

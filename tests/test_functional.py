@@ -20,10 +20,12 @@ import gumbelrs
 from gumbelrs import _core, _cpu, _reference
 from gumbelrs.functional import _noise
 
-from .conftest import raises
+from .conftest import raises, tied_logits
 
 ALPHA = 1e-4
 NEG_INF = float("-inf")
+F32 = "tau must be in [1.1754944e-38, 3.4028235e+38]"
+F64 = "tau must be in [2.2250739e-308, 1.7976931e+308]"
 
 
 def chi2_p(counts, probs):
@@ -142,7 +144,8 @@ def test_gumbel_softmax_matches_reference(shape, dim, dtype, per_row_tau):
     assert bool((got[x == NEG_INF] == 0).all())
 
     hard = gumbelrs.gumbel_softmax(x, tau, hard=True, dim=dim, generator=fresh())
-    one_hot = torch.zeros_like(x).scatter_(dim, (x + g).argmax(dim, keepdim=True), 1.0)
+    w = _reference.perturbed(x, g, dim)
+    one_hot = torch.zeros_like(x).scatter_(dim, w.argmax(dim, keepdim=True), 1.0)
     assert torch.equal(hard, one_hot)
 
     w = torch.randn(shape, dtype=dtype, generator=torch.Generator().manual_seed(2))
@@ -469,16 +472,17 @@ def test_bad_types_and_ranges():
     with raises(ValueError, "gumbel_softmax: logits must have at least 1 dimension(s), got a 0-d "
                 "tensor"):
         gumbelrs.gumbel_softmax(torch.tensor(1.0))
-    with raises(ValueError, "gumbel_softmax: tau must be a positive finite number, got 0.0"):
+    f32 = ("(positive, normal and finite in float32, the dtype the logits are computed in), "
+           "got ")
+    with raises(ValueError, f"gumbel_softmax: {F32} {f32}0.0"):
         gumbelrs.gumbel_softmax(x, 0.0)
-    with raises(ValueError, "relaxed_bernoulli: tau must be a positive finite number, got nan"):
+    with raises(ValueError, f"relaxed_bernoulli: {F32} {f32}nan"):
         gumbelrs.relaxed_bernoulli(x, float("nan"))
-    with raises(ValueError, "hard_concrete: tau must be a positive finite number, got inf"):
+    with raises(ValueError, f"hard_concrete: {F32} {f32}inf"):
         gumbelrs.hard_concrete(x, float("inf"))
-    with raises(ValueError, "gumbel_softmax: tau must be positive and finite everywhere, got -1.0"):
+    with raises(ValueError, f"gumbel_softmax: {F32} everywhere {f32}-1.0"):
         gumbelrs.gumbel_softmax(x, torch.tensor([0.5, -1.0]))
-    with raises(ValueError,
-                "relaxed_bernoulli: tau must be positive and finite everywhere, got inf"):
+    with raises(ValueError, f"relaxed_bernoulli: {F32} everywhere {f32}inf"):
         gumbelrs.relaxed_bernoulli(x, torch.tensor([0.5, float("inf"), 1.0]))
     with raises(ValueError, "gumbel_softmax: tau of shape (3,) does not broadcast against the "
                 "batch shape (2,) (logits' shape without the category dimension)"):
@@ -588,7 +592,8 @@ def test_random_layouts_match_the_reference(case):
     y = gumbelrs.gumbel_softmax(x, tau, dim=dim, generator=fresh(case))
     torch.testing.assert_close(y, _reference.gumbel_softmax(x, g, tau, dim=dim), **_tol(dtype))
     hard = gumbelrs.gumbel_softmax(x, tau, hard=True, dim=dim, generator=fresh(case))
-    one_hot = torch.zeros_like(x).scatter_(dim, (x + g).argmax(dim, keepdim=True), 1.0)
+    w = _reference.perturbed(x, g, dim)
+    one_hot = torch.zeros_like(x).scatter_(dim, w.argmax(dim, keepdim=True), 1.0)
     assert torch.equal(hard, one_hot)
     w = torch.from_numpy(rng.normal(size=shape)).to(dtype)
     xr = x.clone().requires_grad_()
@@ -607,15 +612,180 @@ def test_random_layouts_match_the_reference(case):
 @pytest.mark.parametrize(("shape", "dim"), [((300, 4), -1), ((70, 16), -1), ((70, 33), -1),
                                             ((9, 700), -1), ((5, 9, 3), 1), ((40, 6), 0)])
 def test_tied_perturbed_logits_choose_the_first_category(shape, dim):
-    """Logits far above the noise tie in every row: the first maximum wins, in
-    every path (short rows transposed or not, long rows, strided tiles)."""
-    x = torch.full(shape, 1e10, requires_grad=True)
-    first = torch.zeros(shape).index_fill_(dim, torch.tensor([0]), 1.0)
+    """Rows whose perturbed maximum ties (built from the known noise): the first
+    maximum wins, in every path (short rows transposed or not, long rows,
+    strided tiles)."""
+    x, first, ties = tied_logits(shape, dim, seed=11)
+    assert ties >= first.numel() // 2  # the construction ties most rows
+    want = torch.zeros((*first.shape, shape[dim])).scatter_(-1, first.unsqueeze(-1), 1.0)
+    want = want.movedim(-1, dim)
+    x.requires_grad_()
     for logits in (x, x.detach()):
         y = gumbelrs.gumbel_softmax(logits, 0.5, hard=True, dim=dim, generator=fresh())
-        assert torch.equal(y, first)
-    assert (gumbelrs.sample_categorical(x, 3, dim, generator=fresh()) == 0).all()
-    order = torch.arange(3).view([3 if i == dim % len(shape) else 1 for i in range(len(shape))])
-    assert torch.equal(gumbelrs.gumbel_topk(x, 3, dim, generator=fresh()),
-                       order.expand([3 if i == dim % len(shape) else n
-                                     for i, n in enumerate(shape)]))
+        assert torch.equal(y, want)
+    draws = gumbelrs.sample_categorical(x, 3, dim, generator=fresh())
+    assert torch.equal(draws[..., 0], first)
+    top = gumbelrs.gumbel_topk(x, 2, dim, generator=fresh()).movedim(dim, -1)
+    assert torch.equal(top[..., 0], first)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_topk_ties_below_the_top_go_to_the_smaller_index(dtype):
+    """Logits a coarse grid below each row's largest one: their perturbed
+    values tie (the noise is below their ulp) and rank by index."""
+    x = torch.full((4, 300), -1e10 if dtype == torch.float32 else -1e17, dtype=dtype)
+    x[1, 1::2] = 3 * x[1, 0]
+    x[:, 299] = 0.0
+    x[3, ::3] = -torch.inf
+    top = gumbelrs.gumbel_topk(x, 50, generator=fresh())
+    assert torch.equal(top[0], torch.cat([torch.tensor([299]), torch.arange(49)]))
+    assert torch.equal(top[1], torch.cat([torch.tensor([299]), torch.arange(0, 98, 2)]))
+    live = torch.arange(300)[torch.arange(300) % 3 != 0]
+    assert torch.equal(top[3], torch.cat([torch.tensor([299]), live[:49]]))
+
+
+# ------------------------------------------------- extreme scales (issue 19)
+
+
+@pytest.mark.parametrize(("dtype", "offset"), [(torch.float32, 1e8), (torch.float32, -1e8),
+                                               (torch.float32, 3e38), (torch.float64, 1e16),
+                                               (torch.float16, 6e4), (torch.bfloat16, 1e30)])
+def test_draws_are_unbiased_at_any_logit_scale(gen, dtype, offset):
+    """Equal logits of any magnitude are drawn equally often: the noise is added
+    relative to the row's largest logit, so rounding does not swallow it (torch's
+    ``F.gumbel_softmax`` at 1e8 picks the first category 95% of the time)."""
+    x = torch.full((4,), offset, dtype=dtype)
+    counts = torch.bincount(gumbelrs.sample_categorical(x, 40_000, generator=gen), minlength=4)
+    assert chi2_p(counts, [1, 1, 1, 1]) > ALPHA
+    rows = x.expand(20_000, 4)
+    hard = gumbelrs.gumbel_softmax(rows, 0.5, hard=True, generator=gen)
+    assert chi2_p(hard.float().sum(0), [1, 1, 1, 1]) > ALPHA
+    first = gumbelrs.gumbel_topk(rows, 2, generator=gen)[:, 0]
+    assert chi2_p(torch.bincount(first, minlength=4), [1, 1, 1, 1]) > ALPHA
+
+
+@pytest.mark.parametrize(("dtype", "offset"), [(torch.float32, 2.0**23), (torch.float64, -2.0**52)])
+def test_unequal_logits_where_the_ulp_is_one_keep_their_probabilities(gen, dtype, offset):
+    """Logits ``offset + (0, 1, 2, -1)``, exact at a scale where the ulp is 1:
+    the draws follow ``softmax((0, 1, 2, -1))`` (noise added to the raw logits
+    would be rounded to whole numbers there)."""
+    z = torch.tensor([0.0, 1.0, 2.0, -1.0], dtype=torch.float64)
+    x = (z + offset).to(dtype)
+    assert torch.equal(x.double() - offset, z)
+    draws = gumbelrs.sample_categorical(x, 40_000, generator=gen)
+    assert chi2_p(torch.bincount(draws, minlength=4), torch.softmax(z, 0)) > ALPHA
+    hard = gumbelrs.gumbel_softmax(x.expand(40_000, 4), 0.5, hard=True, generator=gen)
+    assert chi2_p(hard.sum(0), torch.softmax(z, 0)) > ALPHA
+
+
+@pytest.mark.parametrize("dim", [-1, 0])
+def test_samples_do_not_change_when_every_logit_moves_by_the_same_exact_amount(dim):
+    """softmax and argmax are shift invariant; the kernels keep that bitwise
+    (the perturbation is relative to the row's largest logit), wherever the
+    shifted logits are exact."""
+    z = torch.randint(-64, 64, (300, 7), generator=torch.Generator().manual_seed(3)) / 8.0
+    cases = [(z, c) for c in (1024.0, -4096.0, 2.0**20)] + [(z.double(), 2.0**40)]
+    for z, c in cases:
+        assert torch.equal(z + c - c, z)
+        for hard in (False, True):
+            a = gumbelrs.gumbel_softmax(z, 0.7, hard=hard, dim=dim, generator=fresh())
+            b = gumbelrs.gumbel_softmax(z + c, 0.7, hard=hard, dim=dim, generator=fresh())
+            assert torch.equal(a, b)
+        assert torch.equal(gumbelrs.gumbel_topk(z, 3, dim, generator=fresh()),
+                           gumbelrs.gumbel_topk(z + c, 3, dim, generator=fresh()))
+
+
+@pytest.mark.parametrize(("dtype", "message"), [
+    (torch.float32, F32), (torch.float16, F32), (torch.bfloat16, F32), (torch.float64, F64)])
+def test_temperatures_outside_the_compute_dtype_are_rejected_by_name(dtype, message):
+    """A temperature whose inverse would overflow (or that is not finite in the
+    compute dtype) is a ValueError naming tau and the range, on every op, for
+    scalar and tensor temperatures alike, never a NaN sample."""
+    name = "float64" if dtype == torch.float64 else "float32"
+    why = f"(positive, normal and finite in {name}, the dtype the logits are computed in), got "
+    x = torch.randn(2, 3).to(dtype)
+    tiny = torch.finfo(torch.float64 if dtype == torch.float64 else torch.float32).tiny
+    for bad in (tiny / 4, 1e39 if dtype != torch.float64 else None):
+        if bad is None:
+            continue
+        for op in (lambda t: gumbelrs.gumbel_softmax(x, t),
+                   lambda t: gumbelrs.gumbel_softmax(x, t, hard=True),
+                   lambda t: gumbelrs.relaxed_bernoulli(x, t),
+                   lambda t: gumbelrs.hard_concrete(x, t)):
+            fn = op.__code__.co_names[-1]
+            with raises(ValueError, f"{fn}: {message} {why}{bad!r}"):
+                op(bad)
+    rows = torch.tensor([1.0, tiny / 4], dtype=torch.float64)
+    got = rows.to(torch.float64 if dtype == torch.float64 else torch.float32)[1].item()
+    with raises(ValueError, f"gumbel_softmax: {message} everywhere {why}{got!r}"):
+        gumbelrs.gumbel_softmax(x, rows)
+    with raises(ValueError, f"relaxed_bernoulli: {message} everywhere {why}{got!r}"):
+        gumbelrs.relaxed_bernoulli(x, rows.view(1, 2, 1).expand(2, 2, 3)[0])
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_temperatures_at_the_ends_of_the_range_give_finite_samples_and_gradients(dtype):
+    """The smallest and largest accepted temperatures: one-hot-like and uniform
+    soft samples, finite gradients (0 where the sample saturates)."""
+    fi = torch.finfo(dtype)
+    x = torch.randn(64, 5, dtype=dtype, generator=torch.Generator().manual_seed(0))
+    x[:, 4] = NEG_INF
+    w = torch.randn(64, 5, dtype=dtype, generator=torch.Generator().manual_seed(1))
+    for tau in (fi.tiny, fi.max, torch.full((64,), fi.tiny, dtype=dtype)):
+        xr = x.clone().requires_grad_()
+        y = gumbelrs.gumbel_softmax(xr, tau, generator=fresh())
+        (y * w).sum().backward()
+        assert torch.isfinite(y).all() and torch.isfinite(xr.grad).all()
+        assert (y[:, 4] == 0).all() and (xr.grad[:, 4] == 0).all()
+        torch.testing.assert_close(y.sum(-1), torch.ones(64, dtype=dtype))
+        if not isinstance(tau, torch.Tensor) and tau == fi.max:
+            torch.testing.assert_close(y[:, :4], torch.full((64, 4), 0.25, dtype=dtype))
+        xb = x[:, :4].clone().requires_grad_()
+        for op in (gumbelrs.relaxed_bernoulli, gumbelrs.hard_concrete):
+            t = tau[:, None].expand(64, 4) if isinstance(tau, torch.Tensor) else tau
+            z = op(xb, t, generator=fresh())
+            (z * w[:, :4]).sum().backward()
+            assert torch.isfinite(z).all() and torch.isfinite(xb.grad).all()
+
+
+def test_hard_concrete_limits_must_keep_their_stretch_finite():
+    x = torch.randn(2, 3)
+    with raises(ValueError, "hard_concrete: limits must lie in [-1.7014117e+38, 1.7014117e+38] "
+                "(half the largest finite float32, the dtype the logits are computed in, so "
+                "that hi - lo is finite), got (-1e+39, 1e+39)"):
+        gumbelrs.hard_concrete(x, limits=(-1e39, 1e39))
+    with raises(ValueError, "hard_concrete: limits must lie in [-1.7014117e+38, 1.7014117e+38] "
+                "(half the largest finite float32, the dtype the logits are computed in, so "
+                "that hi - lo is finite), got (-0.1, 3e+38)"):
+        gumbelrs.hard_concrete(x.half(), limits=(-0.1, 3e38))
+    z = gumbelrs.hard_concrete(x.double(), limits=(-1e300, 1e300), generator=fresh())
+    assert torch.isfinite(z).all() and ((z == 0) | (z == 1)).all()
+
+
+@pytest.mark.parametrize("tau", [torch.tensor([float("nan"), 1.0]), torch.tensor([0.0, 1.0]),
+                                 torch.tensor([-1.0, 1.0])])
+def test_every_mode_rejects_the_same_bad_tensor_temperature(tau):
+    """The one-hot alone does not use tau, but checks it as the other modes do."""
+    x = torch.randn(2, 3)
+    messages = set()
+    calls = (lambda: gumbelrs.gumbel_softmax(x, tau, hard=True),
+             lambda: gumbelrs.gumbel_softmax(x, tau, hard=False),
+             lambda: gumbelrs.gumbel_softmax(x.clone().requires_grad_(), tau, hard=True))
+    for call in calls:
+        with pytest.raises(ValueError) as e:
+            call()
+        messages.add(str(e.value))
+    assert len(messages) == 1
+    assert messages.pop().startswith(f"gumbel_softmax: {F32} everywhere")
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_conditioned_gumbels_at_the_lowest_finite_logit_stay_finite(dtype):
+    """A row at the lowest finite logit: the exact conditioned values round to
+    that logit itself (nothing finite lies below it), never to -inf."""
+    low = torch.finfo(dtype).min
+    x = torch.full((3, 4), low, dtype=dtype)
+    x[2, 1] = NEG_INF
+    z = gumbelrs.gumbel_given_argmax(x, torch.tensor([0, 3, 2]), 5, generator=fresh())
+    assert (z[:, :2] == low).all()
+    assert (z[:, 2, 1] == NEG_INF).all() and (z[:, 2, [0, 2, 3]] == low).all()

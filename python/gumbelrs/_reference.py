@@ -28,10 +28,20 @@ def _per_row(tau, logits: torch.Tensor, dim: int):
     return tau
 
 
+def perturbed(logits, gumbels, dim=-1):
+    """``(logits - max(logits, dim)) + g``: the perturbed logits, relative to
+    each row's largest logit so that the noise keeps its resolution however
+    large the logits are (``logits + g`` loses the noise of logits near 1e8 to
+    rounding in float32). The same distribution: argmax and softmax do not
+    change when a row is shifted."""
+    return (logits - logits.detach().amax(dim, keepdim=True)) + gumbels
+
+
 def gumbel_softmax(logits, gumbels, tau=1.0, hard=False, dim=-1):
     """``softmax((logits + g) / tau)``; hard: one-hot of ``argmax(logits + g)``
-    with the straight-through gradient of the soft sample."""
-    w = logits + gumbels
+    with the straight-through gradient of the soft sample (both computed from
+    :func:`perturbed`)."""
+    w = perturbed(logits, gumbels, dim)
     y = torch.softmax(w / _per_row(tau, logits, dim), dim)
     if not hard:
         return y
@@ -45,15 +55,17 @@ def gumbel_softmax_backward(grad, y, tau=1.0, dim=-1):
 
 
 def sample_categorical(logits, gumbels, dim=-1):
-    """Argmax of ``logits + gumbels[s]`` for each draw ``s``; ``gumbels`` has
-    shape ``(num_samples, *logits.shape)``. Returns ``(*batch, num_samples)``."""
+    """Argmax of :func:`perturbed` logits with ``gumbels[s]`` for each draw
+    ``s``; ``gumbels`` has shape ``(num_samples, *logits.shape)``. Returns
+    ``(*batch, num_samples)``."""
     d = dim % logits.dim()
-    return (logits.unsqueeze(0) + gumbels).argmax(d + 1).movedim(0, -1)
+    return perturbed(logits.unsqueeze(0), gumbels, d + 1).argmax(d + 1).movedim(0, -1)
 
 
 def gumbel_topk(logits, gumbels, k, dim=-1):
-    """Indices of the ``k`` largest ``logits + gumbels`` along ``dim``, in order."""
-    return torch.topk(logits + gumbels, k, dim=dim, largest=True, sorted=True).indices
+    """Indices of the ``k`` largest :func:`perturbed` logits along ``dim``, in order."""
+    w = perturbed(logits, gumbels, dim)
+    return torch.topk(w, k, dim=dim, largest=True, sorted=True).indices
 
 
 def relaxed_bernoulli(logits, logistic, tau=1.0, hard=False):

@@ -197,7 +197,10 @@ class ExpRelaxedCategorical(_Categorical):
         g = functional.gumbel_noise(shape, dtype=logits.dtype, device=logits.device,
                                     generator=generator or self.generator)
         tau = self.temperature.unsqueeze(-1) if self.temperature.dim() else self.temperature
-        return ((logits + g) / tau).log_softmax(-1)
+        # Relative to the largest logit, as the kernels perturb: the noise keeps
+        # its resolution however large the logits (the softmax is unchanged).
+        top = logits.detach().amax(-1, keepdim=True)
+        return (((logits - top) + g) / tau).log_softmax(-1)
 
     def sample(self, sample_shape=_EMPTY, generator: Generator | None = None):
         with torch.no_grad():

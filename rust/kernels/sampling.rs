@@ -14,8 +14,9 @@ use crate::rng::Stream;
 use std::cmp::Ordering;
 use std::ops::Range;
 
+/// `check_logits` of a row that must have a category to draw: its largest logit.
 #[inline(always)]
-fn check_row<T: Real>(x: &[T], dims: &Dims, r: usize) -> Result<(), KernelError> {
+fn check_row<T: Real>(x: &[T], dims: &Dims, r: usize) -> Result<T, KernelError> {
     if dims.k == 0 {
         return Err(KernelError::AllMasked { row: r });
     }
@@ -73,11 +74,11 @@ impl<T: Real> RowKernel for Categorical<'_, T> {
                 for (r, w) in (r0..r1).zip(noise.chunks_exact_mut(k)) {
                     let xr = &self.x[r * k..(r + 1) * k];
                     match check_row(xr, &self.dims, r) {
-                        Ok(()) => {
+                        Ok(top) => {
                             let arg = if let Some(token) = simd {
                                 short::first_argmax(token, xr, w)
                             } else {
-                                add_logits(w, xr);
+                                add_logits(w, xr, top);
                                 first_index_of(w, T::lane_max(w))
                             };
                             // SAFETY: output slots of row `r` are written by this thread only.
@@ -95,7 +96,7 @@ impl<T: Real> RowKernel for Categorical<'_, T> {
     fn row(&self, r: usize, (xr, w, _, cache): &mut Self::Scratch) -> Result<(), KernelError> {
         let dims = &self.dims;
         let xr = row_of(self.x, dims, r, xr);
-        check_row(xr, dims, r)?;
+        let top = check_row(xr, dims, r)?;
         let base = dims.base(r) as u64;
         let n = dims.len() as u64;
         for s in 0..self.num_samples {
@@ -115,7 +116,7 @@ impl<T: Real> RowKernel for Categorical<'_, T> {
                     cache,
                 );
             }
-            add_logits(w, xr);
+            add_logits(w, xr, top);
             let arg = first_index_of(w, T::lane_max(w));
             // SAFETY: output slots of row `r` are written by this thread only.
             unsafe { self.out.write(r * self.num_samples + s, arg as i64) };
@@ -131,7 +132,10 @@ struct TiledCategorical<'a, T> {
 }
 
 impl<T: Real> RowKernel for TiledCategorical<'_, T> {
-    type Scratch = (Vec<T>, Vec<T>, Vec<usize>, Vec<bool>, GroupCache<T>);
+    /// The perturbed tile, the column maxima, the arg-maxima, which rows
+    /// have a logit that is not -inf, the rows' largest logits, the partial
+    /// group of uniforms.
+    type Scratch = (Vec<T>, Vec<T>, Vec<usize>, Vec<bool>, Vec<T>, GroupCache<T>);
     fn scratch(&self) -> Self::Scratch {
         let (k, w) = (self.c.dims.k, self.tiles.width);
         (
@@ -139,6 +143,7 @@ impl<T: Real> RowKernel for TiledCategorical<'_, T> {
             vec![T::ZERO; w],
             vec![0; w],
             vec![false; w],
+            vec![T::ZERO; w],
             GroupCache::new(),
         )
     }
@@ -147,17 +152,29 @@ impl<T: Real> RowKernel for TiledCategorical<'_, T> {
     fn row(
         &self,
         u: usize,
-        (v, m, arg, any, cache): &mut Self::Scratch,
+        (v, m, arg, any, top, cache): &mut Self::Scratch,
     ) -> Result<(), KernelError> {
         let c = &self.c;
         let d = &c.dims;
         let tile = self.tiles.locate(u);
         let (w, stride) = (tile.w, self.tiles.width);
-        self.tiles.check(c.x, &tile, any)?;
+        self.tiles.check(c.x, &tile, any, top)?;
         let n = d.len() as u64;
         for s in 0..c.num_samples {
             let m = &mut m[..w];
-            perturb_tile(c.x, d, &tile, &c.stream, s as u64 * n, v, stride, m, cache);
+            let first = s as u64 * n;
+            perturb_tile(
+                c.x,
+                d,
+                &tile,
+                &c.stream,
+                first,
+                &top[..w],
+                v,
+                stride,
+                m,
+                cache,
+            );
             first_max_per_column(v, stride, d.k, m, &mut arg[..w]);
             for (j, &a) in arg[..w].iter().enumerate() {
                 // SAFETY: the output slots of the tile's rows belong to this thread.
@@ -170,7 +187,8 @@ impl<T: Real> RowKernel for TiledCategorical<'_, T> {
 
 /// `num_samples` independent draws per row from `softmax(x)` along `k`.
 ///
-/// Draw `s` of row `r` is the first argmax of `x + g`, where `g` is the
+/// Draw `s` of row `r` is the first argmax of `(x - max x) + g` (see
+/// `add_logits`), where `g` is the
 /// Gumbel noise of elements `s * dims.len() + i` — the noise of a tensor of
 /// shape `(num_samples, *x.shape)`. `out[r * num_samples + s]` receives it.
 pub fn sample_categorical<T: Real>(
@@ -216,9 +234,10 @@ struct TopK<'a, T> {
 impl<T: Real> TopK<'_, T> {
     /// The faults of row `r` (logits `xr`): those of every draw, and fewer
     /// categories that are not masked than `kk`.
+    /// Returns the row's largest logit.
     #[inline(always)]
-    fn check(&self, r: usize, xr: &[T]) -> Result<(), KernelError> {
-        check_row(xr, &self.dims, r)?;
+    fn check(&self, r: usize, xr: &[T]) -> Result<T, KernelError> {
+        let top = check_row(xr, &self.dims, r)?;
         let available = xr.iter().filter(|&&v| v > T::NEG_INFINITY).count();
         if available < self.kk {
             return Err(KernelError::TooFewUnmasked {
@@ -227,7 +246,7 @@ impl<T: Real> TopK<'_, T> {
                 requested: self.kk,
             });
         }
-        Ok(())
+        Ok(top)
     }
 
     /// Writes the top `kk` of row `r`'s perturbed logits `w`.
@@ -331,8 +350,8 @@ impl<T: Real> RowKernel for TopK<'_, T> {
             for (r, w) in (r0..r1).zip(noise.chunks_exact_mut(k)) {
                 let xr = &self.x[r * k..(r + 1) * k];
                 match self.check(r, xr) {
-                    Ok(()) => {
-                        add_logits(w, xr);
+                    Ok(top) => {
+                        add_logits(w, xr, top);
                         match simd {
                             Some(token) => {
                                 // SAFETY: the output slots of row `r` belong to this thread.
@@ -356,7 +375,7 @@ impl<T: Real> RowKernel for TopK<'_, T> {
     ) -> Result<(), KernelError> {
         let dims = &self.dims;
         let xr = row_of(self.x, dims, r, xr);
-        self.check(r, xr)?;
+        let top = self.check(r, xr)?;
         let base = dims.base(r) as u64;
         if dims.inner == 1 {
             let next = [Ahead::within(self.x, base as usize + dims.k, dims.k)];
@@ -371,13 +390,13 @@ impl<T: Real> RowKernel for TopK<'_, T> {
                 cache,
             );
         }
-        add_logits(w, xr);
+        add_logits(w, xr, top);
         self.select(r, w, order);
         Ok(())
     }
 }
 
-/// Gumbel-top-k: the indices of the `kk` largest `x + g` along `k`, in
+/// Gumbel-top-k: the indices of the `kk` largest `(x - max x) + g` along `k`, in
 /// decreasing order (ties: smaller index first) — `kk` ordered draws without
 /// replacement from `softmax(x)`. The output is laid out as `(outer, kk, inner)`.
 pub fn gumbel_topk<T: Real>(
@@ -421,13 +440,12 @@ impl<T: Real> RowKernel for GivenArgmax<'_, T> {
     fn row(&self, r: usize, (xr, g, cache): &mut Self::Scratch) -> Result<(), KernelError> {
         let dims = &self.dims;
         let xr = row_of(self.x, dims, r, xr);
-        check_row(xr, dims, r)?;
+        let m = check_row(xr, dims, r)?;
         let d = self.index[r];
         if d < 0 || d as usize >= dims.k || xr[d as usize] == T::NEG_INFINITY {
             return Err(KernelError::BadIndex { row: r });
         }
         let d = d as usize;
-        let m = T::lane_max(xr);
         for (gt, &xt) in g.iter_mut().zip(xr) {
             *gt = (xt - m).exp();
         }
@@ -454,8 +472,10 @@ impl<T: Real> RowKernel for GivenArgmax<'_, T> {
                     let a = xr[t] + *gt;
                     let lo = a.min(top);
                     let z = lo - (-(a - top).abs()).exp().ln_1p();
-                    // Rounding may not leave z below top when a >> top.
-                    if z < top {
+                    // Rounding may not leave z below top when a >> top; then
+                    // the largest value below top, which is finite unless top
+                    // is the lowest finite value itself (then z rounds to it).
+                    if z < top || top == T::MIN {
                         z
                     } else {
                         top.next_down()
@@ -507,8 +527,14 @@ mod tests {
     use super::*;
     use crate::kernels::noise::noise;
 
+    /// `(x - max x) + g` of one row, written out plainly.
+    fn perturbed<T: Real>(x: &[T], g: &[T]) -> Vec<T> {
+        let top = x.iter().fold(T::NEG_INFINITY, |m, &v| m.max(v));
+        x.iter().zip(g).map(|(&xt, &gt)| (xt - top) + gt).collect()
+    }
+
     /// Strided rows (tiles), short contiguous rows over several noise
-    /// batches, long rows: every draw is the first argmax of x + g.
+    /// batches, long rows: every draw is the first argmax of (x - max x) + g.
     #[test]
     fn categorical_is_argmax_of_perturbed_logits() {
         for dims in [
@@ -525,12 +551,10 @@ mod tests {
             noise(Noise::Gumbel, stream, &mut g).unwrap();
             for r in 0..dims.rows() {
                 for s in 0..3 {
-                    let w: Vec<f32> = (0..dims.k)
-                        .map(|t| {
-                            let i = dims.base(r) + t * dims.inner;
-                            x[i] + g[s * dims.len() + i]
-                        })
-                        .collect();
+                    let at = |t: usize| dims.base(r) + t * dims.inner;
+                    let xr: Vec<f32> = (0..dims.k).map(|t| x[at(t)]).collect();
+                    let gr: Vec<f32> = (0..dims.k).map(|t| g[s * dims.len() + at(t)]).collect();
+                    let w = perturbed(&xr, &gr);
                     let m = w.iter().cloned().fold(f32::NEG_INFINITY, f32::max);
                     let want = w.iter().position(|&v| v == m).unwrap();
                     assert_eq!(out[r * 3 + s], want as i64, "{dims:?} row {r} draw {s}");
@@ -558,7 +582,8 @@ mod tests {
 
     #[test]
     fn topk_both_ways_give_the_order_of_a_full_sort_with_ties() {
-        // Logits far above the noise (x + g == x) on a coarse grid: many ties.
+        // Logits on a grid far coarser than the noise: below the row's
+        // largest logit, (x - max x) + g == x - max x, so many ties.
         let dims = Dims::new(40, 50, 1);
         let x: Vec<f32> = (0..dims.len())
             .map(|i| 1e10 * ((i * 7919 % 5) as f32 - 2.0))
@@ -570,9 +595,8 @@ mod tests {
             let mut g = vec![0f32; dims.len()];
             noise(Noise::Gumbel, stream, &mut g).unwrap();
             for r in 0..dims.rows() {
-                let w: Vec<f32> = (0..dims.k)
-                    .map(|t| x[r * dims.k + t] + g[r * dims.k + t])
-                    .collect();
+                let row = r * dims.k..(r + 1) * dims.k;
+                let w = perturbed(&x[row.clone()], &g[row]);
                 let mut want: Vec<usize> = (0..dims.k).collect();
                 want.sort_by(|&a, &b| w[b].partial_cmp(&w[a]).unwrap().then(a.cmp(&b)));
                 let got: Vec<usize> = out[r * kk..(r + 1) * kk]
@@ -593,8 +617,9 @@ mod tests {
         gumbel_topk(&x, dims, 3, stream, &mut out).unwrap();
         let mut g = vec![0f64; 5];
         noise(Noise::Gumbel, stream, &mut g).unwrap();
+        let w = perturbed(&x, &g);
         let mut want: Vec<usize> = vec![0, 2, 3];
-        want.sort_by(|&a, &b| (x[b] + g[b]).partial_cmp(&(x[a] + g[a])).unwrap());
+        want.sort_by(|&a, &b| w[b].partial_cmp(&w[a]).unwrap());
         assert_eq!(out, want.iter().map(|&i| i as i64).collect::<Vec<_>>());
         let e = gumbel_topk(&x, dims, 4, stream, &mut [0i64; 4]);
         assert_eq!(
@@ -637,6 +662,39 @@ mod tests {
         let bad = [-1i64; 12];
         let e = gumbel_given_argmax(&x, dims, &bad, 1, Stream::new(3, 1), &mut z[..dims.len()]);
         assert_eq!(e, Err(KernelError::BadIndex { row: 0 }));
+    }
+
+    #[test]
+    fn conditioned_samples_at_the_lowest_finite_logit_are_finite() {
+        // Nothing finite lies below f32::MIN: the truncated values round to it.
+        let dims = Dims::new(2, 3, 1);
+        let x = [f32::MIN; 6];
+        let mut z = [0f32; 12];
+        gumbel_given_argmax(&x, dims, &[0, 2], 2, Stream::new(1, 1), &mut z).unwrap();
+        assert!(z.iter().all(|&v| v == f32::MIN), "{z:?}");
+    }
+
+    #[test]
+    fn equal_large_logits_are_drawn_equally_often() {
+        // At 1e8 a float32 ulp is 8: noise added to the raw logits would be
+        // rounded away and the first category would win most draws. Each
+        // count is Binomial(40000, 1/4): sd 87, so 600 is 6.9 sd (false
+        // failure rate below 1e-11).
+        for k in [4usize, 40] {
+            let dims = Dims::new(1, k, 1);
+            let x = vec![1e8f32; k];
+            let draws = 10_000 * k;
+            let mut out = vec![0i64; draws];
+            sample_categorical(&x, dims, draws, Stream::new(8, 0), &mut out).unwrap();
+            let mut counts = vec![0usize; k];
+            for &d in &out {
+                counts[d as usize] += 1;
+            }
+            assert!(
+                counts.iter().all(|&c| c.abs_diff(10_000) < 600),
+                "{counts:?}"
+            );
+        }
     }
 
     #[test]

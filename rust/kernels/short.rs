@@ -117,8 +117,8 @@ pub(crate) fn forward<T: Real>(
     }
 }
 
-/// The first argmax of `x + noise` for one row of `k = x.len()` categories
-/// (`first_index_of` of the perturbed row).
+/// The first argmax of `(x - max x) + noise` for one row of `k = x.len()`
+/// categories (`first_index_of` of the perturbed row).
 #[inline(always)]
 pub(crate) fn first_argmax<T: Real>(token: Token<T>, x: &[T], noise: &[T]) -> usize {
     assert!(token.k == x.len() && noise.len() == x.len());
@@ -191,8 +191,8 @@ mod x86 {
         _mm512_mask_blend_ps(tiny, y, _mm512_setzero_ps())
     }
 
-    /// The perturbed row `w = noise + x` (`-inf` past its `k = x.len()`
-    /// lanes), its maximum in every lane, and the mask of its lanes.
+    /// The perturbed row `w = (x - max x) + noise` (`-inf` past its `k =
+    /// x.len()` lanes), its maximum in every lane, and the mask of its lanes.
     ///
     /// # Safety
     /// The CPU must support AVX-512 F; `noise` holds `x.len() <= 16` elements.
@@ -207,8 +207,10 @@ mod x86 {
                 _mm512_maskz_loadu_ps(mask, noise.as_ptr()),
             )
         };
-        // The row kernel adds the logits onto the noise: the same sum.
-        let w = _mm512_add_ps(g, xv);
+        // The row kernel's `add_logits`: the same operations (the maximum is
+        // exact, so its reduction order does not matter).
+        let top = _mm512_set1_ps(_mm512_reduce_max_ps(xv));
+        let w = _mm512_add_ps(_mm512_sub_ps(xv, top), g);
         (w, _mm512_set1_ps(_mm512_reduce_max_ps(w)), mask)
     }
 

@@ -14,18 +14,18 @@ use crate::rng::Stream;
 use std::ops::Range;
 
 /// Checks one row of logits: no NaN, no +inf, at least one value that is
-/// not -inf. A branch-free pass decides; only a faulty row is scanned again
-/// to report its first fault.
+/// not -inf; returns the row's largest logit (finite, or -inf for an empty
+/// row). Branch-free passes decide; only a faulty row is scanned again to
+/// report its first fault.
 #[inline(always)]
-pub(crate) fn check_logits<T: Real>(x: &[T], dims: &Dims, r: usize) -> Result<(), KernelError> {
+pub(crate) fn check_logits<T: Real>(x: &[T], dims: &Dims, r: usize) -> Result<T, KernelError> {
     let mut bad = false;
-    let mut any = false;
     for &v in x {
         bad |= v.is_nan() | (v == T::INFINITY);
-        any |= v > T::NEG_INFINITY;
     }
-    if !bad && (any || x.is_empty()) {
-        return Ok(());
+    let top = T::lane_max(x);
+    if !bad && (top > T::NEG_INFINITY || x.is_empty()) {
+        return Ok(top);
     }
     let base = dims.base(r);
     for (t, &v) in x.iter().enumerate() {
@@ -40,11 +40,18 @@ pub(crate) fn check_logits<T: Real>(x: &[T], dims: &Dims, r: usize) -> Result<()
     Err(KernelError::AllMasked { row: r })
 }
 
-/// `w[t] += x[t]`: the perturbed logits (Gumbel noise in `w` on entry).
+/// `w[t] = (x[t] - top) + w[t]`: the perturbed logits (Gumbel noise in `w`
+/// on entry), relative to the row's largest logit `top`.
+///
+/// Every kernel perturbs this way. The noise added to a logit of magnitude
+/// 1e8 would be lost to rounding (a float32 ulp there is 8), and the draws
+/// would favour the first of equal logits; `x - top` is exact for the logits
+/// that can win (within a factor 2 of `top`), so the noise keeps its
+/// resolution at every scale, and the distribution is the same.
 #[inline(always)]
-pub(crate) fn add_logits<T: Real>(w: &mut [T], x: &[T]) {
+pub(crate) fn add_logits<T: Real>(w: &mut [T], x: &[T], top: T) {
     for (wt, &xt) in w.iter_mut().zip(x) {
-        *wt = xt + *wt;
+        *wt = (xt - top) + *wt;
     }
 }
 
@@ -111,12 +118,12 @@ impl<T: Real> Forward<'_, T> {
         ]
     }
 
-    /// The rest of row `r` once `w` holds its Gumbel noise: perturb, softmax,
-    /// write the outputs.
+    /// The rest of row `r` once `w` holds its Gumbel noise: perturb (relative
+    /// to `top`, the largest logit), softmax, write the outputs.
     #[inline(always)]
-    fn finish_row(&self, r: usize, xr: &[T], w: &mut [T]) {
+    fn finish_row(&self, r: usize, xr: &[T], top: T, w: &mut [T]) {
         let dims = &self.dims;
-        let m = T::add_max(w, xr);
+        let m = T::add_max(w, xr, top);
         let hard = self.hard_only || self.soft.is_some();
         let arg = if hard { first_index_of(w, m) } else { 0 };
         let base = dims.base(r);
@@ -174,7 +181,7 @@ impl<T: Real> Forward<'_, T> {
         for t in 0..k {
             let v = &mut s.v[t * TILE..][..w];
             for (j, vj) in v.iter_mut().enumerate() {
-                *vj = noise[j * k + t] + self.x[(g0 + j) * k + t];
+                *vj = (self.x[(g0 + j) * k + t] - s.top[j]) + noise[j * k + t];
             }
             for (mj, &vj) in m.iter_mut().zip(v.iter()) {
                 *mj = mj.max(vj);
@@ -235,7 +242,7 @@ impl<T: Real> RowKernel for Forward<'_, T> {
     fn row(&self, r: usize, s: &mut Scratch<T>) -> Result<(), KernelError> {
         let dims = &self.dims;
         let xr = row_of(self.x, dims, r, &mut s.x);
-        check_logits(xr, dims, r)?;
+        let top = check_logits(xr, dims, r)?;
         let (base, stride) = (dims.base(r) as u64, dims.inner as u64);
         let w = &mut s.z[..dims.k];
         if stride == 1 {
@@ -244,7 +251,7 @@ impl<T: Real> RowKernel for Forward<'_, T> {
         } else {
             fill_strided(Noise::Gumbel, &self.stream, base, stride, w, &mut s.cache);
         }
-        self.finish_row(r, xr, w);
+        self.finish_row(r, xr, top, w);
         Ok(())
     }
 
@@ -299,9 +306,12 @@ impl<T: Real> RowKernel for Forward<'_, T> {
                     let g1 = r1.min(g0 + TILE);
                     let mut ok = true;
                     for r in g0..g1 {
-                        if let Err(e) = check_logits(&self.x[r * k..(r + 1) * k], &self.dims, r) {
-                            fault(e);
-                            ok = false;
+                        match check_logits(&self.x[r * k..(r + 1) * k], &self.dims, r) {
+                            Ok(top) => short.top[r - g0] = top,
+                            Err(e) => {
+                                fault(e);
+                                ok = false;
+                            }
                         }
                     }
                     if ok {
@@ -313,7 +323,7 @@ impl<T: Real> RowKernel for Forward<'_, T> {
                 for (r, w) in (r0..r1).zip(noise.chunks_exact_mut(k)) {
                     let xr = &self.x[r * k..(r + 1) * k];
                     match check_logits(xr, &self.dims, r) {
-                        Ok(()) => self.finish_row(r, xr, w),
+                        Ok(top) => self.finish_row(r, xr, top, w),
                         Err(e) => fault(e),
                     }
                 }
@@ -332,6 +342,8 @@ struct Tiled<'a, T> {
 struct TileScratch<T> {
     v: Vec<T>,
     acc: Vec<T>,
+    /// The largest logit of each row.
+    top: Vec<T>,
     m: Vec<T>,
     inv: Vec<T>,
     arg: Vec<usize>,
@@ -344,6 +356,7 @@ impl<T: Real> TileScratch<T> {
         TileScratch {
             v: vec![T::ZERO; k * w],
             acc: vec![T::ZERO; T::LANES * w],
+            top: vec![T::ZERO; w],
             m: vec![T::ZERO; w],
             inv: vec![T::ZERO; w],
             arg: vec![0; w],
@@ -365,7 +378,7 @@ impl<T: Real> RowKernel for Tiled<'_, T> {
         let d = &f.dims;
         let tile = self.tiles.locate(u);
         let (w, stride) = (tile.w, self.tiles.width);
-        self.tiles.check(f.x, &tile, &mut s.any)?;
+        self.tiles.check(f.x, &tile, &mut s.any, &mut s.top)?;
         let m = &mut s.m[..w];
         perturb_tile(
             f.x,
@@ -373,6 +386,7 @@ impl<T: Real> RowKernel for Tiled<'_, T> {
             &tile,
             &f.stream,
             0,
+            &s.top[..w],
             &mut s.v,
             stride,
             m,
@@ -427,11 +441,12 @@ fn run_forward<T: Real>(kernel: Forward<'_, T>) -> Result<(), KernelError> {
 }
 
 /// Gumbel-Softmax forward: `y = softmax((x + g) / tau)` along the `k` axis,
-/// computed as `exp((w - max w) / tau) / sum(...)` with `w = x + g`.
+/// computed as `exp((w - max w) / tau) / sum(...)` with `w = (x - max x) + g`
+/// (see `add_logits`).
 ///
 /// With `soft = None` the soft sample is written to `y`. With `Some(soft)` it
 /// is written to `soft`, and `y` receives the straight-through hard sample:
-/// exactly 1.0 at the first maximum of `x + g` and 0.0 elsewhere.
+/// exactly 1.0 at the first maximum of `w` and 0.0 elsewhere.
 /// `-inf` logits get probability exactly 0.
 pub fn gumbel_softmax_forward<T: Real>(
     x: &[T],

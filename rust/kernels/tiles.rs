@@ -78,23 +78,29 @@ impl Tiles {
     }
 
     /// The tile's first fault in flat order, as the row kernels report it:
-    /// NaN or +inf logits, or a row whose logits are all -inf.
+    /// NaN or +inf logits, or a row whose logits are all -inf. Writes each
+    /// row's largest logit to `top` (as `check_logits` returns it).
     #[inline(always)]
     pub fn check<T: Real>(
         &self,
         x: &[T],
         tile: &Tile,
         any: &mut [bool],
+        top: &mut [T],
     ) -> Result<(), KernelError> {
         let d = &self.dims;
         let any = &mut any[..tile.w];
+        let top = &mut top[..tile.w];
         any.fill(false);
+        top.fill(T::NEG_INFINITY);
         let mut bad = false;
         for t in 0..d.k {
-            for (a, &v) in any.iter_mut().zip(&x[tile.at(d, t)..][..tile.w]) {
+            let xs = &x[tile.at(d, t)..][..tile.w];
+            for ((a, m), &v) in any.iter_mut().zip(top.iter_mut()).zip(xs) {
                 bad |= v.is_nan() | (v == T::INFINITY);
                 // NaN counts as not masked: that row's fault is the NaN.
                 *a |= v != T::NEG_INFINITY;
+                *m = m.max(v);
             }
         }
         let masked = any.iter().position(|&a| !a).filter(|_| d.k > 0);
@@ -154,9 +160,9 @@ pub(crate) fn combine_lane_rows<T: Real>(acc: &mut [T], stride: usize, w: usize)
     }
 }
 
-/// `v[t * stride + j] = x + g` for the tile's elements `(o, t, j0 + j)`, with
-/// `g` the Gumbel noise of element `first + index`; returns the column maxima
-/// in `m`.
+/// `v[t * stride + j] = (x - top[j]) + g` for the tile's elements `(o, t, j0
+/// + j)`, with `g` the Gumbel noise of element `first + index` and `top[j]`
+/// the row's largest logit (see `add_logits`); returns the column maxima in `m`.
 #[inline(always)]
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn perturb_tile<T: Real>(
@@ -165,6 +171,7 @@ pub(crate) fn perturb_tile<T: Real>(
     tile: &Tile,
     stream: &Stream,
     first: u64,
+    top: &[T],
     v: &mut [T],
     stride: usize,
     m: &mut [T],
@@ -175,8 +182,8 @@ pub(crate) fn perturb_tile<T: Real>(
         let at = tile.at(dims, t);
         let vt = &mut v[t * stride..][..tile.w];
         T::fill_uniform_cached(stream, first + at as u64, vt, cache);
-        for (vj, &xj) in vt.iter_mut().zip(&x[at..at + tile.w]) {
-            *vj = xj + Noise::Gumbel.from_uniform(*vj);
+        for ((vj, &xj), &cj) in vt.iter_mut().zip(&x[at..at + tile.w]).zip(top) {
+            *vj = (xj - cj) + Noise::Gumbel.from_uniform(*vj);
         }
         for (mj, &vj) in m.iter_mut().zip(vt.iter()) {
             *mj = mj.max(vj);

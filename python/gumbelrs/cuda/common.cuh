@@ -225,12 +225,13 @@ GRS_FN float grs_next_down_f32(float x) {
 }
 
 /* The upper-truncated Gumbel of the conditioned sampler (rust/kernels/sampling.rs):
- * a = logit + g given the maximum top; strictly below top. */
+ * a = logit + g given the maximum top; strictly below top, unless top is the
+ * lowest finite value (then z rounds to it: nothing finite lies below). */
 GRS_FN float grs_below_top_f32(float a, float top) {
   float lo = top < a ? top : a;
   float d = a - top;
   float z = lo - grs_ln1p_f32(grs_exp_f32(-fabsf(d)));
-  return z < top ? z : grs_next_down_f32(top);
+  return z < top || top == -3.40282346638528859812e+38f ? z : grs_next_down_f32(top);
 }
 
 /* ------------------------------------------------------------ float64 */
@@ -311,7 +312,7 @@ GRS_FN double grs_below_top_f64(double a, double top) {
   double lo = top < a ? top : a;
   double d = a - top;
   double z = lo - grs_ln1p_f64(grs_exp_f64(-fabs(d)));
-  return z < top ? z : grs_next_down_f64(top);
+  return z < top || top == -1.7976931348623157e308 ? z : grs_next_down_f64(top);
 }
 
 #endif /* GUMBELRS_COMMON_CUH */

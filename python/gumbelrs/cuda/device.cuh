@@ -293,6 +293,23 @@ struct GrsCheck {
   }
 };
 
+/* Checks a row's logits (GrsCheck) and returns their maximum, which the
+ * kernels subtract before adding the noise (rust/kernels/softmax.rs
+ * `add_logits`): the noise keeps its resolution however large the logits. */
+template <class T, class C>
+GRS_DEV C grs_row_top(const T* x, const GrsRow& w, grs_u64 tag, GrsSlot* sm, grs_u64* code) {
+  GrsCheck<C> check;
+  C top = -Math<C>::inf();
+  grs_row_each(w, [&](long long t) {
+    long long at = w.base + t * w.inner;
+    C xv = grs_load(x, at);
+    check.see(xv, at, tag);
+    top = xv > top ? xv : top;
+  });
+  *code = check.finish(w, tag, sm);
+  return grs_reduce(top, -Math<C>::inf(), w.G, GrsMax(), sm);
+}
+
 /* Records a row's fault (one thread per row). */
 GRS_DEV void grs_report(const GrsRow& w, grs_u64* fault, grs_u64 code) {
   if (w.lane == 0 && code != GRS_NO_FAULT) atomicMin(fault, code);

@@ -13,9 +13,10 @@
 #include "device.cuh"
 
 /* Gumbel-Softmax forward. mode 0: the soft sample into y; 1: the one-hot of
- * the first maximum of x + g into y and the soft sample into soft; 2: the
- * one-hot alone. The first pass draws the noise and finds the maximum of
- * w = x + g and its first index. With `cache`, w is kept in shared memory (k
+ * the first maximum of w = (x - max x) + g into y and the soft sample into
+ * soft; 2: the one-hot alone. A first pass checks the logits and finds their
+ * maximum (grs_row_top); the next draws the noise and finds the maximum of w
+ * and its first index. With `cache`, w is kept in shared memory (k
  * values per row of the block) and the softmax is the CPU's: e = exp((w -
  * max) / tau) and their sum in a second pass over shared memory, e / sum in a
  * third. Without, the first pass also sums exp((w - max) / tau), rescaled as
@@ -31,16 +32,15 @@ GRS_DEV void gs_forward(const T* x, T* y, T* soft, const C* tau_rows, C tau, lon
   C* kept = reinterpret_cast<C*>(dyn) + (threadIdx.x / G) * (cache ? k : 0);
   C t_row = w.active && tau_rows ? tau_rows[w.r] : tau;
   C inv = (C)1 / t_row;
-  bool tau_bad = mode != 2 && !(t_row > (C)0 && t_row < M::inf());
+  /* Checked in every mode, also where the sample does not use it. */
+  bool tau_bad = !(t_row >= M::min_normal() && t_row < M::inf());
   bool online = mode != 2 && !cache;
   MaxArg<C> best = {-M::inf(), k};
   C sum = 0;
-  GrsCheck<C> check;
+  grs_u64 code;
+  C x_top = grs_row_top<T, C>(x, w, tag, sm, &code);
   grs_row_noise<C>(w, seed, offset, 0, GRS_GUMBEL, [&](long long t, C g) {
-    long long at = w.base + t * inner;
-    C xv = grs_load(x, at);
-    check.see(xv, at, tag);
-    C v = xv + g;
+    C v = (grs_load(x, w.base + t * inner) - x_top) + g;
     if (cache) kept[t] = v;
     if (v > best.v) {
       if (online) sum = (best.v == -M::inf() ? (C)0 : sum * M::exp((best.v - v) * inv)) + (C)1;
@@ -51,7 +51,6 @@ GRS_DEV void gs_forward(const T* x, T* y, T* soft, const C* tau_rows, C tau, lon
       if (online && v > -M::inf()) sum += M::exp((v - best.v) * inv);
     }
   });
-  grs_u64 code = check.finish(w, tag, sm);
   if (w.active && tau_bad) code = grs_fault(tag, GRS_F_TAU, w.r);
   MaxArg<C> top = grs_reduce(best, MaxArg<C>{-M::inf(), k}, G, GrsBetter(), sm);
   C part = 0;
@@ -89,7 +88,7 @@ GRS_DEV void gs_forward(const T* x, T* y, T* soft, const C* tau_rows, C tau, lon
     grs_row_each(w, [&](long long t) { write(t, kept[t]); });
   } else {
     grs_row_noise<C>(w, seed, offset, 0, GRS_GUMBEL, [&](long long t, C g) {
-      write(t, M::exp((grs_load(x, w.base + t * inner) + g - top.v) * inv));
+      write(t, M::exp((((grs_load(x, w.base + t * inner) - x_top) + g) - top.v) * inv));
     });
   }
 }
@@ -114,8 +113,9 @@ GRS_DEV void gs_backward(const T* g, const T* y, T* out, const C* tau_rows, C ta
   });
 }
 
-/* num_samples draws per row: draw s is the first maximum of x + g with the
- * noise of elements s * n + i (n = outer * k * inner). out is (rows, num_samples). */
+/* num_samples draws per row: draw s is the first maximum of (x - max x) + g
+ * with the noise of elements s * n + i (n = outer * k * inner). out is (rows,
+ * num_samples). */
 template <class T, class C>
 GRS_DEV void categorical(const T* x, long long* out, long long outer, long long k, long long inner,
                          long long num_samples, grs_u64 seed, grs_u64 offset, int G,
@@ -124,32 +124,27 @@ GRS_DEV void categorical(const T* x, long long* out, long long outer, long long 
   typedef Math<C> M;
   GrsRow w = grs_row(outer, k, inner, G);
   grs_u64 n = (grs_u64)(outer * k * inner);
-  GrsCheck<C> check;
-  /* The logits are checked while the first draw reads them; a faulty row
-   * skips the other draws but still joins the group's reductions. */
+  grs_u64 code;
+  C x_top = grs_row_top<T, C>(x, w, tag, sm, &code);
+  grs_report(w, fault, code);
+  /* A faulty row draws nothing but still joins the group's reductions. */
   GrsRow draw = w;
+  draw.active = w.active && code == GRS_NO_FAULT;
   for (long long s = 0; s < num_samples; ++s) {
     MaxArg<C> best = {-M::inf(), k};
     grs_row_noise<C>(draw, seed, offset, (grs_u64)s * n, GRS_GUMBEL, [&](long long t, C g) {
-      long long at = w.base + t * inner;
-      C xv = grs_load(x, at);
-      if (s == 0) check.see(xv, at, tag);
-      best = grs_better(best, MaxArg<C>{xv + g, t});
+      C v = (grs_load(x, w.base + t * inner) - x_top) + g;
+      best = grs_better(best, MaxArg<C>{v, t});
     });
     MaxArg<C> top = grs_reduce(best, MaxArg<C>{-M::inf(), k}, G, GrsBetter(), sm);
-    if (s == 0) {
-      grs_u64 code = check.finish(w, tag, sm);
-      grs_report(w, fault, code);
-      draw.active = w.active && code == GRS_NO_FAULT;
-    }
     if (w.active && w.lane == 0) out[w.r * num_samples + s] = draw.active ? top.i : -1;
   }
 }
 
 /* The sort keys of Gumbel-top-k, one per element, whose descending order is
- * the CPU's: larger x + g first, then the smaller index. float32 (and the
- * half types): the order-preserving bits of x + g (-0 as +0) above the
- * complement of the index, as an int64, unique; float64: x + g itself, for a
+ * the CPU's: larger w = (x - max x) + g first, then the smaller index. float32
+ * (and the half types): the order-preserving bits of w (-0 as +0) above the
+ * complement of the index, as an int64, unique; float64: w itself, for a
  * stable sort. avail[r] is the row's number of logits that are not -inf, or
  * -1 when the row has a fault; the host sets the indices of rows with fewer
  * than kk to -1. */
@@ -167,16 +162,15 @@ GRS_DEV void topk_keys(const T* x, K* keys, long long* avail, long long outer, l
                        grs_u64* fault, grs_u64 tag) {
   __shared__ GrsSlot sm[32];
   GrsRow w = grs_row(outer, k, inner, G);
-  GrsCheck<C> check;
+  grs_u64 code;
+  C x_top = grs_row_top<T, C>(x, w, tag, sm, &code);
   long long available = 0;
   grs_row_noise<C>(w, seed, offset, 0, GRS_GUMBEL, [&](long long t, C g) {
     long long at = w.base + t * inner;
     C xv = grs_load(x, at);
-    check.see(xv, at, tag);
     available += xv > -Math<C>::inf();
-    keys[at] = grs_key(xv + g, t);
+    keys[at] = grs_key((xv - x_top) + g, t);
   });
-  grs_u64 code = check.finish(w, tag, sm);
   available = grs_reduce(available, 0ll, G, GrsSum(), sm);
   if (w.active && code == GRS_NO_FAULT && available < kk) code = grs_fault(tag, GRS_F_TOO_FEW, w.base);
   grs_report(w, fault, code);
@@ -193,16 +187,8 @@ GRS_DEV void given_argmax(const T* x, const long long* index, T* out, long long 
   __shared__ GrsSlot sm[32];
   typedef Math<C> M;
   GrsRow w = grs_row(outer, k, inner, G);
-  GrsCheck<C> check;
-  C m = -M::inf();
-  grs_row_each(w, [&](long long t) {
-    long long at = w.base + t * inner;
-    C xv = grs_load(x, at);
-    check.see(xv, at, tag);
-    m = xv > m ? xv : m;
-  });
-  grs_u64 code = check.finish(w, tag, sm);
-  m = grs_reduce(m, -M::inf(), G, GrsMax(), sm);
+  grs_u64 code;
+  C m = grs_row_top<T, C>(x, w, tag, sm, &code);
   long long d = w.active ? index[w.r] : 0;
   if (w.active && code == GRS_NO_FAULT && (d < 0 || d >= k || grs_load(x, w.base + d * inner) == -M::inf()))
     code = grs_fault(tag, GRS_F_INDEX, w.base);
