@@ -789,3 +789,11 @@ def test_conditioned_gumbels_at_the_lowest_finite_logit_stay_finite(dtype):
     z = gumbelrs.gumbel_given_argmax(x, torch.tensor([0, 3, 2]), 5, generator=fresh())
     assert (z[:, :2] == low).all()
     assert (z[:, 2, 1] == NEG_INF).all() and (z[:, 2, [0, 2, 3]] == low).all()
+
+
+def test_topk_of_no_draws_checks_the_logits_like_any_k():
+    x = torch.tensor([[0.0, math.nan, 1.0]])
+    with raises(ValueError, "gumbel_topk: logits[0, 1] is NaN; logits must be finite or -inf "
+                "(a -inf logit masks its category out)"):
+        gumbelrs.gumbel_topk(x, 0)
+    assert gumbelrs.gumbel_topk(torch.zeros(2, 3), 0).shape == (2, 0)

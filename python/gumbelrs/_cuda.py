@@ -333,7 +333,7 @@ def gumbel_topk(fn, x, dim, k, seed, offset):
     shape[dim] = k
     batch = [n for i, n in enumerate(x.shape) if i != dim]
     rows = math.prod(batch)
-    if k == 0 or rows == 0:
+    if rows == 0 or x.shape[dim] == 0:  # (k is then 0 too)
         return torch.empty(shape, dtype=torch.int64, device=x.device)
     key_dtype = torch.float64 if x.dtype == torch.float64 else torch.int64
     keys = torch.empty(x.shape, dtype=key_dtype, device=x.device)
@@ -341,6 +341,8 @@ def gumbel_topk(fn, x, dim, k, seed, offset):
     _run_rows("grs_topk_keys", x, dim, (x, keys, avail),
               (np.int64(k), np.uint64(seed), np.uint64(offset)),
               record=(fn, x.shape, dim, None, avail, k))
+    if k == 0:  # the logits are checked all the same, as on the CPU
+        return torch.empty(shape, dtype=torch.int64, device=x.device)
     if key_dtype == torch.int64:
         idx = torch.topk(keys, k, dim=dim, largest=True, sorted=True).indices
     else:

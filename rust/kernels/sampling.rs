@@ -234,10 +234,15 @@ struct TopK<'a, T> {
 impl<T: Real> TopK<'_, T> {
     /// The faults of row `r` (logits `xr`): those of every draw, and fewer
     /// categories that are not masked than `kk`.
-    /// Returns the row's largest logit.
+    /// Returns the row's largest logit. With no draw asked for (`kk = 0`),
+    /// an empty row is not a fault.
     #[inline(always)]
     fn check(&self, r: usize, xr: &[T]) -> Result<T, KernelError> {
-        let top = check_row(xr, &self.dims, r)?;
+        let top = if self.kk == 0 {
+            check_logits(xr, &self.dims, r)?
+        } else {
+            check_row(xr, &self.dims, r)?
+        };
         let available = xr.iter().filter(|&&v| v > T::NEG_INFINITY).count();
         if available < self.kk {
             return Err(KernelError::TooFewUnmasked {
@@ -253,6 +258,9 @@ impl<T: Real> TopK<'_, T> {
     #[inline(always)]
     fn select(&self, r: usize, w: &[T], order: &mut Vec<usize>) {
         let (dims, kk) = (&self.dims, self.kk);
+        if kk == 0 {
+            return;
+        }
         let by_score = |a: &usize, b: &usize| match w[*b].partial_cmp(&w[*a]) {
             Some(Ordering::Equal) | None => a.cmp(b),
             Some(o) => o,
@@ -408,9 +416,7 @@ pub fn gumbel_topk<T: Real>(
 ) -> Result<(), KernelError> {
     check_len("logits", x.len(), dims.len())?;
     check_len("output", out.len(), dims.outer * kk * dims.inner)?;
-    if kk == 0 {
-        return Ok(());
-    }
+    // No draw asked for (kk = 0): the rows are still checked, as for any kk.
     let kernel = TopK {
         x,
         dims,
@@ -662,6 +668,27 @@ mod tests {
         let bad = [-1i64; 12];
         let e = gumbel_given_argmax(&x, dims, &bad, 1, Stream::new(3, 1), &mut z[..dims.len()]);
         assert_eq!(e, Err(KernelError::BadIndex { row: 0 }));
+    }
+
+    #[test]
+    fn topk_of_no_draws_still_checks_the_logits() {
+        let x = [0.0f32, f32::NAN, 1.0, 2.0];
+        for dims in [Dims::new(1, 4, 1), Dims::new(2, 2, 1), Dims::new(1, 2, 2)] {
+            let e = gumbel_topk(&x, dims, 0, Stream::new(1, 2), &mut []);
+            assert_eq!(e, Err(KernelError::NanLogit { index: 1 }), "{dims:?}");
+        }
+        assert_eq!(
+            gumbel_topk(
+                &[0.5f64; 4],
+                Dims::new(2, 2, 1),
+                0,
+                Stream::new(1, 2),
+                &mut []
+            ),
+            Ok(())
+        );
+        let empty = gumbel_topk::<f32>(&[], Dims::new(3, 0, 2), 0, Stream::new(1, 2), &mut []);
+        assert_eq!(empty, Ok(()));
     }
 
     #[test]
