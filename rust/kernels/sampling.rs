@@ -73,17 +73,18 @@ impl<T: Real> RowKernel for Categorical<'_, T> {
                 fill_ahead(Noise::Gumbel, &self.stream, start, noise, cache, next);
                 for (r, w) in (r0..r1).zip(noise.chunks_exact_mut(k)) {
                     let xr = &self.x[r * k..(r + 1) * k];
-                    match check_row(xr, &self.dims, r) {
-                        Ok(top) => {
-                            let arg = if let Some(token) = simd {
-                                short::first_argmax(token, xr, w)
-                            } else {
-                                add_logits(w, xr, top);
-                                first_index_of(w, T::lane_max(w))
-                            };
-                            // SAFETY: output slots of row `r` are written by this thread only.
-                            unsafe { self.out.write(r * self.num_samples + s, arg as i64) };
+                    let arg = match simd {
+                        Some(token) if short::live(token, xr).is_some() => {
+                            Ok(short::first_argmax(token, xr, w))
                         }
+                        _ => check_row(xr, &self.dims, r).map(|top| {
+                            add_logits(w, xr, top);
+                            first_index_of(w, T::lane_max(w))
+                        }),
+                    };
+                    match arg {
+                        // SAFETY: output slots of row `r` are written by this thread only.
+                        Ok(arg) => unsafe { self.out.write(r * self.num_samples + s, arg as i64) },
                         Err(e) if s == 0 => fault(e),
                         Err(_) => {}
                     }
@@ -357,17 +358,18 @@ impl<T: Real> RowKernel for TopK<'_, T> {
             );
             for (r, w) in (r0..r1).zip(noise.chunks_exact_mut(k)) {
                 let xr = &self.x[r * k..(r + 1) * k];
+                if let Some(token) = simd {
+                    if short::live(token, xr).is_some_and(|n| n >= self.kk) {
+                        // SAFETY: the output slots of row `r` belong to this thread.
+                        let dst = unsafe { self.out.slice(r * self.kk, self.kk) };
+                        short::top(token, xr, w, dst);
+                        continue;
+                    }
+                }
                 match self.check(r, xr) {
                     Ok(top) => {
                         add_logits(w, xr, top);
-                        match simd {
-                            Some(token) => {
-                                // SAFETY: the output slots of row `r` belong to this thread.
-                                let dst = unsafe { self.out.slice(r * self.kk, self.kk) };
-                                short::top(token, w, dst);
-                            }
-                            None => self.select(r, w, order),
-                        }
+                        self.select(r, w, order);
                     }
                     Err(e) => fault(e),
                 }

@@ -117,6 +117,22 @@ pub(crate) fn forward<T: Real>(
     }
 }
 
+/// The number of logits of a row of `k = x.len()` that are not `-inf`, or
+/// `None` when `check_logits` rejects the row (NaN, `+inf`, all `-inf`):
+/// the check in one register, without the row's maximum the generic check
+/// computes (these paths take it in-register).
+#[inline(always)]
+pub(crate) fn live<T: Real>(token: Token<T>, x: &[T]) -> Option<usize> {
+    assert!(token.k == x.len());
+    let x = token.f32s(x);
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: the token proves the CPU has AVX-512 F/BW/DQ/VL; `x` has at
+    // most 16 elements (asserted above).
+    return unsafe { x86::live(x) };
+    #[cfg(not(target_arch = "x86_64"))]
+    unreachable!("no short-row path off x86_64 ({x:?})");
+}
+
 /// The first argmax of `(x - max x) + noise` for one row of `k = x.len()`
 /// categories (`first_index_of` of the perturbed row).
 #[inline(always)]
@@ -131,23 +147,23 @@ pub(crate) fn first_argmax<T: Real>(token: Token<T>, x: &[T], noise: &[T]) -> us
     unreachable!("no short-row path off x86_64 ({x:?}, {noise:?})");
 }
 
-/// The indices of the `out.len()` largest of the perturbed row `w`
-/// (`k = w.len()` categories), largest first, ties to the smaller index:
-/// the order `gumbel_topk` defines. Each category's rank is the number of
-/// categories before it in that order (sixteen comparisons at once), so
-/// there is no sort and no branch per comparison.
+/// The indices of the `out.len()` largest of the perturbed row, `x - max x`
+/// plus `noise` (`k = x.len()` categories), largest first, ties to the
+/// smaller index: the order `gumbel_topk` defines. Each category's rank is
+/// the number of categories before it in that order (sixteen comparisons at
+/// once), so there is no sort and no branch per comparison.
 #[inline(always)]
-pub(crate) fn top<T: Real>(token: Token<T>, w: &[T], out: &mut [i64]) {
-    assert!(token.k == w.len() && out.len() <= w.len());
-    let w = token.f32s(w);
+pub(crate) fn top<T: Real>(token: Token<T>, x: &[T], noise: &[T], out: &mut [i64]) {
+    assert!(token.k == x.len() && noise.len() == x.len() && out.len() <= x.len());
+    let (x, noise) = (token.f32s(x), token.f32s(noise));
     #[cfg(target_arch = "x86_64")]
-    // SAFETY: the token proves the CPU has AVX-512 F/BW/DQ/VL; `w` has at
-    // most 16 elements (asserted above).
+    // SAFETY: the token proves the CPU has AVX-512 F/BW/DQ/VL; the slices
+    // have the same length, at most 16 (asserted above).
     unsafe {
-        x86::top(w, out)
+        x86::top(x, noise, out)
     };
     #[cfg(not(target_arch = "x86_64"))]
-    unreachable!("no short-row path off x86_64 ({w:?}, {out:?})");
+    unreachable!("no short-row path off x86_64 ({x:?}, {noise:?}, {out:?})");
 }
 
 #[cfg(target_arch = "x86_64")]
@@ -222,6 +238,18 @@ mod x86 {
     #[inline]
     #[target_feature(enable = "avx512f")]
     pub(super) unsafe fn clean(x: &[f32]) -> bool {
+        // SAFETY: the caller's contract.
+        unsafe { live(x) }.is_some()
+    }
+
+    /// The number of logits of a row of `x.len() <= 16` that are not `-inf`,
+    /// or `None` if one is NaN or `+inf` or all are `-inf`.
+    ///
+    /// # Safety
+    /// The CPU must support AVX-512 F.
+    #[inline]
+    #[target_feature(enable = "avx512f")]
+    pub(super) unsafe fn live(x: &[f32]) -> Option<usize> {
         let mask: __mmask16 = ((1u32 << x.len()) - 1) as __mmask16;
         // SAFETY: the masked load reads only the first k elements, which exist.
         let v = unsafe { _mm512_maskz_loadu_ps(mask, x.as_ptr()) };
@@ -229,7 +257,7 @@ mod x86 {
         let pos_inf = _mm512_mask_cmp_ps_mask::<_CMP_EQ_OQ>(mask, v, _mm512_set1_ps(f32::INFINITY));
         let live =
             _mm512_mask_cmp_ps_mask::<_CMP_NEQ_OQ>(mask, v, _mm512_set1_ps(f32::NEG_INFINITY));
-        nan == 0 && pos_inf == 0 && live != 0
+        (nan == 0 && pos_inf == 0 && live != 0).then_some(live.count_ones() as usize)
     }
 
     /// The first lane of `w` equal to its maximum `mv`.
@@ -250,17 +278,18 @@ mod x86 {
     }
 
     /// # Safety
-    /// The CPU must support AVX-512 F; `w` holds at most 16 elements and
-    /// `out` at most `w.len()`.
+    /// As `row`; `out` holds at most `x.len()` elements.
     #[inline]
     #[target_feature(enable = "avx512f,avx512bw,avx512dq,avx512vl")]
-    pub(super) unsafe fn top(w: &[f32], out: &mut [i64]) {
-        let mask: __mmask16 = ((1u32 << w.len()) - 1) as __mmask16;
-        // SAFETY: the masked load reads only the first k elements, which exist.
-        let v = unsafe { _mm512_maskz_loadu_ps(mask, w.as_ptr()) };
+    pub(super) unsafe fn top(x: &[f32], noise: &[f32], out: &mut [i64]) {
+        // SAFETY: the caller's contract.
+        let (v, _, mask) = unsafe { perturbed_max(x, noise) };
+        let mut w = [0f32; 16];
+        // SAFETY: `w` has 16 elements.
+        unsafe { _mm512_storeu_ps(w.as_mut_ptr(), v) };
         // Every rank is below k <= 16: a store per category, no branch.
         let mut by_rank = [0i64; 16];
-        for (i, &wi) in w.iter().enumerate() {
+        for (i, &wi) in w[..x.len()].iter().enumerate() {
             let b = _mm512_set1_ps(wi);
             let above = _mm512_mask_cmp_ps_mask::<_CMP_GT_OQ>(mask, v, b);
             let tied_before = _mm512_mask_cmp_ps_mask::<_CMP_EQ_OQ>(mask & ((1 << i) - 1), v, b);
