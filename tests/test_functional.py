@@ -791,6 +791,22 @@ def test_conditioned_gumbels_at_the_lowest_finite_logit_stay_finite(dtype):
     assert (z[:, 2, 1] == NEG_INF).all() and (z[:, 2, [0, 2, 3]] == low).all()
 
 
+def test_sparse_inputs_are_rejected_by_name():
+    x = torch.eye(3).to_sparse()
+    with raises(TypeError, "gumbel_softmax: logits must be a dense tensor, got layout "
+                "torch.sparse_coo; convert it with .to_dense()"):
+        gumbelrs.gumbel_softmax(x)
+    with raises(TypeError, "relaxed_bernoulli: logits must be a dense tensor, got layout "
+                "torch.sparse_csr; convert it with .to_dense()"):
+        gumbelrs.relaxed_bernoulli(torch.eye(3).to_sparse_csr())
+    with raises(TypeError, "gumbel_softmax: tau must be a dense tensor, got layout "
+                "torch.sparse_coo; convert it with .to_dense()"):
+        gumbelrs.gumbel_softmax(torch.eye(3), torch.ones(3).to_sparse())
+    with raises(TypeError, "gumbel_given_argmax: index must be a dense tensor, got layout "
+                "torch.sparse_coo; convert it with .to_dense()"):
+        gumbelrs.gumbel_given_argmax(torch.eye(3), torch.zeros(3, dtype=torch.int64).to_sparse())
+
+
 def test_topk_of_no_draws_checks_the_logits_like_any_k():
     x = torch.tensor([[0.0, math.nan, 1.0]])
     with raises(ValueError, "gumbel_topk: logits[0, 1] is NaN; logits must be finite or -inf "

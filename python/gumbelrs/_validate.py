@@ -17,6 +17,9 @@ FLOAT_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
 def logits(fn: str, x: object, *, min_dim: int = 1) -> torch.Tensor:
     if not isinstance(x, torch.Tensor):
         raise TypeError(f"{fn}: logits must be a torch.Tensor, got {type(x).__name__}")
+    if x.layout != torch.strided:
+        raise TypeError(f"{fn}: logits must be a dense tensor, got layout {x.layout}; "
+                        "convert it with .to_dense()")
     if x.dtype not in FLOAT_DTYPES:
         raise TypeError(
             f"{fn}: logits must be a floating-point tensor (float16, bfloat16, float32 or "
@@ -90,6 +93,9 @@ def tau(fn: str, t: object, like: torch.Tensor, batch_shape: Sequence[int], *,
     requires grad is accepted only by ops that are ``differentiable`` in tau.
     """
     if isinstance(t, torch.Tensor):
+        if t.layout != torch.strided:
+            raise TypeError(f"{fn}: tau must be a dense tensor, got layout {t.layout}; convert "
+                            "it with .to_dense()")
         if not (t.dtype.is_floating_point or t.dtype in (torch.int32, torch.int64)):
             raise TypeError(
                 f"{fn}: tau must be a positive float or a real tensor, got dtype {t.dtype}"

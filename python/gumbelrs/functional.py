@@ -248,9 +248,13 @@ def gumbel_given_argmax(
     _categories(fn, logits, d)
     _validate.count(fn, "num_samples", num_samples, 1, 2**31 - 1, "")
     batch = _batch(logits.shape, d)
-    if not isinstance(index, torch.Tensor) or index.dtype != torch.int64:
-        raise TypeError(f"{fn}: index must be an int64 tensor, got "
-                        f"{getattr(index, 'dtype', type(index).__name__)}")
+    if not isinstance(index, torch.Tensor):
+        raise TypeError(f"{fn}: index must be an int64 tensor, got {type(index).__name__}")
+    if index.dtype != torch.int64:
+        raise TypeError(f"{fn}: index must be an int64 tensor, got {index.dtype}")
+    if index.layout != torch.strided:
+        raise TypeError(f"{fn}: index must be a dense tensor, got layout {index.layout}; "
+                        "convert it with .to_dense()")
     if list(index.shape) != batch:
         raise ValueError(f"{fn}: index must have the batch shape {tuple(batch)} (logits' shape "
                          f"without dim={dim}), got {tuple(index.shape)}")
