@@ -4,9 +4,13 @@ Every op takes ``generator=None`` (the process-wide default, seeded from
 ``torch.initial_seed()``) or a :class:`gumbelrs.Generator`, and draws one call's
 worth of its stream: element ``i`` of the call (in the contiguous order of the
 logits) uses the Philox words of ``(seed, offset, i)`` only. Inputs are never
-modified. float16/bfloat16 logits are computed in float32 and the result is
-returned in their dtype (on CUDA the kernels read and write them directly;
-half-precision noise from ``gumbel_noise`` is drawn in float32 and converted).
+modified. The noise is added relative to each row's largest logit,
+``(logits - max) + g``: the same distribution as ``logits + g``, with the
+noise's resolution kept at any logit scale (in float32 the noise added to
+logits near 1e8 would be rounded away). float16/bfloat16 logits are computed
+in float32 and the result is returned in their dtype (on CUDA the kernels
+read and write them directly; half-precision noise from ``gumbel_noise`` is
+drawn in float32 and converted).
 """
 
 from __future__ import annotations
