@@ -791,6 +791,7 @@ def test_conditioned_gumbels_at_the_lowest_finite_logit_stay_finite(dtype):
     assert (z[:, 2, 1] == NEG_INF).all() and (z[:, 2, [0, 2, 3]] == low).all()
 
 
+@pytest.mark.filterwarnings("ignore:Sparse CSR tensor support is in beta")
 def test_sparse_inputs_are_rejected_by_name():
     x = torch.eye(3).to_sparse()
     with raises(TypeError, "gumbel_softmax: logits must be a dense tensor, got layout "
