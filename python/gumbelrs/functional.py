@@ -168,7 +168,7 @@ def _noise(
         )
     dev = torch.device("cpu") if device is None else torch.device(device)
     gen = _validate.generator(fn, generator)
-    compute = torch.float32 if dtype in (torch.float16, torch.bfloat16) else dtype
+    compute = _validate.compute_dtype(dtype)
     return _in_dtype(_ops.noise(kind, size, compute, dev, _ops.take(gen)), dtype)
 
 
