@@ -1,5 +1,6 @@
 """The gumbelrs command: its subcommands run, bad arguments fail clearly."""
 
+import json
 import os
 import shutil
 import subprocess
@@ -19,12 +20,19 @@ def test_info_reports_simd_and_threads():
     assert "SIMD: " in r.stdout and "threads: gumbelrs " in r.stdout and "CUDA: " in r.stdout
 
 
-def test_bench_runs_a_tiny_table():
+def test_bench_runs_a_tiny_table(tmp_path):
     r = run("bench", "--shapes", "8x16", "--threads", "1", "--repeats", "2", "--only",
-            "Categorical.sample", "--markdown")
+            "Categorical.sample", "topk", "--markdown", "--bfloat16", "--json",
+            str(tmp_path / "b.json"))
     assert r.returncode == 0, r.stderr
     rows = [line for line in r.stdout.splitlines() if line.startswith("| Categorical.sample")]
-    assert len(rows) == 1 and rows[0].split("|")[2].strip() == "8x16"
+    assert [row.split("|")[2:4] for row in rows] == [[" 8x16 ", " float32 "],
+                                                      [" 8x16 ", " bfloat16 "]]
+    table = json.loads((tmp_path / "b.json").read_text())
+    assert [(t["op"], t["dtype"]) for t in table["rows"]] == [
+        ("Categorical.sample", "float32"), ("topk(x + gumbel), k=8", "float32"),
+        ("Categorical.sample", "bfloat16"), ("topk(x + gumbel), k=8", "bfloat16")]
+    assert float(table["rows"][0]["gumbelrs ms"]) > 0
 
 
 def test_bad_arguments_exit_nonzero_with_a_message():

@@ -1,7 +1,7 @@
 """gumbelrs against its torch equivalents, timed alternately in one process.
 
-    gumbelrs bench [--threads 1 2] [--repeats 15] [--markdown] [--only SUBSTR]
-    gumbelrs bench --device cuda [--repeats 15] [--markdown] [--only SUBSTR]
+    gumbelrs bench [--threads 1 2] [--repeats 15] [--markdown] [--json PATH] [--only TEXT ...]
+    gumbelrs bench --device cuda [--repeats 15] [--bfloat16] [--markdown] [--only TEXT ...]
     (or python benches/compare_torch.py with the same options)
 
 Each case runs the torch call and the gumbelrs call one after the other,
@@ -23,11 +23,13 @@ BW": their bandwidth as a fraction of the copy's.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import platform
 import statistics
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Callable
 
 import torch
@@ -204,18 +206,23 @@ def main(argv: list[str] | None = None) -> None:
                    help="where the tensors live (cuda: timed with CUDA events, --threads ignored)")
     p.add_argument("--threads", type=_args.int_in(1, MAX_THREADS), nargs="+", default=[1, 2])
     p.add_argument("--repeats", type=_args.int_in(1), default=15)
-    p.add_argument("--only", default="", help="run the cases whose op contains this text")
+    p.add_argument("--only", nargs="+", default=[""], metavar="TEXT",
+                   help="run the cases whose op contains one of these texts")
     p.add_argument("--shapes", type=_args.shapes, default=None,
                    help=f"comma-separated shapes (default: {CPU_SHAPES} on the CPU, "
                         f"{CUDA_SHAPES} on CUDA)")
     p.add_argument("--float64", action="store_true", help="also run float64")
+    p.add_argument("--bfloat16", action="store_true", help="also run bfloat16")
     p.add_argument("--markdown", action="store_true")
+    p.add_argument("--json", type=Path, metavar="PATH",
+                   help="also write the table to PATH as JSON (a header and one object a row)")
     args = p.parse_args(argv)
     cuda = args.device == "cuda"
     if cuda and not torch.cuda.is_available():
         p.error("--device cuda: torch sees no CUDA device (torch.cuda.is_available() is False)")
     shapes = args.shapes or _args.shapes(CUDA_SHAPES if cuda else CPU_SHAPES)
-    dtypes = [torch.float32] + ([torch.float64] if args.float64 else [])
+    dtypes = [torch.float32] + ([torch.float64] if args.float64 else []) + \
+        ([torch.bfloat16] if args.bfloat16 else [])
 
     where = torch.cuda.get_device_name() if cuda else _cpu_name()
     print(f"# {where}, torch {torch.__version__}, "
@@ -241,7 +248,7 @@ def main(argv: list[str] | None = None) -> None:
             torch.set_num_threads(threads)
             gumbelrs.set_num_threads(threads)
         for c in cases(shapes, dtypes, args.device):
-            if args.only not in c.op:
+            if not any(text in c.op for text in args.only):
                 continue
             tt, tg = time_pair(c.torch_fn, c.ours, args.repeats, cuda=cuda)
             n = _elements(c.shape)
@@ -256,3 +263,7 @@ def main(argv: list[str] | None = None) -> None:
         print("|" + "---|" * len(header))
         for r in rows:
             print("| " + " | ".join(r) + " |")
+    if args.json is not None:
+        table = {"where": where, "torch": torch.__version__, "gumbelrs": gumbelrs.__version__,
+                 "repeats": args.repeats, "rows": [dict(zip(header, r)) for r in rows]}
+        args.json.write_text(json.dumps(table, indent=1) + "\n")
