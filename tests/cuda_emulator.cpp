@@ -9,6 +9,7 @@
  *
  * emu_launch(name, grid, block, shared, args) runs kernel `name` with args[i]
  * pointing at the value of its i-th parameter, as cuLaunchKernel takes them.
+ * emu_set_ftz(1) models a build with -ftz=true (CuPy's default).
  * Build: g++ -std=c++20 -O1 -ffp-contract=off -shared -fPIC -pthread -I<cuda dir>.
  */
 #include <atomic>
@@ -26,6 +27,9 @@
 #include <thread>
 #include <utility>
 #include <vector>
+#if defined(__SSE2__)
+#include <xmmintrin.h>
+#endif
 
 struct Dim3 {
   unsigned x = 0, y = 0, z = 0;
@@ -121,6 +125,29 @@ static const std::map<std::string, Entry> kernels = {
     GRS_ENTRIES(f16), GRS_ENTRIES(bf16), GRS_ENTRIES(f32), GRS_ENTRIES(f64),
     GRS_ENTRY(grs_noise_f32), GRS_ENTRY(grs_noise_f64)};
 
+/* -ftz=true makes every single-precision operation flush subnormal inputs and
+ * results to zero, and leaves double precision alone. Modelled by the SSE
+ * flags FTZ and DAZ in the threads of the kernels that compute in float: all
+ * but the _f64 ones (the flags would flush doubles too). */
+static bool flush_subnormals = false;
+
+/* Sets the model of -ftz=true on (1) or off (0); returns 0, or -1 where this
+ * processor has no such flags. */
+extern "C" int emu_set_ftz(int on) {
+#if defined(__SSE2__)
+  flush_subnormals = on != 0;
+  return 0;
+#else
+  return on ? -1 : 0;
+#endif
+}
+
+static void flush_subnormals_here() {
+#if defined(__SSE2__)
+  _mm_setcsr(_mm_getcsr() | 0x8040); /* FTZ (bit 15) and DAZ (bit 6) */
+#endif
+}
+
 /* Runs kernel `name` on grid x block threads with `shared` bytes of dynamic
  * shared memory; returns 0, or -1 for an unknown name. */
 extern "C" int emu_launch(const char* name, unsigned grid, unsigned block, unsigned shared,
@@ -129,6 +156,8 @@ extern "C" int emu_launch(const char* name, unsigned grid, unsigned block, unsig
   if (it == kernels.end()) return -1;
   blockDim.x = block;
   dynamic_shared.assign(shared + 16, 0xff);
+  std::string kernel = name;
+  bool ftz = flush_subnormals && kernel.substr(kernel.size() - 4) != "_f64";
   for (unsigned b = 0; b < grid; ++b) {
     unsigned warps = (block + 31) / 32;
     block_state.all = std::make_unique<std::barrier<>>(block);
@@ -145,6 +174,7 @@ extern "C" int emu_launch(const char* name, unsigned grid, unsigned block, unsig
     unsigned finished = 0;
     for (unsigned t = 0; t < block; ++t) {
       threads.emplace_back([&, t, b] {
+        if (ftz) flush_subnormals_here();
         threadIdx.x = t;
         blockIdx.x = b;
         it->second(args);

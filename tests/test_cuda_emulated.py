@@ -5,6 +5,9 @@ fault codes and messages) through the public API. Replaced: CuPy's compile
 and launch, the DLPack conversion and stream handling (``_kernel``,
 ``_launch``), and the shared-memory limit (48 KB here; an H100 allows more).
 
+The emulator can also model a build with -ftz=true (the ``ftz`` fixture),
+CuPy's default, to show what compiling with exactly our options keeps.
+
 What a GPU adds (NVRTC's code generation, memory ordering across blocks,
 speed, CuPy itself) is left to tests/test_cuda.py on a CUDA machine.
 """
@@ -22,6 +25,7 @@ import gumbelrs
 from gumbelrs import _cuda, _dispatch, cuda
 
 from .conftest import tied_logits
+from .test_cuda import NEG_INF, gens, make_logits
 
 SOURCE = __file__.replace("test_cuda_emulated.py", "cuda_emulator.cpp")
 _CTYPE = {np.int64: ctypes.c_int64, np.uint64: ctypes.c_uint64, np.int32: ctypes.c_int32,
@@ -39,7 +43,17 @@ def emulator(tmp_path_factory):
     emu = ctypes.CDLL(lib)
     emu.emu_launch.argtypes = [ctypes.c_char_p, ctypes.c_uint, ctypes.c_uint, ctypes.c_uint,
                                ctypes.POINTER(ctypes.c_void_p)]
+    emu.emu_set_ftz.argtypes = [ctypes.c_int]
     return emu
+
+
+@pytest.fixture
+def ftz(emulator):
+    """Switches on the emulator's model of -ftz=true (off again after the test)."""
+    if emulator.emu_set_ftz(1) != 0:
+        pytest.skip("no model of -ftz=true on this processor")
+    yield
+    emulator.emu_set_ftz(0)
 
 
 @pytest.fixture
@@ -371,3 +385,46 @@ def test_second_pass_from_shared_memory_or_redrawn_noise_agree(gpu, monkeypatch)
                 assert torch.equal(kept, drawn)
             else:  # the same values; the sums added in another order
                 assert _ulps(kept.detach(), drawn.detach()) <= 8 + shape[dim] // 200
+
+
+def _bernoulli_case():
+    """test_cuda's test_bernoulli_ops_match_the_cpu[float32-(1000, 3)], a temperature per column."""
+    x = make_logits((1000, 3), masked=0)
+    x.view(-1)[::11] = NEG_INF
+    x.view(-1)[5::13] = math.inf
+    tau = torch.rand(3, generator=torch.Generator().manual_seed(3)) + 0.1
+    return lambda: gumbelrs.relaxed_bernoulli(x, tau, generator=gens()[0])
+
+
+def test_the_kernels_keep_subnormals_as_the_cpu_does(request):
+    op = _bernoulli_case()
+    want = op()
+    tiny = (want != 0) & (want < torch.finfo(want.dtype).tiny)
+    assert tiny.sum() == 2  # 8.46e-39 and 9.66e-39
+    request.getfixturevalue("gpu")
+    assert torch.equal(_bits(op()), _bits(want))
+
+
+def test_flushing_subnormals_as_cupy_would_loses_them(request):
+    """Why NVRTC is not run through CuPy: its -ftz=true flushes them to zero."""
+    op = _bernoulli_case()
+    want = op()
+    tiny = (want != 0) & (want < torch.finfo(want.dtype).tiny)
+    request.getfixturevalue("gpu")
+    request.getfixturevalue("ftz")
+    got = op()
+    assert torch.equal(got[tiny], torch.zeros(2)) and torch.equal(got[~tiny], want[~tiny])
+
+
+def test_the_ftz_model_leaves_double_precision_alone(request):
+    """As -ftz=true does: the float64 kernels keep their subnormal results."""
+    x = torch.linspace(-730, -690, 4001, dtype=torch.float64)
+
+    def op():
+        return gumbelrs.relaxed_bernoulli(x, 1.0, generator=gumbelrs.Generator(0))
+
+    want = op()
+    assert ((want != 0) & (want < torch.finfo(want.dtype).tiny)).sum() > 10
+    request.getfixturevalue("gpu")
+    request.getfixturevalue("ftz")
+    assert torch.equal(_bits(op()), _bits(want))

@@ -1,21 +1,23 @@
 """The CUDA sources without a GPU: the device functions built as host C give
 bitwise the Rust core's noise, elementary functions and per-element results,
-every kernel file compiles with NVRTC (when an NVRTC library is installed),
-and a CUDA tensor without CuPy gets an error that says what to install."""
+every kernel file compiles with NVRTC (when cuda-bindings can load one) by
+the runtime's own compile, which keeps subnormals, its binaries are cached on
+disk and loaded on their device, and a CUDA tensor without CuPy gets an error
+that says what to install."""
 
-import ctypes
-import glob
 import os
+import re
 import shutil
 import subprocess
 import sys
+import types
 
 import numpy as np
 import pytest
 import torch
 
 import gumbelrs
-from gumbelrs import _core, _dispatch, cuda
+from gumbelrs import _core, _cuda, _dispatch, cuda
 
 DRIVER = os.path.join(os.path.dirname(__file__), "cuda_host_parity.c")
 
@@ -155,38 +157,148 @@ def test_check_modes_are_validated():
         cuda.set_checks("async")
 
 
-def _nvrtc():
-    site = os.path.dirname(os.path.dirname(torch.__file__))
-    candidates = glob.glob(os.path.join(site, "nvidia", "*", "lib", "libnvrtc.so*"))
-    candidates += glob.glob(os.path.join(site, "nvidia", "cuda_nvrtc", "lib", "libnvrtc.so*"))
-    for path in sorted(c for c in candidates if "builtins" not in c):
-        try:
-            return ctypes.CDLL(path)
-        except OSError:
-            continue
-    return None
+def _nvrtc_or_skip():
+    try:
+        _cuda._nvrtc()
+    except RuntimeError as e:
+        pytest.skip(str(e))
 
 
-@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="NVRTC lookup is Linux-only")
-@pytest.mark.parametrize("arch", ["compute_75", "sm_90"])
+# An instruction that flushes subnormals: mul.rn.ftz.f32, setp.gt.ftz.f32, ...
+FTZ = re.compile(r"^\s*[\w.]*\.ftz\b", re.MULTILINE)
+
+
+@pytest.mark.parametrize("capability", [75, 90])
 @pytest.mark.parametrize("name", sorted(n for n in cuda.sources() if n.endswith(".cu")))
-def test_every_kernel_file_compiles_with_nvrtc(name, arch):
-    """PTX for the oldest architecture the kernels support, and machine code for an H100."""
-    lib = _nvrtc()
-    if lib is None:
-        pytest.skip("no NVRTC library installed")
-    prog = ctypes.c_void_p()
-    assert lib.nvrtcCreateProgram(ctypes.byref(prog), cuda.source(name).encode(), name.encode(),
-                                  0, None, None) == 0
-    opts = [*cuda.NVRTC_OPTIONS, f"--gpu-architecture={arch}"]
-    c_opts = (ctypes.c_char_p * len(opts))(*[o.encode() for o in opts])
-    status = lib.nvrtcCompileProgram(prog, len(opts), c_opts)
-    size = ctypes.c_size_t()
-    lib.nvrtcGetProgramLogSize(prog, ctypes.byref(size))
-    log = ctypes.create_string_buffer(size.value)
-    lib.nvrtcGetProgramLog(prog, log)
-    lib.nvrtcDestroyProgram(ctypes.byref(prog))
-    assert status == 0, log.value.decode(errors="replace")
+def test_every_kernel_file_compiles_with_exactly_our_options(name, capability):
+    """Machine code for the oldest architecture NVRTC 13 knows and for an H100, by the compile
+    the runtime uses: no instruction flushes subnormals (CuPy's -ftz=true would; see
+    test_cuda_emulated.py for what that changes)."""
+    _nvrtc_or_skip()
+    image, ptx = _cuda.nvrtc_compile(cuda.source(name), name, capability)
+    assert image.startswith(b"\x7fELF")  # a CUBIN
+    text = ptx.decode()
+    assert f"\n.target sm_{capability}\n" in text
+    assert FTZ.search(text) is None
+
+
+def test_the_ftz_check_sees_cupys_option(monkeypatch):
+    _nvrtc_or_skip()
+    monkeypatch.setattr(cuda, "NVRTC_OPTIONS", (*cuda.NVRTC_OPTIONS, "-ftz=true"))
+    ptx = _cuda.nvrtc_compile(cuda.source("noise.cu"), "noise.cu", 90)[1].decode()
+    assert FTZ.search(ptx) is not None
+
+
+def test_architectures_nvrtc_does_not_know():
+    """Newer: PTX of the newest NVRTC knows, compiled by the driver. Older: a named error."""
+    _nvrtc_or_skip()
+    nvrtc, (major, minor) = _cuda._nvrtc()
+    archs = nvrtc.nvrtcGetSupportedArchs()[1]
+    image, ptx = _cuda.nvrtc_compile(cuda.source("noise.cu"), "noise.cu", 999)
+    assert image == ptx and ptx.endswith(b"\0")
+    assert f"\n.target sm_{max(archs)}\n" in ptx.decode()
+    old = min(archs) - 1
+    with pytest.raises(RuntimeError, match=rf"^gumbelrs: NVRTC {major}\.{minor} cannot compile for "
+                       rf"sm_{old}; the oldest architecture it knows is sm_{min(archs)}$"):
+        _cuda.nvrtc_compile(cuda.source("noise.cu"), "noise.cu", old)
+
+
+def test_compile_errors_carry_nvrtcs_log():
+    _nvrtc_or_skip()
+    with pytest.raises(RuntimeError, match=r"(?s)^gumbelrs: NVRTC could not compile bad\.cu for "
+                       r"sm_90:\n.*expected an expression"):
+        _cuda.nvrtc_compile("__device__ int x = ;", "bad.cu", 90)
+
+
+@pytest.fixture
+def compiles(monkeypatch, tmp_path):
+    """The cache in tmp_path; each compile recorded, its image a stand-in."""
+    calls = []
+
+    def compile_(source, name, capability):
+        calls.append((name, capability))
+        return f"{name} for {capability}".encode(), b""
+
+    monkeypatch.setenv("GUMBELRS_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setattr(_cuda, "nvrtc_compile", compile_)
+    monkeypatch.setattr(_cuda, "_nvrtc", lambda: (None, (13, 2)))
+    return calls
+
+
+def test_binaries_are_cached_by_source_options_architecture_and_nvrtc(compiles, monkeypatch,
+                                                                      tmp_path):
+    path = _cuda._module_path("rows", 90)
+    assert os.path.dirname(path) == str(tmp_path / "cache")
+    assert open(path, "rb").read() == b"rows.cu for 90"
+    assert compiles == [("rows.cu", 90)]
+    assert _cuda._module_path("rows", 90) == path and len(compiles) == 1  # read, not compiled
+    others = {_cuda._module_path("rows", 80), _cuda._module_path("noise", 90)}
+    monkeypatch.setattr(cuda, "NVRTC_OPTIONS", (*cuda.NVRTC_OPTIONS, "-lineinfo"))
+    others.add(_cuda._module_path("rows", 90))
+    monkeypatch.setattr(cuda, "NVRTC_OPTIONS", cuda.NVRTC_OPTIONS[:-1])
+    monkeypatch.setattr(_cuda, "_nvrtc", lambda: (None, (13, 3)))
+    others.add(_cuda._module_path("rows", 90))
+    monkeypatch.setattr(_cuda, "_nvrtc", lambda: (None, (13, 2)))
+    source = cuda.source
+    monkeypatch.setattr(cuda, "source", lambda name: source(name) + "\n")
+    others.add(_cuda._module_path("rows", 90))
+    assert len(others) == 5 and path not in others and len(compiles) == 6
+    assert sorted(os.listdir(tmp_path / "cache")) == sorted(
+        os.path.basename(p) for p in (path, *others))  # no temporary file left
+
+
+def test_a_failed_write_leaves_no_file_and_says_where(compiles, monkeypatch, tmp_path):
+    def no_rename(src, dst):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(os, "replace", no_rename)
+    with pytest.raises(RuntimeError, match=r"^gumbelrs: cannot write the compiled CUDA kernels to "
+                       r".*cache \(disk full\); set GUMBELRS_CACHE to a writable folder$"):
+        _cuda._module_path("rows", 90)
+    assert os.listdir(tmp_path / "cache") == []  # the temporary file is gone
+    (tmp_path / "file").write_text("")
+    monkeypatch.setenv("GUMBELRS_CACHE", str(tmp_path / "file"))
+    with pytest.raises(RuntimeError, match=r"^gumbelrs: cannot write the compiled CUDA kernels to "
+                       r".*file \(.*\); set GUMBELRS_CACHE to a writable folder$"):
+        _cuda._module_path("rows", 90)
+
+
+def test_kernels_are_loaded_from_the_cached_binary_on_their_device(monkeypatch):
+    events = []
+
+    class Device:
+        def __init__(self, index):
+            self.index = index
+
+        def __enter__(self):
+            events.append(("on", self.index))
+
+        def __exit__(self, *exc):
+            events.append(("off", self.index))
+
+    class RawModule:
+        def __init__(self, *, path):
+            events.append(("load", path))
+
+        def get_function(self, name):
+            events.append(("get", name))
+            return name
+
+    fake = types.SimpleNamespace(cuda=types.SimpleNamespace(Device=Device), RawModule=RawModule)
+    monkeypatch.setattr(_cuda, "require", lambda: fake)
+    monkeypatch.setattr(_cuda, "_module_path", lambda file, capability: f"{file}-{capability}")
+    monkeypatch.setattr(torch.cuda, "get_device_capability",
+                        lambda device: (9, 0) if device.index == 1 else (8, 6))
+    monkeypatch.setattr(_cuda, "_modules", {})
+    monkeypatch.setattr(_cuda, "_kernels", {})
+    one = torch.device("cuda", 1)
+    assert _cuda._kernel("rows", "grs_gs_forward_f32", one) == "grs_gs_forward_f32"
+    assert _cuda._kernel("rows", "grs_gs_backward_f32", one) == "grs_gs_backward_f32"
+    assert _cuda._kernel("rows", "grs_gs_forward_f32", one) == "grs_gs_forward_f32"
+    _cuda._kernel("rows", "grs_gs_forward_f32", torch.device("cuda", 0))
+    assert events == [("on", 1), ("load", "rows-90"), ("get", "grs_gs_forward_f32"), ("off", 1),
+                      ("on", 1), ("get", "grs_gs_backward_f32"), ("off", 1),
+                      ("on", 0), ("load", "rows-86"), ("get", "grs_gs_forward_f32"), ("off", 0)]
 
 
 def test_the_checks_switches_come_with_the_package():

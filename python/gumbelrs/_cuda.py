@@ -14,11 +14,14 @@ with the call's sequence number. In "async" mode nothing waits for it; in
 
 from __future__ import annotations
 
+import hashlib
 import math
 import os
+import tempfile
 import threading
 import weakref
 from collections import OrderedDict
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -46,19 +49,114 @@ def require():
     return cupy
 
 
+def _nvrtc():
+    """``(nvrtc, (major, minor))``: NVRTC through cuda-bindings (a dependency of
+    torch's CUDA wheels), imported at first use, and its version."""
+    try:
+        from cuda.bindings import nvrtc
+
+        err, major, minor = nvrtc.nvrtcVersion()
+    except (ImportError, RuntimeError) as e:  # no binding, or no libnvrtc for it to load
+        raise RuntimeError(
+            f"gumbelrs: the CUDA kernels are compiled by NVRTC through cuda-bindings ({e}); "
+            "pip install cuda-bindings and NVRTC for torch's CUDA version"
+        ) from e
+    if err != nvrtc.nvrtcResult.NVRTC_SUCCESS:
+        raise RuntimeError(f"gumbelrs: nvrtcVersion failed: {err!r}")
+    return nvrtc, (major, minor)
+
+
+def nvrtc_compile(source: str, name: str, capability: int) -> tuple[bytes, bytes]:
+    """``(image, ptx)``: ``source`` (file ``name``) compiled by NVRTC for a
+    device of compute capability ``capability`` (90 for sm_90) with exactly
+    ``cuda.NVRTC_OPTIONS`` and the architecture. Not through CuPy: its
+    ``RawModule(code=...)`` appends ``-ftz=true``, which flushes subnormal
+    float32 results to zero where the CPU keeps them. The image is a CUBIN
+    for ``sm_<capability>``; for an architecture NVRTC does not know, the PTX
+    for the newest one below it, which the driver compiles for the device.
+    The PTX ends with a NUL byte, as NVRTC gives it."""
+    nvrtc, version = _nvrtc()
+
+    def call(fn, *args):
+        err, *out = fn(*args)
+        if err != nvrtc.nvrtcResult.NVRTC_SUCCESS:
+            raise RuntimeError(f"gumbelrs: {fn.__name__} failed: {err!r}")
+        return out[0] if len(out) == 1 else None
+
+    archs = call(nvrtc.nvrtcGetSupportedArchs)
+    below = [a for a in archs if a <= capability]
+    if not below:
+        raise RuntimeError(
+            f"gumbelrs: NVRTC {version[0]}.{version[1]} cannot compile for sm_{capability}; "
+            f"the oldest architecture it knows is sm_{min(archs)}"
+        )
+    cubin = capability in archs
+    target = f"sm_{capability}" if cubin else f"compute_{max(below)}"
+    options = [o.encode() for o in (*cuda.NVRTC_OPTIONS, f"--gpu-architecture={target}")]
+    prog = call(nvrtc.nvrtcCreateProgram, source.encode(), name.encode(), 0, [], [])
+
+    def read(size, get):
+        buf = b" " * call(size, prog)
+        call(get, prog, buf)
+        return buf
+
+    try:
+        (err,) = nvrtc.nvrtcCompileProgram(prog, len(options), options)
+        if err != nvrtc.nvrtcResult.NVRTC_SUCCESS:
+            log = read(nvrtc.nvrtcGetProgramLogSize, nvrtc.nvrtcGetProgramLog)
+            raise RuntimeError(f"gumbelrs: NVRTC could not compile {name} for {target}:\n"
+                               + log.rstrip(b"\0").decode(errors="replace"))
+        ptx = read(nvrtc.nvrtcGetPTXSize, nvrtc.nvrtcGetPTX)
+        image = read(nvrtc.nvrtcGetCUBINSize, nvrtc.nvrtcGetCUBIN) if cubin else ptx
+    finally:
+        call(nvrtc.nvrtcDestroyProgram, prog)
+    return image, ptx
+
+
+def _module_path(file: str, capability: int) -> str:
+    """The compiled kernels of ``file`` for compute capability ``capability``,
+    from the cache folder (``$GUMBELRS_CACHE``, else ``~/.cache/gumbelrs``),
+    keyed by the source text, the options, the architecture and NVRTC's
+    version; on a miss compiled by ``nvrtc_compile`` and written to a
+    temporary file, then renamed, so that no process reads a partial file."""
+    source = cuda.source(_FILES[file])
+    major, minor = _nvrtc()[1]
+    key = "\0".join((source, *cuda.NVRTC_OPTIONS, f"sm_{capability}", f"nvrtc {major}.{minor}"))
+    folder = Path(os.environ.get("GUMBELRS_CACHE") or Path.home() / ".cache" / "gumbelrs")
+    path = folder / f"{file}-sm_{capability}-{hashlib.sha256(key.encode()).hexdigest()[:32]}.bin"
+    if path.is_file():
+        return str(path)
+    image = nvrtc_compile(source, _FILES[file], capability)[0]
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=folder, prefix=path.name, suffix=".tmp")
+        try:
+            with os.fdopen(fd, "wb") as f:
+                f.write(image)
+            os.replace(tmp, path)
+        finally:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+    except OSError as e:
+        raise RuntimeError(f"gumbelrs: cannot write the compiled CUDA kernels to {folder} ({e}); "
+                           "set GUMBELRS_CACHE to a writable folder") from e
+    return str(path)
+
+
 def _kernel(file: str, name: str, device: torch.device):
-    """Kernel ``name`` of ``file`` (a ``cupy.RawKernel``), compiled by NVRTC for
-    ``device`` at first use; CuPy caches the binary on disk."""
+    """Kernel ``name`` of ``file`` (a ``cupy.RawKernel``) for ``device``, its
+    module loaded at first use from ``_module_path``; on the device's own
+    context, as a module holds code for one architecture."""
     key = (file, name, device.index)
     kernel = _kernels.get(key)
     if kernel is not None:
         return kernel
     cupy = require()
-    with _lock:
+    with _lock, cupy.cuda.Device(device.index):
         mod = _modules.get((file, device.index))
         if mod is None:
-            with cupy.cuda.Device(device.index):
-                mod = cupy.RawModule(code=cuda.source(_FILES[file]), options=cuda.NVRTC_OPTIONS)
+            major, minor = torch.cuda.get_device_capability(device)
+            mod = cupy.RawModule(path=_module_path(file, 10 * major + minor))
             _modules[(file, device.index)] = mod
         kernel = _kernels[key] = mod.get_function(name)
     return kernel

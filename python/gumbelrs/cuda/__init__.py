@@ -4,8 +4,9 @@
 uniforms, exp/ln/ln1p, noise, sigmoid), written to compile both as CUDA and as
 host C so that a CPU test checks them bitwise against the Rust core;
 ``device.cuh`` the device-only helpers (storage types, reductions, rows); the
-``.cu`` files the kernels. NVRTC compiles them at first use through CuPy with
-``--fmad=false``. The launcher is ``gumbelrs._cuda``.
+``.cu`` files the kernels. NVRTC compiles them at first use with exactly
+``NVRTC_OPTIONS`` (``gumbelrs._cuda.nvrtc_compile``; the binaries are cached
+on disk) and CuPy loads and launches them. The launcher is ``gumbelrs._cuda``.
 
 Faults in the data (a NaN logit, a row of only ``-inf``, a bad temperature in
 a tensor) are found by the kernels. By default (``"async"``) an op does not
@@ -23,8 +24,9 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 
-#: NVRTC options every kernel is compiled with: no implicit fused multiply-add,
-#: so the arithmetic is the Rust core's, operation by operation.
+#: NVRTC options every kernel is compiled with, and no others: no implicit fused
+#: multiply-add, and subnormals kept (NVRTC's default, not CuPy's), so the
+#: arithmetic is the Rust core's, operation by operation.
 NVRTC_OPTIONS = ("--fmad=false", "--std=c++17")
 
 _INCLUDE = re.compile(r'^#include "([\w.]+)"\s*$', re.MULTILINE)
@@ -41,7 +43,7 @@ def sources() -> dict[str, str]:
 
 def source(name: str) -> str:
     """``name`` with its ``#include "..."`` headers inlined (each once), so that
-    the text alone determines the compiled kernels (CuPy caches by text)."""
+    the text alone determines the compiled kernels (cached by text)."""
     files = sources()
     seen: set[str] = set()
 
