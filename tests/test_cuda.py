@@ -95,6 +95,15 @@ def close_to_scale(got, want, ulps):
     torch.testing.assert_close(got, want, rtol=4 * eps, atol=ulps * eps * scale)
 
 
+def grad_ulps(k):
+    """The tolerance of ``close_to_scale`` for Gumbel-Softmax gradients along
+    rows of ``k``: y * (g - sum(g * y)) / tau, the sum (and y's) added in
+    another order, so the error grows with k. Measured under
+    tests/test_cuda_emulated.py: at most 9 ulp below 1,030 categories, 28 at
+    50,257, 68 (float32) and 160 (float64) at 262,144; twice that here."""
+    return 64 + k // 1024
+
+
 def make_logits(shape, dim=-1, dtype=torch.float32, *, masked=0.2, seed=0):
     """``3 * randn`` with a fraction ``masked`` of ``-inf``; every row keeps its first category."""
     g = torch.Generator().manual_seed(seed)
@@ -189,13 +198,18 @@ def _grad(op, w):
     return lambda v, tau, g: grad_of(lambda u, gg: op(u, tau, gg), v, w, g)
 
 
-@pytest.mark.parametrize(("shape", "dim"), LAYOUTS)
-@pytest.mark.parametrize("dtype", FLOATS)
-def test_gumbel_softmax_matches_the_cpu(shape, dim, dtype):
-    x = make_logits(shape, dim, dtype)
+def gs_case(shape, dim, dtype):
+    """``(logits, a temperature per row, weights of the outputs)`` of a Gumbel-Softmax test."""
     batch = [n for i, n in enumerate(shape) if i != dim % len(shape)]
     rows = torch.rand(batch, generator=torch.Generator().manual_seed(1), dtype=dtype) + 0.2
     w = torch.randn(shape, generator=torch.Generator().manual_seed(2), dtype=dtype)
+    return make_logits(shape, dim, dtype), rows, w
+
+
+@pytest.mark.parametrize(("shape", "dim"), LAYOUTS)
+@pytest.mark.parametrize("dtype", FLOATS)
+def test_gumbel_softmax_matches_the_cpu(shape, dim, dtype):
+    x, rows, w = gs_case(shape, dim, dtype)
     soft, hard = partial(_gs, dim=dim), partial(_gs, dim=dim, hard=True)
     for tau in (0.5, rows):
         want, got = both(soft, x, tau)
@@ -205,7 +219,7 @@ def test_gumbel_softmax_matches_the_cpu(shape, dim, dtype):
         assert torch.equal(got, want)
         for op in (soft, hard):
             want, got = both(_grad(op, w), x, tau)
-            close_to_scale(got, want, ulps=64)
+            close_to_scale(got, want, ulps=grad_ulps(shape[dim]))
             assert bool((got[x == NEG_INF] == 0).all())
 
 

@@ -25,7 +25,7 @@ import gumbelrs
 from gumbelrs import _cuda, _dispatch, cuda
 
 from .conftest import tied_logits
-from .test_cuda import NEG_INF, gens, make_logits
+from .test_cuda import NEG_INF, _grad, _gs, close_to_scale, gens, grad_ulps, gs_case, make_logits
 
 SOURCE = __file__.replace("test_cuda_emulated.py", "cuda_emulator.cpp")
 _CTYPE = {np.int64: ctypes.c_int64, np.uint64: ctypes.c_uint64, np.int32: ctypes.c_int32,
@@ -428,3 +428,15 @@ def test_the_ftz_model_leaves_double_precision_alone(request):
     request.getfixturevalue("gpu")
     request.getfixturevalue("ftz")
     assert torch.equal(_bits(op()), _bits(want))
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_gradients_of_very_long_rows_are_within_test_cudas_tolerance(request, dtype):
+    """test_cuda's gradients of rows of 262,144, in the kernels' order: 68 ulp
+    (float32) and 160 (float64) from the CPU's, more than a fixed 64."""
+    x, rows, w = gs_case((2, 262144), -1, dtype)
+    grad = _grad(_gs, w)
+    want = [grad(x, tau, gens()[0]) for tau in (0.5, rows)]
+    request.getfixturevalue("gpu")
+    for tau, cpu in zip((0.5, rows), want):
+        close_to_scale(grad(x, tau, gens()[0]), cpu, ulps=grad_ulps(x.shape[-1]))
