@@ -153,6 +153,14 @@ def environment(log: Log) -> None:
     except ImportError as e:
         log(f"MISSING cupy (CUDA tensors cannot run): {e}")
     try:
+        from cuda.bindings import nvrtc
+
+        _, major, minor = nvrtc.nvrtcVersion()
+        log(f"cuda-bindings NVRTC {major}.{minor} (gumbelrs compiles its kernels through it)")
+    except Exception as e:  # any failure is a finding to print, not a stop
+        log(f"MISSING cuda-bindings' NVRTC (gumbelrs cannot compile its kernels): "
+            f"{type(e).__name__}: {e}")
+    try:
         from cuda import pathfinder
 
         log(f"NVRTC: {pathfinder.load_nvidia_dynamic_lib('nvrtc').abs_path}")
