@@ -1,9 +1,12 @@
 """The CUDA backend run on the CPU: the kernels of gumbelrs/cuda compiled as
 host C++ with one OS thread per CUDA thread (tests/cuda_emulator.cpp), driven
 by the op functions of ``gumbelrs._cuda`` (launch shapes, argument lists,
-fault codes and messages) through the public API. Replaced: CuPy's compile
-and launch, the DLPack conversion and stream handling (``_kernel``,
-``_launch``), and the shared-memory limit (48 KB here; an H100 allows more).
+fault codes and messages, the launcher ``_launch``) through the public API.
+Replaced: CuPy (by a stand-in for the little ``_cuda`` uses of it), its
+loaded kernels (``_kernel``, here ``Kernel``s: a launch runs in the emulator
+and fails above the kernel's dynamic shared-memory limit, as on a GPU),
+torch's current stream, and the shared-memory limit (48 KB here; an H100
+allows more).
 
 The emulator can also model a build with -ftz=true (the ``ftz`` fixture),
 CuPy's default, to show what compiling with exactly our options keeps.
@@ -12,10 +15,13 @@ What a GPU adds (NVRTC's code generation, memory ordering across blocks,
 speed, CuPy itself) is left to tests/test_cuda.py on a CUDA machine.
 """
 
+import contextlib
 import ctypes
 import math
 import shutil
 import subprocess
+import types
+import warnings
 
 import numpy as np
 import pytest
@@ -56,28 +62,90 @@ def ftz(emulator):
     emulator.emu_set_ftz(0)
 
 
-@pytest.fixture
-def gpu(emulator, monkeypatch):
-    """CPU tensors go through the CUDA backend, its kernels run by the emulator."""
-    launches = []
+#: Static shared memory of each file's kernels: the row kernels' `__shared__ GrsSlot sm[32]`.
+STATIC_SHARED = {"rows": 32 * 16, "elements": 0, "noise": 0}
+#: Shared memory a block may opt in to, as _smem_limit (48 KB here) assumes.
+OPTIN = 48 * 1024 + _cuda._STATIC_SMEM
 
-    def launch(name, device, grid, block, args, shared=0):
+
+class Kernel:
+    """A ``cupy.RawKernel`` whose launch the emulator runs. As on a GPU, a launch
+    fails if its dynamic shared memory exceeds ``max_dynamic_shared_size_bytes``:
+    48 KB less the kernel's static shared memory until raised, at most to the
+    opt-in limit less the static part."""
+
+    def __init__(self, emulator, name: str, static: int, launches: list) -> None:
+        self.emulator, self.name, self.static, self.launches = emulator, name, static, launches
+        self._limit = 48 * 1024 - static
+
+    @property
+    def max_dynamic_shared_size_bytes(self) -> int:
+        return self._limit
+
+    @max_dynamic_shared_size_bytes.setter
+    def max_dynamic_shared_size_bytes(self, size: int) -> None:
+        if size > OPTIN - self.static:
+            raise RuntimeError(f"CUDA_ERROR_INVALID_VALUE: {size} bytes for {self.name}")
+        self._limit = size
+
+    def __call__(self, grid, block, args, shared_mem=0) -> None:
+        if shared_mem > self._limit:
+            raise RuntimeError(f"CUDA_ERROR_INVALID_VALUE: {self.name} launched with "
+                               f"{shared_mem} bytes of dynamic shared memory, limit {self._limit}")
         values = []
-        for a in args:
-            if a is None:
-                values.append(ctypes.c_void_p(0))
-            elif isinstance(a, torch.Tensor):
+        for a in args:  # as _cuda._arg gives them: tensors (from_dlpack is the identity here)
+            if isinstance(a, torch.Tensor):
                 assert a.is_contiguous()
                 values.append(ctypes.c_void_p(a.data_ptr()))
             else:
                 values.append(_CTYPE[type(a)](a))
         ptrs = (ctypes.c_void_p * len(values))(
             *[ctypes.cast(ctypes.pointer(v), ctypes.c_void_p) for v in values])
-        launches.append((name, grid, block))
-        assert emulator.emu_launch(name.encode(), grid, block, shared, ptrs) == 0, name
+        (g,), (b,) = grid, block
+        self.launches.append((self.name, g, b))
+        assert self.emulator.emu_launch(self.name.encode(), g, b, shared_mem, ptrs) == 0, self.name
 
-    monkeypatch.setattr(_cuda, "_kernel", lambda file, name, device: name)
-    monkeypatch.setattr(_cuda, "_launch", launch)
+
+def fake_cupy(streams: list):
+    """What _cuda uses of CuPy 14: devices, streams (the handles they wrap are
+    appended to ``streams``; ExternalStream warns, as it does there) and DLPack."""
+
+    def from_external(obj):
+        streams.append(obj.__cuda_stream__())
+        return contextlib.nullcontext()
+
+    def external_stream(ptr, device_id=-1):
+        warnings.warn("ExternalStream is deprecated. Use Stream.from_external() instead",
+                      DeprecationWarning, stacklevel=2)
+        streams.append(("ExternalStream", ptr))
+        return contextlib.nullcontext()
+
+    return types.SimpleNamespace(
+        cuda=types.SimpleNamespace(Device=lambda index: contextlib.nullcontext(),
+                                   Stream=types.SimpleNamespace(from_external=from_external),
+                                   ExternalStream=external_stream),
+        from_dlpack=lambda t: t)
+
+
+#: The handle of torch's current stream in the emulated tests.
+STREAM = 0x5EED
+
+
+@pytest.fixture
+def gpu(emulator, monkeypatch):
+    """CPU tensors go through the CUDA backend, its kernels run by the emulator."""
+    launches = []
+    kernels = {}
+
+    def kernel(file, name, device):
+        if name not in kernels:
+            kernels[name] = Kernel(emulator, name, STATIC_SHARED[file], launches)
+        return kernels[name]
+
+    monkeypatch.setattr(_cuda, "_kernel", kernel)
+    monkeypatch.setattr(_cuda, "require", lambda: fake_cupy([]))
+    monkeypatch.setattr(torch.cuda, "current_stream",
+                        lambda device=None: types.SimpleNamespace(cuda_stream=STREAM))
     monkeypatch.setattr(_cuda, "_faults", {})
     monkeypatch.setattr(_cuda, "_smem_limit", lambda device: 48 * 1024)
     monkeypatch.setattr(_dispatch, "backend", lambda device: _cuda)
@@ -440,3 +508,17 @@ def test_gradients_of_very_long_rows_are_within_test_cudas_tolerance(request, dt
     request.getfixturevalue("gpu")
     for tau, cpu in zip((0.5, rows), want):
         close_to_scale(grad(x, tau, gens()[0]), cpu, ulps=grad_ulps(x.shape[-1]))
+
+
+@pytest.mark.parametrize(("dtype", "k"), [(torch.float32, 12200), (torch.float64, 6100)])
+def test_rows_just_under_48_kb_raise_the_kernels_shared_memory_limit(request, dtype, k):
+    """A row of 48,800 bytes kept in shared memory: under the 48 KB a block has
+    without opting in, over the kernel's default limit (48 KB less its 512
+    bytes of static shared memory)."""
+    x = _logits((1, k), dtype)
+    want = gumbelrs.gumbel_softmax(x, 0.5, generator=gumbelrs.Generator(3))
+    request.getfixturevalue("gpu")
+    got = gumbelrs.gumbel_softmax(x, 0.5, generator=gumbelrs.Generator(3))
+    assert _ulps(got, want) <= 8 + k // 200
+    kernel = _cuda._kernel("rows", f"grs_gs_forward_{_cuda._SUFFIX[dtype]}", x.device)
+    assert kernel.max_dynamic_shared_size_bytes == k * x.element_size() == 48_800

@@ -5,9 +5,11 @@ the runtime's own compile, which keeps subnormals, its binaries are cached on
 disk and loaded on their device, and a CUDA tensor without CuPy gets an error
 that says what to install."""
 
+import functools
 import os
 import re
 import shutil
+import struct
 import subprocess
 import sys
 import types
@@ -168,14 +170,20 @@ def _nvrtc_or_skip():
 FTZ = re.compile(r"^\s*[\w.]*\.ftz\b", re.MULTILINE)
 
 
+@functools.cache
+def _compiled(name: str, capability: int) -> tuple[bytes, bytes]:
+    """``_cuda.nvrtc_compile`` of kernel file ``name``, once per test run."""
+    _nvrtc_or_skip()
+    return _cuda.nvrtc_compile(cuda.source(name), name, capability)
+
+
 @pytest.mark.parametrize("capability", [75, 90])
 @pytest.mark.parametrize("name", sorted(n for n in cuda.sources() if n.endswith(".cu")))
 def test_every_kernel_file_compiles_with_exactly_our_options(name, capability):
     """Machine code for the oldest architecture NVRTC 13 knows and for an H100, by the compile
     the runtime uses: no instruction flushes subnormals (CuPy's -ftz=true would; see
     test_cuda_emulated.py for what that changes)."""
-    _nvrtc_or_skip()
-    image, ptx = _cuda.nvrtc_compile(cuda.source(name), name, capability)
+    image, ptx = _compiled(name, capability)
     assert image.startswith(b"\x7fELF")  # a CUBIN
     text = ptx.decode()
     assert f"\n.target sm_{capability}\n" in text
@@ -201,6 +209,31 @@ def test_architectures_nvrtc_does_not_know():
     with pytest.raises(RuntimeError, match=rf"^gumbelrs: NVRTC {major}\.{minor} cannot compile for "
                        rf"sm_{old}; the oldest architecture it knows is sm_{min(archs)}$"):
         _cuda.nvrtc_compile(cuda.source("noise.cu"), "noise.cu", old)
+
+
+def _static_shared(cubin: bytes) -> dict[str, int]:
+    """Each kernel's static shared memory: the sizes of the ELF sections ``.nv.shared.<kernel>``."""
+    offset, = struct.unpack_from("<Q", cubin, 0x28)
+    size, count, names = struct.unpack_from("<HHH", cubin, 0x3A)
+    sections = [struct.unpack_from("<IIQQQQ", cubin, offset + i * size) for i in range(count)]
+    table = sections[names][4]
+
+    def name(at):
+        return cubin[table + at:cubin.index(b"\0", table + at)].decode()
+
+    prefix = ".nv.shared."
+    return {name(s[0])[len(prefix):]: s[5] for s in sections
+            if name(s[0]).startswith(prefix) and not name(s[0]).startswith(prefix + "reserved")}
+
+
+@pytest.mark.parametrize("capability", [75, 90])
+def test_the_shared_memory_limit_leaves_room_for_the_static_part(capability):
+    """A kernel's dynamic shared memory may reach the opt-in limit less its
+    static shared memory, which _smem_limit keeps aside: every row kernel's
+    must fit there (on sm_90 ptxas adds 1 KB to the kernels' 512 bytes)."""
+    static = _static_shared(_compiled("rows.cu", capability)[0])
+    assert len(static) == 5 * 4  # every row kernel of every dtype
+    assert 512 <= min(static.values()) and max(static.values()) <= _cuda._STATIC_SMEM
 
 
 def test_compile_errors_carry_nvrtcs_log():

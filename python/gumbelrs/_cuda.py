@@ -193,18 +193,25 @@ def _launch(kernel, device: torch.device, grid: int, block: int, args, shared: i
     shared memory; tensors cross by DLPack on that stream too, so no event or
     wait is added between streams."""
     with require().cuda.Device(device.index), _cupy_stream(device):
-        if shared > 48 * 1024 and kernel.max_dynamic_shared_size_bytes < shared:
+        # A launch above the kernel's limit fails, and its default is 48 KB
+        # less the kernel's static shared memory, not 48 KB: compare with it.
+        if shared and shared > kernel.max_dynamic_shared_size_bytes:
             kernel.max_dynamic_shared_size_bytes = shared
         kernel((grid,), (block,), tuple(_arg(a) for a in args), shared_mem=shared)
 
 
 _smem: dict[int, int] = {}
+#: Bytes of a block's shared memory left to the kernels' static shared memory,
+#: which the dynamic part may not share: the row kernels' 512 and, for sm_90
+#: and newer, 1 KB that ptxas reserves in it (tests/test_cuda_sources.py reads
+#: the CUBINs).
+_STATIC_SMEM = 2048
 
 
 def _smem_limit(device: torch.device) -> int:
     """Bytes of dynamic shared memory a block may use on ``device`` (the
-    opt-in maximum less 1 KB for the kernels' static shared memory), or
-    ``GUMBELRS_CUDA_SMEM`` when set (0 turns the shared-memory paths off)."""
+    opt-in maximum less ``_STATIC_SMEM``), or ``GUMBELRS_CUDA_SMEM`` when set
+    (0 turns the shared-memory paths off)."""
     if "GUMBELRS_CUDA_SMEM" in os.environ:
         v = os.environ["GUMBELRS_CUDA_SMEM"]
         if not v.isdigit():
@@ -212,7 +219,7 @@ def _smem_limit(device: torch.device) -> int:
         return int(v)
     if device.index not in _smem:
         props = torch.cuda.get_device_properties(device)
-        _smem[device.index] = props.shared_memory_per_block_optin - 1024
+        _smem[device.index] = props.shared_memory_per_block_optin - _STATIC_SMEM
     return _smem[device.index]
 
 
