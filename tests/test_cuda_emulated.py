@@ -106,25 +106,28 @@ class Kernel:
         assert self.emulator.emu_launch(self.name.encode(), g, b, shared_mem, ptrs) == 0, self.name
 
 
-def fake_cupy(streams: list):
-    """What _cuda uses of CuPy 14: devices, streams (the handles they wrap are
-    appended to ``streams``; ExternalStream warns, as it does there) and DLPack."""
+def fake_cupy(major: int = 14):
+    """What _cuda uses of CuPy ``major``: devices, DLPack and streams, whose
+    handles are appended to its ``streams``. CuPy 14 added
+    ``Stream.from_external`` and deprecated ExternalStream (it warns)."""
+    streams = []
 
     def from_external(obj):
         streams.append(obj.__cuda_stream__())
         return contextlib.nullcontext()
 
     def external_stream(ptr, device_id=-1):
-        warnings.warn("ExternalStream is deprecated. Use Stream.from_external() instead",
-                      DeprecationWarning, stacklevel=2)
-        streams.append(("ExternalStream", ptr))
+        if major >= 14:
+            warnings.warn("ExternalStream is deprecated. Use Stream.from_external() instead",
+                          DeprecationWarning, stacklevel=2)
+        streams.append(("ExternalStream", ptr, device_id))
         return contextlib.nullcontext()
 
+    stream = types.SimpleNamespace(from_external=from_external) if major >= 14 else object
     return types.SimpleNamespace(
-        cuda=types.SimpleNamespace(Device=lambda index: contextlib.nullcontext(),
-                                   Stream=types.SimpleNamespace(from_external=from_external),
+        cuda=types.SimpleNamespace(Device=lambda index: contextlib.nullcontext(), Stream=stream,
                                    ExternalStream=external_stream),
-        from_dlpack=lambda t: t)
+        from_dlpack=lambda t: t, streams=streams)
 
 
 #: The handle of torch's current stream in the emulated tests.
@@ -143,7 +146,8 @@ def gpu(emulator, monkeypatch):
         return kernels[name]
 
     monkeypatch.setattr(_cuda, "_kernel", kernel)
-    monkeypatch.setattr(_cuda, "require", lambda: fake_cupy([]))
+    cupy = fake_cupy()
+    monkeypatch.setattr(_cuda, "require", lambda: cupy)
     monkeypatch.setattr(torch.cuda, "current_stream",
                         lambda device=None: types.SimpleNamespace(cuda_stream=STREAM))
     monkeypatch.setattr(_cuda, "_faults", {})
@@ -522,3 +526,31 @@ def test_rows_just_under_48_kb_raise_the_kernels_shared_memory_limit(request, dt
     assert _ulps(got, want) <= 8 + k // 200
     kernel = _cuda._kernel("rows", f"grs_gs_forward_{_cuda._SUFFIX[dtype]}", x.device)
     assert kernel.max_dynamic_shared_size_bytes == k * x.element_size() == 48_800
+
+
+def test_kernels_run_on_torchs_stream_through_the_cuda_stream_protocol(gpu):
+    """Without CuPy 14's deprecated ExternalStream; torch's stream (here one
+    without ``__cuda_stream__``, as older torch has them) crosses as its handle."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        gumbelrs.gumbel_softmax(torch.zeros(3, 5), generator=gumbelrs.Generator(0))
+        gumbelrs.relaxed_bernoulli(torch.zeros(3, 5), generator=gumbelrs.Generator(0))
+    assert _cuda.require().streams == [(0, STREAM), (0, STREAM)]
+
+
+def test_cupy_13_gets_an_external_stream(gpu, monkeypatch):
+    cupy = fake_cupy(13)
+    monkeypatch.setattr(_cuda, "require", lambda: cupy)
+    gumbelrs.gumbel_softmax(torch.zeros(3, 5), generator=gumbelrs.Generator(0))
+    assert cupy.streams == [("ExternalStream", STREAM, None)]  # a CPU tensor's device index
+
+
+def test_the_shared_memory_limit_without_torchs_opt_in_property(monkeypatch):
+    """torch before 2.7 lacks ``shared_memory_per_block_optin``: 48 KB then."""
+    props = {1: types.SimpleNamespace(shared_memory_per_block_optin=227 * 1024),
+             2: types.SimpleNamespace()}
+    monkeypatch.delenv("GUMBELRS_CUDA_SMEM", raising=False)
+    monkeypatch.setattr(_cuda, "_smem", {})
+    monkeypatch.setattr(torch.cuda, "get_device_properties", lambda device: props[device.index])
+    assert _cuda._smem_limit(torch.device("cuda", 1)) == 227 * 1024 - _cuda._STATIC_SMEM
+    assert _cuda._smem_limit(torch.device("cuda", 2)) == 48 * 1024 - _cuda._STATIC_SMEM

@@ -178,14 +178,28 @@ def _compute_scalar(dtype: torch.dtype, v: float):
     return np.float64(v) if dtype == torch.float64 else np.float32(v)
 
 
+class _StreamHandle:
+    """A stream handle under the CUDA stream protocol, which
+    ``cupy.cuda.Stream.from_external`` takes: torch's streams have
+    ``__cuda_stream__`` only in recent versions."""
+
+    __slots__ = ("handle",)
+
+    def __init__(self, handle: int) -> None:
+        self.handle = handle
+
+    def __cuda_stream__(self) -> tuple[int, int]:
+        return (0, self.handle)  # version 0 of the protocol
+
+
 def _cupy_stream(device: torch.device):
     """torch's current stream of ``device``, for CuPy."""
     cupy = require()
-    stream = torch.cuda.current_stream(device)
+    handle = torch.cuda.current_stream(device).cuda_stream
     from_external = getattr(cupy.cuda.Stream, "from_external", None)
-    if from_external is not None and hasattr(stream, "__cuda_stream__"):
-        return from_external(stream)
-    return cupy.cuda.ExternalStream(stream.cuda_stream, device.index)
+    if from_external is None:  # CuPy 13 (the `cuda12` extra); 14 deprecates ExternalStream
+        return cupy.cuda.ExternalStream(handle, device.index)
+    return from_external(_StreamHandle(handle))
 
 
 def _launch(kernel, device: torch.device, grid: int, block: int, args, shared: int = 0) -> None:
@@ -219,7 +233,10 @@ def _smem_limit(device: torch.device) -> int:
         return int(v)
     if device.index not in _smem:
         props = torch.cuda.get_device_properties(device)
-        _smem[device.index] = props.shared_memory_per_block_optin - _STATIC_SMEM
+        # torch before 2.7 does not give the opt-in maximum: 48 KB, what a
+        # block of every CUDA device may use without opting in.
+        optin = getattr(props, "shared_memory_per_block_optin", 48 * 1024)
+        _smem[device.index] = optin - _STATIC_SMEM
     return _smem[device.index]
 
 
