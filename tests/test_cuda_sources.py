@@ -170,6 +170,14 @@ def _nvrtc_or_skip():
 FTZ = re.compile(r"^\s*[\w.]*\.ftz\b", re.MULTILINE)
 
 
+def test_without_nvrtc_the_error_says_what_to_install(monkeypatch):
+    monkeypatch.setitem(sys.modules, "cuda.bindings.nvrtc", None)  # import fails
+    with pytest.raises(RuntimeError, match=r"^gumbelrs: the CUDA kernels are compiled by NVRTC "
+                       r"through cuda-bindings \(.*\); pip install cuda-bindings and NVRTC for "
+                       r"torch's CUDA version$"):
+        _cuda._nvrtc()
+
+
 @functools.cache
 def _compiled(name: str, capability: int) -> tuple[bytes, bytes]:
     """``_cuda.nvrtc_compile`` of kernel file ``name``, once per test run."""
