@@ -195,7 +195,9 @@ def install(out: Path, log: Log) -> dict[str, str]:
         log(f"pip refused the wheel ({r.stderr.strip()[-300:]}); unpacking it instead")
         with zipfile.ZipFile(wheels[-1]) as z:
             z.extractall(site)
-    env = {**os.environ, "PYTHONPATH": str(site), "PYTHONDONTWRITEBYTECODE": "1"}
+    # The compiled kernels are cached under $OUT too (and removed with the install).
+    env = {**os.environ, "PYTHONPATH": str(site), "PYTHONDONTWRITEBYTECODE": "1",
+           "GUMBELRS_CACHE": str(out / "cache")}
     where = subprocess.run([sys.executable, "-c", "import gumbelrs; print(gumbelrs.__file__)"],
                            capture_output=True, text=True, cwd=out, env=env)
     log(f"installed: {where.stdout.strip() or where.stderr.strip()}")
@@ -303,8 +305,8 @@ def main(argv: list[str] | None = None) -> int:
         bench(env, out, log, args.repeats)
         eq, neq = parity(env, out, log)
     finally:
-        shutil.rmtree(out / "site", ignore_errors=True)
-        shutil.rmtree(out / "plugin", ignore_errors=True)
+        for scratch in ("site", "plugin", "cache"):
+            shutil.rmtree(out / scratch, ignore_errors=True)
     log(f"wall time {time.monotonic() - t0:.0f} s")
     log(f"{passed + eq} passed, {failed + neq} failed")
     return 1 if failed + neq else 0
