@@ -550,6 +550,43 @@ def test_compiled_function_draws_the_same_stream_as_eager():
         assert ge.offset == gc.offset
 
 
+@pytest.mark.filterwarnings("ignore::torch.jit.TracerWarning")
+@pytest.mark.filterwarnings("ignore:`torch.jit.trace` is deprecated")
+def test_traced_function_draws_fresh_samples_of_the_eager_stream():
+    """torch.jit.trace records the custom ops (it cannot see the kernels the
+    eager path calls, and recorded only the outputs' allocation: a traced
+    sample was uninitialised memory, and with inputs that require grad, the
+    same sample on every call). Each call of the trace draws the next call's
+    noise of the generator, as eager calls do, with the gradient of its sample.
+    (check_trace compares two runs of the function: it warns that they differ.)"""
+    def step(x, gen):
+        y = gumbelrs.gumbel_softmax(x, 0.5, hard=True, generator=gen)
+        b = gumbelrs.relaxed_bernoulli(x, 0.7, generator=gen)
+        s = gumbelrs.sample_categorical(x, 2, generator=gen)
+        t = gumbelrs.gumbel_topk(x, 3, generator=gen)
+        return y, b, s, t
+
+    x = torch.randn(5, 8)
+    w = torch.randn(5, 8)
+    gt, ge = fresh(), fresh()
+    traced = torch.jit.trace(lambda t: step(t, gt), (x.clone().requires_grad_(),))
+    ge.set_state(gt.get_state())  # past the calls of tracing and of check_trace
+    outputs = []
+    for _ in range(2):
+        xt, xe = x.clone().requires_grad_(), x.clone().requires_grad_()
+        got, want = traced(xt), step(xe, ge)
+        for g, e in zip(got, want):
+            assert torch.equal(g, e)
+        (got[0] * w).sum().backward()
+        (want[0] * w).sum().backward()
+        torch.testing.assert_close(xt.grad, xe.grad)
+        assert gt.offset == ge.offset
+        outputs.append(got[0])
+    assert not torch.equal(outputs[0], outputs[1])
+    noise = torch.jit.trace(lambda t: gumbelrs.gumbel_softmax(t, 0.5), (x,))
+    assert torch.allclose(noise(x).sum(-1), torch.ones(5))
+
+
 @pytest.mark.parametrize("op", ["gumbel_softmax", "gumbel_softmax_hard", "relaxed_bernoulli",
                                 "sample_categorical", "gumbel_topk", "hard_concrete"])
 def test_custom_op_registrations_pass_opcheck(op):
