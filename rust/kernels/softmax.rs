@@ -45,9 +45,10 @@ pub(crate) fn check_logits<T: Real>(x: &[T], dims: &Dims, r: usize) -> Result<T,
 ///
 /// Every kernel perturbs this way. The noise added to a logit of magnitude
 /// 1e8 would be lost to rounding (a float32 ulp there is 8), and the draws
-/// would favour the first of equal logits; `x - top` is exact for the logits
-/// that can win (within a factor 2 of `top`), so the noise keeps its
-/// resolution at every scale, and the distribution is the same.
+/// would favour the first of equal logits. `x - top` is exact where `x` is
+/// within a factor 2 of `top` (same sign) and elsewhere rounds relative to
+/// `|x - top|`, a gap the noise would have to close to win; so the noise
+/// keeps its resolution at every scale, and the distribution is the same.
 #[inline(always)]
 pub(crate) fn add_logits<T: Real>(w: &mut [T], x: &[T], top: T) {
     for (wt, &xt) in w.iter_mut().zip(x) {
