@@ -5,11 +5,11 @@
 //! other threads exceeds the work.
 //!
 //! Larger jobs run on one of two backends:
-//! - an OpenMP runtime's `GOMP_parallel`, when the host registers one with
-//!   [`set_openmp`] (the Python package registers the libgomp that torch
-//!   uses, so our kernels run on torch's own intra-op threads: no second set
-//!   of threads competes with torch's, which keep spinning for a while after
-//!   each torch op);
+//! - an OpenMP runtime's `GOMP_parallel`, when the host asks for it with
+//!   [`use_openmp`] and the process has loaded a libgomp (the Python package
+//!   asks when torch runs on OpenMP, so our kernels run on torch's own
+//!   intra-op threads: no second set of threads competes with torch's, which
+//!   keep spinning for a while after each torch op);
 //! - otherwise a rayon pool of our own.
 
 use rayon::prelude::*;
@@ -82,14 +82,64 @@ fn forked() -> bool {
     }
 }
 
-/// Runs parallel kernels on an OpenMP runtime from now on (`0` goes back to
-/// the rayon pool).
+/// With `on`, runs parallel kernels from now on on the OpenMP runtime of a
+/// libgomp this process has already loaded (torch's), if there is one;
+/// without, on the rayon pool. Returns whether kernels now run on OpenMP.
 ///
-/// # Safety
-/// `address` must be 0 or the address of libgomp's `GOMP_parallel`, in a
-/// library that stays loaded for the rest of the process.
-pub unsafe fn set_openmp(address: usize) {
+/// The address called is only ever the one `dlsym` gives for
+/// `GOMP_parallel` in a library named `libgomp*` that is already mapped
+/// (`RTLD_NOLOAD`: nothing new is loaded); no caller can pass one in.
+pub fn use_openmp(on: bool) -> bool {
+    let address = if on {
+        loaded_gomp_parallel().unwrap_or(0)
+    } else {
+        0
+    };
     GOMP_PARALLEL.store(address, Ordering::Relaxed);
+    address != 0
+}
+
+/// The address of `GOMP_parallel` in the first (by path) libgomp mapped into
+/// this process, which then stays loaded for the rest of the process.
+#[cfg(target_os = "linux")]
+fn loaded_gomp_parallel() -> Option<usize> {
+    let maps = std::fs::read_to_string("/proc/self/maps").ok()?;
+    let mut paths: Vec<&str> = maps
+        .lines()
+        .filter_map(|line| line.split_whitespace().nth(5))
+        .filter(|path| {
+            let name = path.rsplit('/').next().unwrap_or("");
+            path.starts_with('/') && name.starts_with("libgomp")
+        })
+        .collect();
+    paths.sort_unstable();
+    paths.dedup();
+    paths.into_iter().find_map(|path| {
+        let path = std::ffi::CString::new(path).ok()?;
+        // SAFETY: `path` is a NUL-terminated string; with RTLD_NOLOAD, dlopen
+        // only returns a handle to a library that is already loaded (it runs
+        // no initialiser) or null.
+        let handle = unsafe { libc::dlopen(path.as_ptr(), libc::RTLD_NOW | libc::RTLD_NOLOAD) };
+        if handle.is_null() {
+            return None;
+        }
+        // SAFETY: `handle` is a live handle from dlopen and the name is a
+        // NUL-terminated string.
+        let symbol = unsafe { libc::dlsym(handle, c"GOMP_parallel".as_ptr()) };
+        if symbol.is_null() {
+            // SAFETY: `handle` came from the dlopen above and is not used again.
+            unsafe { libc::dlclose(handle) };
+            return None;
+        }
+        // The handle is kept (never closed): its reference keeps the library,
+        // and so `symbol`, loaded for as long as the process runs.
+        Some(symbol as usize)
+    })
+}
+
+#[cfg(not(target_os = "linux"))]
+fn loaded_gomp_parallel() -> Option<usize> {
+    None
 }
 
 /// Whether parallel kernels run on an OpenMP runtime.
@@ -137,7 +187,8 @@ where
         next: AtomicUsize::new(0),
         results: &results,
     };
-    // SAFETY: `set_openmp` promises `gomp` is `GOMP_parallel`; `run_job` has
+    // SAFETY: `use_openmp` stored `gomp` from dlsym of `GOMP_parallel` in a
+    // libgomp kept loaded; `run_job` has
     // the callback signature it expects, and `job` outlives the call.
     unsafe {
         let parallel: GompParallel = std::mem::transmute::<usize, GompParallel>(gomp);
@@ -184,6 +235,18 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn openmp_is_only_a_libgomp_already_loaded() {
+        // This test binary links no libgomp: asking for OpenMP finds none and
+        // leaves the kernels on the rayon pool.
+        let loaded =
+            std::fs::read_to_string("/proc/self/maps").is_ok_and(|m| m.contains("libgomp"));
+        assert_eq!(use_openmp(true), loaded);
+        assert_eq!(uses_openmp(), loaded);
+        assert!(!use_openmp(false));
+        assert!(!uses_openmp());
+    }
 
     #[test]
     fn ranges_cover_everything_once_in_order() {

@@ -528,14 +528,12 @@ fn set_num_threads(n: usize) {
     parallel::set_num_threads(n);
 }
 
-/// Runs parallel kernels on the OpenMP runtime whose `GOMP_parallel` is at
-/// `address` (0: back to the rayon pool). The Python package passes the
-/// libgomp that torch loaded; nothing else should call this.
+/// With `on`, runs parallel kernels on the libgomp this process has loaded
+/// (torch's), if any; without, on our own rayon pool. Returns whether kernels
+/// now run on OpenMP.
 #[pyfunction]
-fn set_openmp(address: usize) {
-    // SAFETY: the only caller, gumbelrs._cpu, passes 0 or the address of
-    // `GOMP_parallel` in the libgomp torch keeps loaded.
-    unsafe { parallel::set_openmp(address) };
+fn use_openmp(on: bool) -> bool {
+    parallel::use_openmp(on)
 }
 
 /// Whether parallel kernels run on an OpenMP runtime.
@@ -617,7 +615,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(math, m)?)?;
     m.add_function(wrap_pyfunction!(fork_seeds, m)?)?;
     m.add_function(wrap_pyfunction!(set_num_threads, m)?)?;
-    m.add_function(wrap_pyfunction!(set_openmp, m)?)?;
+    m.add_function(wrap_pyfunction!(use_openmp, m)?)?;
     m.add_function(wrap_pyfunction!(uses_openmp, m)?)?;
     m.add_function(wrap_pyfunction!(get_num_threads, m)?)?;
     m.add_function(wrap_pyfunction!(data_ptr, m)?)?;

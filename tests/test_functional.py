@@ -10,6 +10,7 @@ outcome deterministic.
 import math
 import multiprocessing
 import os
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -307,12 +308,12 @@ def test_results_are_bitwise_identical_for_any_thread_count(shape):
     for a, b in zip(one, two):
         assert torch.equal(a, b)
     # The same on our own thread pool as on torch's OpenMP threads.
-    _core.set_openmp(0)
+    assert not _core.use_openmp(False)
     try:
         assert not _core.uses_openmp()
         pool = run()
     finally:
-        _core.set_openmp(_cpu.GOMP_PARALLEL)
+        assert _core.use_openmp(_cpu.ON_TORCHS_OPENMP) == _cpu.ON_TORCHS_OPENMP
     for a, b in zip(one, pool):
         assert torch.equal(a, b)
 
@@ -341,9 +342,27 @@ def test_kernels_work_in_a_child_forked_after_parallel_work():
     assert queue.get(timeout=5) == want
 
 
-@pytest.mark.skipif(_cpu.GOMP_PARALLEL == 0, reason="torch does not use libgomp here")
+@pytest.mark.skipif(not _cpu.ON_TORCHS_OPENMP, reason="torch does not use libgomp here")
 def test_kernels_run_on_torchs_openmp_threads():
     assert _core.uses_openmp()
+
+
+def test_no_binding_takes_an_address_to_call():
+    """The core calls only the GOMP_parallel it looked up itself in the libgomp
+    already loaded (set_openmp(address) let any int become a function
+    pointer: set_openmp(12345) and a kernel call crashed the interpreter).
+    Every binding that takes an int takes it as a count, seed, offset, size
+    or flag, never as an address."""
+    import inspect
+    import re
+
+    stub = (Path(_core.__file__).parent / "_core.pyi").read_text()
+    assert not hasattr(_core, "set_openmp")
+    params = re.findall(r"(\w+): int", stub)
+    assert set(params) <= {"seed", "offset", "num_samples", "k", "n"}, params
+    assert inspect.signature(_core.use_openmp).parameters.keys() == {"on"}
+    assert _core.use_openmp(True) == _cpu.ON_TORCHS_OPENMP
+    assert _core.use_openmp(_cpu.ON_TORCHS_OPENMP) == _cpu.ON_TORCHS_OPENMP
 
 
 def test_tensors_cross_into_rust_without_copies():

@@ -8,7 +8,6 @@ kernels.
 
 from __future__ import annotations
 
-import ctypes
 import math
 import os
 import sys
@@ -19,31 +18,21 @@ from . import _core
 from ._faults import translate
 
 
-def _torch_gomp_parallel() -> int:
-    """The address of ``GOMP_parallel`` in the libgomp torch has loaded, or 0.
+def _on_torchs_openmp() -> bool:
+    """Runs parallel kernels on the OpenMP threads of the libgomp torch has
+    loaded, where there is one (the core finds it; no address crosses the
+    binding); returns whether they do.
 
-    Kernels then run on torch's own OpenMP threads instead of a second pool:
+    Kernels then run on torch's own intra-op threads instead of a second pool:
     torch's threads keep spinning for milliseconds after each torch op, and a
     second pool would compete with them for the cores. Set
     ``GUMBELRS_THREADS=rayon`` to keep our own pool.
     """
-    if os.environ.get("GUMBELRS_THREADS") == "rayon" or not sys.platform.startswith("linux"):
-        return 0
-    if not torch.backends.openmp.is_available():
-        return 0
-    try:
-        with open("/proc/self/maps") as maps:
-            paths = {line.split(maxsplit=5)[-1].strip() for line in maps if "libgomp" in line}
-        for path in sorted(paths):
-            if path.startswith("/"):
-                return ctypes.cast(ctypes.CDLL(path).GOMP_parallel, ctypes.c_void_p).value or 0
-    except (OSError, AttributeError):
-        pass
-    return 0
+    wanted = os.environ.get("GUMBELRS_THREADS") != "rayon" and sys.platform.startswith("linux")
+    return _core.use_openmp(wanted and torch.backends.openmp.is_available())
 
 
-GOMP_PARALLEL = _torch_gomp_parallel()
-_core.set_openmp(GOMP_PARALLEL)
+ON_TORCHS_OPENMP = _on_torchs_openmp()
 _core.set_num_threads(torch.get_num_threads())
 
 
