@@ -93,21 +93,56 @@ def test_fork_gives_distinct_reproducible_streams():
     assert [k.seed for k in parent.fork(4)] != [k.seed for k in kids]
 
 
-def test_default_generator_follows_torch_seeds():
+def test_default_stream_follows_torchs_rng_state():
+    """generator=None draws each call's seed from torch's default CPU generator,
+    so torch's seeding and state functions replay it as they replay torch.rand."""
+    x = torch.randn(6, 9)
     torch.manual_seed(1234)
-    assert gumbelrs.default_generator().seed == torch.initial_seed() == 1234
-    a = gumbelrs.gumbel_noise(20)
-    torch.manual_seed(1235)  # a new torch seed restarts the default stream
-    assert gumbelrs.default_generator().seed == 1235
-    b = gumbelrs.gumbel_noise(20)
-    assert not torch.equal(a, b)
-    torch.manual_seed(1234)
-    assert torch.equal(a, gumbelrs.gumbel_noise(20))
-    # Re-seeding torch with the seed it already has cannot be detected;
-    # gumbelrs.manual_seed seeds torch and the default stream together.
-    gumbelrs.manual_seed(1234)
+    a = gumbelrs.gumbel_softmax(x, 0.5)
+    b = gumbelrs.gumbel_softmax(x, 0.5)
+    assert not torch.equal(a, b)  # consecutive calls draw fresh noise
+    torch.manual_seed(1234)  # the same seed twice replays the stream
+    assert torch.equal(gumbelrs.gumbel_softmax(x, 0.5), a)
+    state = torch.get_rng_state()
+    c = gumbelrs.relaxed_bernoulli(x, 0.5)
+    torch.set_rng_state(state)
+    assert torch.equal(gumbelrs.relaxed_bernoulli(x, 0.5), c)
+    with torch.random.fork_rng():
+        forked = gumbelrs.gumbel_noise(50)
+    assert torch.equal(gumbelrs.gumbel_noise(50), forked)  # fork_rng restored the state
+    gumbelrs.manual_seed(1234)  # torch.manual_seed, after checking the seed
     assert torch.initial_seed() == 1234
-    assert torch.equal(a, gumbelrs.gumbel_noise(20))
+    assert torch.equal(gumbelrs.gumbel_softmax(x, 0.5), a)
+    # A draw advances torch's generator, as a torch sampling op does.
+    torch.manual_seed(7)
+    gumbelrs.sample_categorical(x)
+    after_draw = torch.rand(3)
+    torch.manual_seed(7)
+    assert not torch.equal(torch.rand(3), after_draw)
+
+
+def test_explicit_generators_ignore_torchs_rng_state():
+    x = torch.randn(6, 9)
+    torch.manual_seed(1)
+    a = gumbelrs.gumbel_softmax(x, 0.5, generator=gumbelrs.Generator(5))
+    torch.manual_seed(2)
+    assert torch.equal(gumbelrs.gumbel_softmax(x, 0.5, generator=gumbelrs.Generator(5)), a)
+    torch.manual_seed(3)
+    before = torch.get_rng_state()
+    gumbelrs.gumbel_softmax(x, 0.5, generator=gumbelrs.Generator(5))
+    assert torch.equal(torch.get_rng_state(), before)  # and leave it alone
+
+
+def test_compiled_default_stream_draws_fresh_replayable_samples():
+    f = torch.compile(lambda t: gumbelrs.gumbel_softmax(t, 0.5), fullgraph=True)
+    x = torch.randn(4, 7)
+    torch.manual_seed(11)
+    a, b = f(x), f(x)
+    assert not torch.equal(a, b)
+    torch.manual_seed(11)
+    assert torch.equal(f(x), a)
+    torch.manual_seed(11)
+    assert torch.equal(gumbelrs.gumbel_softmax(x, 0.5), a)  # the eager stream
 
 
 def test_generator_pickles():

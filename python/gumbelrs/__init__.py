@@ -8,7 +8,7 @@
 from . import cuda, distributions, estimators, nn, schedules
 from ._core import get_num_threads as _get_num_threads
 from ._core import set_num_threads as _set_num_threads
-from ._generator import Generator, default_generator, manual_seed
+from ._generator import Generator, checkpoint_context, manual_seed
 from .functional import (
     gumbel_given_argmax,
     gumbel_noise,
@@ -23,8 +23,8 @@ __version__ = "0.1.0"
 
 __all__ = [
     "Generator",
+    "checkpoint_context",
     "cuda",
-    "default_generator",
     "distributions",
     "estimators",
     "get_num_threads",

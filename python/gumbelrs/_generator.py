@@ -8,8 +8,10 @@ element for float64), so results do not depend on threads, chunking or device.
 
 from __future__ import annotations
 
+import contextlib
 import threading
 
+import numpy
 import torch
 
 from . import _core
@@ -52,8 +54,9 @@ class Generator:
 
     def __init__(self, seed: int = 0) -> None:
         seed = _check_seed(seed)
-        self._state = torch.tensor([_to_signed(seed), 0], dtype=torch.int64)
-        self._view = self._state.numpy()  # shares memory with _state
+        self._view = numpy.array([_to_signed(seed), 0], dtype=numpy.int64)
+        with torch._C._DisableFuncTorch():  # a plain tensor, also when made inside torch.func
+            self._state = torch.from_numpy(self._view)  # shares memory with _view
         self._lock = threading.Lock()
 
     @property
@@ -96,7 +99,7 @@ class Generator:
                 f"got dtype {state.dtype} and shape {tuple(state.shape)}"
             )
         _check_offset(int(state[1]))
-        with self._lock:
+        with self._lock, torch._C._DisableFuncTorch():
             self._state.copy_(state.cpu())
         return self
 
@@ -137,53 +140,66 @@ class Generator:
         self._view[1] = offset
 
 
-_default: Generator = None  # type: ignore[assignment]  # set at import, below
-_default_torch_seed: int | None = None
-_default_lock = threading.Lock()
+_local = threading.local()  # per thread: the ids of the Generators a recompute may draw from
 
 
-def default_generator() -> Generator:
-    """The process-wide generator used when an op gets ``generator=None``.
+def replaying(gen: Generator) -> bool:
+    """Whether a checkpoint recompute on this thread is replaying ``gen`` (see
+    :func:`checkpoint_context`)."""
+    return id(gen) in getattr(_local, "replaying", ())
 
-    It is seeded from ``torch.initial_seed()`` and restarted whenever that
-    value changes, so ``torch.manual_seed(s)`` with a new ``s`` also restarts
-    gumbelrs. To restart with the seed already in use, call
-    :func:`gumbelrs.manual_seed`.
+
+def checkpoint_context(*generators: Generator):
+    """A ``context_fn`` for ``torch.utils.checkpoint.checkpoint(...,
+    use_reentrant=False)`` that replays explicit generators.
+
+    Checkpointing recomputes the forward during backward and restores torch's
+    RNG state first, which replays ``generator=None`` draws but not a
+    :class:`Generator`, which would move on to new noise (gumbelrs refuses to
+    draw from one during a backward for that reason). With
+    ``context_fn=gumbelrs.checkpoint_context(g)``, the recompute starts each
+    ``g`` at the state it had when the forward started, so it draws the
+    forward's noise again, and puts it back where it was afterwards::
+
+        y = checkpoint(f, x, use_reentrant=False, context_fn=gumbelrs.checkpoint_context(g))
     """
-    global _default, _default_torch_seed
-    seed = torch.initial_seed()
-    with _default_lock:
-        if _default is None or seed != _default_torch_seed:
-            _default = Generator(seed & _U64)
-            _default_torch_seed = seed
-        return _default
+    for g in generators:
+        if not isinstance(g, Generator):
+            raise TypeError("checkpoint_context: every argument must be a gumbelrs.Generator, "
+                            f"got {type(g).__module__}.{type(g).__qualname__}")
+
+    def context_fn():
+        at_forward: list[torch.Tensor] = []
+
+        @contextlib.contextmanager
+        def forward():
+            at_forward[:] = [g.get_state() for g in generators]
+            yield
+
+        @contextlib.contextmanager
+        def recompute():
+            now = [g.get_state() for g in generators]
+            ids = getattr(_local, "replaying", None)
+            if ids is None:
+                ids = _local.replaying = set()
+            added = {id(g) for g in generators} - ids
+            for g, state in zip(generators, at_forward):
+                g.set_state(state)
+            ids |= added
+            try:
+                yield
+            finally:
+                ids -= added
+                for g, state in zip(generators, now):
+                    g.set_state(state)
+
+        return forward(), recompute()
+
+    return context_fn
 
 
-def manual_seed(seed: int) -> Generator:
-    """Seeds torch (``torch.manual_seed``) and restarts the default stream at
-    ``seed``, offset 0; returns the default generator.
-
-    Use it instead of ``torch.manual_seed`` when re-running with the seed
-    already in use: the default generator follows ``torch.initial_seed()``
-    only when that value *changes*.
-    """
-    global _default, _default_torch_seed
-    seed = _check_seed(seed)
-    torch.manual_seed(seed)
-    with _default_lock:
-        _default = Generator(seed)
-        _default_torch_seed = torch.initial_seed()
-        return _default
-
-
-def current_default() -> Generator:
-    """The default generator as it is now, without the re-seeding check.
-
-    Used while compiling (the check takes a lock, which is not traceable):
-    compiled code draws from the default generator that exists when it is
-    traced; a later ``torch.manual_seed`` reaches it after the next eager call.
-    """
-    return _default
-
-
-default_generator()  # so that compiled code always finds one
+def manual_seed(seed: int) -> torch.Generator:
+    """``torch.manual_seed(seed)``, after checking ``seed``: ops called with
+    ``generator=None`` draw their seeds from torch's default generator, so
+    this replays them (as it replays torch's own sampling ops)."""
+    return torch.manual_seed(_check_seed(seed))

@@ -8,7 +8,17 @@ small kernel); while compiling they call the custom ops. Both reach the same
 backend functions through ``_dispatch``.
 
 A *stream* is what a call draws from: ``(seed, offset)`` ints in eager mode,
-or the int64 tensor returned by ``gumbelrs::advance`` while compiling.
+or an int64 tensor ``[seed, offset]`` while compiling. ``generator=None``
+draws a fresh seed (offset 0) from torch's default CPU generator each call,
+so torch's seeding, ``get_rng_state``/``set_rng_state``, ``fork_rng`` and
+activation checkpointing (which restores that state before recomputing)
+replay it, as they replay torch's own sampling ops.
+
+Under ``torch.func`` transforms every op goes through its Function, whose
+``vmap`` rule follows the transform's randomness mode (see :func:`_vmap_rule`),
+whose ``jvp`` rule gives forward-mode derivatives, and whose backward is
+written in torch ops whenever it must itself be differentiated or
+transformed (double backward, ``grad``, ``vmap`` of ``grad``).
 
 This module deliberately avoids ``from __future__ import annotations``:
 ``torch.library`` reads the annotations to infer the op schemas.
@@ -19,12 +29,22 @@ from typing import Optional, Union
 
 import torch
 from torch import Tensor
+from torch.autograd import forward_ad
 
 from . import _dispatch
-from ._generator import Generator
+from ._generator import Generator, replaying
 
 _U64 = (1 << 64) - 1
 _advance_lock = threading.Lock()
+#: Per thread: ``key``, the int64 tensor torch's generator draws default-stream seeds into.
+_local = threading.local()
+#: The generator of the (empty) randomness probes of :func:`_token`: a private
+#: one, so that probing leaves torch's default generator alone.
+_probe = torch.Generator()
+#: Counts the seeds compiled code drew from torch's generator. The custom op
+#: that draws them mutates it, which keeps compilers from merging or dropping
+#: two draws (``nondeterministic_seeded`` tags on custom ops need torch 2.7).
+_TORCH_DRAWS = torch.zeros(1, dtype=torch.int64)
 
 Stream = Union[tuple, Tensor]
 
@@ -36,19 +56,53 @@ def _compiling() -> bool:
     return torch.compiler.is_compiling() or torch._C._is_tracing()
 
 
+def _transformed() -> bool:
+    """Whether a ``torch.func`` transform (vmap, grad, jvp, ...) is active (36 ns)."""
+    return torch._C._are_functorch_transforms_active()
+
+
 def _needs_grad(x: Tensor, tau: Optional[Tensor]) -> bool:
-    """Whether the op must record autograd (logits or temperature need a
-    gradient). Always while tracing: the trace is one graph for every call,
+    """Whether the op must record autograd: logits or temperature need a
+    gradient, or a forward-mode level is open (their tangents are not visible
+    otherwise). Always while tracing: the trace is one graph for every call,
     and ``check_trace`` re-traces without gradients."""
     wanted = x.requires_grad or (tau is not None and tau.requires_grad)
     # torch._C._is_tracing is torch.jit.is_tracing without its wrapper (52 ns, not 127).
-    return (torch.is_grad_enabled() and wanted) or torch._C._is_tracing()
+    return ((torch.is_grad_enabled() and wanted) or torch._C._is_tracing()
+            or forward_ad._current_level >= 0)
 
 
-def take(gen: Generator) -> Stream:
-    """The stream of one call, advancing ``gen``."""
+def _torch_seed() -> int:
+    """A seed drawn from torch's default CPU generator (63 bits; 1.4 us)."""
+    key = getattr(_local, "key", None)
+    if key is None:
+        key = _local.key = torch.empty((), dtype=torch.int64)
+    if _transformed():
+        # One seed per call, also inside vmap: the vmap rules decide how the
+        # call's noise is shared (an in-place draw would be vmap's business).
+        with torch._C._DisableFuncTorch():
+            return int(key.random_())
+    return int(key.random_())
+
+
+def take(gen: Optional[Generator], fn: str) -> Stream:
+    """The stream of one call: advances ``gen``, or draws from torch's
+    generator when ``gen`` is None."""
     if _compiling():
+        if gen is None:
+            return torch.ops.gumbelrs.torch_stream(_TORCH_DRAWS)
         return torch.ops.gumbelrs.advance(gen._state)
+    if gen is None:
+        return _torch_seed(), 0
+    if torch._C._current_graph_task_id() != -1 and not replaying(gen):
+        raise RuntimeError(
+            f"{fn}: drawing from a gumbelrs.Generator during a backward pass, as "
+            "torch.utils.checkpoint does when it recomputes a forward: the recompute would "
+            "draw the generator's next noise, not the forward's, and the gradient would belong "
+            "to another sample. Inside checkpointed code use generator=None (it follows torch's "
+            "RNG state, which checkpoint restores), or checkpoint with use_reentrant=False and "
+            "context_fn=gumbelrs.checkpoint_context(generator)"
+        )
     return gen._advance()
 
 
@@ -70,6 +124,95 @@ def _(state):
     return torch.empty_like(state)
 
 
+@torch.library.custom_op("gumbelrs::torch_stream", mutates_args={"draws"})
+def _torch_stream(draws: Tensor) -> Tensor:
+    draws += 1
+    return torch.tensor([_torch_seed(), 0], dtype=torch.int64)
+
+
+@_torch_stream.register_fake
+def _(draws):
+    return torch.empty(2, dtype=torch.int64)
+
+
+# ------------------------------------------------------------- transforms
+
+
+def _token() -> Tensor:
+    """An empty tensor that ``vmap`` batches exactly at its levels whose
+    randomness is ``"different"``; in ``"error"`` mode making it raises torch's
+    own randomness error. Passed to every op under ``torch.func`` transforms,
+    so that each op's vmap rule runs wherever fresh noise is wanted, even
+    when no input is batched there (``vmap`` skips rules whose inputs are not)."""
+    return torch.rand(0, generator=_probe)
+
+
+def _element(t: Optional[Tensor], bdim: Optional[int], b: int) -> Optional[Tensor]:
+    return t if t is None or bdim is None else t.select(bdim, b)
+
+
+def _stacked(t: Optional[Tensor], bdim: Optional[int], size: int) -> Optional[Tensor]:
+    """``t`` with the vmapped dimension first, contiguous (as the kernels read
+    it); broadcast to ``size`` where ``t`` is not batched."""
+    if t is None:
+        return None
+    t = t.expand(size, *t.shape) if bdim is None else t.movedim(bdim, 0)
+    return t.contiguous()
+
+
+def _vmap_rule(info, in_dims, token, tensors, call, out_dim=0):
+    """How every op is vmapped (``in_dims[0]`` is the token's).
+
+    ``"different"``: one call of the op on the stacked batch (``call(token,
+    *tensors, batch=B)`` with the vmapped dimension first): element ``b``
+    gets block ``b`` of that call's noise, exactly what the un-vmapped op
+    gives ``torch.stack`` of the elements, and the generator advances once.
+    ``"same"``: ``call(token, *element_b, batch=None)`` for each element with
+    the same stream, so every element gets the noise of one un-vmapped call.
+    """
+    inner = _element(token, in_dims[0], 0)  # still batched at outer levels
+    dims = in_dims[1:]
+    if info.randomness == "different":
+        out = call(inner, *(_stacked(t, d, info.batch_size) for t, d in zip(tensors, dims)),
+                   batch=info.batch_size)
+    else:
+        outs = [call(inner, *(_element(t, d, b) for t, d in zip(tensors, dims)), batch=None)
+                for b in range(info.batch_size)]
+        if isinstance(outs[0], tuple):
+            return tuple(torch.stack(o) for o in zip(*outs)), (0,) * len(outs[0])
+        return torch.stack(outs), 0
+    if isinstance(out, tuple):
+        return out, (out_dim,) * len(out)
+    return out, out_dim
+
+
+def _grads(grads: tuple) -> Optional[Tensor]:
+    """The gradient of a sample: straight-through outputs add that of their soft sample."""
+    g = grads[0]
+    for h in grads[1:]:
+        if h is not None:
+            g = h if g is None else g + h
+    return g
+
+
+def _plain_backward() -> bool:
+    """Whether a backward may run the native kernel: not while its result
+    must be differentiated (``create_graph``) or transformed."""
+    return not (torch.is_grad_enabled() or _transformed())
+
+
+def _log_inside(y: Tensor) -> Tensor:
+    """``log y`` where ``y > 0``, else 0 (the categories the sample cannot
+    reach). The log never sees a 0, so its derivative is never ``0 * inf``."""
+    return torch.where(y > 0, y, torch.ones_like(y)).log()
+
+
+def _logit_inside(y: Tensor) -> Tensor:
+    """``logit y`` where ``0 < y < 1``, else 0 (saturated gates; logit(1/2) = 0)."""
+    s = torch.where((y > 0) & (y < 1), y, torch.full_like(y, 0.5))
+    return s.log() - (-s).log1p()
+
+
 # ------------------------------------------------------------------ noise
 
 
@@ -84,10 +227,36 @@ def _(kind, shape, dtype, device, so):
     return torch.empty(shape, dtype=dtype, device=device)
 
 
-def noise(kind: str, shape: list, dtype: torch.dtype, device: torch.device, stream: Stream):
+def _noise(kind, shape, dtype, device, stream):
     if isinstance(stream, Tensor):
         return torch.ops.gumbelrs.noise(kind, shape, dtype, device, stream)
     return _dispatch.backend(device).noise(kind, shape, dtype, device, *stream)
+
+
+class _Noise(torch.autograd.Function):
+    """Noise under transforms (it has no input a transform could see)."""
+
+    @staticmethod
+    def forward(token, kind, shape, dtype, device, stream):
+        return _noise(kind, shape, dtype, device, stream)
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        pass
+
+    @staticmethod
+    def vmap(info, in_dims, token, kind, shape, dtype, device, stream):
+        def call(token, batch):
+            size = shape if batch is None else [batch, *shape]
+            return _Noise.apply(token, kind, size, dtype, device, stream)
+
+        return _vmap_rule(info, in_dims, token, (), call)
+
+
+def noise(kind: str, shape: list, dtype: torch.dtype, device: torch.device, stream: Stream):
+    if _transformed():
+        return _Noise.apply(_token(), kind, shape, dtype, device, stream)
+    return _noise(kind, shape, dtype, device, stream)
 
 
 # ---------------------------------------------------------- Gumbel-Softmax
@@ -141,39 +310,88 @@ def _gs_forward(x, dim, tau, tau_rows, stream, hard, fn, need_soft=True):
     return y, (y if not hard else soft)
 
 
-class GumbelSoftmax(torch.autograd.Function):
+def _gs_vjp(g: Tensor, y: Tensor, dim: int, tau: float, tau_rows: Optional[Tensor]) -> Tensor:
+    """``y * (g - sum(g * y)) / tau``, the gradient of the logits."""
+    if _compiling():
+        return torch.ops.gumbelrs.gumbel_softmax_backward(g.contiguous(), y, dim, tau, tau_rows)
+    if _plain_backward():
+        b = _dispatch.backend(y.device)
+        return b.gumbel_softmax_backward(g.contiguous(), y, dim, tau, tau_rows)
+    t = tau if tau_rows is None else tau_rows.unsqueeze(dim)
+    return y * (g - (g * y).sum(dim, keepdim=True)) / t
+
+
+class _GumbelSoftmax(torch.autograd.Function):
     """Soft or straight-through hard Gumbel-Softmax; the gradient always
-    flows through the soft sample: ``y * (g - sum(g * y)) / tau``."""
+    flows through the soft sample: ``y * (g - sum(g * y)) / tau``.
+
+    Hard mode returns ``(one_hot, soft)``: the soft sample is an output so
+    that a double backward sees how it depends on the logits. This class is
+    what compiled code records (Dynamo refuses Functions with a ``jvp``);
+    eager calls use :class:`GumbelSoftmax`, which adds the transform rules."""
 
     @staticmethod
-    def forward(ctx, x, dim, tau, tau_rows, stream, hard, fn):
+    def forward(token, x, tau_rows, dim, tau, stream, hard, fn):
         y, soft = _gs_forward(x, dim, tau, tau_rows, stream, hard, fn)
-        ctx.save_for_backward(soft, tau_rows)
-        ctx.dim, ctx.tau = dim, tau
-        return y
+        return (y, soft) if hard else y
 
     @staticmethod
-    def backward(ctx, grad):
+    def setup_context(ctx, inputs, output):
+        _, _, tau_rows, dim, tau, _, hard, _ = inputs
+        soft = output[1] if hard else output
+        ctx.save_for_backward(soft, tau_rows)
+        ctx.save_for_forward(soft, tau_rows)
+        ctx.dim, ctx.tau, ctx.hard = dim, tau, hard
+        ctx.set_materialize_grads(False)
+
+    @staticmethod
+    def backward(ctx, *grads):
         soft, tau_rows = ctx.saved_tensors
-        grad = grad.contiguous()
-        if _compiling():
-            gx = torch.ops.gumbelrs.gumbel_softmax_backward(grad, soft, ctx.dim, ctx.tau, tau_rows)
-        else:
-            b = _dispatch.backend(soft.device)
-            gx = b.gumbel_softmax_backward(grad, soft, ctx.dim, ctx.tau, tau_rows)
+        g = _grads(grads)
+        if g is None:
+            return (None,) * 8
+        gx = _gs_vjp(g, soft, ctx.dim, ctx.tau, tau_rows)
         g_tau = None
-        if ctx.needs_input_grad[3]:
+        if ctx.needs_input_grad[2]:
             # y = softmax(h), h = w / tau: dL/dtau = -sum_i dL/dw_i * h_i, and
             # h_i = log y_i up to a constant that cancels (sum_i dL/dw_i = 0).
-            log_y = torch.where(soft > 0, soft.log(), torch.zeros_like(soft))
-            g_tau = -(gx * log_y).sum(ctx.dim)
-        return gx, None, None, g_tau, None, None, None
+            g_tau = -(gx * _log_inside(soft)).sum(ctx.dim)
+        return None, gx, g_tau, None, None, None, None, None
+
+
+class GumbelSoftmax(_GumbelSoftmax):
+    """:class:`_GumbelSoftmax` with forward-mode derivatives and a vmap rule."""
+
+    @staticmethod
+    def jvp(ctx, _token, dx, dtau, *_):
+        soft, tau_rows = ctx.saved_tensors
+        t = ctx.tau if tau_rows is None else tau_rows.unsqueeze(ctx.dim)
+        # dh = dw / tau - h dtau / tau with h = log y up to a per-row constant,
+        # which the projection below removes (sum y = 1).
+        dh = torch.zeros_like(soft) if dx is None else dx / t
+        if dtau is not None:
+            dh = dh - _log_inside(soft) * (dtau.unsqueeze(ctx.dim) / t)
+        dy = soft * (dh - (soft * dh).sum(ctx.dim, keepdim=True))
+        return (dy, dy) if ctx.hard else dy
+
+    @staticmethod
+    def vmap(info, in_dims, token, x, tau_rows, dim, tau, stream, hard, fn):
+        def call(token, x, tau_rows, batch):
+            d = dim if batch is None else dim + 1
+            return GumbelSoftmax.apply(token, x, tau_rows, d, tau, stream, hard, fn)
+
+        return _vmap_rule(info, in_dims, token, (x, tau_rows), call)
 
 
 def gumbel_softmax(x, dim, tau, tau_rows, stream, hard, fn):
-    """The op, through autograd only when a gradient is needed."""
-    if _needs_grad(x, tau_rows):
-        return GumbelSoftmax.apply(x, dim, tau, tau_rows, stream, hard, fn)
+    """The op, through autograd only when a gradient is needed or a transform is active."""
+    if _transformed() or _needs_grad(x, tau_rows):
+        if _compiling():
+            y = _GumbelSoftmax.apply(None, x, tau_rows, dim, tau, stream, hard, fn)
+        else:
+            token = _token() if _transformed() else None
+            y = GumbelSoftmax.apply(token, x, tau_rows, dim, tau, stream, hard, fn)
+        return y[0] if hard else y
     return _gs_forward(x, dim, tau, tau_rows, stream, hard, fn, need_soft=False)[0]
 
 
@@ -191,10 +409,34 @@ def _(fn, x, dim, num_samples, so):
     return x.new_empty((*batch, num_samples), dtype=torch.int64)
 
 
-def sample_categorical(fn, x, dim, num_samples, stream):
+def _sample_categorical(fn, x, dim, num_samples, stream):
     if isinstance(stream, Tensor):
         return torch.ops.gumbelrs.sample_categorical(fn, x, dim, num_samples, stream)
     return _dispatch.backend(x.device).sample_categorical(fn, x, dim, num_samples, *stream)
+
+
+class _Categorical(torch.autograd.Function):
+    @staticmethod
+    def forward(token, x, dim, num_samples, stream, fn):
+        return _sample_categorical(fn, x, dim, num_samples, stream)
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        pass
+
+    @staticmethod
+    def vmap(info, in_dims, token, x, dim, num_samples, stream, fn):
+        def call(token, x, batch):
+            d = dim if batch is None else dim + 1
+            return _Categorical.apply(token, x, d, num_samples, stream, fn)
+
+        return _vmap_rule(info, in_dims, token, (x,), call)
+
+
+def sample_categorical(fn, x, dim, num_samples, stream):
+    if _transformed():
+        return _Categorical.apply(_token(), x, dim, num_samples, stream, fn)
+    return _sample_categorical(fn, x, dim, num_samples, stream)
 
 
 @torch.library.custom_op("gumbelrs::gumbel_topk", mutates_args=())
@@ -209,10 +451,34 @@ def _(fn, x, dim, k, so):
     return x.new_empty(shape, dtype=torch.int64)
 
 
-def gumbel_topk(fn, x, dim, k, stream):
+def _gumbel_topk(fn, x, dim, k, stream):
     if isinstance(stream, Tensor):
         return torch.ops.gumbelrs.gumbel_topk(fn, x, dim, k, stream)
     return _dispatch.backend(x.device).gumbel_topk(fn, x, dim, k, *stream)
+
+
+class _TopK(torch.autograd.Function):
+    @staticmethod
+    def forward(token, x, dim, k, stream, fn):
+        return _gumbel_topk(fn, x, dim, k, stream)
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        pass
+
+    @staticmethod
+    def vmap(info, in_dims, token, x, dim, k, stream, fn):
+        def call(token, x, batch):
+            d = dim if batch is None else dim + 1
+            return _TopK.apply(token, x, d, k, stream, fn)
+
+        return _vmap_rule(info, in_dims, token, (x,), call)
+
+
+def gumbel_topk(fn, x, dim, k, stream):
+    if _transformed():
+        return _TopK.apply(_token(), x, dim, k, stream, fn)
+    return _gumbel_topk(fn, x, dim, k, stream)
 
 
 @torch.library.custom_op("gumbelrs::gumbel_given_argmax", mutates_args=())
@@ -227,11 +493,36 @@ def _(fn, x, dim, index, num_samples, so):
     return x.new_empty((num_samples, *x.shape))
 
 
-def gumbel_given_argmax(fn, x, dim, index, num_samples, stream):
+def _gumbel_given_argmax(fn, x, dim, index, num_samples, stream):
     if isinstance(stream, Tensor):
         return torch.ops.gumbelrs.gumbel_given_argmax(fn, x, dim, index, num_samples, stream)
     b = _dispatch.backend(x.device)
     return b.gumbel_given_argmax(fn, x, dim, index, num_samples, *stream)
+
+
+class _GivenArgmax(torch.autograd.Function):
+    @staticmethod
+    def forward(token, x, index, dim, num_samples, stream, fn):
+        return _gumbel_given_argmax(fn, x, dim, index, num_samples, stream)
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        pass
+
+    @staticmethod
+    def vmap(info, in_dims, token, x, index, dim, num_samples, stream, fn):
+        def call(token, x, index, batch):
+            d = dim if batch is None else dim + 1
+            return _GivenArgmax.apply(token, x, index, d, num_samples, stream, fn)
+
+        # The draws come first: (num_samples, B, *shape).
+        return _vmap_rule(info, in_dims, token, (x, index), call, out_dim=1)
+
+
+def gumbel_given_argmax(fn, x, dim, index, num_samples, stream):
+    if _transformed():
+        return _GivenArgmax.apply(_token(), x, index, dim, num_samples, stream, fn)
+    return _gumbel_given_argmax(fn, x, dim, index, num_samples, stream)
 
 
 # ------------------------------------------------------ relaxed Bernoulli
@@ -281,39 +572,77 @@ def _rb_forward(x, tau, tau_elems, stream, hard, fn):
     return y, (y if soft is None else soft)
 
 
-class RelaxedBernoulli(torch.autograd.Function):
+def _rb_vjp(g: Tensor, y: Tensor, tau: float, tau_elems: Optional[Tensor]) -> Tensor:
+    """``g * y * (1 - y) / tau``, the gradient of the logits."""
+    if _compiling():
+        return torch.ops.gumbelrs.relaxed_bernoulli_backward(g.contiguous(), y, tau, tau_elems)
+    if _plain_backward():
+        b = _dispatch.backend(y.device)
+        return b.relaxed_bernoulli_backward(g.contiguous(), y, tau, tau_elems)
+    return g * (y * (1 - y)) / (tau if tau_elems is None else tau_elems)
+
+
+class _RelaxedBernoulli(torch.autograd.Function):
     """Binary Concrete sample, soft or straight-through hard; the gradient
-    flows through the soft sample: ``g * y * (1 - y) / tau``."""
+    flows through the soft sample: ``g * y * (1 - y) / tau``. Hard mode
+    returns ``(hard, soft)``, as :class:`_GumbelSoftmax` does."""
 
     @staticmethod
-    def forward(ctx, x, tau, tau_elems, stream, hard, fn):
+    def forward(token, x, tau_elems, tau, stream, hard, fn):
         y, soft = _rb_forward(x, tau, tau_elems, stream, hard, fn)
-        ctx.save_for_backward(soft, tau_elems)
-        ctx.tau = tau
-        return y
+        return (y, soft) if hard else y
 
     @staticmethod
-    def backward(ctx, grad):
+    def setup_context(ctx, inputs, output):
+        _, _, tau_elems, tau, _, hard, _ = inputs
+        soft = output[1] if hard else output
+        ctx.save_for_backward(soft, tau_elems)
+        ctx.save_for_forward(soft, tau_elems)
+        ctx.tau, ctx.hard = tau, hard
+        ctx.set_materialize_grads(False)
+
+    @staticmethod
+    def backward(ctx, *grads):
         soft, tau_elems = ctx.saved_tensors
-        grad = grad.contiguous()
-        if _compiling():
-            gx = torch.ops.gumbelrs.relaxed_bernoulli_backward(grad, soft, ctx.tau, tau_elems)
-        else:
-            b = _dispatch.backend(soft.device)
-            gx = b.relaxed_bernoulli_backward(grad, soft, ctx.tau, tau_elems)
-        g_tau = None
-        if ctx.needs_input_grad[2]:
-            # y = sigmoid(z), z = w / tau: dL/dtau = -dL/dw * z, z = logit(y).
-            inside = (soft > 0) & (soft < 1)
-            z = torch.where(inside, soft.log() - (-soft).log1p(), torch.zeros_like(soft))
-            g_tau = -(gx * z)
-        return gx, None, g_tau, None, None, None
+        g = _grads(grads)
+        if g is None:
+            return (None,) * 7
+        gx = _rb_vjp(g, soft, ctx.tau, tau_elems)
+        # y = sigmoid(z), z = w / tau: dL/dtau = -dL/dw * z, z = logit(y).
+        g_tau = -(gx * _logit_inside(soft)) if ctx.needs_input_grad[2] else None
+        return None, gx, g_tau, None, None, None, None
+
+
+class RelaxedBernoulli(_RelaxedBernoulli):
+    """:class:`_RelaxedBernoulli` with forward-mode derivatives and a vmap rule."""
+
+    @staticmethod
+    def jvp(ctx, _token, dx, dtau, *_):
+        soft, tau_elems = ctx.saved_tensors
+        t = ctx.tau if tau_elems is None else tau_elems
+        dz = torch.zeros_like(soft) if dx is None else dx / t
+        if dtau is not None:
+            dz = dz - _logit_inside(soft) * (dtau / t)
+        dy = soft * (1 - soft) * dz
+        return (dy, dy) if ctx.hard else dy
+
+    @staticmethod
+    def vmap(info, in_dims, token, x, tau_elems, tau, stream, hard, fn):
+        def call(token, x, tau_elems, batch):
+            return RelaxedBernoulli.apply(token, x, tau_elems, tau, stream, hard, fn)
+
+        return _vmap_rule(info, in_dims, token, (x, tau_elems), call)
 
 
 def relaxed_bernoulli(x, tau, tau_elems, stream, hard, fn):
-    """The op, through autograd only when a gradient is needed."""
-    if _needs_grad(x, tau_elems):
-        return RelaxedBernoulli.apply(x, tau, tau_elems, stream, hard, fn)
+    """The op, through autograd only when a gradient is needed or a transform is active."""
+    if _transformed() or _needs_grad(x, tau_elems):
+        if _compiling():
+            y = _RelaxedBernoulli.apply(None, x, tau_elems, tau, stream, hard, fn)
+        else:
+            token = _token() if _transformed() else None
+            y = RelaxedBernoulli.apply(token, x, tau_elems, tau, stream, hard, fn)
+        return y[0] if hard else y
     return _rb_forward(x, tau, tau_elems, stream, hard, fn)[0]
 
 
@@ -351,31 +680,73 @@ def _hc_forward(x, tau, tau_elems, limits, stream, fn):
     return _dispatch.backend(x.device).hard_concrete(fn, x, tau, tau_elems, limits, *stream)
 
 
-class HardConcrete(torch.autograd.Function):
+def _hc_slope(z: Tensor, tau: float, tau_elems: Optional[Tensor], limits: tuple) -> Tensor:
+    """``dz/dlogits``: ``(hi - lo) s (1 - s) / tau`` with ``s = (z - lo) / (hi - lo)``
+    where the sample was not clamped, 0 where it was."""
+    lo, hi = limits
+    s = (z - lo) / (hi - lo)
+    slope = (hi - lo) * (s * (1 - s)) / (tau if tau_elems is None else tau_elems)
+    return torch.where((z > 0) & (z < 1), slope, torch.zeros_like(z))
+
+
+class _HardConcrete(torch.autograd.Function):
     """Hard Concrete sample; gradient zero where the sample was clamped."""
 
     @staticmethod
-    def forward(ctx, x, tau, tau_elems, limits, stream, fn):
-        z = _hc_forward(x, tau, tau_elems, limits, stream, fn)
-        ctx.save_for_backward(z, tau_elems)
+    def forward(token, x, tau_elems, tau, limits, stream, fn):
+        return _hc_forward(x, tau, tau_elems, limits, stream, fn)
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        _, _, tau_elems, tau, limits, _, ctx.fn = inputs
+        ctx.save_for_backward(output, tau_elems)
+        ctx.save_for_forward(output, tau_elems)
         ctx.tau, ctx.limits = tau, limits
-        return z
+        ctx.set_materialize_grads(False)  # a tau without a tangent gets None, not zeros
 
     @staticmethod
     def backward(ctx, grad):
         z, tau_elems = ctx.saved_tensors
-        grad = grad.contiguous()
         lo, hi = ctx.limits
+        if grad is None:
+            return (None,) * 7
         if _compiling():
-            gx = torch.ops.gumbelrs.hard_concrete_backward(grad, z, ctx.tau, tau_elems, lo, hi)
-        else:
+            gx = torch.ops.gumbelrs.hard_concrete_backward(grad.contiguous(), z, ctx.tau,
+                                                           tau_elems, lo, hi)
+        elif _plain_backward():
             b = _dispatch.backend(z.device)
-            gx = b.hard_concrete_backward(grad, z, ctx.tau, tau_elems, (lo, hi))
-        return gx, None, None, None, None, None
+            gx = b.hard_concrete_backward(grad.contiguous(), z, ctx.tau, tau_elems, (lo, hi))
+        else:
+            gx = grad * _hc_slope(z, ctx.tau, tau_elems, ctx.limits)
+        return None, gx, None, None, None, None, None
+
+
+class HardConcrete(_HardConcrete):
+    """:class:`_HardConcrete` with forward-mode derivatives and a vmap rule."""
+
+    @staticmethod
+    def jvp(ctx, _token, dx, dtau, *_):
+        if dtau is not None:
+            raise RuntimeError(f"{ctx.fn}: derivatives with respect to tau are not supported "
+                               "(forward mode included); pass a tau without a tangent")
+        z, tau_elems = ctx.saved_tensors
+        if dx is None:
+            return torch.zeros_like(z)
+        return dx * _hc_slope(z, ctx.tau, tau_elems, ctx.limits)
+
+    @staticmethod
+    def vmap(info, in_dims, token, x, tau_elems, tau, limits, stream, fn):
+        def call(token, x, tau_elems, batch):
+            return HardConcrete.apply(token, x, tau_elems, tau, limits, stream, fn)
+
+        return _vmap_rule(info, in_dims, token, (x, tau_elems), call)
 
 
 def hard_concrete(x, tau, tau_elems, limits, stream, fn):
-    """The op, through autograd only when a gradient is needed."""
-    if _needs_grad(x, tau_elems):
-        return HardConcrete.apply(x, tau, tau_elems, limits, stream, fn)
+    """The op, through autograd only when a gradient is needed or a transform is active."""
+    if _transformed() or _needs_grad(x, tau_elems):
+        if _compiling():
+            return _HardConcrete.apply(None, x, tau_elems, tau, limits, stream, fn)
+        token = _token() if _transformed() else None
+        return HardConcrete.apply(token, x, tau_elems, tau, limits, stream, fn)
     return _hc_forward(x, tau, tau_elems, limits, stream, fn)

@@ -8,8 +8,7 @@ from collections.abc import Sequence
 
 import torch
 
-from . import _generator
-from ._generator import Generator, default_generator
+from ._generator import Generator
 
 FLOAT_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
 #: The smallest normal and largest finite value of each compute dtype: the
@@ -156,14 +155,9 @@ def limits(fn: str, lim: object, like: torch.Tensor | None = None) -> tuple[floa
     return lo, hi
 
 
-def generator(fn: str, g: object) -> Generator:
-    if g is None:
-        if torch.compiler.is_compiling():
-            # Re-seeding checks take a lock: not traceable. Compiled code uses
-            # the default generator that exists when it is traced.
-            return _generator.current_default()
-        return default_generator()
-    if not isinstance(g, Generator):
+def generator(fn: str, g: object) -> Generator | None:
+    """``g``: a :class:`Generator`, or None for torch's default generator."""
+    if g is not None and not isinstance(g, Generator):
         raise TypeError(
             f"{fn}: generator must be a gumbelrs.Generator or None, got {type(g).__module__}."
             f"{type(g).__qualname__}"

@@ -1,7 +1,8 @@
 """The public ops: check the arguments, pick the stream, call the op.
 
-Every op takes ``generator=None`` (the process-wide default, seeded from
-``torch.initial_seed()``) or a :class:`gumbelrs.Generator`, and draws one call's
+Every op takes ``generator=None`` (each call then draws a fresh Philox seed
+from torch's default CPU generator, so torch's seeding and RNG-state
+functions govern it) or a :class:`gumbelrs.Generator`, and draws one call's
 worth of its stream: element ``i`` of the call (in the contiguous order of the
 logits) uses the Philox words of ``(seed, offset, i)`` only. Inputs are never
 modified. The noise is added relative to each row's largest logit,
@@ -84,7 +85,7 @@ def gumbel_softmax(
     x = _dispatch.prepare(logits)
     batch = _batch(x.shape, d) if isinstance(tau, torch.Tensor) else ()  # only a tensor needs it
     t, t_rows = _validate.tau(fn, tau, x, batch, dim=d, differentiable=True)
-    y = _ops.gumbel_softmax(x, d, t, t_rows, _ops.take(gen), hard, fn)
+    y = _ops.gumbel_softmax(x, d, t, t_rows, _ops.take(gen, fn), hard, fn)
     return _in_dtype(y, logits.dtype)
 
 
@@ -109,7 +110,7 @@ def relaxed_bernoulli(
     gen = _validate.generator(fn, generator)
     x = _dispatch.prepare(logits)
     t, t_elems = _validate.tau(fn, tau, x, x.shape, differentiable=True)
-    y = _ops.relaxed_bernoulli(x, t, t_elems, _ops.take(gen), hard, fn)
+    y = _ops.relaxed_bernoulli(x, t, t_elems, _ops.take(gen, fn), hard, fn)
     return _in_dtype(y, logits.dtype)
 
 
@@ -133,7 +134,7 @@ def hard_concrete(
     gen = _validate.generator(fn, generator)
     x = _dispatch.prepare(logits)
     t, t_elems = _validate.tau(fn, tau, x, x.shape)
-    z = _ops.hard_concrete(x, t, t_elems, lim, _ops.take(gen), fn)
+    z = _ops.hard_concrete(x, t, t_elems, lim, _ops.take(gen, fn), fn)
     return _in_dtype(z, logits.dtype)
 
 
@@ -169,7 +170,7 @@ def _noise(
     dev = torch.device("cpu") if device is None else torch.device(device)
     gen = _validate.generator(fn, generator)
     compute = _validate.compute_dtype(dtype)
-    return _in_dtype(_ops.noise(kind, size, compute, dev, _ops.take(gen)), dtype)
+    return _in_dtype(_ops.noise(kind, size, compute, dev, _ops.take(gen, fn)), dtype)
 
 
 def gumbel_noise(
@@ -203,7 +204,7 @@ def sample_categorical(
     _validate.count(fn, "num_samples", num_samples, 1, 2**31 - 1, "")
     gen = _validate.generator(fn, generator)
     x = _dispatch.prepare(logits.detach())
-    return _ops.sample_categorical(fn, x, d, num_samples, _ops.take(gen))
+    return _ops.sample_categorical(fn, x, d, num_samples, _ops.take(gen, fn))
 
 
 def gumbel_topk(
@@ -225,7 +226,7 @@ def gumbel_topk(
     _validate.count(fn, "k", k, 0, size, f" (the size of logits along dim={dim})")
     gen = _validate.generator(fn, generator)
     x = _dispatch.prepare(logits.detach())
-    return _ops.gumbel_topk(fn, x, d, k, _ops.take(gen))
+    return _ops.gumbel_topk(fn, x, d, k, _ops.take(gen, fn))
 
 
 def gumbel_given_argmax(
@@ -264,5 +265,5 @@ def gumbel_given_argmax(
                          f"without dim={dim}), got {tuple(index.shape)}")
     gen = _validate.generator(fn, generator)
     x = _dispatch.prepare(logits.detach())
-    z = _ops.gumbel_given_argmax(fn, x, d, index.contiguous(), num_samples, _ops.take(gen))
+    z = _ops.gumbel_given_argmax(fn, x, d, index.contiguous(), num_samples, _ops.take(gen, fn))
     return _in_dtype(z, logits.dtype)
