@@ -320,3 +320,20 @@ def test_checkpoint_context_replays_explicit_generators():
     with raises(TypeError, "checkpoint_context: every argument must be a gumbelrs.Generator, "
                            "got torch._C.Generator"):
         gumbelrs.checkpoint_context(torch.Generator())
+
+
+def test_export_and_autocast_keep_working():
+    class Sampler(torch.nn.Module):
+        def forward(self, t):
+            return gumbelrs.gumbel_softmax(t, 0.5, hard=True)
+
+    x = logits(3, 5)
+    program = torch.export.export(Sampler(), (x,))
+    torch.manual_seed(4)
+    exported = program.module()(x)
+    torch.manual_seed(4)
+    assert torch.equal(exported, Sampler()(x))
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        y = gumbelrs.gumbel_softmax(x @ logits(5, 5, seed=3), 0.5)
+    assert y.dtype == torch.bfloat16
+    torch.testing.assert_close(y.float().sum(-1), torch.ones(3), rtol=0, atol=2e-2)

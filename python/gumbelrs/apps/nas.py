@@ -1,9 +1,14 @@
 """Architecture search over dilation rates with ``gumbelrs.nn.MixedOp``.
 
-A first-order bi-level loop (as in DARTS/GDAS): the network weights take Adam
-steps on the training split, the architecture logits on the validation split,
-with separate optimizers, while the Gumbel-Softmax temperature anneals
-exponentially from ``tau_start`` to ``tau_end``. Two tasks:
+A bi-level loop (as in DARTS/GDAS): the network weights take Adam steps on
+the training split, the architecture logits on the validation split, with
+separate optimizers, while the Gumbel-Softmax temperature anneals
+exponentially from ``tau_start`` to ``tau_end``. The architecture gradient is
+first order (the validation loss at the current weights) or DARTS' second
+order (Liu et al. 2019, eq. 6): the validation loss at the weights after one
+virtual SGD step ``w - xi * grad_w L_train(w, alpha)``, differentiated through
+that step, which needs the second derivatives of the Gumbel-Softmax sample.
+Two tasks:
 
 - ``signals``: synthetic sequences whose class is the sign of their
   autocorrelation at one lag (``Config.lag``, 3 by default) and only there:
@@ -21,6 +26,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import time
 from pathlib import Path
 
 import torch
@@ -52,6 +58,8 @@ class Config:
     tasks: tuple[str, ...] = TASKS
     seeds: int = 5
     modes: tuple[str, ...] = ("soft", "hard")
+    orders: tuple[int, ...] = (1, 2)  # architecture gradient: first order, DARTS' unrolled
+    xi: float = 0.025  # the virtual SGD step of second order (DARTS' weight learning rate)
     steps: int = 600  # search steps (one weight step and one architecture step each)
     retrain_steps: int = 600
     tau_start: float = 5.0
@@ -69,8 +77,8 @@ class Config:
         check_config("nas", self, counts=("seeds", "steps", "channels", "batch", "lag",
                                           "length", "n_signals"),
                      maybe_zero=("retrain_steps", "seed"),
-                     positive=("tau_start", "tau_end", "lr", "arch_lr"),
-                     choices={"tasks": TASKS, "modes": ("soft", "hard")})
+                     positive=("tau_start", "tau_end", "lr", "arch_lr", "xi"),
+                     choices={"tasks": TASKS, "modes": ("soft", "hard"), "orders": (1, 2)})
         if self.lag not in (1, 3, 5):
             raise ValueError(f"nas: lag must be 1, 3 or 5 (the lags that exactly one dilation "
                              f"in {DILATIONS} sees), got {self.lag!r}")
@@ -187,10 +195,35 @@ def _fit(model: nn.Module, train, config: Config, seed: int, steps: int) -> nn.M
     return model
 
 
-def search(task: str, mode: str, config: Config, seed: int, show: bool = False) -> dict:
-    """One search on ``task`` with MixedOps in ``mode``: the chosen dilations,
-    the entropy trace, and the test accuracy of the chosen architecture
-    trained from scratch."""
+def _unrolled_architecture_gradient(model: nn.Module, train_batch, val_batch,
+                                    xi: float) -> None:
+    """DARTS' second-order architecture gradient (Liu et al. 2019, eq. 6-7),
+    exact: ``grad_alpha L_val(w - xi * grad_w L_train(w, alpha), alpha)``,
+    differentiated through the virtual step (``create_graph``), into ``.grad``
+    of the architecture logits. The model's weights are left as they were."""
+    arch = {id(p) for p in architecture_parameters(model)}
+    named = dict(model.named_parameters())
+    weights = {k: p for k, p in named.items() if id(p) not in arch}
+    alphas = {k: p for k, p in named.items() if id(p) in arch}
+    loss = nn.functional.cross_entropy(
+        torch.func.functional_call(model, named, (train_batch[0],)), train_batch[1])
+    # In hard mode only the sampled candidate runs: the others' weights do not move.
+    grads = torch.autograd.grad(loss, list(weights.values()), create_graph=True,
+                                allow_unused=True)
+    stepped = {k: p if g is None else p - xi * g for (k, p), g in zip(weights.items(), grads)}
+    loss = nn.functional.cross_entropy(
+        torch.func.functional_call(model, {**stepped, **alphas}, (val_batch[0],)),
+        val_batch[1])
+    for p, g in zip(alphas.values(), torch.autograd.grad(loss, list(alphas.values()))):
+        p.grad = g
+
+
+def search(task: str, mode: str, config: Config, seed: int, show: bool = False,
+           order: int = 1) -> dict:
+    """One search on ``task`` with MixedOps in ``mode`` and architecture
+    gradients of ``order`` (1 or 2): the chosen dilations, the entropy trace,
+    the mean time of a search step, and the test accuracy of the chosen
+    architecture trained from scratch."""
     g = seeded(seed)
     train, val, test = _data(task, config, seed)
     tau = exponential_anneal(config.tau_start, config.tau_end, config.steps)
@@ -201,24 +234,29 @@ def search(task: str, mode: str, config: Config, seed: int, show: bool = False) 
     entropy, temperature = [], []
     pairs = zip(_batches(train, config.batch, config.steps, seed),
                 _batches(val, config.batch, config.steps, seed + 1))
-    for (xt, yt), (xv, yv) in progress(pairs, config.steps, f"nas {task} {mode}", show):
+    start = time.perf_counter()
+    for (xt, yt), (xv, yv) in progress(pairs, config.steps, f"nas {task} {mode} o{order}",
+                                       show):
         loss = nn.functional.cross_entropy(model(xt), yt)
         w_opt.zero_grad()
         loss.backward()
         w_opt.step()
-        loss = nn.functional.cross_entropy(model(xv), yv)
         a_opt.zero_grad()
-        loss.backward()
+        if order == 1:
+            nn.functional.cross_entropy(model(xv), yv).backward()
+        else:
+            _unrolled_architecture_gradient(model, (xt, yt), (xv, yv), config.xi)
         a_opt.step()
         entropy.append(float(sum(op.entropy() for op in ops).detach()) / len(ops))
         temperature.append(tau.tau)
         tau.step()  # one schedule, shared by every MixedOp
+    step_ms = 1000 * (time.perf_counter() - start) / config.steps
     chosen = [DILATIONS[op.chosen()] for op in ops]
     fixed_arch = chosen[0] if task == "signals" else tuple(chosen)
     searched = _fit(_net(task, config, mode, 1.0, g, fixed_arch), train, config, seed,
                     config.retrain_steps)
     return {"chosen": chosen, "entropy": entropy, "temperature": temperature,
-            "probs": [op.probs().detach().tolist() for op in ops],
+            "probs": [op.probs().detach().tolist() for op in ops], "step_ms": step_ms,
             "searched_accuracy": _accuracy(searched, test)}
 
 
@@ -239,7 +277,7 @@ def run(config: Config | None = None, out: Path | None = None, show: bool = True
     """Searches ``config.seeds`` times on each task; writes the entropy plot."""
     config = config or Config()
     ckpt = Checkpoint(checkpoint, config)
-    runs: dict[tuple[str, str], list[dict]] = {}
+    runs: dict[tuple[str, str, int], list[dict]] = {}
     fixed: dict[str, list[dict[int, float]]] = {}
     for task in config.tasks:
         fixed[task] = []
@@ -250,25 +288,29 @@ def run(config: Config | None = None, out: Path | None = None, show: bool = True
                                                                      config.seed + s))
             fixed[task].append(done)
         for mode in config.modes:
-            runs[task, mode] = []
-            for s in range(config.seeds):
-                done = ckpt.get(f"{task}/{mode}/{s}")
-                if done is None:
-                    done = ckpt.put(f"{task}/{mode}/{s}",
-                                    search(task, mode, config, config.seed + s, show))
-                runs[task, mode].append(done)
+            for order in config.orders:
+                runs[task, mode, order] = []
+                for s in range(config.seeds):
+                    key = f"{task}/{mode}/{order}/{s}"
+                    done = ckpt.get(key)
+                    if done is None:
+                        done = ckpt.put(key, search(task, mode, config, config.seed + s, show,
+                                                    order))
+                    runs[task, mode, order].append(done)
     return _report(config, runs, fixed, out)
 
 
-def _report(config: Config, runs: dict[tuple[str, str], list[dict]],
+def _report(config: Config, runs: dict[tuple[str, str, int], list[dict]],
             fixed: dict[str, list[dict[int, float]]], out: Path | None) -> AppResult:
     metrics: dict = {"config": dataclasses.asdict(config)}
     result = AppResult("nas", metrics, heading="Architecture search over dilation rates "
                                                 "(gumbelrs.nn.MixedOp)")
     result.text = (f"MixedOps over dilations {DILATIONS} (kernel 3) in soft (SNAS: weighted "
                    f"sum) or hard (GDAS: one sampled candidate) mode, {config.steps} "
-                   f"first-order bi-level steps (weights on the training split, architecture "
-                   f"logits on the validation split, separate Adam optimizers), temperature "
+                   f"bi-level steps (weights on the training split, architecture logits on the "
+                   f"validation split, separate Adam optimizers) with first-order or DARTS' "
+                   f"second-order architecture gradients (one virtual SGD step of "
+                   f"xi = {config.xi}, differentiated through), temperature "
                    f"{config.tau_start} -> {config.tau_end}; the chosen architecture and every "
                    f"fixed one are then trained {config.retrain_steps} steps on the training "
                    f"split and scored on the test split. On 'signals' the class lives at lag "
@@ -277,29 +319,31 @@ def _report(config: Config, runs: dict[tuple[str, str], list[dict]],
     for task in config.tasks:
         base = {d: sum(f[d] for f in fixed[task]) / len(fixed[task]) for d in DILATIONS}
         metrics[task] = {"fixed_accuracy": base}
-        for mode in config.modes:
-            rs = runs[task, mode]
+        for mode, order in ((m, o) for m in config.modes for o in config.orders):
+            rs = runs[task, mode, order]
             hits = sum(r["chosen"][0] == config.lag for r in rs) if task == "signals" else None
             m = {"chosen": [r["chosen"] for r in rs],
                  "searched_accuracy": sum(r["searched_accuracy"] for r in rs) / len(rs),
                  "initial_entropy": sum(r["entropy"][0] for r in rs) / len(rs),
-                 "final_entropy": sum(r["entropy"][-1] for r in rs) / len(rs)}
+                 "final_entropy": sum(r["entropy"][-1] for r in rs) / len(rs),
+                 "step_ms": sum(r["step_ms"] for r in rs) / len(rs)}
             if hits is not None:
                 m["planted_found"] = hits
-            metrics[task][mode] = m
-            rows.append((task, mode, " ".join("/".join(map(str, r["chosen"])) for r in rs),
+            metrics[task].setdefault(mode, {})[f"order{order}"] = m
+            rows.append((task, mode, order,
+                         " ".join("/".join(map(str, r["chosen"])) for r in rs),
                          "" if hits is None else f"{hits} of {len(rs)}",
-                         m["searched_accuracy"], m["final_entropy"],
+                         m["searched_accuracy"], m["final_entropy"], f"{m['step_ms']:.1f}",
                          *(base[d] for d in DILATIONS)))
     result.tables[f"Chosen dilations and test accuracy (mean over {config.seeds} seeds)"] = Table(
-        ("task", "mode", "chosen per seed", "planted lag found", "searched",
-         "final entropy", *(f"fixed d={d}" for d in DILATIONS)), rows)
+        ("task", "mode", "gradient order", "chosen per seed", "planted lag found", "searched",
+         "final entropy", "ms per search step", *(f"fixed d={d}" for d in DILATIONS)), rows)
     plt = pyplot("nas")
     fig, ax = plt.subplots(figsize=(6.5, 3.6))
-    for c, ((task, mode), rs) in enumerate(runs.items()):
+    for c, ((task, mode, order), rs) in enumerate(runs.items()):
         for i, r in enumerate(rs):
             ax.plot(r["entropy"], color=f"C{c}", alpha=0.6,
-                    label=f"{task}, {mode}" if i == 0 else None)
+                    label=f"{task}, {mode}, order {order}" if i == 0 else None)
     ax.axhline(math.log(len(DILATIONS)), color="grey", ls=":", lw=1, label="uniform")
     ax.set_xlabel("search step")
     ax.set_ylabel("architecture entropy (nats)")
