@@ -188,3 +188,19 @@ def test_generator_errors():
         g.set_state([0, 0])
     with pytest.raises(ValueError, match=r"fork\(n\) needs a non-negative int n, got -2"):
         g.fork(-2)
+
+
+def test_default_stream_serves_ops_that_replay_their_noise():
+    """The decoupled estimator and the hard relaxed distributions draw one
+    noise twice (forward and soft sample); with generator=None they draw it
+    from torch's state like any op."""
+    x = torch.randn(5, 4)
+    for draw in (lambda: gumbelrs.estimators.sample(x, "decoupled", tau_forward=0.3,
+                                                     tau_backward=1.0),
+                 lambda: gumbelrs.distributions.RelaxedOneHotCategoricalStraightThrough(
+                     torch.tensor(0.5), logits=x).rsample()):
+        torch.manual_seed(8)
+        a = draw()
+        torch.manual_seed(8)
+        assert torch.equal(draw(), a)
+        assert ((a == 0) | (a == 1)).all() and torch.equal(a.sum(-1), torch.ones(5))

@@ -85,6 +85,13 @@ def _torch_seed() -> int:
     return int(key.random_())
 
 
+def replayable(gen: Optional[Generator]) -> Generator:
+    """``gen``, or for None a new Generator seeded from torch's default
+    generator (one draw, as a call would make): for callers that draw the
+    same noise twice by copying a generator's state."""
+    return gen if gen is not None else Generator(_torch_seed())
+
+
 def take(gen: Optional[Generator], fn: str) -> Stream:
     """The stream of one call: advances ``gen``, or draws from torch's
     generator when ``gen`` is None."""

@@ -25,7 +25,7 @@ import torch.nn.functional as F
 from torch.distributions import Distribution, constraints
 from torch.distributions.utils import broadcast_all, lazy_property
 
-from . import _validate, functional
+from . import _ops, _validate, functional
 from ._generator import Generator
 
 __all__ = [
@@ -75,7 +75,8 @@ class _StraightThrough:
         return new
 
     def rsample(self, sample_shape=_EMPTY, generator: Generator | None = None):
-        gen = _validate.generator(type(self).__name__, generator or self.generator)
+        gen = _ops.replayable(_validate.generator(type(self).__name__,
+                                                  generator or self.generator))
         state = gen.get_state()
         hard = self._draw(sample_shape, True, gen)
         with torch.no_grad():

@@ -45,7 +45,7 @@ from collections.abc import Callable
 
 import torch
 
-from . import _args, _validate, functional
+from . import _args, _ops, _validate, functional
 from ._generator import Generator
 
 __all__ = ["METHODS", "diagnose", "exact_gradient", "sample"]
@@ -112,6 +112,7 @@ def sample(
         tau_f = options.get("tau_forward", tau)
         tau_b = options.get("tau_backward", tau)
         hard = options.get("hard", True)
+        gen = _ops.replayable(gen)
         state = gen.get_state()
         forward = functional.gumbel_softmax(logits.detach(), tau_f, hard=hard, dim=d,
                                             generator=gen)
