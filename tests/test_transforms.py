@@ -337,3 +337,16 @@ def test_export_and_autocast_keep_working():
         y = gumbelrs.gumbel_softmax(x @ logits(5, 5, seed=3), 0.5)
     assert y.dtype == torch.bfloat16
     torch.testing.assert_close(y.float().sum(-1), torch.ones(3), rtol=0, atol=2e-2)
+
+
+@pytest.mark.parametrize("nested", [False, True])
+def test_functionalize_is_refused_with_a_clear_error(nested):
+    def f(r):
+        return gumbelrs.gumbel_softmax(r, 0.5, generator=Generator(SEED))
+
+    f = torch.func.functionalize(vmap(f, randomness="same") if nested else f)
+    with raises(RuntimeError, "gumbel_softmax: torch.func.functionalize is not supported: "
+                "under torch.func transforms gumbelrs ops are torch.autograd.Functions, which "
+                "torch cannot functionalize; torch.compile and torch.export record them as "
+                "custom ops instead"):
+        f(logits(3, 4))

@@ -145,12 +145,20 @@ def _(draws):
 # ------------------------------------------------------------- transforms
 
 
-def _token() -> Tensor:
+def _token(fn: str) -> Tensor:
     """An empty tensor that ``vmap`` batches exactly at its levels whose
     randomness is ``"different"``; in ``"error"`` mode making it raises torch's
     own randomness error. Passed to every op under ``torch.func`` transforms,
     so that each op's vmap rule runs wherever fresh noise is wanted, even
-    when no input is batched there (``vmap`` skips rules whose inputs are not)."""
+    when no input is batched there (``vmap`` skips rules whose inputs are not).
+    Refuses ``functionalize``, which torch cannot apply to the ops' Functions."""
+    functionalize = torch._C._functorch.TransformType.Functionalize
+    if any(i.key() == functionalize for i in torch._C._functorch.get_interpreter_stack()):
+        raise RuntimeError(
+            f"{fn}: torch.func.functionalize is not supported: under torch.func transforms "
+            "gumbelrs ops are torch.autograd.Functions, which torch cannot functionalize; "
+            "torch.compile and torch.export record them as custom ops instead"
+        )
     return torch.rand(0, generator=_probe)
 
 
@@ -262,7 +270,7 @@ class _Noise(torch.autograd.Function):
 
 def noise(kind: str, shape: list, dtype: torch.dtype, device: torch.device, stream: Stream):
     if _transformed():
-        return _Noise.apply(_token(), kind, shape, dtype, device, stream)
+        return _Noise.apply(_token(f"{kind}_noise"), kind, shape, dtype, device, stream)
     return _noise(kind, shape, dtype, device, stream)
 
 
@@ -396,7 +404,7 @@ def gumbel_softmax(x, dim, tau, tau_rows, stream, hard, fn):
         if _compiling():
             y = _GumbelSoftmax.apply(None, x, tau_rows, dim, tau, stream, hard, fn)
         else:
-            token = _token() if _transformed() else None
+            token = _token(fn) if _transformed() else None
             y = GumbelSoftmax.apply(token, x, tau_rows, dim, tau, stream, hard, fn)
         return y[0] if hard else y
     return _gs_forward(x, dim, tau, tau_rows, stream, hard, fn, need_soft=False)[0]
@@ -442,7 +450,7 @@ class _Categorical(torch.autograd.Function):
 
 def sample_categorical(fn, x, dim, num_samples, stream):
     if _transformed():
-        return _Categorical.apply(_token(), x, dim, num_samples, stream, fn)
+        return _Categorical.apply(_token(fn), x, dim, num_samples, stream, fn)
     return _sample_categorical(fn, x, dim, num_samples, stream)
 
 
@@ -484,7 +492,7 @@ class _TopK(torch.autograd.Function):
 
 def gumbel_topk(fn, x, dim, k, stream):
     if _transformed():
-        return _TopK.apply(_token(), x, dim, k, stream, fn)
+        return _TopK.apply(_token(fn), x, dim, k, stream, fn)
     return _gumbel_topk(fn, x, dim, k, stream)
 
 
@@ -528,7 +536,7 @@ class _GivenArgmax(torch.autograd.Function):
 
 def gumbel_given_argmax(fn, x, dim, index, num_samples, stream):
     if _transformed():
-        return _GivenArgmax.apply(_token(), x, index, dim, num_samples, stream, fn)
+        return _GivenArgmax.apply(_token(fn), x, index, dim, num_samples, stream, fn)
     return _gumbel_given_argmax(fn, x, dim, index, num_samples, stream)
 
 
@@ -647,7 +655,7 @@ def relaxed_bernoulli(x, tau, tau_elems, stream, hard, fn):
         if _compiling():
             y = _RelaxedBernoulli.apply(None, x, tau_elems, tau, stream, hard, fn)
         else:
-            token = _token() if _transformed() else None
+            token = _token(fn) if _transformed() else None
             y = RelaxedBernoulli.apply(token, x, tau_elems, tau, stream, hard, fn)
         return y[0] if hard else y
     return _rb_forward(x, tau, tau_elems, stream, hard, fn)[0]
@@ -754,6 +762,6 @@ def hard_concrete(x, tau, tau_elems, limits, stream, fn):
     if _transformed() or _needs_grad(x, tau_elems):
         if _compiling():
             return _HardConcrete.apply(None, x, tau_elems, tau, limits, stream, fn)
-        token = _token() if _transformed() else None
+        token = _token(fn) if _transformed() else None
         return HardConcrete.apply(token, x, tau_elems, tau, limits, stream, fn)
     return _hc_forward(x, tau, tau_elems, limits, stream, fn)
