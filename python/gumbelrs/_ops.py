@@ -61,15 +61,19 @@ def _transformed() -> bool:
     return torch._C._are_functorch_transforms_active()
 
 
+def _forward_mode() -> bool:
+    """Whether a forward-mode AD level is open: inputs may carry tangents,
+    which only the ops' Functions see."""
+    return forward_ad._current_level >= 0
+
+
 def _needs_grad(x: Tensor, tau: Optional[Tensor]) -> bool:
-    """Whether the op must record autograd: logits or temperature need a
-    gradient, or a forward-mode level is open (their tangents are not visible
-    otherwise). Always while tracing: the trace is one graph for every call,
+    """Whether the op must record autograd (logits or temperature need a
+    gradient). Always while tracing: the trace is one graph for every call,
     and ``check_trace`` re-traces without gradients."""
     wanted = x.requires_grad or (tau is not None and tau.requires_grad)
     # torch._C._is_tracing is torch.jit.is_tracing without its wrapper (52 ns, not 127).
-    return ((torch.is_grad_enabled() and wanted) or torch._C._is_tracing()
-            or forward_ad._current_level >= 0)
+    return (torch.is_grad_enabled() and wanted) or torch._C._is_tracing()
 
 
 def _torch_seed() -> int:
@@ -145,13 +149,16 @@ def _(draws):
 # ------------------------------------------------------------- transforms
 
 
-def _token(fn: str) -> Tensor:
+def _token(fn: str) -> Optional[Tensor]:
     """An empty tensor that ``vmap`` batches exactly at its levels whose
     randomness is ``"different"``; in ``"error"`` mode making it raises torch's
     own randomness error. Passed to every op under ``torch.func`` transforms,
     so that each op's vmap rule runs wherever fresh noise is wanted, even
     when no input is batched there (``vmap`` skips rules whose inputs are not).
-    Refuses ``functionalize``, which torch cannot apply to the ops' Functions."""
+    Refuses ``functionalize``, which torch cannot apply to the ops' Functions.
+    None outside ``torch.func`` (in forward mode alone)."""
+    if not _transformed():
+        return None
     functionalize = torch._C._functorch.TransformType.Functionalize
     if any(i.key() == functionalize for i in torch._C._functorch.get_interpreter_stack()):
         raise RuntimeError(
@@ -336,14 +343,51 @@ def _gs_vjp(g: Tensor, y: Tensor, dim: int, tau: float, tau_rows: Optional[Tenso
     return y * (g - (g * y).sum(dim, keepdim=True)) / t
 
 
+def _gs_save(ctx, output, tau_rows, dim, tau, hard, forward_mode):
+    soft = output[1] if hard else output
+    ctx.save_for_backward(soft, tau_rows)
+    if forward_mode:
+        ctx.save_for_forward(soft, tau_rows)
+    ctx.dim, ctx.tau, ctx.hard = dim, tau, hard
+    ctx.set_materialize_grads(False)
+
+
+def _gs_backward(ctx, *grads):
+    soft, tau_rows = ctx.saved_tensors
+    g = _grads(grads)
+    if g is None:
+        return (None,) * 8
+    gx = _gs_vjp(g, soft, ctx.dim, ctx.tau, tau_rows)
+    g_tau = None
+    if ctx.needs_input_grad[2]:
+        # y = softmax(h), h = w / tau: dL/dtau = -sum_i dL/dw_i * h_i, and
+        # h_i = log y_i up to a constant that cancels (sum_i dL/dw_i = 0).
+        g_tau = -(gx * _log_inside(soft)).sum(ctx.dim)
+    return None, gx, g_tau, None, None, None, None, None
+
+
 class _GumbelSoftmax(torch.autograd.Function):
     """Soft or straight-through hard Gumbel-Softmax; the gradient always
     flows through the soft sample: ``y * (g - sum(g * y)) / tau``.
 
     Hard mode returns ``(one_hot, soft)``: the soft sample is an output so
-    that a double backward sees how it depends on the logits. This class is
-    what compiled code records (Dynamo refuses Functions with a ``jvp``);
-    eager calls use :class:`GumbelSoftmax`, which adds the transform rules."""
+    that a double backward sees how it depends on the logits. Eager calls and
+    compiled code use this class; :class:`GumbelSoftmax` is the same op for
+    ``torch.func`` and forward mode. (Its ``setup_context`` form costs 25 us a
+    call in argument binding, and Dynamo refuses a Function with a ``jvp``.)"""
+
+    @staticmethod
+    def forward(ctx, token, x, tau_rows, dim, tau, stream, hard, fn):
+        y, soft = _gs_forward(x, dim, tau, tau_rows, stream, hard, fn)
+        out = (y, soft) if hard else y
+        _gs_save(ctx, out, tau_rows, dim, tau, hard, False)
+        return out
+
+    backward = staticmethod(_gs_backward)
+
+
+class GumbelSoftmax(torch.autograd.Function):
+    """:class:`_GumbelSoftmax` with forward-mode derivatives and a vmap rule."""
 
     @staticmethod
     def forward(token, x, tau_rows, dim, tau, stream, hard, fn):
@@ -353,29 +397,9 @@ class _GumbelSoftmax(torch.autograd.Function):
     @staticmethod
     def setup_context(ctx, inputs, output):
         _, _, tau_rows, dim, tau, _, hard, _ = inputs
-        soft = output[1] if hard else output
-        ctx.save_for_backward(soft, tau_rows)
-        ctx.save_for_forward(soft, tau_rows)
-        ctx.dim, ctx.tau, ctx.hard = dim, tau, hard
-        ctx.set_materialize_grads(False)
+        _gs_save(ctx, output, tau_rows, dim, tau, hard, True)
 
-    @staticmethod
-    def backward(ctx, *grads):
-        soft, tau_rows = ctx.saved_tensors
-        g = _grads(grads)
-        if g is None:
-            return (None,) * 8
-        gx = _gs_vjp(g, soft, ctx.dim, ctx.tau, tau_rows)
-        g_tau = None
-        if ctx.needs_input_grad[2]:
-            # y = softmax(h), h = w / tau: dL/dtau = -sum_i dL/dw_i * h_i, and
-            # h_i = log y_i up to a constant that cancels (sum_i dL/dw_i = 0).
-            g_tau = -(gx * _log_inside(soft)).sum(ctx.dim)
-        return None, gx, g_tau, None, None, None, None, None
-
-
-class GumbelSoftmax(_GumbelSoftmax):
-    """:class:`_GumbelSoftmax` with forward-mode derivatives and a vmap rule."""
+    backward = staticmethod(_gs_backward)
 
     @staticmethod
     def jvp(ctx, _token, dx, dtau, *_):
@@ -400,14 +424,13 @@ class GumbelSoftmax(_GumbelSoftmax):
 
 def gumbel_softmax(x, dim, tau, tau_rows, stream, hard, fn):
     """The op, through autograd only when a gradient is needed or a transform is active."""
-    if _transformed() or _needs_grad(x, tau_rows):
-        if _compiling():
-            y = _GumbelSoftmax.apply(None, x, tau_rows, dim, tau, stream, hard, fn)
-        else:
-            token = _token(fn) if _transformed() else None
-            y = GumbelSoftmax.apply(token, x, tau_rows, dim, tau, stream, hard, fn)
-        return y[0] if hard else y
-    return _gs_forward(x, dim, tau, tau_rows, stream, hard, fn, need_soft=False)[0]
+    if _transformed() or _forward_mode():
+        y = GumbelSoftmax.apply(_token(fn), x, tau_rows, dim, tau, stream, hard, fn)
+    elif _needs_grad(x, tau_rows):
+        y = _GumbelSoftmax.apply(None, x, tau_rows, dim, tau, stream, hard, fn)
+    else:
+        return _gs_forward(x, dim, tau, tau_rows, stream, hard, fn, need_soft=False)[0]
+    return y[0] if hard else y
 
 
 # ----------------------------------------------------- categorical draws
@@ -597,10 +620,43 @@ def _rb_vjp(g: Tensor, y: Tensor, tau: float, tau_elems: Optional[Tensor]) -> Te
     return g * (y * (1 - y)) / (tau if tau_elems is None else tau_elems)
 
 
+def _rb_save(ctx, output, tau_elems, tau, hard, forward_mode):
+    soft = output[1] if hard else output
+    ctx.save_for_backward(soft, tau_elems)
+    if forward_mode:
+        ctx.save_for_forward(soft, tau_elems)
+    ctx.tau, ctx.hard = tau, hard
+    ctx.set_materialize_grads(False)
+
+
+def _rb_backward(ctx, *grads):
+    soft, tau_elems = ctx.saved_tensors
+    g = _grads(grads)
+    if g is None:
+        return (None,) * 7
+    gx = _rb_vjp(g, soft, ctx.tau, tau_elems)
+    # y = sigmoid(z), z = w / tau: dL/dtau = -dL/dw * z, z = logit(y).
+    g_tau = -(gx * _logit_inside(soft)) if ctx.needs_input_grad[2] else None
+    return None, gx, g_tau, None, None, None, None
+
+
 class _RelaxedBernoulli(torch.autograd.Function):
     """Binary Concrete sample, soft or straight-through hard; the gradient
     flows through the soft sample: ``g * y * (1 - y) / tau``. Hard mode
-    returns ``(hard, soft)``, as :class:`_GumbelSoftmax` does."""
+    returns ``(hard, soft)``; the classes are split as :class:`_GumbelSoftmax`'s."""
+
+    @staticmethod
+    def forward(ctx, token, x, tau_elems, tau, stream, hard, fn):
+        y, soft = _rb_forward(x, tau, tau_elems, stream, hard, fn)
+        out = (y, soft) if hard else y
+        _rb_save(ctx, out, tau_elems, tau, hard, False)
+        return out
+
+    backward = staticmethod(_rb_backward)
+
+
+class RelaxedBernoulli(torch.autograd.Function):
+    """:class:`_RelaxedBernoulli` with forward-mode derivatives and a vmap rule."""
 
     @staticmethod
     def forward(token, x, tau_elems, tau, stream, hard, fn):
@@ -610,26 +666,9 @@ class _RelaxedBernoulli(torch.autograd.Function):
     @staticmethod
     def setup_context(ctx, inputs, output):
         _, _, tau_elems, tau, _, hard, _ = inputs
-        soft = output[1] if hard else output
-        ctx.save_for_backward(soft, tau_elems)
-        ctx.save_for_forward(soft, tau_elems)
-        ctx.tau, ctx.hard = tau, hard
-        ctx.set_materialize_grads(False)
+        _rb_save(ctx, output, tau_elems, tau, hard, True)
 
-    @staticmethod
-    def backward(ctx, *grads):
-        soft, tau_elems = ctx.saved_tensors
-        g = _grads(grads)
-        if g is None:
-            return (None,) * 7
-        gx = _rb_vjp(g, soft, ctx.tau, tau_elems)
-        # y = sigmoid(z), z = w / tau: dL/dtau = -dL/dw * z, z = logit(y).
-        g_tau = -(gx * _logit_inside(soft)) if ctx.needs_input_grad[2] else None
-        return None, gx, g_tau, None, None, None, None
-
-
-class RelaxedBernoulli(_RelaxedBernoulli):
-    """:class:`_RelaxedBernoulli` with forward-mode derivatives and a vmap rule."""
+    backward = staticmethod(_rb_backward)
 
     @staticmethod
     def jvp(ctx, _token, dx, dtau, *_):
@@ -651,14 +690,13 @@ class RelaxedBernoulli(_RelaxedBernoulli):
 
 def relaxed_bernoulli(x, tau, tau_elems, stream, hard, fn):
     """The op, through autograd only when a gradient is needed or a transform is active."""
-    if _transformed() or _needs_grad(x, tau_elems):
-        if _compiling():
-            y = _RelaxedBernoulli.apply(None, x, tau_elems, tau, stream, hard, fn)
-        else:
-            token = _token(fn) if _transformed() else None
-            y = RelaxedBernoulli.apply(token, x, tau_elems, tau, stream, hard, fn)
-        return y[0] if hard else y
-    return _rb_forward(x, tau, tau_elems, stream, hard, fn)[0]
+    if _transformed() or _forward_mode():
+        y = RelaxedBernoulli.apply(_token(fn), x, tau_elems, tau, stream, hard, fn)
+    elif _needs_grad(x, tau_elems):
+        y = _RelaxedBernoulli.apply(None, x, tau_elems, tau, stream, hard, fn)
+    else:
+        return _rb_forward(x, tau, tau_elems, stream, hard, fn)[0]
+    return y[0] if hard else y
 
 
 # ----------------------------------------------------------- Hard Concrete
@@ -704,8 +742,45 @@ def _hc_slope(z: Tensor, tau: float, tau_elems: Optional[Tensor], limits: tuple)
     return torch.where((z > 0) & (z < 1), slope, torch.zeros_like(z))
 
 
+def _hc_save(ctx, z, tau_elems, tau, limits, fn, forward_mode):
+    ctx.save_for_backward(z, tau_elems)
+    if forward_mode:
+        ctx.save_for_forward(z, tau_elems)
+    ctx.tau, ctx.limits, ctx.fn = tau, limits, fn
+    ctx.set_materialize_grads(False)  # a tau without a tangent gets None, not zeros
+
+
+def _hc_backward(ctx, grad):
+    z, tau_elems = ctx.saved_tensors
+    lo, hi = ctx.limits
+    if grad is None:
+        return (None,) * 7
+    if _compiling():
+        gx = torch.ops.gumbelrs.hard_concrete_backward(grad.contiguous(), z, ctx.tau,
+                                                       tau_elems, lo, hi)
+    elif _plain_backward():
+        b = _dispatch.backend(z.device)
+        gx = b.hard_concrete_backward(grad.contiguous(), z, ctx.tau, tau_elems, (lo, hi))
+    else:
+        gx = grad * _hc_slope(z, ctx.tau, tau_elems, ctx.limits)
+    return None, gx, None, None, None, None, None
+
+
 class _HardConcrete(torch.autograd.Function):
-    """Hard Concrete sample; gradient zero where the sample was clamped."""
+    """Hard Concrete sample; gradient zero where the sample was clamped. The
+    classes are split as :class:`_GumbelSoftmax`'s."""
+
+    @staticmethod
+    def forward(ctx, token, x, tau_elems, tau, limits, stream, fn):
+        z = _hc_forward(x, tau, tau_elems, limits, stream, fn)
+        _hc_save(ctx, z, tau_elems, tau, limits, fn, False)
+        return z
+
+    backward = staticmethod(_hc_backward)
+
+
+class HardConcrete(torch.autograd.Function):
+    """:class:`_HardConcrete` with forward-mode derivatives and a vmap rule."""
 
     @staticmethod
     def forward(token, x, tau_elems, tau, limits, stream, fn):
@@ -713,31 +788,10 @@ class _HardConcrete(torch.autograd.Function):
 
     @staticmethod
     def setup_context(ctx, inputs, output):
-        _, _, tau_elems, tau, limits, _, ctx.fn = inputs
-        ctx.save_for_backward(output, tau_elems)
-        ctx.save_for_forward(output, tau_elems)
-        ctx.tau, ctx.limits = tau, limits
-        ctx.set_materialize_grads(False)  # a tau without a tangent gets None, not zeros
+        _, _, tau_elems, tau, limits, _, fn = inputs
+        _hc_save(ctx, output, tau_elems, tau, limits, fn, True)
 
-    @staticmethod
-    def backward(ctx, grad):
-        z, tau_elems = ctx.saved_tensors
-        lo, hi = ctx.limits
-        if grad is None:
-            return (None,) * 7
-        if _compiling():
-            gx = torch.ops.gumbelrs.hard_concrete_backward(grad.contiguous(), z, ctx.tau,
-                                                           tau_elems, lo, hi)
-        elif _plain_backward():
-            b = _dispatch.backend(z.device)
-            gx = b.hard_concrete_backward(grad.contiguous(), z, ctx.tau, tau_elems, (lo, hi))
-        else:
-            gx = grad * _hc_slope(z, ctx.tau, tau_elems, ctx.limits)
-        return None, gx, None, None, None, None, None
-
-
-class HardConcrete(_HardConcrete):
-    """:class:`_HardConcrete` with forward-mode derivatives and a vmap rule."""
+    backward = staticmethod(_hc_backward)
 
     @staticmethod
     def jvp(ctx, _token, dx, dtau, *_):
@@ -759,9 +813,8 @@ class HardConcrete(_HardConcrete):
 
 def hard_concrete(x, tau, tau_elems, limits, stream, fn):
     """The op, through autograd only when a gradient is needed or a transform is active."""
-    if _transformed() or _needs_grad(x, tau_elems):
-        if _compiling():
-            return _HardConcrete.apply(None, x, tau_elems, tau, limits, stream, fn)
-        token = _token(fn) if _transformed() else None
-        return HardConcrete.apply(token, x, tau_elems, tau, limits, stream, fn)
+    if _transformed() or _forward_mode():
+        return HardConcrete.apply(_token(fn), x, tau_elems, tau, limits, stream, fn)
+    if _needs_grad(x, tau_elems):
+        return _HardConcrete.apply(None, x, tau_elems, tau, limits, stream, fn)
     return _hc_forward(x, tau, tau_elems, limits, stream, fn)
