@@ -230,7 +230,7 @@ def limits(fn: str, lim: object, like: torch.Tensor | None = None) -> tuple[floa
     try:
         lo, hi = (float(v) for v in lim)  # type: ignore[union-attr]
     except (TypeError, ValueError):
-        raise TypeError(f"{fn}: limits must be a pair of floats (lo, hi), got {lim!r}") from None
+        raise ArgumentTypeError(message(fn, "limits", "a pair of floats (lo, hi)", lim)) from None
     if not (math.isfinite(lo) and math.isfinite(hi) and lo < 0.0 and hi > 1.0):
         raise ValueError(
             f"{fn}: limits must satisfy lo < 0 < 1 < hi (finite) so that exact 0 and 1 occur, "
