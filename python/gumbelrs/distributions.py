@@ -96,9 +96,9 @@ def _one_of(name: str, probs, logits):
 def _temperature(name: str, temperature, dtype, device) -> torch.Tensor:
     if isinstance(temperature, torch.Tensor):
         return temperature.to(dtype=dtype, device=device)
-    if isinstance(temperature, bool) or not isinstance(temperature, (int, float)):
-        raise TypeError(f"{name}: temperature must be a positive float or tensor, "
-                        f"got {type(temperature).__name__}")
+    if not _validate.is_real(temperature):
+        raise _validate.wrong_type(name, "temperature", "a positive float or a tensor",
+                                   temperature)
     return torch.tensor(float(temperature), dtype=dtype, device=device)
 
 
