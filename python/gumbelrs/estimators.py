@@ -47,6 +47,7 @@ import torch
 
 from . import _args, _validate, functional
 from ._generator import Generator
+from ._reference import per_row
 
 __all__ = ["METHODS", "diagnose", "exact_gradient", "sample"]
 
@@ -69,13 +70,6 @@ def _one_hot(index: torch.Tensor, like: torch.Tensor, dim: int) -> torch.Tensor:
 def _replace_gradient(value: torch.Tensor, surrogate: torch.Tensor) -> torch.Tensor:
     """``value`` forward, the gradient of ``surrogate`` backward."""
     return value + (surrogate - surrogate.detach())
-
-
-def _tau_at(tau, logits: torch.Tensor, dim: int):
-    """A tensor temperature with the batch shape, made to broadcast at ``dim``."""
-    if isinstance(tau, torch.Tensor) and tau.dim() == logits.dim() - 1:
-        return tau.unsqueeze(dim)
-    return tau
 
 
 def _draw(logits, dim, gen):
@@ -126,7 +120,7 @@ def sample(
         k = _validate.count(fn, "k", options.get("k", 10), 1, 1 << 20, "")
         z = functional.gumbel_given_argmax(logits.detach(), index, k, dim=d, generator=gen)
         noise = torch.where(finite, z - logits.detach(), torch.zeros_like(z))
-        t = _tau_at(tau, logits, d)
+        t = per_row(tau, logits, d)
         surrogate = torch.softmax((logits + noise) / t, dim=d + 1).mean(0)
         return _replace_gradient(one_hot, surrogate)
     if method == "gst":
@@ -137,12 +131,12 @@ def sample(
             lift = (top - logp) * one_hot
             push = torch.relu(logp - top + gap) * (1 - one_hot)
             shift = torch.where(finite, lift - push, torch.zeros_like(logp))
-        t = _tau_at(tau, logits, d)
+        t = per_row(tau, logits, d)
         surrogate = torch.softmax((logits.log_softmax(d) + shift) / t, dim=d)
         return _replace_gradient(one_hot, surrogate)
     # reinmax
     p0 = torch.softmax(logits, dim=d)
-    t = _tau_at(tau, logits, d)
+    t = per_row(tau, logits, d)
     target = (one_hot + torch.softmax(logits / t, dim=d).detach()) / 2
     # p1 takes the value `target` with the softmax Jacobian at `target`.
     shift = torch.where(finite, target.log() - logits.detach(), torch.zeros_like(target))
