@@ -123,7 +123,7 @@ def sample(
         surrogate = torch.softmax((logits + noise) / t, dim=d + 1).mean(0)
         return _replace_gradient(one_hot, surrogate)
     if method == "gst":
-        gap = float(options.get("gap", 1.0))
+        gap = _validate.non_negative(fn, "gap", options.get("gap", 1.0))
         with torch.no_grad():
             logp = logits.log_softmax(d)
             top = logp.amax(d, keepdim=True)
