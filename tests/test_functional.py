@@ -7,9 +7,12 @@ random seed (the ~20 such tests together: < 2e-3), and a fixed seed makes the
 outcome deterministic.
 """
 
+import json
 import math
 import multiprocessing
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -342,9 +345,34 @@ def test_kernels_work_in_a_child_forked_after_parallel_work():
     assert queue.get(timeout=5) == want
 
 
+# Run in a fresh process: the threads of the process before and after a parallel kernel.
+_THREADS_OF_A_KERNEL = """
+import json, os, torch, gumbelrs
+
+def names():
+    return sorted(open(f"/proc/self/task/{t}/comm").read().strip()
+                  for t in os.listdir("/proc/self/task"))
+
+torch.set_num_threads(2)
+gumbelrs.set_num_threads(2)
+x = torch.zeros(4096, 1024)  # torch starts its OpenMP threads here
+before = names()
+gumbelrs.gumbel_softmax(x, generator=gumbelrs.Generator(0))  # parallel: 4M elements
+print(json.dumps([before, names()]))
+"""
+
+
 @pytest.mark.skipif(not _cpu.ON_TORCHS_OPENMP, reason="torch does not use libgomp here")
+@pytest.mark.skipif(not os.path.isdir("/proc/self/task"), reason="needs /proc/self/task")
 def test_kernels_run_on_torchs_openmp_threads():
-    assert _core.uses_openmp()
+    """A parallel kernel starts no thread: it runs on the OpenMP threads torch
+    started. (Our own pool, the fallback, would start threads named gumbelrs-N.)"""
+    r = subprocess.run([sys.executable, "-c", _THREADS_OF_A_KERNEL], capture_output=True,
+                       text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    before, after = json.loads(r.stdout)
+    assert len(before) > 1, f"torch started no OpenMP threads: {before}"
+    assert after == before, f"the kernel started threads: {before} -> {after}"
 
 
 def test_no_binding_takes_an_address_to_call():
@@ -533,11 +561,11 @@ def test_bad_types_and_ranges():
         gumbelrs.set_num_threads(0)
 
 
-def test_cuda_tensors_get_a_clear_error_without_the_gpu_path():
-    if not torch.cuda.is_available():
-        x = torch.zeros(2, 3, device="meta")
-        with pytest.raises(RuntimeError, match="tensors on device 'meta' are not supported"):
-            gumbelrs.gumbel_softmax(x)
+def test_tensors_on_other_devices_get_a_clear_error():
+    x = torch.zeros(2, 3, device="meta")
+    with raises(RuntimeError, "gumbelrs: tensors on device 'meta' are not supported; use CPU or "
+                "CUDA tensors"):
+        gumbelrs.gumbel_softmax(x)
 
 
 # --------------------------------------------------------------- compilation
