@@ -45,13 +45,13 @@ def test_bad_arguments_exit_nonzero_with_a_message():
 @pytest.fixture
 def no_work(monkeypatch):
     """Makes every command fail the test if it starts its work."""
-    from gumbelrs import bench, demo, estimators
+    from gumbelrs import _estimators_cli, bench, demo
     from gumbelrs.apps import _report
 
     def work(*args, **kwargs):
         raise AssertionError("the command started its work")
 
-    for module, name in ((bench, "cases"), (estimators, "_toy_table"), (demo, "_demo"),
+    for module, name in ((bench, "cases"), (_estimators_cli, "toy_table"), (demo, "_demo"),
                          (_report, "staged")):
         monkeypatch.setattr(module, name, work)
 

@@ -135,16 +135,20 @@ def test_sources_inline_each_header_once():
     assert text.count("#define GUMBELRS_DEVICE_CUH") == 1
 
 
-def test_cuda_without_cupy_says_what_to_install():
-    try:
-        import cupy  # noqa: F401
-    except ImportError:
-        pass
-    else:
-        pytest.skip("CuPy is installed")
-    with pytest.raises(RuntimeError, match=r"need CuPy.*pip install 'gumbelrs\[cuda(12)?\]'.*"
-                       r"\.cpu\(\)"):
+def test_cuda_without_cupy_says_what_to_install(monkeypatch):
+    """Whether or not CuPy and a GPU are here: CuPy is made unimportable."""
+
+    def no_cupy():
+        raise ImportError("No module named 'cupy'")
+
+    monkeypatch.setattr(_cuda, "require", no_cupy)
+    message = (r"gumbelrs: CUDA tensors need CuPy, which could not be imported \(No module "
+               r"named 'cupy'\); install it with pip install 'gumbelrs\[cuda(12)?\]'.*\.cpu\(\)$")
+    with pytest.raises(RuntimeError, match=message):
         _dispatch.backend(torch.device("cuda"))
+    if torch.cuda.is_available():  # and through an op, on a CUDA tensor
+        with pytest.raises(RuntimeError, match=message):
+            gumbelrs.gumbel_softmax(torch.zeros(2, 3, device="cuda"))
 
 
 def test_check_modes_are_validated():

@@ -107,3 +107,7 @@ def test_estimator_errors():
         estimators.sample(LOGITS, "rebar")
     with raises(TypeError, "estimators.sample: method 'st' takes options none, got ['k']"):
         estimators.sample(LOGITS, "st", k=3)
+    with raises(ValueError, "estimators.sample: gap must be a finite number >= 0, got -1.0"):
+        estimators.sample(LOGITS, "gst", gap=-1.0)
+    with raises(ValueError, "estimators.sample: k must be an int in [1, 1048576], got 0"):
+        estimators.sample(LOGITS, "gumbel_rao", k=0)

@@ -44,6 +44,8 @@ def test_layer_errors():
     with raises(ValueError, "GumbelSoftmax: method must be one of ('soft', 'st', 'gumbel_rao', "
                 "'reinmax', 'gst', 'decoupled'), got 'x'"):
         gnn.GumbelSoftmax(method="x")
-    with raises(ValueError, "GumbelSoftmax: tau must be a positive float, a Schedule or a "
-                "LearnableTemperature, got -1"):
+    expected = "a positive finite number, a Schedule or a LearnableTemperature"
+    with raises(ValueError, f"GumbelSoftmax: tau must be {expected}, got -1"):
         gnn.GumbelSoftmax(-1)
+    with raises(ValueError, f"GumbelSoftmax: tau must be {expected}, got inf"):
+        gnn.GumbelSoftmax(float("inf"))

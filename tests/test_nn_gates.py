@@ -150,12 +150,16 @@ def test_mixedop_finds_the_planted_dilation():
 
 
 def test_bad_arguments():
-    with raises(ValueError, "ConcreteGate: n_features must be a positive int, got 0"):
+    with raises(ValueError, "ConcreteGate: n_features must be an int >= 1, got 0"):
         ConcreteGate(0)
-    with raises(ValueError, "HardConcreteGate: limits must satisfy lo < 0 < 1 < hi, got "
-                            "(0.0, 1.1)"):
+    with raises(ValueError, "HardConcreteGate: limits must satisfy lo < 0 < 1 < hi (finite) so "
+                            "that exact 0 and 1 occur, got (0.0, 1.1)"):
         HardConcreteGate(3, limits=(0.0, 1.1))
-    with raises(ValueError, "ConcreteSelector: k=5 exceeds n_features=4"):
+    with raises(ValueError, "HardConcreteGate: limits must satisfy lo < 0 < 1 < hi (finite) so "
+                            "that exact 0 and 1 occur, got (-0.1, inf)"):
+        HardConcreteGate(3, limits=(-0.1, float("inf")))
+    with raises(ValueError, "ConcreteSelector: k must be an int in [1, 4] (at most n_features), "
+                            "got 5"):
         ConcreteSelector(4, 5)
     with raises(ValueError, "MixedOp: mode must be one of ('soft', 'hard'), got 'gdas'"):
         MixedOp([nn.Identity()], mode="gdas")

@@ -74,12 +74,13 @@ def test_learned_beta_gets_a_gradient_and_a_schedule_is_saved():
 
 
 def test_bad_arguments():
-    with raises(ValueError, "SoftKMeans: n_clusters must be a positive int, got 0"):
+    with raises(ValueError, "SoftKMeans: n_clusters must be an int >= 1, got 0"):
         SoftKMeans(0, 2)
-    with raises(ValueError, "SoftKMeans: beta must be a positive float, a Schedule or "
-                            "'learned', got 'auto'"):
+    with raises(TypeError, "SoftKMeans: beta must be a positive finite number, a Schedule or "
+                           "'learned', got str 'auto'"):
         SoftKMeans(2, 2, beta="auto")
-    with raises(ValueError, "SoftKMeans: beta must be a positive finite float, got -1.0"):
+    with raises(ValueError, "SoftKMeans: beta must be a positive finite number, a Schedule or "
+                            "'learned', got -1.0"):
         SoftKMeans(2, 2, beta=-1.0)
     km = SoftKMeans(2, 3)
     with raises(ValueError, "SoftKMeans: x must have n_features=3 in its last dimension, "

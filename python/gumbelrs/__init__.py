@@ -5,7 +5,7 @@
 >>> y = gumbelrs.gumbel_softmax(torch.randn(4, 10), tau=0.5, hard=True, generator=g)
 """
 
-from . import cuda, distributions, estimators, nn, schedules
+from . import _validate, cuda, distributions, estimators, nn, schedules
 from ._core import get_num_threads as _get_num_threads
 from ._core import set_num_threads as _set_num_threads
 from ._generator import Generator, checkpoint_context, manual_seed
@@ -47,9 +47,7 @@ def set_num_threads(n: int) -> None:
     ``get_num_threads()`` when gumbelrs is imported).
 
     Results are bitwise identical for any number of threads."""
-    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
-        raise ValueError(f"set_num_threads: n must be a positive int, got {n!r}")
-    _set_num_threads(n)
+    _set_num_threads(_validate.count("set_num_threads", "n", n, 1))
 
 
 def get_num_threads() -> int:

@@ -71,7 +71,9 @@ def main(argv: list[str] | None = None) -> int:
 
         bench(rest)
     elif args.command == "estimators":
-        gumbelrs.estimators.main(rest)
+        from gumbelrs._estimators_cli import main as estimators
+
+        estimators(rest)
     else:
         print(f"gumbelrs {gumbelrs.__version__}")
         print(f"torch {torch.__version__}")

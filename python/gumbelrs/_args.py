@@ -76,7 +76,7 @@ def json_object(text: str) -> dict[str, Any]:
 def _check_report_folder(text: str, report: Path) -> None:
     """Checks that a report can be staged beside ``report`` (the report folder
     of option value ``text``) and then replace it."""
-    from .apps import _report  # not at the top: `import gumbelrs` (estimators) needs no apps
+    from .apps import _report  # not at the top: `gumbelrs bench`, `estimators` need no apps
 
     report = report.absolute()
     existing = report

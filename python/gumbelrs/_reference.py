@@ -22,7 +22,9 @@ def logistic_from_uniform(v: torch.Tensor) -> torch.Tensor:
     return torch.log((1 - v) / v)
 
 
-def _per_row(tau, logits: torch.Tensor, dim: int):
+def per_row(tau, logits: torch.Tensor, dim: int):
+    """``tau`` made to broadcast against ``logits``: a tensor with the batch
+    shape (one temperature per row) gets a size-1 axis at ``dim``."""
     if isinstance(tau, torch.Tensor) and tau.dim() == logits.dim() - 1:
         return tau.unsqueeze(dim)
     return tau
@@ -42,7 +44,7 @@ def gumbel_softmax(logits, gumbels, tau=1.0, hard=False, dim=-1):
     with the straight-through gradient of the soft sample (both computed from
     :func:`perturbed`)."""
     w = perturbed(logits, gumbels, dim)
-    y = torch.softmax(w / _per_row(tau, logits, dim), dim)
+    y = torch.softmax(w / per_row(tau, logits, dim), dim)
     if not hard:
         return y
     one_hot = torch.zeros_like(y).scatter_(dim, w.argmax(dim, keepdim=True), 1.0)
@@ -51,7 +53,7 @@ def gumbel_softmax(logits, gumbels, tau=1.0, hard=False, dim=-1):
 
 def gumbel_softmax_backward(grad, y, tau=1.0, dim=-1):
     """``y * (grad - sum(grad * y)) / tau``."""
-    return y * (grad - (grad * y).sum(dim, keepdim=True)) / _per_row(tau, y, dim)
+    return y * (grad - (grad * y).sum(dim, keepdim=True)) / per_row(tau, y, dim)
 
 
 def sample_categorical(logits, gumbels, dim=-1):

@@ -1,10 +1,13 @@
-"""Argument checks shared by the public ops. Every message names the op, the
-argument, the value it got and what it expects."""
+"""Argument checks, one set for every layer (ops, distributions, estimators,
+schedules, nn, apps). Every message has one form,
+``{owner}: {name} must be {expected}, got {value}``: it names the function or
+class, the argument, what it expects and the value it got (with the value's
+type when the type is what is wrong)."""
 
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 
@@ -15,6 +18,84 @@ FLOAT_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
 #: range of temperatures (``torch.finfo`` costs 0.16 us a call, 1.5% of a small op).
 _NORMAL_RANGE = {d: (torch.finfo(d).tiny, torch.finfo(d).max)
                  for d in (torch.float32, torch.float64)}
+
+
+class ArgumentTypeError(TypeError, ValueError):
+    """An argument of the wrong type: a ``TypeError``, and a ``ValueError`` too
+    because the layers, schedules and applications raised ``ValueError`` for
+    every bad argument before their checks were gathered here, and code that
+    catches that keeps working."""
+
+
+def message(owner: str, name: str, expected: str, got: object) -> str:
+    """The one form of a message about an argument."""
+    return f"{owner}: {name} must be {expected}, got {got!r}"
+
+
+def wrong_type(owner: str, name: str, expected: str, got: object) -> ArgumentTypeError:
+    """The error for ``got``, whose type is not what ``name`` takes."""
+    return ArgumentTypeError(
+        f"{owner}: {name} must be {expected}, got {type(got).__name__} {got!r}")
+
+
+def is_int(v: object) -> bool:
+    """An int, not a bool (``True`` is an int to Python, never a count here)."""
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def is_real(v: object) -> bool:
+    """An int or a float, not a bool."""
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+def flag(owner: str, name: str, v: object) -> bool:
+    if not isinstance(v, bool):
+        raise wrong_type(owner, name, "True or False", v)
+    return v
+
+
+def count(owner: str, name: str, v: object, lo: int, hi: int | None = None,
+          why: str = "") -> int:
+    """An int in ``[lo, hi]`` (no upper bound when ``hi`` is None); ``why``
+    says where the bounds come from."""
+    if is_int(v) and lo <= v and (hi is None or v <= hi):
+        return v
+    # The message only on failure: the ops call this on every call.
+    expected = (f"an int >= {lo}" if hi is None else f"an int in [{lo}, {hi}]") + why
+    if not is_int(v):
+        raise wrong_type(owner, name, expected, v)
+    raise ValueError(message(owner, name, expected, v))
+
+
+def number(owner: str, name: str, v: object, ok: Callable[[float], bool],
+           expected: str) -> float:
+    """``float(v)`` for an int or float ``v`` with ``ok(v)`` (False for NaN, as
+    every comparison is)."""
+    if not is_real(v):
+        raise wrong_type(owner, name, expected, v)
+    if not ok(v):  # False for NaN
+        raise ValueError(message(owner, name, expected, v))
+    return float(v)
+
+
+def positive(owner: str, name: str, v: object,
+             expected: str = "a positive finite number") -> float:
+    """A number in (0, inf); ``expected`` names the other things ``name`` may be
+    (handled by the caller), such as a Schedule."""
+    return number(owner, name, v, lambda x: 0 < x < math.inf, expected)
+
+
+def non_negative(owner: str, name: str, v: object) -> float:
+    return number(owner, name, v, lambda x: 0 <= x < math.inf, "a finite number >= 0")
+
+
+def fraction(owner: str, name: str, v: object) -> float:
+    """A probability strictly between 0 and 1."""
+    return number(owner, name, v, lambda x: 0 < x < 1, "a number in (0, 1)")
+
+
+def finite(owner: str, name: str, v: object) -> float:
+    return number(owner, name, v, math.isfinite, "a finite number")
 
 
 def logits(fn: str, x: object, *, min_dim: int = 1) -> torch.Tensor:
@@ -36,23 +117,36 @@ def logits(fn: str, x: object, *, min_dim: int = 1) -> torch.Tensor:
 
 
 def dim(fn: str, d: object, ndim: int) -> int:
-    if isinstance(d, bool) or not isinstance(d, int):
-        raise TypeError(f"{fn}: dim must be an int, got {type(d).__name__} {d!r}")
-    if not -ndim <= d < ndim:
-        raise IndexError(
-            f"{fn}: dim={d} is out of range for logits with {ndim} dimension(s) "
-            f"(expected {-ndim} <= dim < {ndim})"
-        )
-    return d % ndim
+    if is_int(d) and -ndim <= d < ndim:
+        return d % ndim
+    expected = f"an int in [{-ndim}, {ndim - 1}] (logits have {ndim} dimension(s))"
+    if not is_int(d):
+        raise wrong_type(fn, "dim", expected, d)
+    raise IndexError(message(fn, "dim", expected, d))
 
 
-def count(fn: str, name: str, v: object, lo: int, hi: int, what: str) -> int:
-    """An int in ``[lo, hi]``; ``what`` says where the bounds come from."""
-    if isinstance(v, bool) or not isinstance(v, int):
-        raise TypeError(f"{fn}: {name} must be an int, got {type(v).__name__} {v!r}")
-    if not lo <= v <= hi:
-        raise ValueError(f"{fn}: {name}={v} is out of range; expected {lo} <= {name} <= {hi}{what}")
-    return v
+def shape(fn: str, shape: object) -> list[int]:
+    """A tensor shape: an int or a sequence of ints, each >= 0."""
+    if is_int(shape):
+        shape = (shape,)
+    if not isinstance(shape, Sequence) or not all(is_int(n) and n >= 0 for n in shape):
+        raise ArgumentTypeError(message(fn, "shape", "a sequence of non-negative ints", shape))
+    return list(shape)
+
+
+def index(fn: str, index: object, batch: Sequence[int], dim: int) -> torch.Tensor:
+    """A dense int64 tensor of the ``batch`` shape (that of logits without ``dim``)."""
+    if not isinstance(index, torch.Tensor):
+        raise TypeError(f"{fn}: index must be an int64 tensor, got {type(index).__name__}")
+    if index.dtype != torch.int64:
+        raise TypeError(f"{fn}: index must be an int64 tensor, got {index.dtype}")
+    if index.layout != torch.strided:
+        raise TypeError(f"{fn}: index must be a dense tensor, got layout {index.layout}; "
+                        "convert it with .to_dense()")
+    if list(index.shape) != list(batch):
+        raise ValueError(f"{fn}: index must have the batch shape {tuple(batch)} (logits' shape "
+                         f"without dim={dim}), got {tuple(index.shape)}")
+    return index
 
 
 def _broadcasts(shape: Sequence[int], target: Sequence[int]) -> bool:
@@ -119,8 +213,8 @@ def tau(fn: str, t: object, like: torch.Tensor, batch_shape: Sequence[int], *,
         compute = compute_dtype(like.dtype)
         rows = t.to(dtype=compute, device=like.device).expand(tuple(batch_shape))
         return 1.0, rows.contiguous()
-    if isinstance(t, bool) or not isinstance(t, (int, float)):
-        raise TypeError(f"{fn}: tau must be a positive float or a tensor, got {type(t).__name__}")
+    if not is_real(t):
+        raise wrong_type(fn, "tau", "a positive float or a tensor", t)
     compute = compute_dtype(like.dtype)
     lo, hi = _NORMAL_RANGE[compute]
     if not lo <= t <= hi:  # NaN fails too
@@ -135,7 +229,7 @@ def limits(fn: str, lim: object, like: torch.Tensor | None = None) -> tuple[floa
     try:
         lo, hi = (float(v) for v in lim)  # type: ignore[union-attr]
     except (TypeError, ValueError):
-        raise TypeError(f"{fn}: limits must be a pair of floats (lo, hi), got {lim!r}") from None
+        raise ArgumentTypeError(message(fn, "limits", "a pair of floats (lo, hi)", lim)) from None
     if not (math.isfinite(lo) and math.isfinite(hi) and lo < 0.0 and hi > 1.0):
         raise ValueError(
             f"{fn}: limits must satisfy lo < 0 < 1 < hi (finite) so that exact 0 and 1 occur, "

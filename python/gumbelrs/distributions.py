@@ -94,13 +94,24 @@ def _one_of(name: str, probs, logits):
         raise ValueError(f"{name}: pass exactly one of probs or logits")
 
 
-def _temperature(name: str, temperature, dtype, device) -> torch.Tensor:
+def _temperature(name: str, temperature, like: torch.Tensor,
+                 batch_shape: torch.Size) -> torch.Tensor:
+    """``temperature`` as a tensor in ``like``'s dtype and on its device: 0-d
+    for a scalar, else expanded to ``batch_shape``."""
     if isinstance(temperature, torch.Tensor):
-        return temperature.to(dtype=dtype, device=device)
-    if isinstance(temperature, bool) or not isinstance(temperature, (int, float)):
-        raise TypeError(f"{name}: temperature must be a positive float or tensor, "
-                        f"got {type(temperature).__name__}")
-    return torch.tensor(float(temperature), dtype=dtype, device=device)
+        temp = temperature.to(dtype=like.dtype, device=like.device)
+    elif _validate.is_real(temperature):
+        temp = torch.tensor(float(temperature), dtype=like.dtype, device=like.device)
+    else:
+        raise _validate.wrong_type(name, "temperature", "a positive float or a tensor",
+                                   temperature)
+    try:
+        return temp.expand(batch_shape) if temp.dim() else temp
+    except RuntimeError:
+        raise ValueError(
+            f"{name}: temperature of shape {tuple(temp.shape)} does not broadcast against "
+            f"the batch shape {tuple(batch_shape)}"
+        ) from None
 
 
 class _Categorical(Distribution):
@@ -129,14 +140,7 @@ class _Categorical(Distribution):
             param = self.logits
         self._param = param
         batch_shape = param.shape[:-1]
-        temp = _temperature(name, temperature, param.dtype, param.device)
-        try:
-            self.temperature = temp.expand(batch_shape) if temp.dim() else temp
-        except RuntimeError:
-            raise ValueError(
-                f"{name}: temperature of shape {tuple(temp.shape)} does not broadcast against "
-                f"the batch shape {tuple(batch_shape)}"
-            ) from None
+        self.temperature = _temperature(name, temperature, param, batch_shape)
         self.generator = generator
         super().__init__(batch_shape, param.shape[-1:], validate_args=validate_args)
 
@@ -276,14 +280,8 @@ class LogitRelaxedBernoulli(Distribution):
         else:
             (self.logits,) = broadcast_all(logits)
         param = self.logits
-        temp = _temperature(name, temperature, param.dtype, param.device)
-        try:
-            self.temperature, _ = torch.broadcast_tensors(temp, param)
-        except RuntimeError:
-            raise ValueError(
-                f"{name}: temperature of shape {tuple(temp.shape)} does not broadcast against "
-                f"the batch shape {tuple(param.shape)}"
-            ) from None
+        # One temperature per element, a scalar one too.
+        self.temperature = _temperature(name, temperature, param, param.shape).expand(param.shape)
         self.generator = generator
         super().__init__(param.shape, validate_args=validate_args)
 
@@ -382,14 +380,8 @@ class HardConcrete(Distribution):
                  validate_args=None, generator: Generator | None = None):
         (self.logits,) = broadcast_all(logits)
         self.limits = functional._validate.limits("HardConcrete", limits)
-        temp = _temperature("HardConcrete", temperature, self.logits.dtype, self.logits.device)
-        try:
-            self.temperature = temp.expand(self.logits.shape) if temp.dim() else temp
-        except RuntimeError:
-            raise ValueError(
-                f"HardConcrete: temperature of shape {tuple(temp.shape)} does not broadcast "
-                f"against the batch shape {tuple(self.logits.shape)}"
-            ) from None
+        self.temperature = _temperature("HardConcrete", temperature, self.logits,
+                                        self.logits.shape)
         self.generator = generator
         super().__init__(self.logits.shape, validate_args=validate_args)
 

@@ -34,19 +34,19 @@ decoupled    the sample at ``tau_forward`` (option, default ``tau``; one-hot
 
 :func:`exact_gradient` enumerates the categories to get the exact gradient of
 ``E[f(one-hot)]``; :func:`diagnose` measures a method's bias and variance
-against it. ``gumbelrs estimators`` (or ``python -m gumbelrs estimators``) prints
-that table on a toy problem.
+against it; ``gumbelrs estimators`` (or ``python -m gumbelrs estimators``,
+:mod:`gumbelrs._estimators_cli`) prints that table on a toy problem.
 """
 
 from __future__ import annotations
 
-import argparse
 from collections.abc import Callable
 
 import torch
 
-from . import _args, _ops, _validate, functional
+from . import _ops, _validate, functional
 from ._generator import Generator
+from ._reference import per_row
 
 __all__ = ["METHODS", "diagnose", "exact_gradient", "sample"]
 
@@ -69,13 +69,6 @@ def _one_hot(index: torch.Tensor, like: torch.Tensor, dim: int) -> torch.Tensor:
 def _replace_gradient(value: torch.Tensor, surrogate: torch.Tensor) -> torch.Tensor:
     """``value`` forward, the gradient of ``surrogate`` backward."""
     return value + (surrogate - surrogate.detach())
-
-
-def _tau_at(tau, logits: torch.Tensor, dim: int):
-    """A tensor temperature with the batch shape, made to broadcast at ``dim``."""
-    if isinstance(tau, torch.Tensor) and tau.dim() == logits.dim() - 1:
-        return tau.unsqueeze(dim)
-    return tau
 
 
 def _draw(logits, dim, gen):
@@ -127,23 +120,23 @@ def sample(
         k = _validate.count(fn, "k", options.get("k", 10), 1, 1 << 20, "")
         z = functional.gumbel_given_argmax(logits.detach(), index, k, dim=d, generator=gen)
         noise = torch.where(finite, z - logits.detach(), torch.zeros_like(z))
-        t = _tau_at(tau, logits, d)
+        t = per_row(tau, logits, d)
         surrogate = torch.softmax((logits + noise) / t, dim=d + 1).mean(0)
         return _replace_gradient(one_hot, surrogate)
     if method == "gst":
-        gap = float(options.get("gap", 1.0))
+        gap = _validate.non_negative(fn, "gap", options.get("gap", 1.0))
         with torch.no_grad():
             logp = logits.log_softmax(d)
             top = logp.amax(d, keepdim=True)
             lift = (top - logp) * one_hot
             push = torch.relu(logp - top + gap) * (1 - one_hot)
             shift = torch.where(finite, lift - push, torch.zeros_like(logp))
-        t = _tau_at(tau, logits, d)
+        t = per_row(tau, logits, d)
         surrogate = torch.softmax((logits.log_softmax(d) + shift) / t, dim=d)
         return _replace_gradient(one_hot, surrogate)
     # reinmax
     p0 = torch.softmax(logits, dim=d)
-    t = _tau_at(tau, logits, d)
+    t = per_row(tau, logits, d)
     target = (one_hot + torch.softmax(logits / t, dim=d).detach()) / 2
     # p1 takes the value `target` with the softmax Jacobian at `target`.
     shift = torch.where(finite, target.log() - logits.detach(), torch.zeros_like(target))
@@ -198,43 +191,3 @@ def diagnose(
         "variance": float(grads.var(0).sum()),
         "mse": float(((grads - exact) ** 2).sum(dims).mean()),
     }
-
-
-def _toy_table(n: int, seed: int) -> list[tuple[str, str, float, float, float]]:
-    """Bias and variance of every method on ``f(y) = sum((y - t)^2)``, 5 categories."""
-    logits = torch.tensor([1.0, 0.5, 0.0, -0.5, -1.0], dtype=torch.float64)
-    target = torch.tensor([0.1, 0.0, 0.9, 0.2, 0.4], dtype=torch.float64)
-
-    def f(y):
-        return ((y - target) ** 2).sum(-1)
-
-    rows = []
-    settings = [("soft", 1.0, {}), ("soft", 0.5, {}), ("soft", 0.1, {}), ("st", 1.0, {}),
-                ("st", 0.5, {}), ("gumbel_rao", 0.5, {"k": 10}), ("gumbel_rao", 0.5, {"k": 100}),
-                ("reinmax", 1.0, {}), ("reinmax", 2.0, {}), ("gst", 0.5, {}),
-                ("decoupled", 0.5, {"tau_forward": 0.1, "tau_backward": 1.0})]
-    for method, tau, opts in settings:
-        r = diagnose(f, logits, method, n=n, tau=tau, generator=Generator(seed), **opts)
-        label = ", ".join(f"{k}={v}" for k, v in opts.items())
-        rows.append((method, f"tau={tau}" + (f", {label}" if label else ""), r["bias_norm"],
-                     r["variance"], r["mse"]))
-    return rows
-
-
-def main(argv: list[str] | None = None) -> None:
-    p = argparse.ArgumentParser(prog="gumbelrs estimators",
-                                description="Bias and variance of the gradient estimators.")
-    # The variance needs two estimates. The largest batch, gumbel_rao with k = 100, holds 500 n
-    # float64 values: 10**9 estimates would take 4 TB.
-    p.add_argument("--n", type=_args.int_in(2, 10**9), default=100_000,
-                   help="estimates per method (2 to 10**9)")
-    p.add_argument("--seed", type=_args.seed, default=0, help="seed in [0, 2**64)")
-    args = p.parse_args(argv)
-    print("Toy problem: 5 categories, logits (1, 0.5, 0, -0.5, -1), "
-          "f(y) = sum((y - t)^2), t = (0.1, 0, 0.9, 0.2, 0.4); "
-          f"{args.n} estimates each, seed {args.seed}.\n")
-    print("| method | setting | bias (L2) | variance (sum) | MSE |")
-    print("|---|---|---|---|---|")
-    for method, setting, bias, var, mse in _toy_table(args.n, args.seed):
-        print(f"| {method} | {setting} | {bias:.4f} | {var:.4f} | {mse:.4f} |")
-

@@ -42,12 +42,6 @@ def _categories(fn: str, logits: torch.Tensor, d: int) -> None:
         raise ValueError(f"{fn}: logits have no category along dim={d} (size 0)")
 
 
-def _flag(fn: str, name: str, v: object) -> bool:
-    if not isinstance(v, bool):
-        raise TypeError(f"{fn}: {name} must be True or False, got {type(v).__name__} {v!r}")
-    return v
-
-
 def _in_dtype(y: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
     """``y.to(dtype)``, skipped when it is already in ``dtype`` (the call alone
     costs about 2 us, a tenth of a small op)."""
@@ -80,7 +74,7 @@ def gumbel_softmax(
     fn = "gumbel_softmax"
     _validate.logits(fn, logits)
     d = _validate.dim(fn, dim, logits.dim())
-    hard = _flag(fn, "hard", hard)
+    hard = _validate.flag(fn, "hard", hard)
     gen = _validate.generator(fn, generator)
     x = _dispatch.prepare(logits)
     batch = _batch(x.shape, d) if isinstance(tau, torch.Tensor) else ()  # only a tensor needs it
@@ -106,7 +100,7 @@ def relaxed_bernoulli(
     """
     fn = "relaxed_bernoulli"
     _validate.logits(fn, logits, min_dim=0)
-    hard = _flag(fn, "hard", hard)
+    hard = _validate.flag(fn, "hard", hard)
     gen = _validate.generator(fn, generator)
     x = _dispatch.prepare(logits)
     t, t_elems = _validate.tau(fn, tau, x, x.shape, differentiable=True)
@@ -138,16 +132,6 @@ def hard_concrete(
     return _in_dtype(z, logits.dtype)
 
 
-def _shape(fn: str, shape: object) -> list[int]:
-    if isinstance(shape, int) and not isinstance(shape, bool):
-        shape = (shape,)
-    if not isinstance(shape, Sequence) or not all(
-        isinstance(n, int) and not isinstance(n, bool) and n >= 0 for n in shape
-    ):
-        raise TypeError(f"{fn}: shape must be a sequence of non-negative ints, got {shape!r}")
-    return list(shape)
-
-
 def _noise(
     kind: str,
     shape: Sequence[int] | int,
@@ -162,7 +146,7 @@ def _noise(
     fn = f"{kind}_noise" if kind in _NOISE_KINDS else "noise"
     if kind not in _NOISE_KINDS:
         raise ValueError(f"{fn}: kind must be one of {_NOISE_KINDS}, got {kind!r}")
-    size = _shape(fn, shape)
+    size = _validate.shape(fn, shape)
     if dtype not in _validate.FLOAT_DTYPES:
         raise TypeError(
             f"{fn}: dtype must be float16, bfloat16, float32 or float64, got {dtype}"
@@ -253,16 +237,7 @@ def gumbel_given_argmax(
     _categories(fn, logits, d)
     _validate.count(fn, "num_samples", num_samples, 1, 2**31 - 1, "")
     batch = _batch(logits.shape, d)
-    if not isinstance(index, torch.Tensor):
-        raise TypeError(f"{fn}: index must be an int64 tensor, got {type(index).__name__}")
-    if index.dtype != torch.int64:
-        raise TypeError(f"{fn}: index must be an int64 tensor, got {index.dtype}")
-    if index.layout != torch.strided:
-        raise TypeError(f"{fn}: index must be a dense tensor, got layout {index.layout}; "
-                        "convert it with .to_dense()")
-    if list(index.shape) != batch:
-        raise ValueError(f"{fn}: index must have the batch shape {tuple(batch)} (logits' shape "
-                         f"without dim={dim}), got {tuple(index.shape)}")
+    _validate.index(fn, index, batch, dim)
     gen = _validate.generator(fn, generator)
     x = _dispatch.prepare(logits.detach())
     z = _ops.gumbel_given_argmax(fn, x, d, index.contiguous(), num_samples, _ops.take(gen, fn))

@@ -22,6 +22,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from ._validate import count, finite, positive
+
 __all__ = [
     "Constant",
     "Cosine",
@@ -32,20 +34,6 @@ __all__ = [
     "RelGAN",
     "Schedule",
 ]
-
-
-def _positive(cls: str, name: str, v: object) -> float:
-    if isinstance(v, bool) or not isinstance(v, (int, float)) or not (
-        math.isfinite(v) and v > 0
-    ):
-        raise ValueError(f"{cls}: {name} must be a positive finite number, got {v!r}")
-    return float(v)
-
-
-def _count(cls: str, name: str, v: object, lo: int = 1) -> int:
-    if isinstance(v, bool) or not isinstance(v, int) or v < lo:
-        raise ValueError(f"{cls}: {name} must be an int >= {lo}, got {v!r}")
-    return v
 
 
 class Schedule:
@@ -65,7 +53,7 @@ class Schedule:
 
     def step(self, n: int = 1) -> float:
         """Advances ``n`` steps; returns the new temperature."""
-        self.step_count += _count(type(self).__name__, "n", n, lo=0)
+        self.step_count += count(type(self).__name__, "n", n, 0)
         return self.tau
 
     def state_dict(self) -> dict[str, Any]:
@@ -76,7 +64,7 @@ class Schedule:
 
     def values(self, steps: int) -> list[float]:
         """The temperatures at steps ``0 .. steps - 1`` (data for a plot)."""
-        return [self.value(s) for s in range(_count(type(self).__name__, "steps", steps))]
+        return [self.value(s) for s in range(count(type(self).__name__, "steps", steps, 1))]
 
     def plot(self, steps: int, ax=None):
         """Draws the first ``steps`` temperatures on ``ax`` (a new figure if None)."""
@@ -103,7 +91,7 @@ class Constant(Schedule):
 
     def __init__(self, tau: float = 1.0) -> None:
         super().__init__()
-        self.tau0 = _positive("Constant", "tau", tau)
+        self.tau0 = positive("Constant", "tau", tau)
 
     def value(self, step: int) -> float:
         return self.tau0
@@ -117,10 +105,10 @@ class ExponentialDecay(Schedule):
     def __init__(self, tau0: float = 1.0, rate: float = 1e-4, tau_min: float = 0.5,
                  every: int = 1) -> None:
         super().__init__()
-        self.tau0 = _positive("ExponentialDecay", "tau0", tau0)
-        self.rate = _positive("ExponentialDecay", "rate", rate)
-        self.tau_min = _positive("ExponentialDecay", "tau_min", tau_min)
-        self.every = _count("ExponentialDecay", "every", every)
+        self.tau0 = positive("ExponentialDecay", "tau0", tau0)
+        self.rate = positive("ExponentialDecay", "rate", rate)
+        self.tau_min = positive("ExponentialDecay", "tau_min", tau_min)
+        self.every = count("ExponentialDecay", "every", every, 1)
 
     def value(self, step: int) -> float:
         t = (step // self.every) * self.every
@@ -132,9 +120,9 @@ class Linear(Schedule):
 
     def __init__(self, start: float, end: float, steps: int) -> None:
         super().__init__()
-        self.start = _positive("Linear", "start", start)
-        self.end = _positive("Linear", "end", end)
-        self.steps = _count("Linear", "steps", steps)
+        self.start = positive("Linear", "start", start)
+        self.end = positive("Linear", "end", end)
+        self.steps = count("Linear", "steps", steps, 1)
 
     def value(self, step: int) -> float:
         f = min(step, self.steps) / self.steps
@@ -146,9 +134,9 @@ class Cosine(Schedule):
 
     def __init__(self, start: float, end: float, steps: int) -> None:
         super().__init__()
-        self.start = _positive("Cosine", "start", start)
-        self.end = _positive("Cosine", "end", end)
-        self.steps = _count("Cosine", "steps", steps)
+        self.start = positive("Cosine", "start", start)
+        self.end = positive("Cosine", "end", end)
+        self.steps = count("Cosine", "steps", steps, 1)
 
     def value(self, step: int) -> float:
         f = min(step, self.steps) / self.steps
@@ -186,10 +174,10 @@ class RelGAN(Schedule):
         if kind not in self.KINDS:
             raise ValueError(f"RelGAN: kind must be one of {self.KINDS}, got {kind!r}")
         self.kind = kind
-        self.beta_max = _positive("RelGAN", "beta_max", beta_max)
+        self.beta_max = positive("RelGAN", "beta_max", beta_max)
         if self.beta_max < 1:
             raise ValueError(f"RelGAN: beta_max must be >= 1, got {beta_max!r}")
-        self.total_steps = _count("RelGAN", "total_steps", total_steps)
+        self.total_steps = count("RelGAN", "total_steps", total_steps, 1)
 
     def beta(self, step: int) -> float:
         """The inverse temperature at ``step``."""
@@ -229,17 +217,14 @@ class Reheater(Schedule):
         if not isinstance(base, Schedule):
             raise TypeError(f"Reheater: base must be a Schedule, got {type(base).__name__}")
         self.base = base
-        if isinstance(threshold, bool) or not isinstance(threshold, (int, float)) or not \
-                math.isfinite(threshold):
-            raise ValueError(f"Reheater: threshold must be a finite number, got {threshold!r}")
-        self.threshold = float(threshold)
-        self.boost = _positive("Reheater", "boost", boost)
+        self.threshold = finite("Reheater", "threshold", threshold)
+        self.boost = positive("Reheater", "boost", boost)
         if self.boost <= 1:
             raise ValueError(f"Reheater: boost must be > 1, got {boost!r}")
-        self.hold = _count("Reheater", "hold", hold, lo=0)
-        self.release = _count("Reheater", "release", release, lo=0)
-        self.cooldown = _count("Reheater", "cooldown", cooldown, lo=0)
-        self.cap = None if cap is None else _positive("Reheater", "cap", cap)
+        self.hold = count("Reheater", "hold", hold, 0)
+        self.release = count("Reheater", "release", release, 0)
+        self.cooldown = count("Reheater", "cooldown", cooldown, 0)
+        self.cap = None if cap is None else positive("Reheater", "cap", cap)
         self.fired_at: int | None = None
         self.events: list[dict[str, Any]] = []
 
@@ -307,8 +292,8 @@ class LearnableTemperature(nn.Module):
 
     def __init__(self, init: float = 1.0, tau_min: float = 0.05) -> None:
         super().__init__()
-        init = _positive("LearnableTemperature", "init", init)
-        self.tau_min = _positive("LearnableTemperature", "tau_min", tau_min)
+        init = positive("LearnableTemperature", "init", init)
+        self.tau_min = positive("LearnableTemperature", "tau_min", tau_min)
         if init <= self.tau_min:
             raise ValueError(
                 f"LearnableTemperature: init must exceed tau_min={self.tau_min}, got {init}"

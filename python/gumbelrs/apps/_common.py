@@ -14,6 +14,7 @@ from typing import Any
 import torch
 
 import gumbelrs
+from gumbelrs import _validate
 
 
 def require(module: str, app: str) -> Any:
@@ -154,34 +155,30 @@ class Checkpoint:
 
 def check_config(app: str, config: Any, *, counts: Sequence[str] = (),
                  maybe_zero: Sequence[str] = (), positive: Sequence[str] = (),
-                 fractions: Sequence[str] = (),
+                 non_negative: Sequence[str] = (), fractions: Sequence[str] = (),
                  choices: dict[str, Sequence[str]] | None = None) -> None:
     """Rejects a configuration field out of its range with a ``ValueError`` that
     names the application, the field, the value and the range: ``counts`` are
     ints >= 1 (or non-empty tuples of them; ``maybe_zero``: >= 0), ``positive`` finite numbers > 0,
-    ``fractions`` in (0, 1), ``choices`` a value (or a non-empty tuple of
-    values) from a list; the ``seed`` of every Config (in ``maybe_zero``) is
+    ``non_negative`` finite numbers >= 0, ``fractions`` in (0, 1), ``choices`` a value (or a
+    non-empty tuple of values) from a list; the ``seed`` of every Config (in ``maybe_zero``) is
     below 2**31."""
     for names, lo in ((counts, 1), (maybe_zero, 0)):
         for name in names:
             v = getattr(config, name)
-            many = isinstance(v, tuple)
-            if (many and not v) or any(isinstance(x, bool) or not isinstance(x, int) or x < lo
-                                       for x in (v if many else (v,))):
-                what = "a non-empty tuple of ints" if many else "an int"
-                raise ValueError(f"{app}: {name} must be {what} >= {lo}, got {v!r}")
+            if not isinstance(v, tuple):
+                _validate.count(app, name, v, lo)
+            elif not v or not all(_validate.is_int(x) and x >= lo for x in v):
+                raise ValueError(_validate.message(app, name,
+                                                   f"a non-empty tuple of ints >= {lo}", v))
     # Runs hand seed + unit index (a seed, a split) to scikit-learn, whose random_state must be
     # below 2**32: 2**31 leaves room for 2**31 units.
     if config.seed >= 2**31:
-        raise ValueError(f"{app}: seed must be an int in [0, 2**31), got {config.seed!r}")
-    for name in positive:
-        v = getattr(config, name)
-        if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0 < v < math.inf:
-            raise ValueError(f"{app}: {name} must be a positive finite number, got {v!r}")
-    for name in fractions:
-        v = getattr(config, name)
-        if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0 < v < 1:
-            raise ValueError(f"{app}: {name} must be in (0, 1), got {v!r}")
+        raise ValueError(_validate.message(app, "seed", "an int in [0, 2**31)", config.seed))
+    for check, names in ((_validate.positive, positive), (_validate.non_negative, non_negative),
+                         (_validate.fraction, fractions)):
+        for name in names:
+            check(app, name, getattr(config, name))
     for name, allowed in (choices or {}).items():
         v = getattr(config, name)
         values = v if isinstance(v, tuple) else (v,)

@@ -76,11 +76,8 @@ class Config:
         check_config("dna", self, counts=("latents", "classes", "hidden", "generator_hidden",
                                           "batch", "samples"),
                      maybe_zero=("vae_steps", "classifier_steps", "generator_steps", "seed"),
-                     positive=("tau", "lr"), choices={"vae_method": estimators.METHODS})
-        for name in ("gc_weight", "entropy_weight"):
-            v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, (int, float)) or v < 0:
-                raise ValueError(f"dna: {name} must be a number >= 0, got {v!r}")
+                     positive=("tau", "lr"), non_negative=("gc_weight", "entropy_weight"),
+                     choices={"vae_method": estimators.METHODS})
 
     @classmethod
     def quick(cls) -> Config:

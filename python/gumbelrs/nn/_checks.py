@@ -8,6 +8,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from .._validate import positive
 from ..schedules import Schedule
 
 
@@ -22,26 +23,10 @@ def features(owner: str, x: object, n_features: int) -> torch.Tensor:
     return x
 
 
-def positive_int(owner: str, name: str, v: object) -> int:
-    if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-        raise ValueError(f"{owner}: {name} must be a positive int, got {v!r}")
-    return v
-
-
-def unit_float(owner: str, name: str, v: object) -> float:
-    """A probability strictly between 0 and 1."""
-    if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0 < v < 1:
-        raise ValueError(f"{owner}: {name} must be a float in (0, 1), got {v!r}")
-    return float(v)
-
-
 def tau_or_schedule(owner: str, tau: object) -> float | Schedule:
     if isinstance(tau, Schedule):
         return tau
-    if isinstance(tau, bool) or not isinstance(tau, (int, float)) or not 0 < tau < math.inf:
-        raise ValueError(f"{owner}: tau must be a positive finite float or a Schedule, "
-                         f"got {tau!r}")
-    return float(tau)
+    return positive(owner, "tau", tau, "a positive finite number or a Schedule")
 
 
 def one_hot(index: torch.Tensor, like: torch.Tensor, dim: int = -1) -> torch.Tensor:

@@ -3,22 +3,15 @@
 from __future__ import annotations
 
 import contextlib
-import math
 from collections.abc import Iterator
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .. import functional
+from .. import _validate, functional
 from .._generator import Generator
-from ._checks import logit, unit_float
-
-
-def _non_negative(name: str, v: object) -> float:
-    if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0 <= v < math.inf:
-        raise ValueError(f"ConcreteDropout: {name} must be a finite float >= 0, got {v!r}")
-    return float(v)
+from ._checks import logit
 
 
 class ConcreteDropout(nn.Module):
@@ -48,13 +41,10 @@ class ConcreteDropout(nn.Module):
                  weight_regularizer: float = 1e-6, dropout_regularizer: float = 1e-5, *,
                  units: int | None = None, generator: Generator | None = None) -> None:
         super().__init__()
-        p = unit_float("ConcreteDropout", "p", p)
-        if isinstance(tau, bool) or not isinstance(tau, (int, float)) or not 0 < tau < math.inf:
-            raise ValueError(f"ConcreteDropout: tau must be a positive finite float, got {tau!r}")
-        if units is not None and (isinstance(units, bool) or not isinstance(units, int)
-                                  or units < 1):
-            raise ValueError(f"ConcreteDropout: units must be None or a positive int, got "
-                             f"{units!r}")
+        p = _validate.fraction("ConcreteDropout", "p", p)
+        tau = _validate.positive("ConcreteDropout", "tau", tau)
+        if units is not None:
+            _validate.count("ConcreteDropout", "units", units, 1, why=" (or None)")
         weight = getattr(layer, "weight", None)
         if units is not None and weight is not None and (
                 weight.dim() != 2 or weight.shape[1] != units):
@@ -63,9 +53,12 @@ class ConcreteDropout(nn.Module):
                 f"(out_features, {units}) (an nn.Linear reading the dropped features), got "
                 f"{tuple(weight.shape)}")
         self.layer = layer
-        self.tau = float(tau)
-        self.weight_regularizer = _non_negative("weight_regularizer", weight_regularizer)
-        self.dropout_regularizer = _non_negative("dropout_regularizer", dropout_regularizer)
+        self.tau = tau
+        self.weight_regularizer = _validate.non_negative("ConcreteDropout", "weight_regularizer",
+                                                         weight_regularizer)
+        self.dropout_regularizer = _validate.non_negative("ConcreteDropout",
+                                                          "dropout_regularizer",
+                                                          dropout_regularizer)
         self.units = units
         self.generator = generator
         self.p_logit = nn.Parameter(torch.full((units,) if units else (), logit(p)))
@@ -150,8 +143,7 @@ def _sampling(model: nn.Module) -> Iterator[None]:
 def mc_samples(model: nn.Module, x: torch.Tensor, n: int = 50) -> torch.Tensor:
     """``n`` stochastic forward passes of ``model`` on ``x`` with every dropout
     layer sampling (MC dropout), stacked: ``(n, *model(x).shape)``."""
-    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
-        raise ValueError(f"mc_samples: n must be a positive int, got {n!r}")
+    _validate.count("mc_samples", "n", n, 1)
     with torch.no_grad(), _sampling(model):
         return torch.stack([model(x) for _ in range(n)])
 

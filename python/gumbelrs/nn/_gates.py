@@ -8,10 +8,10 @@ import math
 import torch
 from torch import nn
 
-from .. import functional
+from .. import _validate, functional
 from .._generator import Generator
 from ..schedules import Schedule
-from ._checks import Scheduled, logit, one_hot, positive_int, tau_or_schedule, unit_float
+from ._checks import Scheduled, logit, one_hot, tau_or_schedule
 
 
 class ConcreteGate(Scheduled):
@@ -29,9 +29,9 @@ class ConcreteGate(Scheduled):
     def __init__(self, n_features: int, tau: float | Schedule = 0.5, init_open: float = 0.9,
                  hard: bool = False, generator: Generator | None = None) -> None:
         super().__init__()
-        self.n_features = positive_int("ConcreteGate", "n_features", n_features)
+        self.n_features = _validate.count("ConcreteGate", "n_features", n_features, 1)
         self.tau = tau_or_schedule("ConcreteGate", tau)
-        p = unit_float("ConcreteGate", "init_open", init_open)
+        p = _validate.fraction("ConcreteGate", "init_open", init_open)
         self.logits = nn.Parameter(torch.full((n_features,), logit(p)))
         self.hard = bool(hard)
         self.generator = generator
@@ -61,7 +61,7 @@ class ConcreteGate(Scheduled):
         """Indices of the open gates (``k=None``), or of the ``k`` most open ones."""
         if k is None:
             return torch.nonzero(self.logits > 0).flatten()
-        k = min(positive_int("ConcreteGate", "k", k), self.n_features)
+        k = min(_validate.count("ConcreteGate", "k", k, 1), self.n_features)
         return self.logits.detach().topk(k).indices
 
     def extra_repr(self) -> str:
@@ -84,18 +84,15 @@ class HardConcreteGate(Scheduled):
                  limits: tuple[float, float] = (-0.1, 1.1), init_open: float = 0.9,
                  generator: Generator | None = None) -> None:
         super().__init__()
-        self.n_features = positive_int("HardConcreteGate", "n_features", n_features)
+        self.n_features = _validate.count("HardConcreteGate", "n_features", n_features, 1)
         tau = tau_or_schedule("HardConcreteGate", tau)
         if isinstance(tau, Schedule):
             raise ValueError("HardConcreteGate: tau must be a positive finite float (the "
                              "shape of the distribution, not annealed), got a Schedule")
         self.tau = tau
-        lo, hi = limits
-        if not lo < 0 < 1 < hi:
-            raise ValueError(f"HardConcreteGate: limits must satisfy lo < 0 < 1 < hi, got "
-                             f"{limits!r}")
-        self.limits = (float(lo), float(hi))
-        p = unit_float("HardConcreteGate", "init_open", init_open)
+        self.limits = _validate.limits("HardConcreteGate", limits)
+        lo, hi = self.limits
+        p = _validate.fraction("HardConcreteGate", "init_open", init_open)
         shift = self.tau * math.log(-lo / hi)
         self.log_alpha = nn.Parameter(
             torch.full((n_features,), logit(p) + shift))
@@ -131,7 +128,7 @@ class HardConcreteGate(Scheduled):
         if k is None:
             lo, hi = self.limits
             return torch.nonzero(torch.sigmoid(self.log_alpha) * (hi - lo) + lo > 0).flatten()
-        k = min(positive_int("HardConcreteGate", "k", k), self.n_features)
+        k = min(_validate.count("HardConcreteGate", "k", k, 1), self.n_features)
         return self.log_alpha.detach().topk(k).indices
 
     def extra_repr(self) -> str:
@@ -157,10 +154,8 @@ class ConcreteSelector(Scheduled):
     def __init__(self, n_features: int, k: int, tau: float | Schedule = 1.0,
                  generator: Generator | None = None) -> None:
         super().__init__()
-        self.n_features = positive_int("ConcreteSelector", "n_features", n_features)
-        self.k = positive_int("ConcreteSelector", "k", k)
-        if k > n_features:
-            raise ValueError(f"ConcreteSelector: k={k} exceeds n_features={n_features}")
+        self.n_features = _validate.count("ConcreteSelector", "n_features", n_features, 1)
+        self.k = _validate.count("ConcreteSelector", "k", k, 1, n_features, " (at most n_features)")
         self.tau = tau_or_schedule("ConcreteSelector", tau)
         self.logits = nn.Parameter(1e-2 * torch.randn(k, n_features))
         self.generator = generator

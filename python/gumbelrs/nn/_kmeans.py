@@ -8,7 +8,7 @@ from typing import Any, NamedTuple
 import torch
 from torch import nn
 
-from .. import functional
+from .. import _validate, functional
 from .._generator import Generator
 from ..schedules import Schedule
 from ._checks import features, one_hot
@@ -27,12 +27,6 @@ class SoftKMeansOutput(NamedTuple):
     assignments: torch.Tensor
     distances: torch.Tensor
     loss: torch.Tensor
-
-
-def _positive(name: str, v: object) -> float:
-    if isinstance(v, bool) or not isinstance(v, (int, float)) or not v > 0 or math.isinf(v):
-        raise ValueError(f"SoftKMeans: {name} must be a positive finite float, got {v!r}")
-    return float(v)
 
 
 class SoftKMeans(nn.Module):
@@ -58,25 +52,20 @@ class SoftKMeans(nn.Module):
                  method: str = "soft", *, beta_init: float = 1.0,
                  generator: Generator | None = None) -> None:
         super().__init__()
-        for name, v in (("n_clusters", n_clusters), ("n_features", n_features)):
-            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-                raise ValueError(f"SoftKMeans: {name} must be a positive int, got {v!r}")
-        self.n_clusters = n_clusters
-        self.n_features = n_features
+        self.n_clusters = _validate.count("SoftKMeans", "n_clusters", n_clusters, 1)
+        self.n_features = _validate.count("SoftKMeans", "n_features", n_features, 1)
         self.centers = nn.Parameter(torch.randn(n_clusters, n_features))
         if beta == "learned":
-            self.log_beta = nn.Parameter(torch.tensor(math.log(_positive("beta_init",
-                                                                          beta_init))))
+            beta_init = _validate.positive("SoftKMeans", "beta_init", beta_init)
+            self.log_beta = nn.Parameter(torch.tensor(math.log(beta_init)))
             self.beta_schedule = None
         elif isinstance(beta, Schedule):
             self.log_beta = None
             self.beta_schedule = beta
         else:
-            if isinstance(beta, str):
-                raise ValueError(f"SoftKMeans: beta must be a positive float, a Schedule or "
-                                 f"'learned', got {beta!r}")
             self.log_beta = None
-            self.beta_schedule = _positive("beta", beta)
+            self.beta_schedule = _validate.positive(
+                "SoftKMeans", "beta", beta, "a positive finite number, a Schedule or 'learned'")
         self.sampler = GumbelSoftmax(tau, method, generator=generator)
         self.generator = generator
 

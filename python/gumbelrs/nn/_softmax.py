@@ -6,7 +6,7 @@ from typing import Any
 
 import torch
 
-from .. import estimators
+from .. import _validate, estimators
 from .._generator import Generator
 from ..schedules import LearnableTemperature, Schedule
 from ._checks import Scheduled, one_hot
@@ -40,10 +40,8 @@ class GumbelSoftmax(Scheduled):
             raise ValueError(f"GumbelSoftmax: eval_mode must be one of {_EVAL_MODES}, "
                              f"got {eval_mode!r}")
         if not isinstance(tau, (Schedule, LearnableTemperature)):
-            if isinstance(tau, bool) or not isinstance(tau, (int, float)) or not tau > 0:
-                raise ValueError(f"GumbelSoftmax: tau must be a positive float, a Schedule or a "
-                                 f"LearnableTemperature, got {tau!r}")
-            tau = float(tau)
+            tau = _validate.positive("GumbelSoftmax", "tau", tau, "a positive finite number, a "
+                                     "Schedule or a LearnableTemperature")
         self.tau = tau
         self.method = method
         self.dim = dim
