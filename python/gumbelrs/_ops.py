@@ -182,23 +182,24 @@ def _stacked(t: Optional[Tensor], bdim: Optional[int], size: int) -> Optional[Te
     return t.contiguous()
 
 
-def _vmap_rule(info, in_dims, token, tensors, call, out_dim=0):
+def _vmap_rule(info, in_dims, tensors, call, out_dim=0):
     """How every op is vmapped (``in_dims[0]`` is the token's).
 
-    ``"different"``: one call of the op on the stacked batch (``call(token,
-    *tensors, batch=B)`` with the vmapped dimension first): element ``b``
-    gets block ``b`` of that call's noise, exactly what the un-vmapped op
-    gives ``torch.stack`` of the elements, and the generator advances once.
-    ``"same"``: ``call(token, *element_b, batch=None)`` for each element with
-    the same stream, so every element gets the noise of one un-vmapped call.
+    ``"different"``: one call of the op on the stacked batch (``call(*tensors,
+    batch=B)`` with the vmapped dimension first): element ``b`` gets block
+    ``b`` of that call's noise, exactly what the un-vmapped op gives
+    ``torch.stack`` of the elements, and the generator advances once.
+    ``"same"``: ``call(*element_b, batch=None)`` for each element with the
+    same stream, so every element gets the noise of one un-vmapped call.
+    ``call`` routes as an eager call would (a new token, batched by the
+    levels below, if any), so a vmap of plain tensors ends in the kernels.
     """
-    inner = _element(token, in_dims[0], 0)  # still batched at outer levels
     dims = in_dims[1:]
     if info.randomness == "different":
-        out = call(inner, *(_stacked(t, d, info.batch_size) for t, d in zip(tensors, dims)),
+        out = call(*(_stacked(t, d, info.batch_size) for t, d in zip(tensors, dims)),
                    batch=info.batch_size)
     else:
-        outs = [call(inner, *(_element(t, d, b) for t, d in zip(tensors, dims)), batch=None)
+        outs = [call(*(_element(t, d, b) for t, d in zip(tensors, dims)), batch=None)
                 for b in range(info.batch_size)]
         if isinstance(outs[0], tuple):
             return tuple(torch.stack(o) for o in zip(*outs)), (0,) * len(outs[0])
@@ -268,11 +269,10 @@ class _Noise(torch.autograd.Function):
 
     @staticmethod
     def vmap(info, in_dims, token, kind, shape, dtype, device, stream):
-        def call(token, batch):
-            size = shape if batch is None else [batch, *shape]
-            return _Noise.apply(token, kind, size, dtype, device, stream)
+        def call(batch):
+            return noise(kind, shape if batch is None else [batch, *shape], dtype, device, stream)
 
-        return _vmap_rule(info, in_dims, token, (), call)
+        return _vmap_rule(info, in_dims, (), call)
 
 
 def noise(kind: str, shape: list, dtype: torch.dtype, device: torch.device, stream: Stream):
@@ -415,21 +415,30 @@ class GumbelSoftmax(torch.autograd.Function):
 
     @staticmethod
     def vmap(info, in_dims, token, x, tau_rows, dim, tau, stream, hard, fn):
-        def call(token, x, tau_rows, batch):
+        def call(x, tau_rows, batch):
             d = dim if batch is None else dim + 1
-            return GumbelSoftmax.apply(token, x, tau_rows, d, tau, stream, hard, fn)
+            return _gs_apply(x, d, tau, tau_rows, stream, hard, fn)
 
-        return _vmap_rule(info, in_dims, token, (x, tau_rows), call)
+        return _vmap_rule(info, in_dims, (x, tau_rows), call)
+
+
+def _gs_apply(x, dim, tau, tau_rows, stream, hard, fn):
+    """The Function's outputs (``(one_hot, soft)`` when hard) by the cheapest
+    route that records what is needed: under ``torch.func`` or forward mode,
+    for autograd, or neither."""
+    if _transformed() or _forward_mode():
+        return GumbelSoftmax.apply(_token(fn), x, tau_rows, dim, tau, stream, hard, fn)
+    if _needs_grad(x, tau_rows):
+        return _GumbelSoftmax.apply(None, x, tau_rows, dim, tau, stream, hard, fn)
+    y, soft = _gs_forward(x, dim, tau, tau_rows, stream, hard, fn)
+    return (y, soft) if hard else y
 
 
 def gumbel_softmax(x, dim, tau, tau_rows, stream, hard, fn):
-    """The op, through autograd only when a gradient is needed or a transform is active."""
-    if _transformed() or _forward_mode():
-        y = GumbelSoftmax.apply(_token(fn), x, tau_rows, dim, tau, stream, hard, fn)
-    elif _needs_grad(x, tau_rows):
-        y = _GumbelSoftmax.apply(None, x, tau_rows, dim, tau, stream, hard, fn)
-    else:
+    """The op; without autograd or transforms, hard mode skips the soft sample."""
+    if not (_transformed() or _forward_mode() or _needs_grad(x, tau_rows)):
         return _gs_forward(x, dim, tau, tau_rows, stream, hard, fn, need_soft=False)[0]
+    y = _gs_apply(x, dim, tau, tau_rows, stream, hard, fn)
     return y[0] if hard else y
 
 
@@ -464,11 +473,11 @@ class _Categorical(torch.autograd.Function):
 
     @staticmethod
     def vmap(info, in_dims, token, x, dim, num_samples, stream, fn):
-        def call(token, x, batch):
-            d = dim if batch is None else dim + 1
-            return _Categorical.apply(token, x, d, num_samples, stream, fn)
+        def call(x, batch):
+            return sample_categorical(fn, x, dim if batch is None else dim + 1, num_samples,
+                                      stream)
 
-        return _vmap_rule(info, in_dims, token, (x,), call)
+        return _vmap_rule(info, in_dims, (x,), call)
 
 
 def sample_categorical(fn, x, dim, num_samples, stream):
@@ -506,11 +515,10 @@ class _TopK(torch.autograd.Function):
 
     @staticmethod
     def vmap(info, in_dims, token, x, dim, k, stream, fn):
-        def call(token, x, batch):
-            d = dim if batch is None else dim + 1
-            return _TopK.apply(token, x, d, k, stream, fn)
+        def call(x, batch):
+            return gumbel_topk(fn, x, dim if batch is None else dim + 1, k, stream)
 
-        return _vmap_rule(info, in_dims, token, (x,), call)
+        return _vmap_rule(info, in_dims, (x,), call)
 
 
 def gumbel_topk(fn, x, dim, k, stream):
@@ -549,12 +557,12 @@ class _GivenArgmax(torch.autograd.Function):
 
     @staticmethod
     def vmap(info, in_dims, token, x, index, dim, num_samples, stream, fn):
-        def call(token, x, index, batch):
+        def call(x, index, batch):
             d = dim if batch is None else dim + 1
-            return _GivenArgmax.apply(token, x, index, d, num_samples, stream, fn)
+            return gumbel_given_argmax(fn, x, d, index, num_samples, stream)
 
         # The draws come first: (num_samples, B, *shape).
-        return _vmap_rule(info, in_dims, token, (x, index), call, out_dim=1)
+        return _vmap_rule(info, in_dims, (x, index), call, out_dim=1)
 
 
 def gumbel_given_argmax(fn, x, dim, index, num_samples, stream):
@@ -682,20 +690,25 @@ class RelaxedBernoulli(torch.autograd.Function):
 
     @staticmethod
     def vmap(info, in_dims, token, x, tau_elems, tau, stream, hard, fn):
-        def call(token, x, tau_elems, batch):
-            return RelaxedBernoulli.apply(token, x, tau_elems, tau, stream, hard, fn)
+        def call(x, tau_elems, batch):
+            return _rb_apply(x, tau, tau_elems, stream, hard, fn)
 
-        return _vmap_rule(info, in_dims, token, (x, tau_elems), call)
+        return _vmap_rule(info, in_dims, (x, tau_elems), call)
+
+
+def _rb_apply(x, tau, tau_elems, stream, hard, fn):
+    """The Function's outputs, routed as :func:`_gs_apply`'s."""
+    if _transformed() or _forward_mode():
+        return RelaxedBernoulli.apply(_token(fn), x, tau_elems, tau, stream, hard, fn)
+    if _needs_grad(x, tau_elems):
+        return _RelaxedBernoulli.apply(None, x, tau_elems, tau, stream, hard, fn)
+    y, soft = _rb_forward(x, tau, tau_elems, stream, hard, fn)
+    return (y, soft) if hard else y
 
 
 def relaxed_bernoulli(x, tau, tau_elems, stream, hard, fn):
-    """The op, through autograd only when a gradient is needed or a transform is active."""
-    if _transformed() or _forward_mode():
-        y = RelaxedBernoulli.apply(_token(fn), x, tau_elems, tau, stream, hard, fn)
-    elif _needs_grad(x, tau_elems):
-        y = _RelaxedBernoulli.apply(None, x, tau_elems, tau, stream, hard, fn)
-    else:
-        return _rb_forward(x, tau, tau_elems, stream, hard, fn)[0]
+    """The op."""
+    y = _rb_apply(x, tau, tau_elems, stream, hard, fn)
     return y[0] if hard else y
 
 
@@ -805,10 +818,10 @@ class HardConcrete(torch.autograd.Function):
 
     @staticmethod
     def vmap(info, in_dims, token, x, tau_elems, tau, limits, stream, fn):
-        def call(token, x, tau_elems, batch):
-            return HardConcrete.apply(token, x, tau_elems, tau, limits, stream, fn)
+        def call(x, tau_elems, batch):
+            return hard_concrete(x, tau, tau_elems, limits, stream, fn)
 
-        return _vmap_rule(info, in_dims, token, (x, tau_elems), call)
+        return _vmap_rule(info, in_dims, (x, tau_elems), call)
 
 
 def hard_concrete(x, tau, tau_elems, limits, stream, fn):
