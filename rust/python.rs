@@ -8,12 +8,15 @@
 //! and position, which the Python layer turns into a message for the user.
 
 use crate::kernels::{Dims, KernelError, Tau};
+use crate::kernels::{OutputMode, Outputs};
 use crate::math::Real;
 use crate::{isa, kernels, parallel, rng, Noise, Stream};
 use numpy::{Element, PyArrayDyn, PyArrayMethods, PyReadonlyArrayDyn, PyReadwriteArrayDyn};
 use pyo3::create_exception;
 use pyo3::exceptions::{PyTypeError, PyValueError};
 use pyo3::prelude::*;
+use pyo3::types::PyString;
+use std::borrow::Cow;
 
 create_exception!(
     _core,
@@ -37,6 +40,49 @@ fn raise(e: KernelError) -> PyErr {
         KernelError::Shape { .. } => return PyValueError::new_err(e.to_string()),
     };
     KernelErrorPy::new_err((kind, pos, available, requested))
+}
+
+/// Options that cross the binding as one of a fixed set of names: each
+/// converts itself from a Python `str` (or a `str` enum member), and an
+/// unknown name is a `ValueError` that lists the known ones.
+macro_rules! named_option {
+    ($ty:ty, $what:literal, $all:expr, $name:expr) => {
+        impl<'a, 'py> FromPyObject<'a, 'py> for $ty {
+            type Error = PyErr;
+            fn extract(obj: pyo3::Borrowed<'a, 'py, PyAny>) -> PyResult<Self> {
+                let given = obj.cast::<PyString>()?;
+                let given: Cow<'_, str> = given.to_cow()?;
+                let name: fn(&$ty) -> &'static str = $name;
+                if let Some(v) = $all.iter().find(|v| name(v) == given) {
+                    return Ok(*v);
+                }
+                let known: Vec<String> = $all.iter().map(|v| format!("{:?}", name(v))).collect();
+                Err(PyValueError::new_err(format!(
+                    "{} must be one of {}, got {given:?}",
+                    $what,
+                    known.join(", ")
+                )))
+            }
+        }
+    };
+}
+
+named_option!(OutputMode, "mode", OutputMode::ALL, |m| m.name());
+
+/// The output buffers of `mode`: `y`, and `soft` in "one_hot_with_soft" only.
+fn outputs<'a, T>(
+    fname: &str,
+    mode: OutputMode,
+    y: &'a mut [T],
+    soft: Option<&'a mut [T]>,
+) -> PyResult<Outputs<'a, T>> {
+    Outputs::of(mode, y, soft).ok_or_else(|| {
+        PyValueError::new_err(format!(
+            "{fname}: a soft output goes with mode 'one_hot_with_soft' and no other; \
+             got mode {:?}",
+            mode.name()
+        ))
+    })
 }
 
 /// Which float type an array holds: the glue's only dispatch.
@@ -127,6 +173,7 @@ fn gs_forward_t<T: Real + Element>(
     tau: f64,
     tau_rows: Option<&Bound<'_, PyAny>>,
     stream: Stream,
+    mode: OutputMode,
     y: &Bound<'_, PyAny>,
     soft: Option<&Bound<'_, PyAny>>,
 ) -> PyResult<()> {
@@ -136,13 +183,16 @@ fn gs_forward_t<T: Real + Element>(
     let mut soft = soft.map(rw::<T>).transpose()?;
     let (xs, tau, ys) = (x.as_slice()?, tau_of(tau, &taus)?, y.as_slice_mut()?);
     let ss = soft.as_mut().map(|s| s.as_slice_mut()).transpose()?;
-    py.detach(|| kernels::softmax::gumbel_softmax_forward(xs, dims, tau, stream, ys, ss))
+    let out = outputs("gumbel_softmax_forward", mode, ys, ss)?;
+    py.detach(|| kernels::softmax::gumbel_softmax_forward(xs, dims, tau, stream, out))
         .map_err(raise)
 }
 
-/// Gumbel-Softmax forward over `x` viewed as `dims = (outer, k, inner)`.
+/// Gumbel-Softmax forward over `x` viewed as `dims = (outer, k, inner)`:
+/// what `mode` asks for into `y`, and the soft sample into `soft` in mode
+/// "one_hot_with_soft".
 #[pyfunction]
-#[pyo3(signature = (x, dims, tau, tau_rows, seed, offset, y, soft=None))]
+#[pyo3(signature = (x, dims, tau, tau_rows, seed, offset, mode, y, soft=None))]
 #[allow(clippy::too_many_arguments)]
 fn gumbel_softmax_forward(
     py: Python<'_>,
@@ -152,48 +202,15 @@ fn gumbel_softmax_forward(
     tau_rows: Option<&Bound<'_, PyAny>>,
     seed: u64,
     offset: u64,
+    mode: OutputMode,
     y: &Bound<'_, PyAny>,
     soft: Option<&Bound<'_, PyAny>>,
 ) -> PyResult<()> {
     let dims = Dims::new(dims.0, dims.1, dims.2);
     let stream = Stream::new(seed, offset);
-    by_dtype!(x, gs_forward_t(py, x, dims, tau, tau_rows, stream, y, soft))
-}
-
-fn gs_hard_t<T: Real + Element>(
-    py: Python<'_>,
-    x: &Bound<'_, PyAny>,
-    dims: Dims,
-    tau: f64,
-    tau_rows: Option<&Bound<'_, PyAny>>,
-    stream: Stream,
-    y: &Bound<'_, PyAny>,
-) -> PyResult<()> {
-    let x = ro::<T>(x)?;
-    let taus = tau_rows.map(ro::<T>).transpose()?;
-    let mut y = rw::<T>(y)?;
-    let (xs, tau, ys) = (x.as_slice()?, tau_of(tau, &taus)?, y.as_slice_mut()?);
-    py.detach(|| kernels::softmax::gumbel_softmax_hard_forward(xs, dims, tau, stream, ys))
-        .map_err(raise)
-}
-
-/// The one-hot Gumbel-Softmax sample alone (no soft sample); `tau` is checked only.
-#[pyfunction]
-#[allow(clippy::too_many_arguments)]
-fn gumbel_softmax_hard_forward(
-    py: Python<'_>,
-    x: &Bound<'_, PyAny>,
-    dims: (usize, usize, usize),
-    tau: f64,
-    tau_rows: Option<&Bound<'_, PyAny>>,
-    seed: u64,
-    offset: u64,
-    y: &Bound<'_, PyAny>,
-) -> PyResult<()> {
-    let dims = Dims::new(dims.0, dims.1, dims.2);
     by_dtype!(
         x,
-        gs_hard_t(py, x, dims, tau, tau_rows, Stream::new(seed, offset), y)
+        gs_forward_t(py, x, dims, tau, tau_rows, stream, mode, y, soft)
     )
 }
 
@@ -342,6 +359,7 @@ fn rb_forward_t<T: Real + Element>(
     tau: f64,
     tau_elems: Option<&Bound<'_, PyAny>>,
     stream: Stream,
+    mode: OutputMode,
     y: &Bound<'_, PyAny>,
     soft: Option<&Bound<'_, PyAny>>,
 ) -> PyResult<()> {
@@ -351,13 +369,15 @@ fn rb_forward_t<T: Real + Element>(
     let mut soft = soft.map(rw::<T>).transpose()?;
     let (xs, tau, ys) = (x.as_slice()?, tau_of(tau, &taus)?, y.as_slice_mut()?);
     let ss = soft.as_mut().map(|s| s.as_slice_mut()).transpose()?;
-    py.detach(|| kernels::bernoulli::relaxed_bernoulli_forward(xs, tau, stream, ys, ss))
+    let out = outputs("relaxed_bernoulli_forward", mode, ys, ss)?;
+    py.detach(|| kernels::bernoulli::relaxed_bernoulli_forward(xs, tau, stream, out))
         .map_err(raise)
 }
 
-/// Relaxed Bernoulli forward (hard straight-through sample when `soft` is given).
+/// Relaxed Bernoulli forward: what `mode` asks for into `y`, and the soft
+/// sample into `soft` in mode "one_hot_with_soft".
 #[pyfunction]
-#[pyo3(signature = (x, tau, tau_elems, seed, offset, y, soft=None))]
+#[pyo3(signature = (x, tau, tau_elems, seed, offset, mode, y, soft=None))]
 #[allow(clippy::too_many_arguments)]
 fn relaxed_bernoulli_forward(
     py: Python<'_>,
@@ -366,11 +386,15 @@ fn relaxed_bernoulli_forward(
     tau_elems: Option<&Bound<'_, PyAny>>,
     seed: u64,
     offset: u64,
+    mode: OutputMode,
     y: &Bound<'_, PyAny>,
     soft: Option<&Bound<'_, PyAny>>,
 ) -> PyResult<()> {
     let stream = Stream::new(seed, offset);
-    by_dtype!(x, rb_forward_t(py, x, tau, tau_elems, stream, y, soft))
+    by_dtype!(
+        x,
+        rb_forward_t(py, x, tau, tau_elems, stream, mode, y, soft)
+    )
 }
 
 fn rb_backward_t<T: Real + Element>(
@@ -602,7 +626,6 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("KernelError", m.py().get_type::<KernelErrorPy>())?;
     m.add_function(wrap_pyfunction!(noise, m)?)?;
     m.add_function(wrap_pyfunction!(gumbel_softmax_forward, m)?)?;
-    m.add_function(wrap_pyfunction!(gumbel_softmax_hard_forward, m)?)?;
     m.add_function(wrap_pyfunction!(gumbel_softmax_backward, m)?)?;
     m.add_function(wrap_pyfunction!(sample_categorical, m)?)?;
     m.add_function(wrap_pyfunction!(gumbel_topk, m)?)?;

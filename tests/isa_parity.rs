@@ -15,12 +15,12 @@ fn inputs<T: Real>(n: usize, seed: u64) -> Vec<T> {
 }
 
 #[derive(PartialEq, Debug)]
-struct Outputs<T> {
+struct Results<T> {
     floats: Vec<Vec<T>>,
     indices: Vec<Vec<i64>>,
 }
 
-fn run_all<T: Real>(dims: Dims) -> Outputs<T> {
+fn run_all<T: Real>(dims: Dims) -> Results<T> {
     let n = dims.len();
     let x: Vec<T> = inputs(n, dims.k as u64);
     let taus: Vec<T> = (0..dims.rows())
@@ -36,22 +36,20 @@ fn run_all<T: Real>(dims: Dims) -> Outputs<T> {
     }
     let mut y = vec![T::ZERO; n];
     let mut soft = vec![T::ZERO; n];
-    gumbel_softmax_forward(
-        &x,
-        dims,
-        Tau::PerRow(&taus),
-        stream,
-        &mut y,
-        Some(&mut soft),
-    )
-    .unwrap();
+    let out = Outputs::OneHotWithSoft {
+        one_hot: &mut y,
+        soft: &mut soft,
+    };
+    gumbel_softmax_forward(&x, dims, Tau::PerRow(&taus), stream, out).unwrap();
     let mut grad = vec![T::ZERO; n];
     gumbel_softmax_backward(&x, &soft, dims, Tau::Scalar(T::from_f64(0.3)), &mut grad).unwrap();
     let mut hard = vec![T::ZERO; n];
-    gumbel_softmax_hard_forward(&x, dims, Tau::Scalar(T::ONE), stream, &mut hard).unwrap();
+    let out = Outputs::OneHot(&mut hard);
+    gumbel_softmax_forward(&x, dims, Tau::Scalar(T::ONE), stream, out).unwrap();
     floats.extend([y, soft, grad, hard]);
     let mut rb = vec![T::ZERO; n];
-    relaxed_bernoulli_forward(&x, Tau::Scalar(T::from_f64(0.4)), stream, &mut rb, None).unwrap();
+    let out = Outputs::Soft(&mut rb);
+    relaxed_bernoulli_forward(&x, Tau::Scalar(T::from_f64(0.4)), stream, out).unwrap();
     let mut hc = vec![T::ZERO; n];
     let limits = (T::from_f64(-0.1), T::from_f64(1.1));
     hard_concrete_forward(&x, Tau::Scalar(T::from_f64(0.6)), limits, stream, &mut hc).unwrap();
@@ -74,7 +72,7 @@ fn run_all<T: Real>(dims: Dims) -> Outputs<T> {
     let mut given = vec![T::ZERO; 2 * n];
     gumbel_given_argmax(&x, dims, &index, 2, stream, &mut given).unwrap();
     floats.push(given);
-    Outputs { floats, indices }
+    Results { floats, indices }
 }
 
 #[test]
@@ -132,10 +130,15 @@ fn short_rows_agree_bitwise() {
             vec![T::ZERO; n],
             vec![T::ZERO; n],
         );
-        gumbel_softmax_forward(x, dims, Tau::PerRow(taus), stream, &mut soft, None).unwrap();
+        let out = Outputs::Soft(&mut soft);
+        gumbel_softmax_forward(x, dims, Tau::PerRow(taus), stream, out).unwrap();
         let half = Tau::Scalar(T::from_f64(0.5));
-        gumbel_softmax_forward(x, dims, half, stream, &mut hard, Some(&mut soft2)).unwrap();
-        gumbel_softmax_hard_forward(x, dims, half, stream, &mut hard_only).unwrap();
+        let out = Outputs::OneHotWithSoft {
+            one_hot: &mut hard,
+            soft: &mut soft2,
+        };
+        gumbel_softmax_forward(x, dims, half, stream, out).unwrap();
+        gumbel_softmax_forward(x, dims, half, stream, Outputs::OneHot(&mut hard_only)).unwrap();
         let mut draws = vec![0i64; 2 * dims.rows()];
         sample_categorical(x, dims, 2, stream, &mut draws).unwrap();
         let kk = dims.k.saturating_sub(1).clamp(1, 8);

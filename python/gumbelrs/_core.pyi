@@ -7,12 +7,16 @@ dimension.
 """
 
 
+from typing import Literal
+
 import numpy as np
 import numpy.typing as npt
 
 Float = npt.NDArray[np.floating]
 Index = npt.NDArray[np.int64]
 Dims = tuple[int, int, int]
+#: gumbelrs._protocol.OutputMode (a str enum) or its value.
+OutputMode = Literal["soft", "one_hot", "one_hot_with_soft"]
 
 class KernelError(ValueError):
     """args: (kind, position, available, requested); kind is one of "nan",
@@ -21,10 +25,7 @@ class KernelError(ValueError):
 def noise(kind: str, out: Float, seed: int, offset: int) -> None: ...
 def gumbel_softmax_forward(
     x: Float, dims: Dims, tau: float, tau_rows: Float | None, seed: int, offset: int,
-    y: Float, soft: Float | None = None,
-) -> None: ...
-def gumbel_softmax_hard_forward(
-    x: Float, dims: Dims, tau: float, tau_rows: Float | None, seed: int, offset: int, y: Float
+    mode: OutputMode, y: Float, soft: Float | None = None,
 ) -> None: ...
 def gumbel_softmax_backward(
     g: Float, y: Float, dims: Dims, tau: float, tau_rows: Float | None, out: Float
@@ -37,8 +38,8 @@ def gumbel_given_argmax(
     x: Float, dims: Dims, index: Index, num_samples: int, seed: int, offset: int, out: Float
 ) -> None: ...
 def relaxed_bernoulli_forward(
-    x: Float, tau: float, tau_elems: Float | None, seed: int, offset: int, y: Float,
-    soft: Float | None = None,
+    x: Float, tau: float, tau_elems: Float | None, seed: int, offset: int, mode: OutputMode,
+    y: Float, soft: Float | None = None,
 ) -> None: ...
 def relaxed_bernoulli_backward(
     g: Float, y: Float, tau: float, tau_elems: Float | None, out: Float

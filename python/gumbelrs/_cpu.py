@@ -16,6 +16,7 @@ import torch
 
 from . import _core
 from ._faults import translate
+from ._protocol import OutputMode
 
 
 def _on_torchs_openmp() -> bool:
@@ -86,18 +87,12 @@ def noise(kind: str, shape, dtype: torch.dtype, device: torch.device, seed: int,
 
 def gumbel_softmax(fn, x, dim, tau, tau_rows, seed, offset, hard, need_soft=True):
     """``(y, soft)``; ``soft`` is None unless ``hard`` and ``need_soft``."""
+    mode = OutputMode.of(hard, need_soft)
     y = torch.empty_like(x)
-    soft = torch.empty_like(x) if hard and need_soft else None
-    dims = split(x.shape, dim)
+    soft = torch.empty_like(x) if mode is OutputMode.ONE_HOT_WITH_SOFT else None
     with _faults(fn, x.shape, dim, tau_rows):
-        if hard and not need_soft:
-            _core.gumbel_softmax_hard_forward(
-                _np(x), dims, tau, _opt(tau_rows), seed, offset, _np(y)
-            )
-        else:
-            _core.gumbel_softmax_forward(
-                _np(x), dims, tau, _opt(tau_rows), seed, offset, _np(y), _opt(soft)
-            )
+        _core.gumbel_softmax_forward(_np(x), split(x.shape, dim), tau, _opt(tau_rows), seed,
+                                     offset, mode, _np(y), _opt(soft))
     return y, soft
 
 
@@ -135,12 +130,12 @@ def gumbel_given_argmax(fn, x, dim, index, num_samples, seed, offset):
 
 
 def relaxed_bernoulli(fn, x, tau, tau_elems, seed, offset, hard):
+    mode = OutputMode.of(hard)
     y = torch.empty_like(x)
-    soft = torch.empty_like(x) if hard else None
+    soft = torch.empty_like(x) if mode is OutputMode.ONE_HOT_WITH_SOFT else None
     with _faults(fn, x.shape, None, tau_elems):
-        _core.relaxed_bernoulli_forward(
-            _np(x), tau, _opt(tau_elems), seed, offset, _np(y), _opt(soft)
-        )
+        _core.relaxed_bernoulli_forward(_np(x), tau, _opt(tau_elems), seed, offset, mode, _np(y),
+                                        _opt(soft))
     return y, soft
 
 

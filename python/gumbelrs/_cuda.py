@@ -29,6 +29,7 @@ import torch
 from . import cuda
 from ._cpu import split
 from ._faults import translate
+from ._protocol import CUDA_OUTPUT_MODE, OutputMode
 
 # ---------------------------------------------------------------- modules
 
@@ -414,15 +415,15 @@ def _run_rows(name: str, x: torch.Tensor, dim: int, head: tuple, tail: tuple,
 
 def gumbel_softmax(fn, x, dim, tau, tau_rows, seed, offset, hard, need_soft=True):
     """``(y, soft)``; ``soft`` is None unless ``hard`` and ``need_soft``."""
+    mode = OutputMode.of(hard, need_soft)
     y = torch.empty_like(x)
-    soft = torch.empty_like(x) if hard and need_soft else None
+    soft = torch.empty_like(x) if mode is OutputMode.ONE_HOT_WITH_SOFT else None
     if x.numel() == 0:
         return y, soft
-    mode = 0 if not hard else (1 if need_soft else 2)
     # The second pass reads the perturbed logits from shared memory when they fit.
-    keep = 0 if mode == 2 else (8 if x.dtype == torch.float64 else 4)
+    keep = 0 if mode is OutputMode.ONE_HOT else (8 if x.dtype == torch.float64 else 4)
     _run_rows("grs_gs_forward", x, dim, (x, y, soft, tau_rows, _compute_scalar(x.dtype, tau)),
-              (np.uint64(seed), np.uint64(offset), np.int32(mode)),
+              (np.uint64(seed), np.uint64(offset), np.int32(CUDA_OUTPUT_MODE[mode])),
               record=(fn, x.shape, dim, tau_rows), keep=keep)
     return y, soft
 
@@ -482,10 +483,15 @@ def gumbel_given_argmax(fn, x, dim, index, num_samples, seed, offset):
     return out
 
 
-def _concrete(fn, x, tau, tau_elems, limits, seed, offset, op):
+#: The elementwise kernels' ops (``GrsConcreteOp`` in ``cuda/elements.cu``).
+_RELAXED_BERNOULLI, _HARD_CONCRETE = 0, 1
+
+
+def _concrete(fn, x, tau, tau_elems, limits, seed, offset, op, mode=OutputMode.SOFT):
+    """``(y, soft)`` of elementwise op ``op`` in output mode ``mode``."""
     dev = x.device
     y = torch.empty_like(x)
-    second = torch.empty_like(x) if op == 1 else None
+    second = torch.empty_like(x) if mode is OutputMode.ONE_HOT_WITH_SOFT else None
     n = x.numel()
     if n == 0:
         return y, second
@@ -498,7 +504,7 @@ def _concrete(fn, x, tau, tau_elems, limits, seed, offset, op):
     _launch(kern, dev, math.ceil(math.ceil(n / epb) / 256), 256, (
         x, y, second, tau_elems, _compute_scalar(c, tau),
         _compute_scalar(c, lo), _compute_scalar(c, hi), np.int64(n), np.uint64(seed),
-        np.uint64(offset), np.int32(op), f.word, tag))
+        np.uint64(offset), np.int32(op), np.int32(CUDA_OUTPUT_MODE[mode]), f.word, tag))
     _after(f)
     return y, second
 
@@ -519,16 +525,17 @@ def _concrete_backward(grad, y, tau, tau_elems, limits, op):
 
 
 def relaxed_bernoulli(fn, x, tau, tau_elems, seed, offset, hard):
-    return _concrete(fn, x, tau, tau_elems, (0.0, 1.0), seed, offset, 1 if hard else 0)
+    return _concrete(fn, x, tau, tau_elems, (0.0, 1.0), seed, offset, _RELAXED_BERNOULLI,
+                     OutputMode.of(hard))
 
 
 def relaxed_bernoulli_backward(grad, y, tau, tau_elems):
-    return _concrete_backward(grad, y, tau, tau_elems, (0.0, 1.0), 0)
+    return _concrete_backward(grad, y, tau, tau_elems, (0.0, 1.0), _RELAXED_BERNOULLI)
 
 
 def hard_concrete(fn, x, tau, tau_elems, limits, seed, offset):
-    return _concrete(fn, x, tau, tau_elems, limits, seed, offset, 2)[0]
+    return _concrete(fn, x, tau, tau_elems, limits, seed, offset, _HARD_CONCRETE)[0]
 
 
 def hard_concrete_backward(grad, z, tau, tau_elems, limits):
-    return _concrete_backward(grad, z, tau, tau_elems, limits, 2)
+    return _concrete_backward(grad, z, tau, tau_elems, limits, _HARD_CONCRETE)

@@ -97,6 +97,87 @@ impl<T: Real> Tau<'_, T> {
     }
 }
 
+/// What a forward with a straight-through mode (Gumbel-Softmax, relaxed
+/// Bernoulli) writes: the soft sample, the one-hot (hard) sample, or both. The same three modes, by the same
+/// names, are `OutputMode` in Python (`gumbelrs._protocol`) and the
+/// `GRS_SOFT`/`GRS_ONE_HOT`/`GRS_ONE_HOT_WITH_SOFT` codes of the CUDA kernels.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum OutputMode {
+    /// The soft sample alone.
+    Soft,
+    /// The one-hot sample alone (no gradient needs the soft one).
+    OneHot,
+    /// The one-hot sample and the soft sample its gradient flows through.
+    OneHotWithSoft,
+}
+
+impl OutputMode {
+    /// Every mode.
+    pub const ALL: [OutputMode; 3] = [
+        OutputMode::Soft,
+        OutputMode::OneHot,
+        OutputMode::OneHotWithSoft,
+    ];
+
+    /// The mode's name across the binding: "soft", "one_hot" or "one_hot_with_soft".
+    pub fn name(self) -> &'static str {
+        match self {
+            OutputMode::Soft => "soft",
+            OutputMode::OneHot => "one_hot",
+            OutputMode::OneHotWithSoft => "one_hot_with_soft",
+        }
+    }
+
+    /// The mode called `name` (see `name`).
+    pub fn from_name(name: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|m| m.name() == name)
+    }
+}
+
+/// The buffers of one `OutputMode`, each as long as the logits.
+#[derive(Debug)]
+pub enum Outputs<'a, T> {
+    Soft(&'a mut [T]),
+    OneHot(&'a mut [T]),
+    OneHotWithSoft {
+        one_hot: &'a mut [T],
+        soft: &'a mut [T],
+    },
+}
+
+impl<'a, T> Outputs<'a, T> {
+    /// The buffers of `mode`: `y` receives the soft sample (`Soft`) or the
+    /// one-hot one; `soft`, given in `OneHotWithSoft` and only there, the
+    /// soft sample beside it. None when `soft` does not fit the mode.
+    pub fn of(mode: OutputMode, y: &'a mut [T], soft: Option<&'a mut [T]>) -> Option<Self> {
+        Some(match (mode, soft) {
+            (OutputMode::Soft, None) => Outputs::Soft(y),
+            (OutputMode::OneHot, None) => Outputs::OneHot(y),
+            (OutputMode::OneHotWithSoft, Some(soft)) => {
+                Outputs::OneHotWithSoft { one_hot: y, soft }
+            }
+            _ => return None,
+        })
+    }
+
+    /// `(one_hot, soft)`: where each sample goes, if it is written.
+    pub(crate) fn split(self) -> (Option<&'a mut [T]>, Option<&'a mut [T]>) {
+        match self {
+            Outputs::Soft(soft) => (None, Some(soft)),
+            Outputs::OneHot(one_hot) => (Some(one_hot), None),
+            Outputs::OneHotWithSoft { one_hot, soft } => (Some(one_hot), Some(soft)),
+        }
+    }
+
+    pub fn mode(&self) -> OutputMode {
+        match self {
+            Outputs::Soft(_) => OutputMode::Soft,
+            Outputs::OneHot(_) => OutputMode::OneHot,
+            Outputs::OneHotWithSoft { .. } => OutputMode::OneHotWithSoft,
+        }
+    }
+}
+
 /// What a kernel found wrong with its input. Indices are flat positions in
 /// the contiguous order of the input (elements) or row numbers (rows).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -6,7 +6,7 @@ use super::tiles::{
 };
 use super::{
     check_len, each_row, gather_row, row_batches, row_of, run_rows, run_units, scatter_row, short,
-    Dims, KernelError, RowKernel, SharedMut, Tau, BATCH,
+    Dims, KernelError, Outputs, RowKernel, SharedMut, Tau, BATCH,
 };
 use crate::math::{GroupCache, Real};
 use crate::memory::prefer_huge_pages;
@@ -98,24 +98,48 @@ struct Forward<'a, T> {
     dims: Dims,
     tau: Tau<'a, T>,
     stream: Stream,
-    out: SharedMut<T>,
+    /// Where the soft sample goes (none in `OutputMode::OneHot`).
     soft: Option<SharedMut<T>>,
-    /// Write only the one-hot sample (no soft sample is needed).
-    hard_only: bool,
+    /// Where the one-hot sample goes (none in `OutputMode::Soft`).
+    one_hot: Option<SharedMut<T>>,
 }
 
-impl<T: Real> Forward<'_, T> {
+impl<'a, T: Real> Forward<'a, T> {
+    fn new(
+        x: &'a [T],
+        dims: Dims,
+        tau: Tau<'a, T>,
+        stream: Stream,
+        one_hot: Option<&mut [T]>,
+        soft: Option<&mut [T]>,
+    ) -> Self {
+        let shared = |buf: Option<&mut [T]>| {
+            buf.map(|b| {
+                prefer_huge_pages(b);
+                SharedMut::new(b)
+            })
+        };
+        Forward {
+            x,
+            dims,
+            tau,
+            stream,
+            soft: shared(soft),
+            one_hot: shared(one_hot),
+        }
+    }
+
     /// The logits and outputs of the contiguous elements `start .. start +
     /// len`, to prefetch while the noise before them is drawn.
     fn ahead(&self, start: usize, len: usize) -> [Ahead; 3] {
-        let soft = match (&self.soft, self.hard_only) {
-            (Some(soft), false) => Ahead::of_shared(soft, start, len),
-            _ => Ahead::of::<T>(&[]),
+        let of = |out: &Option<SharedMut<T>>| match out {
+            Some(out) => Ahead::of_shared(out, start, len),
+            None => Ahead::of::<T>(&[]),
         };
         [
             Ahead::within(self.x, start, len),
-            Ahead::of_shared(&self.out, start, len),
-            soft,
+            of(&self.one_hot),
+            of(&self.soft),
         ]
     }
 
@@ -125,45 +149,44 @@ impl<T: Real> Forward<'_, T> {
     fn finish_row(&self, r: usize, xr: &[T], top: T, w: &mut [T]) {
         let dims = &self.dims;
         let m = T::add_max(w, xr, top);
-        let hard = self.hard_only || self.soft.is_some();
-        let arg = if hard { first_index_of(w, m) } else { 0 };
+        let arg = if self.one_hot.is_some() {
+            first_index_of(w, m)
+        } else {
+            0
+        };
         let base = dims.base(r);
-        if !self.hard_only {
+        if let Some(target) = &self.soft {
             let inv_sum = T::ONE / T::exp_sum(w, m, self.tau.inverse_at(r));
-            let target = if hard {
-                self.soft.as_ref()
-            } else {
-                Some(&self.out)
-            };
-            if let Some(target) = target {
-                if dims.inner == 1 {
-                    // SAFETY: row `r` is visited by this thread only.
-                    let dst = unsafe { target.slice(base, dims.k) };
-                    for (o, &v) in dst.iter_mut().zip(w.iter()) {
-                        *o = v * inv_sum;
-                    }
-                } else {
-                    for v in w.iter_mut() {
-                        *v = *v * inv_sum;
-                    }
-                    // SAFETY: row `r` is visited by this thread only.
-                    unsafe { scatter_row(target, dims, r, w) };
+            if dims.inner == 1 {
+                // SAFETY: row `r` is visited by this thread only.
+                let dst = unsafe { target.slice(base, dims.k) };
+                for (o, &v) in dst.iter_mut().zip(w.iter()) {
+                    *o = v * inv_sum;
                 }
+            } else {
+                for v in w.iter_mut() {
+                    *v = *v * inv_sum;
+                }
+                // SAFETY: row `r` is visited by this thread only.
+                unsafe { scatter_row(target, dims, r, w) };
             }
         }
-        if !hard || dims.k == 0 {
+        let Some(one_hot) = &self.one_hot else {
+            return;
+        };
+        if dims.k == 0 {
             return;
         }
         if dims.inner == 1 {
             // SAFETY: row `r` is visited by this thread only.
-            let out = unsafe { self.out.slice(base, dims.k) };
+            let out = unsafe { one_hot.slice(base, dims.k) };
             out.fill(T::ZERO);
             out[arg] = T::ONE;
         } else {
             for t in 0..dims.k {
                 let v = if t == arg { T::ONE } else { T::ZERO };
                 // SAFETY: element of row `r`, visited by this thread only.
-                unsafe { self.out.write(base + t * dims.inner, v) };
+                unsafe { one_hot.write(base + t * dims.inner, v) };
             }
         }
     }
@@ -188,11 +211,10 @@ impl<T: Real> Forward<'_, T> {
                 *mj = mj.max(vj);
             }
         }
-        let hard = self.hard_only || self.soft.is_some();
-        if hard {
+        if self.one_hot.is_some() {
             first_max_per_column(&s.v, TILE, k, m, &mut s.arg[..w]);
         }
-        if !self.hard_only {
+        if self.soft.is_some() {
             let inv = &mut s.inv[..w];
             for (j, i) in inv.iter_mut().enumerate() {
                 *i = self.tau.inverse_at(g0 + j);
@@ -201,21 +223,16 @@ impl<T: Real> Forward<'_, T> {
         }
         for j in 0..w {
             let base = (g0 + j) * k;
-            let soft_out = if hard {
-                self.soft.as_ref()
-            } else {
-                Some(&self.out)
-            };
-            if let Some(target) = soft_out {
+            if let Some(target) = &self.soft {
                 // SAFETY: rows `g0 .. g0 + w` are visited by this thread only.
                 let dst = unsafe { target.slice(base, k) };
                 for (t, o) in dst.iter_mut().enumerate() {
                     *o = s.v[t * TILE + j] * s.inv[j];
                 }
             }
-            if hard {
+            if let Some(one_hot) = &self.one_hot {
                 // SAFETY: as above.
-                let dst = unsafe { self.out.slice(base, k) };
+                let dst = unsafe { one_hot.slice(base, k) };
                 dst.fill(T::ZERO);
                 dst[s.arg[j]] = T::ONE;
             }
@@ -230,7 +247,7 @@ impl<T: Real> RowKernel for Forward<'_, T> {
         if self.dims.batches_rows() {
             s.z = vec![T::ZERO; BATCH];
             if self.dims.k <= SHORT
-                && !self.hard_only
+                && self.soft.is_some()
                 && short::available::<T>(self.dims.k).is_none()
             {
                 s.short = Some(TileScratch::new(self.dims.k, TILE));
@@ -282,16 +299,11 @@ impl<T: Real> RowKernel for Forward<'_, T> {
                     r0,
                     tau: self.tau,
                 };
-                let (soft, hard) = match (self.hard_only, &self.soft) {
-                    (true, _) => (None, Some(&self.out)),
-                    (false, Some(soft)) => (Some(soft), Some(&self.out)),
-                    (false, None) => (Some(&self.out), None),
-                };
                 // SAFETY: rows `r0 .. r1` are visited by this thread only.
                 let outputs = unsafe {
                     short::Outputs {
-                        soft: soft.map(|o| o.slice(r0 * k, n)),
-                        hard: hard.map(|o| o.slice(r0 * k, n)),
+                        soft: self.soft.as_ref().map(|o| o.slice(r0 * k, n)),
+                        hard: self.one_hot.as_ref().map(|o| o.slice(r0 * k, n)),
                     }
                 };
                 short::forward(token, &batch, outputs, |j| {
@@ -393,11 +405,10 @@ impl<T: Real> RowKernel for Tiled<'_, T> {
             m,
             &mut s.cache,
         );
-        let hard = f.hard_only || f.soft.is_some();
-        if hard {
+        if f.one_hot.is_some() {
             first_max_per_column(&s.v, stride, d.k, m, &mut s.arg[..w]);
         }
-        if !f.hard_only {
+        if f.soft.is_some() {
             let inv = &mut s.inv[..w];
             for (j, i) in inv.iter_mut().enumerate() {
                 *i = f.tau.inverse_at(tile.row(d, j));
@@ -407,17 +418,16 @@ impl<T: Real> RowKernel for Tiled<'_, T> {
         for t in 0..d.k {
             let at = tile.at(d, t);
             let v = &s.v[t * stride..][..w];
-            let soft_out = if hard { f.soft.as_ref() } else { Some(&f.out) };
-            if let Some(target) = soft_out {
+            if let Some(target) = &f.soft {
                 // SAFETY: the elements of this tile belong to this thread only.
                 let dst = unsafe { target.slice(at, w) };
                 for ((o, &vj), &ij) in dst.iter_mut().zip(v).zip(&s.inv[..w]) {
                     *o = vj * ij;
                 }
             }
-            if hard {
+            if let Some(one_hot) = &f.one_hot {
                 // SAFETY: as above.
-                let dst = unsafe { f.out.slice(at, w) };
+                let dst = unsafe { one_hot.slice(at, w) };
                 for (j, o) in dst.iter_mut().enumerate() {
                     *o = if s.arg[j] == t { T::ONE } else { T::ZERO };
                 }
@@ -441,71 +451,30 @@ fn run_forward<T: Real>(kernel: Forward<'_, T>) -> Result<(), KernelError> {
     run_units(&tiled.tiles.units(), &dims, &tiled)
 }
 
-/// Gumbel-Softmax forward: `y = softmax((x + g) / tau)` along the `k` axis,
-/// computed as `exp((w - max w) / tau) / sum(...)` with `w = (x - max x) + g`
-/// (see `add_logits`).
+/// Gumbel-Softmax forward along the `k` axis, writing what `out` asks for.
 ///
-/// With `soft = None` the soft sample is written to `y`. With `Some(soft)` it
-/// is written to `soft`, and `y` receives the straight-through hard sample:
-/// exactly 1.0 at the first maximum of `w` and 0.0 elsewhere.
-/// `-inf` logits get probability exactly 0.
+/// The soft sample is `y = softmax((x + g) / tau)`, computed as
+/// `exp((w - max w) / tau) / sum(...)` with `w = (x - max x) + g` (see
+/// `add_logits`); `-inf` logits get probability exactly 0. The one-hot
+/// sample is exactly 1.0 at the first maximum of `w` and 0.0 elsewhere; it
+/// does not depend on `tau`, but `tau` is checked in every mode, so a call is
+/// rejected for the same arguments whatever it computes.
 pub fn gumbel_softmax_forward<T: Real>(
     x: &[T],
     dims: Dims,
     tau: Tau<'_, T>,
     stream: Stream,
-    y: &mut [T],
-    soft: Option<&mut [T]>,
+    out: Outputs<'_, T>,
 ) -> Result<(), KernelError> {
     check_len("logits", x.len(), dims.len())?;
-    check_len("output", y.len(), dims.len())?;
-    tau.check(dims.rows())?;
-    prefer_huge_pages(y);
-    let soft = match soft {
-        Some(s) => {
-            check_len("soft output", s.len(), dims.len())?;
-            prefer_huge_pages(s);
-            Some(SharedMut::new(s))
+    let (one_hot, soft) = out.split();
+    for (what, buf) in [("one-hot output", &one_hot), ("soft output", &soft)] {
+        if let Some(buf) = buf {
+            check_len(what, buf.len(), dims.len())?;
         }
-        None => None,
-    };
-    let kernel = Forward {
-        x,
-        dims,
-        tau,
-        stream,
-        out: SharedMut::new(y),
-        soft,
-        hard_only: false,
-    };
-    run_forward(kernel)
-}
-
-/// The straight-through hard sample alone (when no gradient needs the soft
-/// one): the same values `gumbel_softmax_forward` writes to `y` with
-/// `Some(soft)`. The sample does not depend on `tau`, but `tau` is checked as
-/// there: a call is rejected for the same arguments whatever it computes.
-pub fn gumbel_softmax_hard_forward<T: Real>(
-    x: &[T],
-    dims: Dims,
-    tau: Tau<'_, T>,
-    stream: Stream,
-    y: &mut [T],
-) -> Result<(), KernelError> {
-    check_len("logits", x.len(), dims.len())?;
-    check_len("output", y.len(), dims.len())?;
+    }
     tau.check(dims.rows())?;
-    prefer_huge_pages(y);
-    let kernel = Forward {
-        x,
-        dims,
-        tau,
-        stream,
-        out: SharedMut::new(y),
-        soft: None,
-        hard_only: true,
-    };
-    run_forward(kernel)
+    run_forward(Forward::new(x, dims, tau, stream, one_hot, soft))
 }
 
 struct Backward<'a, T> {
@@ -627,6 +596,7 @@ pub fn gumbel_softmax_backward<T: Real>(
 mod tests {
     use super::*;
     use crate::kernels::noise::noise;
+    use crate::kernels::OutputMode;
 
     fn logits(n: usize, seed: u64) -> Vec<f64> {
         let mut v = vec![0.0; n];
@@ -664,26 +634,23 @@ mod tests {
             let x = logits(dims.len(), 1);
             let stream = Stream::new(17, 4);
             let mut y = vec![0.0; dims.len()];
-            gumbel_softmax_forward(&x, dims, Tau::Scalar(0.7), stream, &mut y, None).unwrap();
+            gumbel_softmax_forward(&x, dims, Tau::Scalar(0.7), stream, Outputs::Soft(&mut y))
+                .unwrap();
             let (want, args) = reference(&x, dims, 0.7, stream);
             for (a, b) in y.iter().zip(&want) {
                 assert!((a - b).abs() <= 1e-14, "{a} vs {b}");
             }
             let mut hard = vec![0.0; dims.len()];
             let mut soft = vec![0.0; dims.len()];
-            gumbel_softmax_forward(
-                &x,
-                dims,
-                Tau::Scalar(0.7),
-                stream,
-                &mut hard,
-                Some(&mut soft),
-            )
-            .unwrap();
+            let out = Outputs::OneHotWithSoft {
+                one_hot: &mut hard,
+                soft: &mut soft,
+            };
+            gumbel_softmax_forward(&x, dims, Tau::Scalar(0.7), stream, out).unwrap();
             assert_eq!(soft, y);
             let mut hard_only = vec![0.0; dims.len()];
-            gumbel_softmax_hard_forward(&x, dims, Tau::Scalar(1.0), stream, &mut hard_only)
-                .unwrap();
+            let out = Outputs::OneHot(&mut hard_only);
+            gumbel_softmax_forward(&x, dims, Tau::Scalar(1.0), stream, out).unwrap();
             assert_eq!(hard_only, hard);
             for (r, &a) in args.iter().enumerate() {
                 for t in 0..dims.k {
@@ -706,8 +673,8 @@ mod tests {
             f32::NEG_INFINITY,
         ];
         let mut y = [9.0f32; 6];
-        gumbel_softmax_forward(&x, dims, Tau::Scalar(0.5), Stream::new(0, 0), &mut y, None)
-            .unwrap();
+        let out = Outputs::Soft(&mut y);
+        gumbel_softmax_forward(&x, dims, Tau::Scalar(0.5), Stream::new(0, 0), out).unwrap();
         assert_eq!((y[1], y[3], y[5]), (0.0, 0.0, 0.0));
         assert_eq!(y[4], 1.0);
 
@@ -717,8 +684,7 @@ mod tests {
             dims,
             Tau::Scalar(1.0),
             Stream::new(0, 0),
-            &mut y,
-            None,
+            Outputs::Soft(&mut y),
         );
         assert_eq!(e, Err(KernelError::NanLogit { index: 1 }));
         let masked = [f32::NEG_INFINITY; 6];
@@ -727,35 +693,28 @@ mod tests {
             dims,
             Tau::Scalar(1.0),
             Stream::new(0, 0),
-            &mut y,
-            None,
+            Outputs::Soft(&mut y),
         );
         assert_eq!(e, Err(KernelError::AllMasked { row: 0 }));
         // Strided rows: the fault at the smallest flat position wins.
         let dims = Dims::new(1, 3, 2);
         let x = [0.0f32, 0.0, 0.0, 0.0, f32::NAN, f32::INFINITY];
-        let e = gumbel_softmax_forward(&x, dims, Tau::Scalar(1.0), Stream::new(0, 0), &mut y, None);
+        let out = Outputs::Soft(&mut y);
+        let e = gumbel_softmax_forward(&x, dims, Tau::Scalar(1.0), Stream::new(0, 0), out);
         assert_eq!(e, Err(KernelError::NanLogit { index: 4 }));
     }
 
     /// Runs `Forward` row by row (no tiles), for comparison with the tiled path.
-    fn by_rows(
-        x: &[f32],
-        dims: Dims,
-        mode: u8,
-        y: &mut [f32],
-        soft: &mut [f32],
-    ) -> Result<(), KernelError> {
-        let kernel = Forward {
-            x,
-            dims,
-            tau: Tau::Scalar(0.6),
-            stream: Stream::new(5, 6),
-            out: SharedMut::new(y),
-            soft: (mode == 1).then(|| SharedMut::new(soft)),
-            hard_only: mode == 2,
-        };
+    fn by_rows(x: &[f32], dims: Dims, out: Outputs<'_, f32>) -> Result<(), KernelError> {
+        let (one_hot, soft) = out.split();
+        let kernel = Forward::new(x, dims, Tau::Scalar(0.6), Stream::new(5, 6), one_hot, soft);
         run_rows(&dims, &kernel)
+    }
+
+    /// `y`, and `soft` where `mode` writes a soft sample beside the one-hot one.
+    fn outputs<'a>(mode: OutputMode, y: &'a mut [f32], soft: &'a mut [f32]) -> Outputs<'a, f32> {
+        let soft = (mode == OutputMode::OneHotWithSoft).then_some(soft);
+        Outputs::of(mode, y, soft).unwrap()
     }
 
     #[test]
@@ -770,26 +729,15 @@ mod tests {
             if dims.k > 1 {
                 x[dims.len() / 3] = f32::NEG_INFINITY;
             }
-            for mode in 0..3u8 {
+            for mode in OutputMode::ALL {
                 let (mut y1, mut s1) = (vec![0f32; dims.len()], vec![0f32; dims.len()]);
                 let (mut y2, mut s2) = (vec![0f32; dims.len()], vec![0f32; dims.len()]);
-                by_rows(&x, dims, mode, &mut y1, &mut s1).unwrap();
+                by_rows(&x, dims, outputs(mode, &mut y1, &mut s1)).unwrap();
                 let stream = Stream::new(5, 6);
-                match mode {
-                    0 => gumbel_softmax_forward(&x, dims, Tau::Scalar(0.6), stream, &mut y2, None),
-                    1 => gumbel_softmax_forward(
-                        &x,
-                        dims,
-                        Tau::Scalar(0.6),
-                        stream,
-                        &mut y2,
-                        Some(&mut s2),
-                    ),
-                    _ => gumbel_softmax_hard_forward(&x, dims, Tau::Scalar(1.0), stream, &mut y2),
-                }
-                .unwrap();
-                assert_eq!(y1, y2, "{dims:?} mode {mode}");
-                assert_eq!(s1, s2, "{dims:?} mode {mode}");
+                let out = outputs(mode, &mut y2, &mut s2);
+                gumbel_softmax_forward(&x, dims, Tau::Scalar(0.6), stream, out).unwrap();
+                assert_eq!(y1, y2, "{dims:?} mode {mode:?}");
+                assert_eq!(s1, s2, "{dims:?} mode {mode:?}");
             }
         }
     }
@@ -809,34 +757,23 @@ mod tests {
             let taus: Vec<f32> = (0..dims.rows())
                 .map(|r| 0.2 + (r % 7) as f32 * 0.3)
                 .collect();
-            for mode in 0..3u8 {
+            for mode in OutputMode::ALL {
                 let (mut y1, mut s1) = (vec![0f32; dims.len()], vec![0f32; dims.len()]);
                 let (mut y2, mut s2) = (vec![0f32; dims.len()], vec![0f32; dims.len()]);
                 {
-                    let kernel = Forward {
-                        x: &x,
-                        dims,
-                        tau: Tau::PerRow(&taus),
-                        stream: Stream::new(5, 6),
-                        out: SharedMut::new(&mut y1),
-                        soft: (mode == 1).then(|| SharedMut::new(&mut s1[..])),
-                        hard_only: mode == 2,
-                    };
+                    let tau = Tau::PerRow(&taus);
+                    let (one_hot, soft) = outputs(mode, &mut y1, &mut s1).split();
+                    let kernel = Forward::new(&x, dims, tau, Stream::new(5, 6), one_hot, soft);
                     let mut scratch = Scratch::new(dims.k);
                     for r in 0..dims.rows() {
                         kernel.row(r, &mut scratch).unwrap();
                     }
                 }
-                let stream = Stream::new(5, 6);
-                let tau = Tau::PerRow(&taus);
-                match mode {
-                    0 => gumbel_softmax_forward(&x, dims, tau, stream, &mut y2, None),
-                    1 => gumbel_softmax_forward(&x, dims, tau, stream, &mut y2, Some(&mut s2)),
-                    _ => gumbel_softmax_hard_forward(&x, dims, Tau::Scalar(1.0), stream, &mut y2),
-                }
-                .unwrap();
-                assert_eq!(y1, y2, "{dims:?} mode {mode}");
-                assert_eq!(s1, s2, "{dims:?} mode {mode}");
+                let (stream, tau) = (Stream::new(5, 6), Tau::PerRow(&taus));
+                let out = outputs(mode, &mut y2, &mut s2);
+                gumbel_softmax_forward(&x, dims, tau, stream, out).unwrap();
+                assert_eq!(y1, y2, "{dims:?} mode {mode:?}");
+                assert_eq!(s1, s2, "{dims:?} mode {mode:?}");
             }
         }
     }
@@ -894,10 +831,10 @@ mod tests {
             for &(i, v) in case {
                 x[i] = v;
             }
-            let (mut y, mut s) = (vec![0f32; dims.len()], vec![0f32; dims.len()]);
-            let want = by_rows(&x, dims, 0, &mut y, &mut s);
-            let got =
-                gumbel_softmax_forward(&x, dims, Tau::Scalar(0.6), Stream::new(5, 6), &mut y, None);
+            let mut y = vec![0f32; dims.len()];
+            let want = by_rows(&x, dims, Outputs::Soft(&mut y));
+            let out = Outputs::Soft(&mut y);
+            let got = gumbel_softmax_forward(&x, dims, Tau::Scalar(0.6), Stream::new(5, 6), out);
             assert!(want.is_err());
             assert_eq!(got, want, "{case:?}");
         }
@@ -941,13 +878,10 @@ mod tests {
             let (mut y, mut soft) = (vec![0f32; dims.len()], vec![0f32; dims.len()]);
             let stream = Stream::new(1, 1);
             let tau = Tau::Scalar(0.5);
-            let got = [
-                gumbel_softmax_forward(&x, dims, tau, stream, &mut y, None),
-                gumbel_softmax_forward(&x, dims, tau, stream, &mut y, Some(&mut soft)),
-                gumbel_softmax_hard_forward(&x, dims, Tau::Scalar(1.0), stream, &mut y),
-            ];
-            for g in got {
-                assert_eq!(g, Err(want), "{faults:?}");
+            for mode in OutputMode::ALL {
+                let out = outputs(mode, &mut y, &mut soft);
+                let got = gumbel_softmax_forward(&x, dims, tau, stream, out);
+                assert_eq!(got, Err(want), "{faults:?} {mode:?}");
             }
         }
     }
@@ -958,8 +892,8 @@ mod tests {
         let y = {
             let x = logits(dims.len(), 2);
             let mut y = vec![0.0; dims.len()];
-            gumbel_softmax_forward(&x, dims, Tau::Scalar(2.0), Stream::new(1, 1), &mut y, None)
-                .unwrap();
+            let out = Outputs::Soft(&mut y);
+            gumbel_softmax_forward(&x, dims, Tau::Scalar(2.0), Stream::new(1, 1), out).unwrap();
             y
         };
         let g = logits(dims.len(), 3);
@@ -984,15 +918,11 @@ mod tests {
             crate::parallel::set_num_threads(threads);
             let mut y = vec![0f32; dims.len()];
             let mut soft = vec![0f32; dims.len()];
-            gumbel_softmax_forward(
-                &x,
-                dims,
-                Tau::Scalar(0.3),
-                Stream::new(8, 2),
-                &mut y,
-                Some(&mut soft),
-            )
-            .unwrap();
+            let out = Outputs::OneHotWithSoft {
+                one_hot: &mut y,
+                soft: &mut soft,
+            };
+            gumbel_softmax_forward(&x, dims, Tau::Scalar(0.3), Stream::new(8, 2), out).unwrap();
             (y, soft)
         };
         let one = run(1);

@@ -116,6 +116,14 @@ struct Math<double> {
   static GRS_DEV double fma(double a, double b, double c) { return ::fma(a, b, c); }
 };
 
+/* ------------------------------------------------------------ output modes */
+
+/* What a forward with a straight-through mode (Gumbel-Softmax, relaxed
+ * Bernoulli) writes: the soft sample into y; the one-hot sample into y and
+ * the soft one into a second output; the one-hot sample alone. Rust's
+ * kernels::OutputMode and gumbelrs._protocol.OutputMode, by the same names. */
+enum GrsOutputMode { GRS_SOFT = 0, GRS_ONE_HOT_WITH_SOFT = 1, GRS_ONE_HOT = 2 };
+
 /* ------------------------------------------------------------ faults */
 
 /* A fault is one 64-bit code, and the smallest code of a call wins:

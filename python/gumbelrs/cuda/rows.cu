@@ -12,9 +12,9 @@
  */
 #include "device.cuh"
 
-/* Gumbel-Softmax forward. mode 0: the soft sample into y; 1: the one-hot of
- * the first maximum of w = (x - max x) + g into y and the soft sample into
- * soft; 2: the one-hot alone. A first pass checks the logits and finds their
+/* Gumbel-Softmax forward, in output mode `mode` (GrsOutputMode): the one-hot
+ * sample is that of the first maximum of w = (x - max x) + g; in
+ * GRS_ONE_HOT_WITH_SOFT the soft sample goes to `soft`, in GRS_SOFT to y. A first pass checks the logits and finds their
  * maximum (grs_row_top); the next draws the noise and finds the maximum of w
  * and its first index. With `cache`, w is kept in shared memory (k
  * values per row of the block) and the softmax is the CPU's: e = exp((w -
@@ -34,7 +34,7 @@ GRS_DEV void gs_forward(const T* x, T* y, T* soft, const C* tau_rows, C tau, lon
   C inv = (C)1 / t_row;
   /* Checked in every mode, also where the sample does not use it. */
   bool tau_bad = !(t_row >= M::min_normal() && t_row < M::inf());
-  bool online = mode != 2 && !cache;
+  bool online = mode != GRS_ONE_HOT && !cache;
   MaxArg<C> best = {-M::inf(), k};
   C sum = 0;
   grs_u64 code;
@@ -69,20 +69,20 @@ GRS_DEV void gs_forward(const T* x, T* y, T* soft, const C* tau_rows, C tau, lon
   if (code != GRS_NO_FAULT) {
     grs_row_each(w, [&](long long t) {
       grs_store(y, w.base + t * inner, M::nan());
-      if (mode == 1) grs_store(soft, w.base + t * inner, M::nan());
+      if (mode == GRS_ONE_HOT_WITH_SOFT) grs_store(soft, w.base + t * inner, M::nan());
     });
     return;
   }
-  if (mode == 2) {
+  if (mode == GRS_ONE_HOT) {
     grs_row_each(w, [&](long long t) { grs_store(y, w.base + t * inner, (C)(t == top.i)); });
     return;
   }
   C inv_sum = (C)1 / total;
-  T* s_out = mode == 1 ? soft : y;
+  T* s_out = mode == GRS_ONE_HOT_WITH_SOFT ? soft : y;
   auto write = [&](long long t, C e) {
     long long at = w.base + t * inner;
     grs_store(s_out, at, e * inv_sum);
-    if (mode == 1) grs_store(y, at, (C)(t == top.i));
+    if (mode == GRS_ONE_HOT_WITH_SOFT) grs_store(y, at, (C)(t == top.i));
   };
   if (cache) {
     grs_row_each(w, [&](long long t) { write(t, kept[t]); });
