@@ -22,24 +22,15 @@ create_exception!(
     _core,
     KernelErrorPy,
     PyValueError,
-    "A fault a kernel found in its input: args are (kind, position, available, requested)."
+    "A fault a kernel found in its input: args are (kind, position, available, requested), \
+     kind the code of a gumbelrs._protocol.FaultKind."
 );
 
 fn raise(e: KernelError) -> PyErr {
-    let (kind, pos, available, requested) = match e {
-        KernelError::NanLogit { index } => ("nan", index, 0, 0),
-        KernelError::PosInfLogit { index } => ("posinf", index, 0, 0),
-        KernelError::AllMasked { row } => ("all_masked", row, 0, 0),
-        KernelError::TooFewUnmasked {
-            row,
-            available,
-            requested,
-        } => ("too_few", row, available, requested),
-        KernelError::BadTau { index } => ("tau", index, 0, 0),
-        KernelError::BadIndex { row } => ("index", row, 0, 0),
-        KernelError::Shape { .. } => return PyValueError::new_err(e.to_string()),
-    };
-    KernelErrorPy::new_err((kind, pos, available, requested))
+    match e.fault() {
+        Some(f) => KernelErrorPy::new_err((f.kind.code(), f.position, f.available, f.requested)),
+        None => PyValueError::new_err(e.to_string()),
+    }
 }
 
 /// Options that cross the binding as one of a fixed set of names: each

@@ -19,8 +19,8 @@ Dims = tuple[int, int, int]
 OutputMode = Literal["soft", "one_hot", "one_hot_with_soft"]
 
 class KernelError(ValueError):
-    """args: (kind, position, available, requested); kind is one of "nan",
-    "posinf", "all_masked", "too_few", "tau"."""
+    """args: (kind, position, available, requested); kind is the code of a
+    gumbelrs._protocol.FaultKind (every kind of it)."""
 
 def noise(kind: str, out: Float, seed: int, offset: int) -> None: ...
 def gumbel_softmax_forward(

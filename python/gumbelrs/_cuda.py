@@ -29,7 +29,7 @@ import torch
 from . import cuda
 from ._cpu import split
 from ._faults import translate
-from ._protocol import CUDA_OUTPUT_MODE, OutputMode
+from ._protocol import CUDA_OUTPUT_MODE, FaultCode, FaultKind, OutputMode
 
 # ---------------------------------------------------------------- modules
 
@@ -40,7 +40,6 @@ _lock = threading.Lock()
 
 _SUFFIX = {torch.float16: "f16", torch.bfloat16: "bf16", torch.float32: "f32",
            torch.float64: "f64"}
-_NO_FAULT = -1  # all ones: no fault recorded
 
 
 def require():
@@ -261,18 +260,14 @@ def _rows_launch(k: int, rows: int) -> tuple[int, int, int]:
 # ---------------------------------------------------------------- faults
 
 
-_KINDS = {1: "nan", 2: "posinf", 3: "all_masked", 4: "index", 5: "tau", 6: "too_few"}
-
-
 class _Faults:
     """The fault word of one device and the calls that may have written it."""
 
-    SEQ_BITS = 24
     KEEP = 4096  # calls remembered since the last check
     BUDGET = 64 << 20  # bytes of tensors kept for messages; beyond, weak references
 
     def __init__(self, device: torch.device) -> None:
-        self.word = torch.full((1,), _NO_FAULT, dtype=torch.int64, device=device)
+        self.word = torch.full((1,), -1, dtype=torch.int64, device=device)  # FaultCode.NONE
         self.seq = 0
         self.calls: OrderedDict[int, tuple] = OrderedDict()
         self.kept = 0
@@ -298,42 +293,43 @@ class _Faults:
         temperature and, for top-k, the per-row counts of categories that are
         not masked and k."""
         with self.lock:
-            self.seq = (self.seq + 1) % (1 << self.SEQ_BITS)
+            self.seq = (self.seq + 1) % (1 << FaultCode.SEQ_BITS)
             old = self.calls.pop(self.seq, None)
             if old is not None:
                 self._forget(old)
             self.calls[self.seq] = (fn, tuple(shape), dim, self._keep(tau), self._keep(avail), k)
             while len(self.calls) > self.KEEP:
                 self._forget(self.calls.popitem(last=False)[1])
-            return np.uint64(self.seq << 40)
+            return np.uint64(FaultCode.tag(self.seq))
 
     def take(self) -> ValueError | None:
         """The recorded fault as an error, cleared; waits for every stream of the device."""
         torch.cuda.synchronize(self.word.device)
-        code = int(self.word.item()) & ((1 << 64) - 1)
-        if code == (1 << 64) - 1:
+        code = int(self.word.item()) & FaultCode.NONE  # the int64's bits, unsigned
+        if code == FaultCode.NONE:
             return None
-        self.word.fill_(_NO_FAULT)
+        self.word.fill_(-1)
+        seq, kind, pos = FaultCode.decode(code)
         with self.lock:
-            call = self.calls.get(code >> 40)
+            call = self.calls.get(seq)
             self.calls.clear()
             self.kept = 0
-        name = _KINDS[code & 7]
-        pos = (code >> 3) & ((1 << 36) - 1)
         if call is None:
             return ValueError(
-                f"gumbelrs: a CUDA kernel found a fault ({name}) at position {pos} in a call "
-                f"whose record was dropped (more than {self.KEEP} calls since the last check); "
+                f"gumbelrs: a CUDA kernel found a fault ({kind.name.lower()}) at position {pos} "
+                f"in a call whose record was dropped (more than {self.KEEP} calls since the last "
+                "check); "
                 "call gumbelrs.cuda.check_faults() more often or use set_checks('sync')"
             )
         fn, shape, dim, tau, avail, k = (
             v() if isinstance(v, weakref.ref) else v for v in call
         )
-        if name in ("all_masked", "index", "too_few"):
+        if kind in (FaultKind.ALL_MASKED, FaultKind.INDEX, FaultKind.TOO_FEW):
+            # The kernels record a row by its first element: its row number.
             size, inner = shape[dim], math.prod(shape[dim + 1:])
             pos = (pos // max(1, size * inner)) * inner + pos % max(1, inner)
-        available = None if name != "too_few" or avail is None else int(avail[pos])
-        return translate(fn, (name, pos, available, k), torch.Size(shape), dim, tau)
+        available = None if kind is not FaultKind.TOO_FEW or avail is None else int(avail[pos])
+        return translate(fn, (kind, pos, available, k), torch.Size(shape), dim, tau)
 
 
 _faults: dict[int, _Faults] = {}

@@ -206,7 +206,77 @@ pub enum KernelError {
     },
 }
 
+/// The kinds of `KernelError` a caller can fix in its data (every variant
+/// but `Shape`), by the codes that `gumbelrs._protocol.FaultKind` and the
+/// CUDA kernels' `GrsFaultKind` give them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[repr(u8)]
+pub enum FaultKind {
+    Nan = 1,
+    PosInf = 2,
+    AllMasked = 3,
+    Index = 4,
+    Tau = 5,
+    TooFew = 6,
+}
+
+impl FaultKind {
+    /// Every kind.
+    pub const ALL: [FaultKind; 6] = [
+        FaultKind::Nan,
+        FaultKind::PosInf,
+        FaultKind::AllMasked,
+        FaultKind::Index,
+        FaultKind::Tau,
+        FaultKind::TooFew,
+    ];
+
+    /// The kind's code on every side of the protocol.
+    pub fn code(self) -> u8 {
+        self as u8
+    }
+}
+
+/// A fault as the binding reports it: its kind, its position (element or
+/// row, as the variant has it) and, for `TooFew`, the categories available
+/// and requested (else 0).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Fault {
+    pub kind: FaultKind,
+    pub position: usize,
+    pub available: usize,
+    pub requested: usize,
+}
+
 impl KernelError {
+    /// The fault in the caller's data, or None for a `Shape` error (a bug
+    /// of the caller's code, not of its data).
+    pub fn fault(&self) -> Option<Fault> {
+        let at = |kind, position| Fault {
+            kind,
+            position,
+            available: 0,
+            requested: 0,
+        };
+        Some(match *self {
+            KernelError::NanLogit { index } => at(FaultKind::Nan, index),
+            KernelError::PosInfLogit { index } => at(FaultKind::PosInf, index),
+            KernelError::AllMasked { row } => at(FaultKind::AllMasked, row),
+            KernelError::TooFewUnmasked {
+                row,
+                available,
+                requested,
+            } => Fault {
+                available,
+                requested,
+                ..at(FaultKind::TooFew, row)
+            },
+            KernelError::BadIndex { row } => at(FaultKind::Index, row),
+            KernelError::BadTau { index } => at(FaultKind::Tau, index),
+            KernelError::Shape { .. } => return None,
+        })
+    }
+
     /// The flat position a fault refers to, used to report the first one.
     fn position(&self, dims: &Dims) -> usize {
         match *self {
