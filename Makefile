@@ -24,6 +24,7 @@ lint: build
 	cargo clippy --all-targets -- -D warnings
 	cargo clippy --features python -- -D warnings
 	$(VENV)/bin/ruff check python tests benches
+	$(PY) -m mypy.stubtest gumbelrs._core
 
 cargo-test:
 	cargo test --release

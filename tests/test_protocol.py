@@ -34,12 +34,12 @@ def test_the_core_takes_every_output_mode_by_its_value(mode):
     y, soft = np.empty_like(x), np.empty_like(x)
     extra = soft if mode is OutputMode.ONE_HOT_WITH_SOFT else None
     for given in (mode, mode.value):
-        _core.gumbel_softmax_forward(x, (1, 3, 1), 1.0, None, 0, 0, given, y, extra)
+        _core.gumbel_softmax_forward(x, (1, 3, 1), 1.0, (0, 0), given, y, extra)
         if mode is OutputMode.SOFT:
             assert y.sum() == pytest.approx(1.0) and y[0, 2] == 0.0
         else:
             assert sorted(y[0]) == [0.0, 0.0, 1.0]
-        _core.relaxed_bernoulli_forward(x, 1.0, None, 0, 0, given, y, extra)
+        _core.relaxed_bernoulli_forward(x, 1.0, (0, 0), given, y, extra)
 
 
 def test_the_core_rejects_an_unknown_mode_or_a_soft_output_of_another_mode():
@@ -47,11 +47,11 @@ def test_the_core_rejects_an_unknown_mode_or_a_soft_output_of_another_mode():
     y = np.empty_like(x)
     with pytest.raises(ValueError, match=r"mode must be one of \"soft\", \"one_hot\", "
                                          r"\"one_hot_with_soft\", got \"hard\""):
-        _core.gumbel_softmax_forward(x, (2, 3, 1), 1.0, None, 0, 0, "hard", y)
+        _core.gumbel_softmax_forward(x, (2, 3, 1), 1.0, (0, 0), "hard", y)
     with pytest.raises(ValueError, match="a soft output goes with mode 'one_hot_with_soft'"):
-        _core.gumbel_softmax_forward(x, (2, 3, 1), 1.0, None, 0, 0, "soft", y, np.empty_like(x))
+        _core.gumbel_softmax_forward(x, (2, 3, 1), 1.0, (0, 0), "soft", y, np.empty_like(x))
     with pytest.raises(ValueError, match="a soft output goes with mode 'one_hot_with_soft'"):
-        _core.relaxed_bernoulli_forward(x, 1.0, None, 0, 0, "one_hot_with_soft", y)
+        _core.relaxed_bernoulli_forward(x, 1.0, (0, 0), "one_hot_with_soft", y)
 
 
 @pytest.mark.parametrize(("hard", "need_soft", "mode"), [

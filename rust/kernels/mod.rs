@@ -118,20 +118,6 @@ impl OutputMode {
         OutputMode::OneHot,
         OutputMode::OneHotWithSoft,
     ];
-
-    /// The mode's name across the binding: "soft", "one_hot" or "one_hot_with_soft".
-    pub fn name(self) -> &'static str {
-        match self {
-            OutputMode::Soft => "soft",
-            OutputMode::OneHot => "one_hot",
-            OutputMode::OneHotWithSoft => "one_hot_with_soft",
-        }
-    }
-
-    /// The mode called `name` (see `name`).
-    pub fn from_name(name: &str) -> Option<Self> {
-        Self::ALL.into_iter().find(|m| m.name() == name)
-    }
 }
 
 /// The buffers of one `OutputMode`, each as long as the logits.
