@@ -1068,9 +1068,33 @@ mod tests {
         }
     }
 
+    /// Lanes combine pairwise, `(l, l + 8)`, then `(l, l + 4)`, ... (the
+    /// order of a vector horizontal add), written out here as a tree. The
+    /// values round differently in every other order: a sum from the left
+    /// or a combination of neighbours gives other bits, which the last
+    /// assertions check, so the test sees any change of order.
     #[test]
     fn lane_combination_order() {
-        let mut acc: Vec<f32> = (0..16).map(|l| l as f32).collect();
-        assert_eq!(combine_lanes(&mut acc), 120.0);
+        // Pairs of large values of both signs beside small ones.
+        let a: [f32; 16] = std::array::from_fn(|l| {
+            let sign = if l % 2 == 0 { 1.0 } else { -1.0 };
+            let v = if l % 4 < 2 {
+                sign * 16_777_216.0 * (1.0 + l as f64 / 16.0)
+            } else {
+                1.0 + l as f64 * 0.3
+            };
+            v as f32
+        });
+        let pair = |l: usize| a[l] + a[l + 8];
+        let quad = |l: usize| pair(l) + pair(l + 4);
+        let oct = |l: usize| quad(l) + quad(l + 2);
+        let want = oct(0) + oct(1);
+        let mut acc = a;
+        assert_eq!(combine_lanes(&mut acc).to_bits(), want.to_bits());
+        let from_left = a.iter().fold(0.0f32, |s, &v| s + v);
+        let neighbours = |v: &[f32]| -> Vec<f32> { v.chunks(2).map(|p| p[0] + p[1]).collect() };
+        let by_neighbours = neighbours(&neighbours(&neighbours(&neighbours(&a))))[0];
+        assert_ne!(from_left.to_bits(), want.to_bits());
+        assert_ne!(by_neighbours.to_bits(), want.to_bits());
     }
 }
