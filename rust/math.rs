@@ -861,37 +861,40 @@ mod tests {
         (a - b).abs() / ulp
     }
 
-    /// Every 97th float32 in [1e-30, 1e30] (about 20 million values).
+    /// Every 97th float32 in [1e-30, 1e30] (about 20 million values): the
+    /// degree-8 fit is within 0.88 ulp (0.861 measured).
     #[test]
-    fn ln_f32_within_2_ulp() {
+    fn ln_f32_within_0_88_ulp() {
         let (lo, hi) = (1e-30f32.to_bits(), 1e30f32.to_bits());
         let mut worst = 0.0f64;
         for bits in (lo..hi).step_by(97) {
             let x = f32::from_bits(bits);
             worst = worst.max(ulp_diff_f32(ln_f32(x), f64::from(x).ln()));
         }
-        assert!(worst <= 2.0, "worst ln error {worst} ulp");
+        assert!(worst <= 0.88, "worst ln error {worst} ulp");
     }
 
+    /// 0.93 ulp measured.
     #[test]
-    fn exp_f32_within_2_ulp() {
+    fn exp_f32_within_0_95_ulp() {
         let mut worst = 0.0f64;
         let mut x = -87.0f32;
         while x < 88.0 {
             worst = worst.max(ulp_diff_f32(exp_f32(x), f64::from(x).exp()));
             x += 1.3e-5;
         }
-        assert!(worst <= 2.0, "worst exp error {worst} ulp");
+        assert!(worst <= 0.95, "worst exp error {worst} ulp");
     }
 
+    /// 1.44 ulp measured.
     #[test]
-    fn ln_1p_f32_within_2_ulp_on_the_noise_range() {
+    fn ln_1p_f32_within_1_5_ulp_on_the_noise_range() {
         let mut worst = 0.0f64;
         for bits in (2.3e-10f32.to_bits()..1.0f32.to_bits()).step_by(13) {
             let v = f32::from_bits(bits);
             worst = worst.max(ulp_diff_f32(ln_1p_f32(-v), (-f64::from(v)).ln_1p()));
         }
-        assert!(worst <= 2.0, "worst ln1p error {worst} ulp");
+        assert!(worst <= 1.5, "worst ln1p error {worst} ulp");
     }
 
     /// float64 against the platform libm (itself within 1 ulp).
