@@ -219,9 +219,7 @@ pub fn sample_categorical<T: Real>(
 }
 
 /// Up to this many draws, top-k keeps a sorted list in one pass instead of
-/// selecting and sorting. Measured, float32, one thread, k = 8 draws:
-/// [4096, 1024] 24.5 → 15.5 ms, [256, 50257] 69 → 30 ms, [65536, 16] 27 → 20
-/// ms; with k = 32 the selection is faster (27 ms against 36 ms).
+/// selecting and sorting (beyond, the selection is faster).
 const SMALL_TOPK: usize = 16;
 
 struct TopK<'a, T> {

@@ -88,9 +88,7 @@ impl<T: Real> Scratch<T> {
 
 /// Rows of at most this many categories are processed `TILE` at a time,
 /// transposed so that the loops run across rows, when a soft sample is
-/// written. Measured on [2^20 / k, k] float32, one thread, ms (row by row →
-/// transposed): soft k = 4: 12.3 → 7.7, k = 16: 5.5 → 5.3, k = 32: 3.9 → 4.9;
-/// the hard sample alone is faster row by row for every k (k = 16: 4.1 → 5.1).
+/// written (beyond, and for the one-hot sample alone, row by row is faster).
 const SHORT: usize = 16;
 
 struct Forward<'a, T> {
