@@ -2,9 +2,6 @@
 
 /// The transparent huge page size of x86_64 and most aarch64 Linux kernels.
 const HUGE_PAGE: usize = 2 << 20;
-/// Outputs of at least this many bytes get the hint: those that can hold a
-/// whole huge page.
-const HUGE_MIN: usize = HUGE_PAGE;
 
 /// Asks Linux to back the whole 2 MB pages inside `out` with transparent
 /// huge pages. An output tensor is often memory the process has not written
@@ -23,7 +20,7 @@ pub fn prefer_huge_pages<T>(out: &mut [T]) {
         }
         const MADV_HUGEPAGE: c_int = 14;
         let bytes = std::mem::size_of_val(out);
-        if bytes < HUGE_MIN {
+        if bytes < HUGE_PAGE {
             return;
         }
         let start = out.as_mut_ptr() as usize;

@@ -30,10 +30,6 @@ impl Dims {
     pub fn new(outer: usize, k: usize, inner: usize) -> Self {
         Dims { outer, k, inner }
     }
-    /// A flat run of `n` independent elements (one element per row).
-    pub fn flat(n: usize) -> Self {
-        Dims::new(n, 1, 1)
-    }
     pub fn rows(&self) -> usize {
         self.outer * self.inner
     }
@@ -98,9 +94,10 @@ impl<T: Real> Tau<'_, T> {
 }
 
 /// What a forward with a straight-through mode (Gumbel-Softmax, relaxed
-/// Bernoulli) writes: the soft sample, the one-hot (hard) sample, or both. The same three modes, by the same
-/// names, are `OutputMode` in Python (`gumbelrs._protocol`) and the
-/// `GRS_SOFT`/`GRS_ONE_HOT`/`GRS_ONE_HOT_WITH_SOFT` codes of the CUDA kernels.
+/// Bernoulli) writes: the soft sample, the one-hot (hard) sample, or both.
+/// The same three modes, by the same names, are `OutputMode` in Python
+/// (`gumbelrs._protocol`) and the `GRS_SOFT`/`GRS_ONE_HOT`/
+/// `GRS_ONE_HOT_WITH_SOFT` codes of the CUDA kernels.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum OutputMode {
     /// The soft sample alone.
@@ -323,8 +320,9 @@ pub(crate) fn check_len(
 }
 
 /// The work of one row of a kernel. `row` is `#[inline(always)]` in every
-/// implementation so that the driver below can compile it twice: portable,
-/// and with AVX2+FMA enabled (chosen at run time; bitwise-identical results).
+/// implementation so that the driver below can compile it three times:
+/// portable, with AVX2+FMA and with AVX-512 (chosen at run time;
+/// bitwise-identical results).
 pub(crate) trait RowKernel: Sync {
     type Scratch;
     /// Per-thread scratch memory, allocated once per range of rows.
