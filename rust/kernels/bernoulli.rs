@@ -8,7 +8,7 @@
 use super::noise::{fill_ahead, Ahead, Noise};
 use super::{
     check_len, chunk_range, chunks, run_rows, KernelError, Outputs, RowKernel, SharedMut, Tau,
-    CHUNK,
+    ELEMENTS_PER_UNIT,
 };
 use crate::math::{sigmoid, GroupCache, Real};
 use crate::memory::prefer_huge_pages;
@@ -38,7 +38,7 @@ struct Noisy<'a, T, Op> {
 impl<T: Real, Op: ElementOp<T>> RowKernel for Noisy<'_, T, Op> {
     type Scratch = Vec<T>;
     fn scratch(&self) -> Vec<T> {
-        vec![T::ZERO; CHUNK]
+        vec![T::ZERO; ELEMENTS_PER_UNIT]
     }
     #[inline(always)]
     fn row(&self, c: usize, noise: &mut Vec<T>) -> Result<(), KernelError> {

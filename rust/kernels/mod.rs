@@ -461,19 +461,20 @@ unsafe fn rows_avx512<K: RowKernel>(
 pub(crate) const BATCH: usize = 4096;
 
 /// Elements per unit of work of the elementwise kernels.
-pub(crate) const CHUNK: usize = 4096;
+pub(crate) const ELEMENTS_PER_UNIT: usize = 4096;
 
-/// The view that makes an `n`-element tensor a set of `CHUNK`-element rows
-/// (`k = CHUNK`, so the thread pool sees the real cost of a row).
+/// The view that makes an `n`-element tensor a set of rows of
+/// `ELEMENTS_PER_UNIT` elements (`k`, so the thread pool sees the real cost
+/// of a row).
 pub(crate) fn chunks(n: usize) -> Dims {
-    Dims::new(n.div_ceil(CHUNK), CHUNK, 1)
+    Dims::new(n.div_ceil(ELEMENTS_PER_UNIT), ELEMENTS_PER_UNIT, 1)
 }
 
 /// The elements `start .. start + len` of chunk `c` of an `n`-element tensor.
 #[inline(always)]
 pub(crate) fn chunk_range(n: usize, c: usize) -> (usize, usize) {
-    let start = c * CHUNK;
-    (start, CHUNK.min(n - start))
+    let start = c * ELEMENTS_PER_UNIT;
+    (start, ELEMENTS_PER_UNIT.min(n - start))
 }
 
 /// A slice that several threads write through, each to its own elements.

@@ -270,11 +270,12 @@ impl<T: Real> TopK<'_, T> {
             // a new score goes after every equal one (those have smaller
             // indices). Once the list is full, whole chunks whose scores all
             // lose to the kk-th best are skipped by a branch-free test.
-            const CHUNK: usize = 32;
+            /// Scores skipped together when every one loses to the bar.
+            const SKIP_RUN: usize = 32;
             let mut best = [0usize; SMALL_TOPK];
             let mut n = 0;
             let mut bar = T::NEG_INFINITY;
-            for (c, chunk) in w.chunks(CHUNK).enumerate() {
+            for (c, chunk) in w.chunks(SKIP_RUN).enumerate() {
                 if n == kk && !chunk.iter().fold(false, |any, &v| any | (v > bar)) {
                     continue;
                 }
@@ -288,7 +289,7 @@ impl<T: Real> TopK<'_, T> {
                         best[p] = best[p - 1];
                         p -= 1;
                     }
-                    best[p] = c * CHUNK + j;
+                    best[p] = c * SKIP_RUN + j;
                     if n == kk {
                         bar = w[best[kk - 1]];
                     }

@@ -60,10 +60,11 @@ pub(crate) fn add_logits<T: Real>(w: &mut [T], x: &[T], top: T) {
 /// Whole chunks are tested without branches first, so the scan vectorizes.
 #[inline(always)]
 pub(crate) fn first_index_of<T: Real>(w: &[T], m: T) -> usize {
-    const CHUNK: usize = 64;
+    /// Elements tested together, without a branch.
+    const BRANCH_FREE_RUN: usize = 64;
     let hit = |c: &[T]| c.iter().fold(false, |any, &v| any | (v == m));
-    let chunk = w.chunks(CHUNK).position(hit).unwrap_or(0);
-    let at = chunk * CHUNK;
+    let chunk = w.chunks(BRANCH_FREE_RUN).position(hit).unwrap_or(0);
+    let at = chunk * BRANCH_FREE_RUN;
     at + w[at..].iter().position(|&v| v == m).unwrap_or(0)
 }
 
