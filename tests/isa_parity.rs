@@ -87,9 +87,9 @@ fn run_all<T: Real>(dims: Dims) -> Results<T> {
     floats.extend([rb, hc, rb_grad, hc_grad]);
     let mut draws = vec![0i64; dims.rows() * 3];
     sample_categorical(&x, dims, 3, stream, &mut draws).unwrap();
-    let kk = dims.k.min(4);
-    let mut top = vec![0i64; dims.outer * kk * dims.inner];
-    gumbel_topk(&x, dims, kk, stream, &mut top).unwrap();
+    let top_k = dims.k.min(4);
+    let mut top = vec![0i64; dims.outer * top_k * dims.inner];
+    gumbel_topk(&x, dims, top_k, stream, &mut top).unwrap();
     indices.extend([draws, top]);
     let index: Vec<i64> = (0..dims.rows()).map(|r| (r % dims.k) as i64).collect();
     let mut given = vec![T::ZERO; 2 * n];
@@ -163,9 +163,9 @@ fn short_rows_agree_bitwise() {
         gumbel_softmax_forward(x, dims, half, stream, Outputs::OneHot(&mut hard_only)).unwrap();
         let mut draws = vec![0i64; 2 * dims.rows()];
         sample_categorical(x, dims, 2, stream, &mut draws).unwrap();
-        let kk = dims.k.saturating_sub(1).clamp(1, 8);
-        let mut top = vec![0i64; kk * dims.rows()];
-        gumbel_topk(x, dims, kk, stream, &mut top).unwrap();
+        let top_k = dims.k.saturating_sub(1).clamp(1, 8);
+        let mut top = vec![0i64; top_k * dims.rows()];
+        gumbel_topk(x, dims, top_k, stream, &mut top).unwrap();
         let as_t = |v: Vec<i64>| v.iter().map(|&d| T::from_f64(d as f64)).collect();
         vec![soft, hard, soft2, hard_only, as_t(draws), as_t(top)]
     }

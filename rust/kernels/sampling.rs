@@ -225,39 +225,39 @@ const SMALL_TOPK: usize = 16;
 struct TopK<'a, T> {
     x: &'a [T],
     dims: Dims,
-    kk: usize,
+    top_k: usize,
     stream: Stream,
     out: SharedMut<i64>,
 }
 
 impl<T: Real> TopK<'_, T> {
     /// The faults of row `r` (logits `xr`): those of every draw, and fewer
-    /// categories that are not masked than `kk`.
-    /// Returns the row's largest logit. With no draw asked for (`kk = 0`),
+    /// categories that are not masked than `top_k`.
+    /// Returns the row's largest logit. With no draw asked for (`top_k = 0`),
     /// an empty row is not a fault.
     #[inline(always)]
     fn check(&self, r: usize, xr: &[T]) -> Result<T, KernelError> {
-        let top = if self.kk == 0 {
+        let top = if self.top_k == 0 {
             check_logits(xr, &self.dims, r)?
         } else {
             check_row(xr, &self.dims, r)?
         };
         let available = xr.iter().filter(|&&v| v > T::NEG_INFINITY).count();
-        if available < self.kk {
+        if available < self.top_k {
             return Err(KernelError::TooFewUnmasked {
                 row: r,
                 available,
-                requested: self.kk,
+                requested: self.top_k,
             });
         }
         Ok(top)
     }
 
-    /// Writes the top `kk` of row `r`'s perturbed logits `w`.
+    /// Writes the top `top_k` of row `r`'s perturbed logits `w`.
     #[inline(always)]
     fn select(&self, r: usize, w: &[T], order: &mut Vec<usize>) {
-        let (dims, kk) = (&self.dims, self.kk);
-        if kk == 0 {
+        let (dims, top_k) = (&self.dims, self.top_k);
+        if top_k == 0 {
             return;
         }
         let by_score = |a: &usize, b: &usize| match w[*b].partial_cmp(&w[*a]) {
@@ -265,46 +265,46 @@ impl<T: Real> TopK<'_, T> {
             Some(o) => o,
         };
         order.clear();
-        if kk <= SMALL_TOPK {
-            // A sorted list of the best kk so far, by one pass in index order;
+        if top_k <= SMALL_TOPK {
+            // A sorted list of the best top_k so far, by one pass in index order;
             // a new score goes after every equal one (those have smaller
             // indices). Once the list is full, whole chunks whose scores all
-            // lose to the kk-th best are skipped by a branch-free test.
+            // lose to the top_k-th best are skipped by a branch-free test.
             /// Scores skipped together when every one loses to the bar.
             const SKIP_RUN: usize = 32;
             let mut best = [0usize; SMALL_TOPK];
             let mut n = 0;
             let mut bar = T::NEG_INFINITY;
             for (c, chunk) in w.chunks(SKIP_RUN).enumerate() {
-                if n == kk && !chunk.iter().fold(false, |any, &v| any | (v > bar)) {
+                if n == top_k && !chunk.iter().fold(false, |any, &v| any | (v > bar)) {
                     continue;
                 }
                 for (j, &v) in chunk.iter().enumerate() {
-                    if n == kk && v <= bar {
+                    if n == top_k && v <= bar {
                         continue;
                     }
-                    n = (n + 1).min(kk);
+                    n = (n + 1).min(top_k);
                     let mut p = n - 1;
                     while p > 0 && v > w[best[p - 1]] {
                         best[p] = best[p - 1];
                         p -= 1;
                     }
                     best[p] = c * SKIP_RUN + j;
-                    if n == kk {
-                        bar = w[best[kk - 1]];
+                    if n == top_k {
+                        bar = w[best[top_k - 1]];
                     }
                 }
             }
-            order.extend_from_slice(&best[..kk]);
+            order.extend_from_slice(&best[..top_k]);
         } else {
             order.extend(0..dims.k);
-            if kk < dims.k {
-                order.select_nth_unstable_by(kk - 1, by_score);
+            if top_k < dims.k {
+                order.select_nth_unstable_by(top_k - 1, by_score);
             }
-            order[..kk].sort_unstable_by(by_score);
+            order[..top_k].sort_unstable_by(by_score);
         }
-        let base = Dims::new(dims.outer, kk, dims.inner).base(r);
-        for (t, &idx) in order[..kk].iter().enumerate() {
+        let base = Dims::new(dims.outer, top_k, dims.inner).base(r);
+        for (t, &idx) in order[..top_k].iter().enumerate() {
             // SAFETY: output slots of row `r` are written by this thread only.
             unsafe { self.out.write(base + t * dims.inner, idx as i64) };
         }
@@ -358,9 +358,9 @@ impl<T: Real> RowKernel for TopK<'_, T> {
             for (r, w) in (r0..r1).zip(noise.chunks_exact_mut(k)) {
                 let xr = &self.x[r * k..(r + 1) * k];
                 if let Some(token) = simd {
-                    if short::live(token, xr).is_some_and(|n| n >= self.kk) {
+                    if short::live(token, xr).is_some_and(|n| n >= self.top_k) {
                         // SAFETY: the output slots of row `r` belong to this thread.
-                        let dst = unsafe { self.out.slice(r * self.kk, self.kk) };
+                        let dst = unsafe { self.out.slice(r * self.top_k, self.top_k) };
                         short::top(token, xr, w, dst);
                         continue;
                     }
@@ -405,23 +405,23 @@ impl<T: Real> RowKernel for TopK<'_, T> {
     }
 }
 
-/// Gumbel-top-k: the indices of the `kk` largest `(x - max x) + g` along `k`, in
-/// decreasing order (ties: smaller index first) — `kk` ordered draws without
-/// replacement from `softmax(x)`. The output is laid out as `(outer, kk, inner)`.
+/// Gumbel-top-k: the indices of the `top_k` largest `(x - max x) + g` along `k`, in
+/// decreasing order (ties: smaller index first) — `top_k` ordered draws without
+/// replacement from `softmax(x)`. The output is laid out as `(outer, top_k, inner)`.
 pub fn gumbel_topk<T: Real>(
     x: &[T],
     dims: Dims,
-    kk: usize,
+    top_k: usize,
     stream: Stream,
     out: &mut [i64],
 ) -> Result<(), KernelError> {
     check_len("logits", x.len(), dims.len())?;
-    check_len("output", out.len(), dims.outer * kk * dims.inner)?;
-    // No draw asked for (kk = 0): the rows are still checked, as for any kk.
+    check_len("output", out.len(), dims.outer * top_k * dims.inner)?;
+    // No draw asked for (top_k = 0): the rows are still checked, as for any top_k.
     let kernel = TopK {
         x,
         dims,
-        kk,
+        top_k,
         stream,
         out: SharedMut::new(out),
     };
@@ -596,9 +596,9 @@ mod tests {
             .map(|i| 1e10 * ((i * 7919 % 5) as f32 - 2.0))
             .collect();
         let stream = Stream::new(2, 3);
-        for kk in [1, 2, 9, SMALL_TOPK, SMALL_TOPK + 1, 50] {
-            let mut out = vec![0i64; dims.rows() * kk];
-            gumbel_topk(&x, dims, kk, stream, &mut out).unwrap();
+        for top_k in [1, 2, 9, SMALL_TOPK, SMALL_TOPK + 1, 50] {
+            let mut out = vec![0i64; dims.rows() * top_k];
+            gumbel_topk(&x, dims, top_k, stream, &mut out).unwrap();
             let mut g = vec![0f32; dims.len()];
             noise(Noise::Gumbel, stream, &mut g).unwrap();
             for r in 0..dims.rows() {
@@ -606,11 +606,11 @@ mod tests {
                 let w = perturbed(&x[row.clone()], &g[row]);
                 let mut want: Vec<usize> = (0..dims.k).collect();
                 want.sort_by(|&a, &b| w[b].partial_cmp(&w[a]).unwrap().then(a.cmp(&b)));
-                let got: Vec<usize> = out[r * kk..(r + 1) * kk]
+                let got: Vec<usize> = out[r * top_k..(r + 1) * top_k]
                     .iter()
                     .map(|&i| i as usize)
                     .collect();
-                assert_eq!(got, want[..kk], "row {r}, k = {kk}");
+                assert_eq!(got, want[..top_k], "row {r}, k = {top_k}");
             }
         }
     }

@@ -147,7 +147,7 @@ GRS_DEV void categorical(const T* x, long long* out, long long outer, long long 
  * complement of the index, as an int64, unique; float64: w itself, for a
  * stable sort. avail[r] is the row's number of logits that are not -inf, or
  * -1 when the row has a fault; the host sets the indices of rows with fewer
- * than kk to -1. */
+ * than top_k to -1. */
 GRS_DEV long long grs_key(float v, long long t) {
   unsigned u = __float_as_uint(v + 0.0f);
   unsigned ordered = (u & 0x80000000u) ? ~u : (u | 0x80000000u);
@@ -158,7 +158,7 @@ GRS_DEV double grs_key(double v, long long) { return v; }
 
 template <class T, class C, class K>
 GRS_DEV void topk_keys(const T* x, K* keys, long long* avail, long long outer, long long k,
-                       long long inner, long long kk, grs_u64 seed, grs_u64 offset, int G,
+                       long long inner, long long top_k, grs_u64 seed, grs_u64 offset, int G,
                        grs_u64* fault, grs_u64 tag) {
   __shared__ GrsSlot sm[32];
   GrsRow w = grs_row(outer, k, inner, G);
@@ -172,9 +172,9 @@ GRS_DEV void topk_keys(const T* x, K* keys, long long* avail, long long outer, l
     keys[at] = grs_key((xv - x_top) + g, t);
   });
   available = grs_reduce(available, 0ll, G, GrsSum(), sm);
-  if (w.active && code == GRS_NO_FAULT && available < kk) code = grs_fault(tag, GRS_F_TOO_FEW, w.base);
+  if (w.active && code == GRS_NO_FAULT && available < top_k) code = grs_fault(tag, GRS_F_TOO_FEW, w.base);
   grs_report(w, fault, code);
-  if (w.active && w.lane == 0) avail[w.r] = code != GRS_NO_FAULT && available >= kk ? -1 : available;
+  if (w.active && w.lane == 0) avail[w.r] = code != GRS_NO_FAULT && available >= top_k ? -1 : available;
 }
 
 /* Gumbel-perturbed logits conditioned on their argmax being index[r]: the
@@ -244,8 +244,8 @@ GRS_DEV void given_argmax(const T* x, const long long* index, T* out, long long 
   }                                                                                                \
   extern "C" __global__ void GRS_ROW_BOUNDS grs_topk_keys_##SFX(                                   \
       const T* x, K* keys, long long* avail, long long outer, long long k, long long inner,      \
-      long long kk, grs_u64 seed, grs_u64 offset, int G, grs_u64* fault, grs_u64 tag) {            \
-    topk_keys<T, C, K>(x, keys, avail, outer, k, inner, kk, seed, offset, G, fault, tag);            \
+      long long top_k, grs_u64 seed, grs_u64 offset, int G, grs_u64* fault, grs_u64 tag) {            \
+    topk_keys<T, C, K>(x, keys, avail, outer, k, inner, top_k, seed, offset, G, fault, tag);            \
   }                                                                                                \
   extern "C" __global__ void GRS_ROW_BOUNDS grs_given_argmax_##SFX(                                \
       const T* x, const long long* index, T* out, long long outer, long long k, long long inner,   \
