@@ -9,6 +9,7 @@
 
 pub mod bernoulli;
 pub mod noise;
+mod rows;
 pub mod sampling;
 mod short;
 pub mod softmax;
@@ -549,49 +550,6 @@ pub(crate) fn prefetch(p: *const u8) {
     }
     #[cfg(not(target_arch = "x86_64"))]
     let _ = p;
-}
-
-/// Copies row `r` of `x` (strided by `dims.inner`) into `row`.
-#[inline(always)]
-pub(crate) fn gather_row<T: Copy>(x: &[T], dims: &Dims, r: usize, row: &mut [T]) {
-    let base = dims.base(r);
-    if dims.inner == 1 {
-        row.copy_from_slice(&x[base..base + dims.k]);
-    } else {
-        for (t, v) in row.iter_mut().enumerate() {
-            *v = x[base + t * dims.inner];
-        }
-    }
-}
-
-/// Writes `row` into row `r` of the shared output.
-///
-/// # Safety
-/// Row `r` must belong to the calling thread in the current parallel region.
-#[inline(always)]
-pub(crate) unsafe fn scatter_row<T: Copy>(out: &SharedMut<T>, dims: &Dims, r: usize, row: &[T]) {
-    let base = dims.base(r);
-    if dims.inner == 1 {
-        // SAFETY: the elements of row `r` are owned by this thread.
-        unsafe { out.slice(base, dims.k) }.copy_from_slice(row);
-        return;
-    }
-    for (t, &v) in row.iter().enumerate() {
-        // SAFETY: the element belongs to row `r`, owned by this thread.
-        unsafe { out.write(base + t * dims.inner, v) };
-    }
-}
-
-/// Row `r` of `x`: the slice itself when rows are contiguous, else a copy in `buf`.
-#[inline(always)]
-pub(crate) fn row_of<'a, T: Copy>(x: &'a [T], dims: &Dims, r: usize, buf: &'a mut [T]) -> &'a [T] {
-    if dims.inner == 1 {
-        let base = dims.base(r);
-        &x[base..base + dims.k]
-    } else {
-        gather_row(x, dims, r, buf);
-        buf
-    }
 }
 
 #[cfg(test)]

@@ -2,11 +2,11 @@
 //! Gumbel-top-k.
 
 use super::noise::{fill_ahead, fill_strided, Ahead, Noise};
-use super::softmax::{add_logits, check_logits, first_index_of};
+use super::rows::{add_logits, check_logits, first_index_of, row_of};
 use super::tiles::{first_max_per_column, perturb_tile, Tiles};
 use super::{
-    check_len, each_row, row_batches, row_of, run_rows, run_units, short, Dims, KernelError,
-    RowKernel, SharedMut, BATCH,
+    check_len, each_row, row_batches, run_rows, run_units, short, Dims, KernelError, RowKernel,
+    SharedMut, BATCH,
 };
 use crate::math::{GroupCache, Real};
 use crate::memory::prefer_huge_pages;

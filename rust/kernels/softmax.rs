@@ -1,72 +1,18 @@
 //! Gumbel-Softmax forward (soft and straight-through hard) and backward.
 
 use super::noise::{fill_ahead, fill_strided, Ahead, Noise};
+use super::rows::{check_logits, first_index_of, gather_row, row_of, scatter_row};
 use super::tiles::{
     column_softmax, combine_lane_rows, first_max_per_column, perturb_tile, Tiles, TILE,
 };
 use super::{
-    check_len, each_row, gather_row, row_batches, row_of, run_rows, run_units, scatter_row, short,
-    Dims, KernelError, Outputs, RowKernel, SharedMut, Tau, BATCH,
+    check_len, each_row, row_batches, run_rows, run_units, short, Dims, KernelError, Outputs,
+    RowKernel, SharedMut, Tau, BATCH,
 };
 use crate::math::{GroupCache, Real};
 use crate::memory::prefer_huge_pages;
 use crate::rng::Stream;
 use std::ops::Range;
-
-/// Checks one row of logits: no NaN, no +inf, at least one value that is
-/// not -inf; returns the row's largest logit (finite, or -inf for an empty
-/// row). Branch-free passes decide; only a faulty row is scanned again to
-/// report its first fault.
-#[inline(always)]
-pub(crate) fn check_logits<T: Real>(x: &[T], dims: &Dims, r: usize) -> Result<T, KernelError> {
-    let mut bad = false;
-    for &v in x {
-        bad |= v.is_nan() | (v == T::INFINITY);
-    }
-    let top = T::lane_max(x);
-    if !bad && (top > T::NEG_INFINITY || x.is_empty()) {
-        return Ok(top);
-    }
-    let base = dims.base(r);
-    for (t, &v) in x.iter().enumerate() {
-        let index = base + t * dims.inner;
-        if v.is_nan() {
-            return Err(KernelError::NanLogit { index });
-        }
-        if v == T::INFINITY {
-            return Err(KernelError::PosInfLogit { index });
-        }
-    }
-    Err(KernelError::AllMasked { row: r })
-}
-
-/// `w[t] = (x[t] - top) + w[t]`: the perturbed logits (Gumbel noise in `w`
-/// on entry), relative to the row's largest logit `top`.
-///
-/// Every kernel perturbs this way. The noise added to a logit of magnitude
-/// 1e8 would be lost to rounding (a float32 ulp there is 8), and the draws
-/// would favour the first of equal logits. `x - top` is exact where `x` is
-/// within a factor 2 of `top` (same sign) and elsewhere rounds relative to
-/// `|x - top|`, a gap the noise would have to close to win; so the noise
-/// keeps its resolution at every scale, and the distribution is the same.
-#[inline(always)]
-pub(crate) fn add_logits<T: Real>(w: &mut [T], x: &[T], top: T) {
-    for (wt, &xt) in w.iter_mut().zip(x) {
-        *wt = (xt - top) + *wt;
-    }
-}
-
-/// The first index of `m` in `w` (`m` is the maximum of `w`, so it occurs).
-/// Whole chunks are tested without branches first, so the scan vectorizes.
-#[inline(always)]
-pub(crate) fn first_index_of<T: Real>(w: &[T], m: T) -> usize {
-    /// Elements tested together, without a branch.
-    const BRANCH_FREE_RUN: usize = 64;
-    let hit = |c: &[T]| c.iter().fold(false, |any, &v| any | (v == m));
-    let chunk = w.chunks(BRANCH_FREE_RUN).position(hit).unwrap_or(0);
-    let at = chunk * BRANCH_FREE_RUN;
-    at + w[at..].iter().position(|&v| v == m).unwrap_or(0)
-}
 
 pub(crate) struct Scratch<T> {
     x: Vec<T>,
