@@ -3,7 +3,7 @@
 
 use super::noise::{fill_ahead, fill_strided, Ahead, Noise};
 use super::rows::{add_logits, check_logits, first_index_of, row_of};
-use super::tiles::{first_max_per_column, perturb_tile, Tiles};
+use super::tiles::{first_max_per_column, perturb_tile, TileScratch, Tiles};
 use super::{
     check_len, each_row, row_batches, run_rows, run_units, short, Dims, KernelError, RowKernel,
     SharedMut, BATCH,
@@ -23,6 +23,34 @@ fn check_row<T: Real>(x: &[T], dims: &Dims, r: usize) -> Result<T, KernelError> 
     check_logits(x, dims, r)
 }
 
+/// Per-thread scratch memory of the row kernels here.
+struct Scratch<T> {
+    /// A strided row's logits, gathered.
+    x: Vec<T>,
+    /// A row's noise, then its perturbed logits.
+    w: Vec<T>,
+    /// The noise of a batch of short contiguous rows (empty unless rows batch).
+    batch: Vec<T>,
+    /// The order of a row's categories (top-k).
+    order: Vec<usize>,
+    /// The last partial group of uniforms.
+    cache: GroupCache<T>,
+}
+
+impl<T: Real> Scratch<T> {
+    fn new(dims: &Dims) -> Self {
+        let k = dims.k;
+        let batch = if dims.batches_rows() { BATCH } else { 0 };
+        Scratch {
+            x: vec![T::ZERO; k],
+            w: vec![T::ZERO; k],
+            batch: vec![T::ZERO; batch],
+            order: Vec::new(),
+            cache: GroupCache::new(),
+        }
+    }
+}
+
 struct Categorical<'a, T> {
     x: &'a [T],
     dims: Dims,
@@ -32,18 +60,9 @@ struct Categorical<'a, T> {
 }
 
 impl<T: Real> RowKernel for Categorical<'_, T> {
-    /// The row's logits (strided rows), its noise, the noise of a batch of
-    /// short rows, the partial group of uniforms.
-    type Scratch = (Vec<T>, Vec<T>, Vec<T>, GroupCache<T>);
-    fn scratch(&self) -> Self::Scratch {
-        let k = self.dims.k;
-        let batch = if self.dims.batches_rows() { BATCH } else { 0 };
-        (
-            vec![T::ZERO; k],
-            vec![T::ZERO; k],
-            vec![T::ZERO; batch],
-            GroupCache::new(),
-        )
+    type Scratch = Scratch<T>;
+    fn scratch(&self) -> Scratch<T> {
+        Scratch::new(&self.dims)
     }
 
     /// Short contiguous rows: the noise of `BATCH / k` rows at once (the
@@ -60,7 +79,9 @@ impl<T: Real> RowKernel for Categorical<'_, T> {
         if !self.dims.batches_rows() || self.num_samples == 0 {
             return each_row(self, rows, scratch, fault);
         }
-        let (_, _, z, cache) = scratch;
+        let Scratch {
+            batch: z, cache, ..
+        } = scratch;
         let (k, n) = (self.dims.k, self.dims.len());
         let simd = short::available::<T>(k);
         for (Range { start: r0, end: r1 }, next) in row_batches(rows, k) {
@@ -94,7 +115,10 @@ impl<T: Real> RowKernel for Categorical<'_, T> {
     }
 
     #[inline(always)]
-    fn row(&self, r: usize, (xr, w, _, cache): &mut Self::Scratch) -> Result<(), KernelError> {
+    fn row(&self, r: usize, s: &mut Scratch<T>) -> Result<(), KernelError> {
+        let Scratch {
+            x: xr, w, cache, ..
+        } = s;
         let dims = &self.dims;
         let xr = row_of(self.x, dims, r, xr);
         let top = check_row(xr, dims, r)?;
@@ -133,28 +157,22 @@ struct TiledCategorical<'a, T> {
 }
 
 impl<T: Real> RowKernel for TiledCategorical<'_, T> {
-    /// The perturbed tile, the column maxima, the arg-maxima, which rows
-    /// have a logit that is not -inf, the rows' largest logits, the partial
-    /// group of uniforms.
-    type Scratch = (Vec<T>, Vec<T>, Vec<usize>, Vec<bool>, Vec<T>, GroupCache<T>);
-    fn scratch(&self) -> Self::Scratch {
-        let (k, w) = (self.c.dims.k, self.tiles.width);
-        (
-            vec![T::ZERO; k * w],
-            vec![T::ZERO; w],
-            vec![0; w],
-            vec![false; w],
-            vec![T::ZERO; w],
-            GroupCache::new(),
-        )
+    type Scratch = TileScratch<T>;
+    fn scratch(&self) -> TileScratch<T> {
+        TileScratch::new(self.c.dims.k, self.tiles.width)
     }
 
     #[inline(always)]
-    fn row(
-        &self,
-        u: usize,
-        (v, m, arg, any, top, cache): &mut Self::Scratch,
-    ) -> Result<(), KernelError> {
+    fn row(&self, u: usize, s: &mut TileScratch<T>) -> Result<(), KernelError> {
+        let TileScratch {
+            v,
+            m,
+            arg,
+            any,
+            top,
+            cache,
+            ..
+        } = s;
         let c = &self.c;
         let d = &c.dims;
         let tile = self.tiles.locate(u);
@@ -312,20 +330,11 @@ impl<T: Real> TopK<'_, T> {
 }
 
 impl<T: Real> RowKernel for TopK<'_, T> {
-    /// The row's logits (strided rows), its noise, the order of its
-    /// categories, the noise of a batch of short rows, the partial group of
-    /// uniforms.
-    type Scratch = (Vec<T>, Vec<T>, Vec<usize>, Vec<T>, GroupCache<T>);
-    fn scratch(&self) -> Self::Scratch {
-        let k = self.dims.k;
-        let batch = if self.dims.batches_rows() { BATCH } else { 0 };
-        (
-            vec![T::ZERO; k],
-            vec![T::ZERO; k],
-            Vec::with_capacity(k),
-            vec![T::ZERO; batch],
-            GroupCache::new(),
-        )
+    type Scratch = Scratch<T>;
+    fn scratch(&self) -> Scratch<T> {
+        let mut s = Scratch::new(&self.dims);
+        s.order.reserve(self.dims.k);
+        s
     }
 
     /// Short contiguous rows: the noise of `BATCH / k` rows at once, then
@@ -340,7 +349,12 @@ impl<T: Real> RowKernel for TopK<'_, T> {
         if !self.dims.batches_rows() {
             return each_row(self, rows, scratch, fault);
         }
-        let (_, _, order, z, cache) = scratch;
+        let Scratch {
+            order,
+            batch: z,
+            cache,
+            ..
+        } = scratch;
         let k = self.dims.k;
         let simd = short::available::<T>(k);
         for (Range { start: r0, end: r1 }, next) in row_batches(rows, k) {
@@ -377,11 +391,14 @@ impl<T: Real> RowKernel for TopK<'_, T> {
     }
 
     #[inline(always)]
-    fn row(
-        &self,
-        r: usize,
-        (xr, w, order, _, cache): &mut Self::Scratch,
-    ) -> Result<(), KernelError> {
+    fn row(&self, r: usize, s: &mut Scratch<T>) -> Result<(), KernelError> {
+        let Scratch {
+            x: xr,
+            w,
+            order,
+            cache,
+            ..
+        } = s;
         let dims = &self.dims;
         let xr = row_of(self.x, dims, r, xr);
         let top = self.check(r, xr)?;
@@ -438,13 +455,18 @@ struct GivenArgmax<'a, T> {
 }
 
 impl<T: Real> RowKernel for GivenArgmax<'_, T> {
-    type Scratch = (Vec<T>, Vec<T>, GroupCache<T>);
-    fn scratch(&self) -> Self::Scratch {
-        let k = self.dims.k;
-        (vec![T::ZERO; k], vec![T::ZERO; k], GroupCache::new())
+    type Scratch = Scratch<T>;
+    fn scratch(&self) -> Scratch<T> {
+        Scratch {
+            batch: Vec::new(), // rows are not batched here
+            ..Scratch::new(&self.dims)
+        }
     }
     #[inline(always)]
-    fn row(&self, r: usize, (xr, g, cache): &mut Self::Scratch) -> Result<(), KernelError> {
+    fn row(&self, r: usize, s: &mut Scratch<T>) -> Result<(), KernelError> {
+        let Scratch {
+            x: xr, w: g, cache, ..
+        } = s;
         let dims = &self.dims;
         let xr = row_of(self.x, dims, r, xr);
         let m = check_row(xr, dims, r)?;

@@ -3,7 +3,7 @@
 use super::noise::{fill_ahead, fill_strided, Ahead, Noise};
 use super::rows::{check_logits, first_index_of, gather_row, row_of, scatter_row};
 use super::tiles::{
-    column_softmax, combine_lane_rows, first_max_per_column, perturb_tile, Tiles, TILE,
+    column_softmax, combine_lane_rows, first_max_per_column, perturb_tile, TileScratch, Tiles, TILE,
 };
 use super::{
     check_len, each_row, row_batches, run_rows, run_units, short, Dims, KernelError, Outputs,
@@ -295,33 +295,6 @@ impl<T: Real> RowKernel for Forward<'_, T> {
 struct Tiled<'a, T> {
     f: Forward<'a, T>,
     tiles: Tiles,
-}
-
-struct TileScratch<T> {
-    v: Vec<T>,
-    acc: Vec<T>,
-    /// The largest logit of each row.
-    top: Vec<T>,
-    m: Vec<T>,
-    inv: Vec<T>,
-    arg: Vec<usize>,
-    any: Vec<bool>,
-    cache: GroupCache<T>,
-}
-
-impl<T: Real> TileScratch<T> {
-    fn new(k: usize, w: usize) -> Self {
-        TileScratch {
-            v: vec![T::ZERO; k * w],
-            acc: vec![T::ZERO; T::LANES * w],
-            top: vec![T::ZERO; w],
-            m: vec![T::ZERO; w],
-            inv: vec![T::ZERO; w],
-            arg: vec![0; w],
-            any: vec![false; w],
-            cache: GroupCache::new(),
-        }
-    }
 }
 
 impl<T: Real> RowKernel for Tiled<'_, T> {
