@@ -18,8 +18,8 @@ pub(crate) struct Scratch<T> {
     x: Vec<T>,
     z: Vec<T>,
     cache: GroupCache<T>,
-    /// Work space of the transposed path for short rows.
-    short: Option<TileScratch<T>>,
+    /// How batches of short contiguous rows are finished.
+    batched: Batched<T>,
 }
 
 impl<T: Real> Scratch<T> {
@@ -28,9 +28,24 @@ impl<T: Real> Scratch<T> {
             x: vec![T::ZERO; k],
             z: vec![T::ZERO; k],
             cache: GroupCache::new(),
-            short: None,
+            batched: Batched::No,
         }
     }
+}
+
+/// How `Forward::rows` finishes a batch of short contiguous rows once their
+/// noise is drawn. It depends only on the float type, `k`, the output mode
+/// and the instruction set, so it is chosen once, with the scratch memory.
+enum Batched<T> {
+    /// Rows are not batched (strided, or too long): `row` by `row`.
+    No,
+    /// One register per row (`short`: float32, AVX-512, `k <= 16`).
+    Simd(short::Token<T>),
+    /// Transposed tiles of `TILE` rows (`finish_short_rows`), with their
+    /// work space: a soft sample of rows of at most `SHORT` categories.
+    Transposed(TileScratch<T>),
+    /// `finish_row` for each row.
+    RowByRow,
 }
 
 /// Rows of at most this many categories are processed `TILE` at a time,
@@ -188,15 +203,17 @@ impl<T: Real> Forward<'_, T> {
 impl<T: Real> RowKernel for Forward<'_, T> {
     type Scratch = Scratch<T>;
     fn scratch(&self) -> Scratch<T> {
-        let mut s = Scratch::new(self.dims.k);
+        let k = self.dims.k;
+        let mut s = Scratch::new(k);
         if self.dims.batches_rows() {
             s.z = vec![T::ZERO; BATCH];
-            if self.dims.k <= SHORT
-                && self.soft.is_some()
-                && short::available::<T>(self.dims.k).is_none()
-            {
-                s.short = Some(TileScratch::new(self.dims.k, TILE));
-            }
+            s.batched = match short::available::<T>(k) {
+                Some(token) => Batched::Simd(token),
+                None if k <= SHORT && self.soft.is_some() => {
+                    Batched::Transposed(TileScratch::new(k, TILE))
+                }
+                None => Batched::RowByRow,
+            };
         }
         s
     }
@@ -220,71 +237,107 @@ impl<T: Real> RowKernel for Forward<'_, T> {
 
     #[inline(always)]
     fn rows(&self, rows: Range<usize>, s: &mut Scratch<T>, fault: &mut impl FnMut(KernelError)) {
-        if !self.dims.batches_rows() {
+        let Scratch {
+            z, cache, batched, ..
+        } = s;
+        if matches!(batched, Batched::No) {
             return each_row(self, rows, s, fault);
         }
         let k = self.dims.k;
-        for (Range { start: r0, end: r1 }, next) in row_batches(rows, k) {
-            let noise = &mut s.z[..(r1 - r0) * k];
-            let next = self.ahead(r1 * k, next.len() * k);
-            fill_ahead(
-                Noise::Gumbel,
-                &self.stream,
-                (r0 * k) as u64,
-                noise,
-                &mut s.cache,
-                &next,
-            );
-            if let Some(token) = short::available::<T>(k) {
-                let n = (r1 - r0) * k;
-                let batch = short::Batch {
-                    x: &self.x[r0 * k..r1 * k],
-                    noise,
-                    k,
-                    r0,
-                    tau: self.tau,
-                };
-                // SAFETY: rows `r0 .. r1` are visited by this thread only.
-                let outputs = unsafe {
-                    short::Outputs {
-                        soft: self.soft.as_ref().map(|o| o.slice(r0 * k, n)),
-                        hard: self.one_hot.as_ref().map(|o| o.slice(r0 * k, n)),
-                    }
-                };
-                short::forward(token, &batch, outputs, |j| {
-                    let r = r0 + j;
-                    let x = &self.x[r * k..(r + 1) * k];
-                    // The short path found this row invalid: the same conditions.
-                    let e =
-                        check_logits(x, &self.dims, r).expect_err("a row the short path rejects");
-                    fault(e);
-                });
-            } else if let Some(short) = s.short.as_mut() {
-                for g0 in (r0..r1).step_by(TILE) {
-                    let g1 = r1.min(g0 + TILE);
-                    let mut ok = true;
-                    for r in g0..g1 {
-                        match check_logits(&self.x[r * k..(r + 1) * k], &self.dims, r) {
-                            Ok(top) => short.top[r - g0] = top,
-                            Err(e) => {
-                                fault(e);
-                                ok = false;
-                            }
-                        }
-                    }
-                    if ok {
-                        let g = &noise[(g0 - r0) * k..(g1 - r0) * k];
-                        self.finish_short_rows(g0, g1 - g0, g, short);
+        for (batch, next) in row_batches(rows, k) {
+            let noise = &mut z[..batch.len() * k];
+            let next = self.ahead(batch.end * k, next.len() * k);
+            let start = (batch.start * k) as u64;
+            fill_ahead(Noise::Gumbel, &self.stream, start, noise, cache, &next);
+            match batched {
+                Batched::Simd(token) => self.finish_batch_simd(*token, batch, noise, fault),
+                Batched::Transposed(tile) => {
+                    self.finish_batch_transposed(batch, noise, tile, fault)
+                }
+                Batched::RowByRow => self.finish_batch_by_rows(batch, noise, fault),
+                Batched::No => unreachable!("rows that are not batched go row by row"),
+            }
+        }
+    }
+}
+
+impl<T: Real> Forward<'_, T> {
+    /// `Batched::Simd`: the rows `r0 .. r1` of a batch whose noise is `noise`.
+    #[inline(always)]
+    fn finish_batch_simd(
+        &self,
+        token: short::Token<T>,
+        Range { start: r0, end: r1 }: Range<usize>,
+        noise: &[T],
+        fault: &mut impl FnMut(KernelError),
+    ) {
+        let (k, n) = (self.dims.k, (r1 - r0) * self.dims.k);
+        let batch = short::Batch {
+            x: &self.x[r0 * k..r1 * k],
+            noise,
+            k,
+            r0,
+            tau: self.tau,
+        };
+        // SAFETY: rows `r0 .. r1` are visited by this thread only.
+        let outputs = unsafe {
+            short::Outputs {
+                soft: self.soft.as_ref().map(|o| o.slice(r0 * k, n)),
+                hard: self.one_hot.as_ref().map(|o| o.slice(r0 * k, n)),
+            }
+        };
+        short::forward(token, &batch, outputs, |j| {
+            let r = r0 + j;
+            let x = &self.x[r * k..(r + 1) * k];
+            // The short path found this row invalid: the same conditions.
+            let e = check_logits(x, &self.dims, r).expect_err("a row the short path rejects");
+            fault(e);
+        });
+    }
+
+    /// `Batched::Transposed`: as `finish_batch_simd`, by tiles of `TILE` rows.
+    #[inline(always)]
+    fn finish_batch_transposed(
+        &self,
+        Range { start: r0, end: r1 }: Range<usize>,
+        noise: &[T],
+        tile: &mut TileScratch<T>,
+        fault: &mut impl FnMut(KernelError),
+    ) {
+        let k = self.dims.k;
+        for g0 in (r0..r1).step_by(TILE) {
+            let g1 = r1.min(g0 + TILE);
+            let mut ok = true;
+            for r in g0..g1 {
+                match check_logits(&self.x[r * k..(r + 1) * k], &self.dims, r) {
+                    Ok(top) => tile.top[r - g0] = top,
+                    Err(e) => {
+                        fault(e);
+                        ok = false;
                     }
                 }
-            } else {
-                for (r, w) in (r0..r1).zip(noise.chunks_exact_mut(k)) {
-                    let xr = &self.x[r * k..(r + 1) * k];
-                    match check_logits(xr, &self.dims, r) {
-                        Ok(top) => self.finish_row(r, xr, top, w),
-                        Err(e) => fault(e),
-                    }
-                }
+            }
+            if ok {
+                let g = &noise[(g0 - r0) * k..(g1 - r0) * k];
+                self.finish_short_rows(g0, g1 - g0, g, tile);
+            }
+        }
+    }
+
+    /// `Batched::RowByRow`: as `finish_batch_simd`, one `finish_row` a row.
+    #[inline(always)]
+    fn finish_batch_by_rows(
+        &self,
+        batch: Range<usize>,
+        noise: &mut [T],
+        fault: &mut impl FnMut(KernelError),
+    ) {
+        let k = self.dims.k;
+        for (r, w) in batch.zip(noise.chunks_exact_mut(k)) {
+            let xr = &self.x[r * k..(r + 1) * k];
+            match check_logits(xr, &self.dims, r) {
+                Ok(top) => self.finish_row(r, xr, top, w),
+                Err(e) => fault(e),
             }
         }
     }
