@@ -24,6 +24,7 @@ lint: build
 	cargo clippy --all-targets -- -D warnings
 	cargo clippy --features python -- -D warnings
 	$(VENV)/bin/ruff check python tests benches
+	$(PY) -m mypy.stubtest gumbelrs._core
 
 cargo-test:
 	cargo test --release
@@ -39,7 +40,7 @@ test: lint cargo-test pytest gpu-check-dry
 # the release wheel (abi3), the driver and the CUDA test files. On the device,
 # from the repository root, with gpu-check carried: python3 gpu-check/gpu_check.py
 GPU_CHECK_TESTS := tests/__init__.py tests/conftest.py tests/test_cuda.py \
-                   tests/test_cuda_emulated.py tests/cuda_emulator.cpp
+                   tests/test_cuda_emulated.py tests/cuda_emulator.cpp tests/test_protocol.py
 gpu-check-bundle: | $(PY)
 	rm -rf gpu-check
 	mkdir -p gpu-check/tests

@@ -4,7 +4,7 @@
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use gumbelrs::{
     gumbel_softmax_backward, gumbel_softmax_forward, gumbel_topk, noise, relaxed_bernoulli_forward,
-    sample_categorical, Dims, Noise, Stream, Tau,
+    sample_categorical, Dims, Noise, Outputs, Stream, Tau,
 };
 use std::hint::black_box;
 
@@ -41,21 +41,17 @@ fn bench(c: &mut Criterion) {
         });
         group.bench_function(BenchmarkId::new("gumbel_softmax", &id), |b| {
             b.iter(|| {
-                gumbel_softmax_forward(&x, dims, Tau::Scalar(0.5), Stream::new(0, 0), &mut y, None)
-                    .unwrap()
+                let out = Outputs::Soft(&mut y);
+                gumbel_softmax_forward(&x, dims, Tau::Scalar(0.5), Stream::new(0, 0), out).unwrap()
             })
         });
         group.bench_function(BenchmarkId::new("gumbel_softmax_hard", &id), |b| {
             b.iter(|| {
-                gumbel_softmax_forward(
-                    &x,
-                    dims,
-                    Tau::Scalar(0.5),
-                    Stream::new(0, 0),
-                    &mut y,
-                    Some(&mut soft),
-                )
-                .unwrap()
+                let out = Outputs::OneHotWithSoft {
+                    one_hot: &mut y,
+                    soft: &mut soft,
+                };
+                gumbel_softmax_forward(&x, dims, Tau::Scalar(0.5), Stream::new(0, 0), out).unwrap()
             })
         });
         group.bench_function(BenchmarkId::new("gumbel_softmax_backward", &id), |b| {
@@ -70,8 +66,8 @@ fn bench(c: &mut Criterion) {
         });
         group.bench_function(BenchmarkId::new("relaxed_bernoulli", &id), |b| {
             b.iter(|| {
-                relaxed_bernoulli_forward(&x, Tau::Scalar(0.5), Stream::new(0, 0), &mut y, None)
-                    .unwrap()
+                let out = Outputs::Soft(&mut y);
+                relaxed_bernoulli_forward(&x, Tau::Scalar(0.5), Stream::new(0, 0), out).unwrap()
             })
         });
     }

@@ -21,9 +21,7 @@ pub use kernels::bernoulli::{
 };
 pub use kernels::noise::{noise, Noise};
 pub use kernels::sampling::{gumbel_given_argmax, gumbel_topk, sample_categorical};
-pub use kernels::softmax::{
-    gumbel_softmax_backward, gumbel_softmax_forward, gumbel_softmax_hard_forward,
-};
-pub use kernels::{Dims, KernelError, Tau};
+pub use kernels::softmax::{gumbel_softmax_backward, gumbel_softmax_forward};
+pub use kernels::{Dims, Fault, FaultKind, KernelError, OutputMode, Outputs, Tau};
 pub use math::Real;
 pub use rng::Stream;

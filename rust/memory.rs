@@ -2,21 +2,14 @@
 
 /// The transparent huge page size of x86_64 and most aarch64 Linux kernels.
 const HUGE_PAGE: usize = 2 << 20;
-/// Outputs of at least this many bytes get the hint: those that can hold a
-/// whole huge page.
-const HUGE_MIN: usize = HUGE_PAGE;
 
 /// Asks Linux to back the whole 2 MB pages inside `out` with transparent
 /// huge pages. An output tensor is often memory the process has not written
 /// yet (a fresh mapping, or heap the allocator just grew), which the
 /// kernel's first writes fault in 4 KB at a time; with the hint it takes
-/// 2 MB at a time. Measured on this project's 2-core KVM machines (AMD EPYC,
-/// THP in `madvise` mode), writing a fresh 16 MB mapping: 8.3 ms in 4 KB
-/// pages, 1.6 ms with the hint (best of 40 each, alternated); the backward
-/// of a [4096, 1024] float32 Gumbel-Softmax into a tensor on fresh heap
-/// faulted 4,095 times, with the hint about 520. When the memory is already
+/// 2 MB at a time, a fraction of the faults. When the memory is already
 /// backed, the hint costs one system call. Changes no value; on other
-/// systems, for buffers without a whole huge page, or when the kernel
+/// systems, for buffers smaller than a huge page, or when the kernel
 /// refuses, nothing happens.
 pub fn prefer_huge_pages<T>(out: &mut [T]) {
     #[cfg(target_os = "linux")]
@@ -27,7 +20,7 @@ pub fn prefer_huge_pages<T>(out: &mut [T]) {
         }
         const MADV_HUGEPAGE: c_int = 14;
         let bytes = std::mem::size_of_val(out);
-        if bytes < HUGE_MIN {
+        if bytes < HUGE_PAGE {
             return;
         }
         let start = out.as_mut_ptr() as usize;

@@ -3,41 +3,220 @@
 //! Thin glue only. Every kernel takes C-contiguous NumPy views of torch
 //! tensors (`tensor.numpy()` shares memory), borrows them as flat slices,
 //! releases the GIL and runs. Outputs are allocated by torch and written in place.
-//! Argument checking and error messages live in `gumbelrs.functional`; a
-//! fault found by a kernel is raised as `_core.KernelError` carrying its kind
-//! and position, which the Python layer turns into a message for the user.
+//! Arguments convert themselves: a temperature (`TauArg`), the random
+//! stream (`Stream`, from `(seed, offset)`), the view (`Dims`) and every
+//! named option (`Named`). Argument checking and error messages live in
+//! `gumbelrs.functional`; a fault found by a kernel is raised as
+//! `_core.KernelError` carrying its kind and position, which the Python
+//! layer turns into a message for the user.
 
-use crate::kernels::{Dims, KernelError, Tau};
+use crate::isa::Level;
+use crate::kernels::{Dims, KernelError, OutputMode, Outputs, Tau};
 use crate::math::Real;
 use crate::{isa, kernels, parallel, rng, Noise, Stream};
-use numpy::{Element, PyArrayDyn, PyArrayMethods, PyReadonlyArrayDyn, PyReadwriteArrayDyn};
+use numpy::{
+    Element, PyArrayDyn, PyArrayMethods, PyReadonlyArrayDyn, PyReadwriteArrayDyn, PyUntypedArray,
+};
 use pyo3::create_exception;
 use pyo3::exceptions::{PyTypeError, PyValueError};
+use pyo3::marker::Ungil;
 use pyo3::prelude::*;
+use pyo3::types::PyString;
+use pyo3::{ffi, Borrowed};
+use std::ffi::CStr;
 
 create_exception!(
     _core,
     KernelErrorPy,
     PyValueError,
-    "A fault a kernel found in its input: args are (kind, position, available, requested)."
+    "A fault a kernel found in its input: args are (kind, position, available, requested), \
+     kind the code of a gumbelrs._protocol.FaultKind."
 );
 
 fn raise(e: KernelError) -> PyErr {
-    let (kind, pos, available, requested) = match e {
-        KernelError::NanLogit { index } => ("nan", index, 0, 0),
-        KernelError::PosInfLogit { index } => ("posinf", index, 0, 0),
-        KernelError::AllMasked { row } => ("all_masked", row, 0, 0),
-        KernelError::TooFewUnmasked {
-            row,
-            available,
-            requested,
-        } => ("too_few", row, available, requested),
-        KernelError::BadTau { index } => ("tau", index, 0, 0),
-        KernelError::BadIndex { row } => ("index", row, 0, 0),
-        KernelError::Shape { .. } => return PyValueError::new_err(e.to_string()),
-    };
-    KernelErrorPy::new_err((kind, pos, available, requested))
+    match e.fault() {
+        Some(f) => KernelErrorPy::new_err((f.kind.code(), f.position, f.available, f.requested)),
+        None => PyValueError::new_err(e.to_string()),
+    }
 }
+
+/// Runs a kernel without the GIL; its fault as a Python exception.
+fn run(py: Python<'_>, kernel: impl Ungil + FnOnce() -> Result<(), KernelError>) -> PyResult<()> {
+    py.detach(kernel).map_err(raise)
+}
+
+// ---------------------------------------------------------------- options
+
+/// An option that crosses the binding as one of a fixed set of names
+/// (`Literal` types in `_core.pyi`).
+trait Named: Copy + PartialEq + 'static {
+    /// What the option is, for the error message.
+    const WHAT: &'static str;
+    /// Each value and its name (ASCII).
+    const NAMES: &'static [(Self, &'static CStr)];
+
+    fn name(self) -> &'static str {
+        let (_, name) = Self::NAMES.iter().find(|(v, _)| *v == self).unwrap();
+        name.to_str().expect("ASCII")
+    }
+
+    /// The option called by the Python `str` (or `str` enum member) `obj`;
+    /// an unknown name is a `ValueError` that lists the known ones.
+    fn from_py(obj: Borrowed<'_, '_, PyAny>) -> PyResult<Self> {
+        let given = obj.cast::<PyString>()?;
+        for &(v, name) in Self::NAMES {
+            // SAFETY: `given` is a `str` (checked above) that we hold a
+            // reference to, with the GIL (`Borrowed` proves it); `name` is a
+            // NUL-terminated ASCII string. Compared in place: no UTF-8 copy
+            // of `given` is made, as `to_cow` makes under the abi3-py39 API.
+            if unsafe { ffi::PyUnicode_CompareWithASCIIString(given.as_ptr(), name.as_ptr()) } == 0
+            {
+                return Ok(v);
+            }
+        }
+        let given = given.to_cow()?;
+        let known: Vec<String> = Self::NAMES
+            .iter()
+            .map(|&(v, _)| format!("{:?}", v.name()))
+            .collect();
+        Err(PyValueError::new_err(format!(
+            "{} must be one of {}, got {given:?}",
+            Self::WHAT,
+            known.join(", ")
+        )))
+    }
+}
+
+/// Implements `Named` and its conversion from Python for `$ty`.
+macro_rules! named_option {
+    ($ty:ty, $what:literal, [$($v:expr => $n:expr),+ $(,)?]) => {
+        impl Named for $ty {
+            const WHAT: &'static str = $what;
+            const NAMES: &'static [(Self, &'static CStr)] = &[$(($v, $n)),+];
+        }
+        impl<'a, 'py> FromPyObject<'a, 'py> for $ty {
+            type Error = PyErr;
+            fn extract(obj: Borrowed<'a, 'py, PyAny>) -> PyResult<Self> {
+                Self::from_py(obj)
+            }
+        }
+    };
+}
+
+named_option!(OutputMode, "mode", [
+    OutputMode::Soft => c"soft",
+    OutputMode::OneHot => c"one_hot",
+    OutputMode::OneHotWithSoft => c"one_hot_with_soft",
+]);
+named_option!(Noise, "kind", [
+    Noise::Gumbel => c"gumbel",
+    Noise::Logistic => c"logistic",
+    Noise::Uniform => c"uniform",
+]);
+named_option!(Level, "SIMD level", [
+    Level::Portable => c"portable",
+    Level::Avx2 => c"avx2",
+    Level::Avx512 => c"avx512",
+]);
+
+/// The kernels' own elementary functions, for parity tests.
+#[derive(Clone, Copy, PartialEq)]
+enum MathFn {
+    Exp,
+    Ln,
+    Ln1p,
+}
+
+named_option!(MathFn, "math: name", [MathFn::Exp => c"exp", MathFn::Ln => c"ln", MathFn::Ln1p => c"ln1p"]);
+
+impl MathFn {
+    fn of<T: Real>(self) -> fn(T) -> T {
+        match self {
+            MathFn::Exp => T::exp,
+            MathFn::Ln => T::ln,
+            MathFn::Ln1p => T::ln_1p,
+        }
+    }
+}
+
+/// `(outer, k, inner)`.
+impl<'a, 'py> FromPyObject<'a, 'py> for Dims {
+    type Error = PyErr;
+    fn extract(obj: Borrowed<'a, 'py, PyAny>) -> PyResult<Self> {
+        let (outer, k, inner) = obj.extract()?;
+        Ok(Dims::new(outer, k, inner))
+    }
+}
+
+/// `(seed, offset)`.
+impl<'a, 'py> FromPyObject<'a, 'py> for Stream {
+    type Error = PyErr;
+    fn extract(obj: Borrowed<'a, 'py, PyAny>) -> PyResult<Self> {
+        let (seed, offset) = obj.extract()?;
+        Ok(Stream::new(seed, offset))
+    }
+}
+
+/// A temperature: one float for every row (element), or an array of the
+/// kernel's float type with one per row (element).
+enum TauArg<'py> {
+    Scalar(f64),
+    Each(Bound<'py, PyAny>),
+}
+
+impl<'a, 'py> FromPyObject<'a, 'py> for TauArg<'py> {
+    type Error = PyErr;
+    fn extract(obj: Borrowed<'a, 'py, PyAny>) -> PyResult<Self> {
+        // An array first: NumPy converts one of a single element to a float.
+        if obj.cast::<PyUntypedArray>().is_ok() {
+            return Ok(TauArg::Each(obj.to_owned()));
+        }
+        Ok(TauArg::Scalar(obj.extract::<f64>()?))
+    }
+}
+
+/// A `TauArg` read as `T`; `get` lends it to a kernel.
+enum TauOf<'py, T: Element> {
+    Scalar(T),
+    Each(Ro<'py, T>),
+}
+
+impl<'py> TauArg<'py> {
+    fn of<T: Real + Element>(&self) -> PyResult<TauOf<'py, T>> {
+        Ok(match self {
+            TauArg::Scalar(v) => TauOf::Scalar(T::from_f64(*v)),
+            TauArg::Each(a) => TauOf::Each(ro::<T>(a)?),
+        })
+    }
+}
+
+impl<T: Real + Element> TauOf<'_, T> {
+    fn get(&self) -> PyResult<Tau<'_, T>> {
+        Ok(match self {
+            TauOf::Scalar(t) => Tau::Scalar(*t),
+            TauOf::Each(a) => Tau::PerRow(a.as_slice()?),
+        })
+    }
+}
+
+/// The output buffers of `mode`: `y`, and `soft` in "one_hot_with_soft" only.
+fn outputs<'a, T: Element>(
+    fname: &str,
+    mode: OutputMode,
+    y: &'a mut Rw<'_, T>,
+    soft: &'a mut Option<Rw<'_, T>>,
+) -> PyResult<Outputs<'a, T>> {
+    let soft = soft.as_mut().map(|s| s.as_slice_mut()).transpose()?;
+    Outputs::of(mode, y.as_slice_mut()?, soft).ok_or_else(|| {
+        PyValueError::new_err(format!(
+            "{fname}: a soft output goes with mode 'one_hot_with_soft' and no other; \
+             got mode {:?}",
+            mode.name()
+        ))
+    })
+}
+
+// ---------------------------------------------------------------- arrays
 
 /// Which float type an array holds: the glue's only dispatch.
 enum Float {
@@ -57,12 +236,19 @@ fn float_of(a: &Bound<'_, PyAny>) -> PyResult<Float> {
     }
 }
 
-/// Calls `$f::<f32>` or `$f::<f64>` by the dtype of `$x`.
-macro_rules! by_dtype {
-    ($x:expr, $f:ident($($arg:expr),*)) => {
+/// Runs `$body` with the type `$T` set to the float type of the array `$x`
+/// (`f32` or `f64`); every other array must then be of that type.
+macro_rules! with_float {
+    ($x:expr, |$T:ident| $body:block) => {
         match float_of($x)? {
-            Float::F32 => $f::<f32>($($arg),*),
-            Float::F64 => $f::<f64>($($arg),*),
+            Float::F32 => {
+                type $T = f32;
+                $body
+            }
+            Float::F64 => {
+                type $T = f64;
+                $body
+            }
         }
     };
 }
@@ -78,227 +264,102 @@ fn rw<'py, T: Element>(a: &Bound<'py, PyAny>) -> PyResult<Rw<'py, T>> {
     a.extract::<Rw<'py, T>>()
 }
 
-fn tau_of<'a, T: Real + Element>(tau: f64, per_row: &'a Option<Ro<'_, T>>) -> PyResult<Tau<'a, T>> {
-    Ok(match per_row {
-        Some(t) => Tau::PerRow(t.as_slice()?),
-        None => Tau::Scalar(T::from_f64(tau)),
+// ---------------------------------------------------------------- kernels
+
+/// Fills `out` with noise of `kind`.
+#[pyfunction]
+fn noise(kind: Noise, out: &Bound<'_, PyAny>, stream: Stream) -> PyResult<()> {
+    with_float!(out, |T| {
+        let py = out.py();
+        let mut out = rw::<T>(out)?;
+        let o = out.as_slice_mut()?;
+        run(py, || kernels::noise::noise(kind, stream, o))
     })
 }
 
-fn noise_t<T: Real + Element>(
-    py: Python<'_>,
-    kind: Noise,
-    out: &Bound<'_, PyAny>,
-    stream: Stream,
-) -> PyResult<()> {
-    let mut out = rw::<T>(out)?;
-    let o = out.as_slice_mut()?;
-    py.detach(|| kernels::noise::noise(kind, stream, o))
-        .map_err(raise)
-}
-
-/// Fills `out` with noise of `kind` ("gumbel", "logistic" or "uniform").
+/// Gumbel-Softmax forward over `x` viewed as `dims`: what `mode` asks for
+/// into `y`, and the soft sample into `soft` in mode "one_hot_with_soft".
 #[pyfunction]
-fn noise(
-    py: Python<'_>,
-    kind: &str,
-    out: &Bound<'_, PyAny>,
-    seed: u64,
-    offset: u64,
-) -> PyResult<()> {
-    let kind = match kind {
-        "gumbel" => Noise::Gumbel,
-        "logistic" => Noise::Logistic,
-        "uniform" => Noise::Uniform,
-        _ => {
-            return Err(PyValueError::new_err(format!(
-                "unknown noise kind {kind:?}"
-            )))
-        }
-    };
-    by_dtype!(out, noise_t(py, kind, out, Stream::new(seed, offset)))
-}
-
-#[allow(clippy::too_many_arguments)]
-fn gs_forward_t<T: Real + Element>(
-    py: Python<'_>,
-    x: &Bound<'_, PyAny>,
-    dims: Dims,
-    tau: f64,
-    tau_rows: Option<&Bound<'_, PyAny>>,
-    stream: Stream,
-    y: &Bound<'_, PyAny>,
-    soft: Option<&Bound<'_, PyAny>>,
-) -> PyResult<()> {
-    let x = ro::<T>(x)?;
-    let taus = tau_rows.map(ro::<T>).transpose()?;
-    let mut y = rw::<T>(y)?;
-    let mut soft = soft.map(rw::<T>).transpose()?;
-    let (xs, tau, ys) = (x.as_slice()?, tau_of(tau, &taus)?, y.as_slice_mut()?);
-    let ss = soft.as_mut().map(|s| s.as_slice_mut()).transpose()?;
-    py.detach(|| kernels::softmax::gumbel_softmax_forward(xs, dims, tau, stream, ys, ss))
-        .map_err(raise)
-}
-
-/// Gumbel-Softmax forward over `x` viewed as `dims = (outer, k, inner)`.
-#[pyfunction]
-#[pyo3(signature = (x, dims, tau, tau_rows, seed, offset, y, soft=None))]
-#[allow(clippy::too_many_arguments)]
+#[pyo3(signature = (x, dims, tau, stream, mode, y, soft=None))]
 fn gumbel_softmax_forward(
-    py: Python<'_>,
     x: &Bound<'_, PyAny>,
-    dims: (usize, usize, usize),
-    tau: f64,
-    tau_rows: Option<&Bound<'_, PyAny>>,
-    seed: u64,
-    offset: u64,
+    dims: Dims,
+    tau: TauArg<'_>,
+    stream: Stream,
+    mode: OutputMode,
     y: &Bound<'_, PyAny>,
     soft: Option<&Bound<'_, PyAny>>,
 ) -> PyResult<()> {
-    let dims = Dims::new(dims.0, dims.1, dims.2);
-    let stream = Stream::new(seed, offset);
-    by_dtype!(x, gs_forward_t(py, x, dims, tau, tau_rows, stream, y, soft))
-}
-
-fn gs_hard_t<T: Real + Element>(
-    py: Python<'_>,
-    x: &Bound<'_, PyAny>,
-    dims: Dims,
-    tau: f64,
-    tau_rows: Option<&Bound<'_, PyAny>>,
-    stream: Stream,
-    y: &Bound<'_, PyAny>,
-) -> PyResult<()> {
-    let x = ro::<T>(x)?;
-    let taus = tau_rows.map(ro::<T>).transpose()?;
-    let mut y = rw::<T>(y)?;
-    let (xs, tau, ys) = (x.as_slice()?, tau_of(tau, &taus)?, y.as_slice_mut()?);
-    py.detach(|| kernels::softmax::gumbel_softmax_hard_forward(xs, dims, tau, stream, ys))
-        .map_err(raise)
-}
-
-/// The one-hot Gumbel-Softmax sample alone (no soft sample); `tau` is checked only.
-#[pyfunction]
-#[allow(clippy::too_many_arguments)]
-fn gumbel_softmax_hard_forward(
-    py: Python<'_>,
-    x: &Bound<'_, PyAny>,
-    dims: (usize, usize, usize),
-    tau: f64,
-    tau_rows: Option<&Bound<'_, PyAny>>,
-    seed: u64,
-    offset: u64,
-    y: &Bound<'_, PyAny>,
-) -> PyResult<()> {
-    let dims = Dims::new(dims.0, dims.1, dims.2);
-    by_dtype!(
-        x,
-        gs_hard_t(py, x, dims, tau, tau_rows, Stream::new(seed, offset), y)
-    )
-}
-
-fn gs_backward_t<T: Real + Element>(
-    py: Python<'_>,
-    g: &Bound<'_, PyAny>,
-    y: &Bound<'_, PyAny>,
-    dims: Dims,
-    tau: f64,
-    tau_rows: Option<&Bound<'_, PyAny>>,
-    out: &Bound<'_, PyAny>,
-) -> PyResult<()> {
-    let (g, y) = (ro::<T>(g)?, ro::<T>(y)?);
-    let taus = tau_rows.map(ro::<T>).transpose()?;
-    let mut out = rw::<T>(out)?;
-    let (gs, ys, tau, os) = (
-        g.as_slice()?,
-        y.as_slice()?,
-        tau_of(tau, &taus)?,
-        out.as_slice_mut()?,
-    );
-    py.detach(|| kernels::softmax::gumbel_softmax_backward(gs, ys, dims, tau, os))
-        .map_err(raise)
+    with_float!(x, |T| {
+        let (x, tau) = (ro::<T>(x)?, tau.of::<T>()?);
+        let (mut y, mut soft) = (rw::<T>(y)?, soft.map(rw::<T>).transpose()?);
+        let out = outputs("gumbel_softmax_forward", mode, &mut y, &mut soft)?;
+        let (xs, tau) = (x.as_slice()?, tau.get()?);
+        let f = kernels::softmax::gumbel_softmax_forward;
+        run(x.py(), || f(xs, dims, tau, stream, out))
+    })
 }
 
 /// Gumbel-Softmax backward: `out = y * (g - sum(g * y)) / tau` along `k`.
 #[pyfunction]
 fn gumbel_softmax_backward(
-    py: Python<'_>,
     g: &Bound<'_, PyAny>,
     y: &Bound<'_, PyAny>,
-    dims: (usize, usize, usize),
-    tau: f64,
-    tau_rows: Option<&Bound<'_, PyAny>>,
-    out: &Bound<'_, PyAny>,
-) -> PyResult<()> {
-    let dims = Dims::new(dims.0, dims.1, dims.2);
-    by_dtype!(g, gs_backward_t(py, g, y, dims, tau, tau_rows, out))
-}
-
-fn categorical_t<T: Real + Element>(
-    py: Python<'_>,
-    x: &Bound<'_, PyAny>,
     dims: Dims,
-    num_samples: usize,
-    stream: Stream,
+    tau: TauArg<'_>,
     out: &Bound<'_, PyAny>,
 ) -> PyResult<()> {
-    let x = ro::<T>(x)?;
-    let mut out = rw::<i64>(out)?;
-    let (xs, os) = (x.as_slice()?, out.as_slice_mut()?);
-    py.detach(|| kernels::sampling::sample_categorical(xs, dims, num_samples, stream, os))
-        .map_err(raise)
+    with_float!(g, |T| {
+        let (g, y, tau, mut out) = (ro::<T>(g)?, ro::<T>(y)?, tau.of::<T>()?, rw::<T>(out)?);
+        let (gs, ys, tau, os) = (
+            g.as_slice()?,
+            y.as_slice()?,
+            tau.get()?,
+            out.as_slice_mut()?,
+        );
+        let f = kernels::softmax::gumbel_softmax_backward;
+        run(g.py(), || f(gs, ys, dims, tau, os))
+    })
 }
 
 /// `num_samples` Gumbel-max draws per row into `out` (int64, rows * num_samples).
 #[pyfunction]
 fn sample_categorical(
-    py: Python<'_>,
-    x: &Bound<'_, PyAny>,
-    dims: (usize, usize, usize),
-    num_samples: usize,
-    seed: u64,
-    offset: u64,
-    out: &Bound<'_, PyAny>,
-) -> PyResult<()> {
-    let dims = Dims::new(dims.0, dims.1, dims.2);
-    let stream = Stream::new(seed, offset);
-    by_dtype!(x, categorical_t(py, x, dims, num_samples, stream, out))
-}
-
-fn topk_t<T: Real + Element>(
-    py: Python<'_>,
     x: &Bound<'_, PyAny>,
     dims: Dims,
-    k: usize,
+    num_samples: usize,
     stream: Stream,
     out: &Bound<'_, PyAny>,
 ) -> PyResult<()> {
-    let x = ro::<T>(x)?;
-    let mut out = rw::<i64>(out)?;
-    let (xs, os) = (x.as_slice()?, out.as_slice_mut()?);
-    py.detach(|| kernels::sampling::gumbel_topk(xs, dims, k, stream, os))
-        .map_err(raise)
+    with_float!(x, |T| {
+        let (x, mut out) = (ro::<T>(x)?, rw::<i64>(out)?);
+        let (xs, os) = (x.as_slice()?, out.as_slice_mut()?);
+        let f = kernels::sampling::sample_categorical;
+        run(x.py(), || f(xs, dims, num_samples, stream, os))
+    })
 }
 
 /// Gumbel-top-k indices into `out` (int64, laid out as `(outer, k, inner)`).
 #[pyfunction]
 fn gumbel_topk(
-    py: Python<'_>,
     x: &Bound<'_, PyAny>,
-    dims: (usize, usize, usize),
+    dims: Dims,
     k: usize,
-    seed: u64,
-    offset: u64,
+    stream: Stream,
     out: &Bound<'_, PyAny>,
 ) -> PyResult<()> {
-    let dims = Dims::new(dims.0, dims.1, dims.2);
-    let stream = Stream::new(seed, offset);
-    by_dtype!(x, topk_t(py, x, dims, k, stream, out))
+    with_float!(x, |T| {
+        let (x, mut out) = (ro::<T>(x)?, rw::<i64>(out)?);
+        let (xs, os) = (x.as_slice()?, out.as_slice_mut()?);
+        run(x.py(), || {
+            kernels::sampling::gumbel_topk(xs, dims, k, stream, os)
+        })
+    })
 }
 
-#[allow(clippy::too_many_arguments)]
-fn given_argmax_t<T: Real + Element>(
-    py: Python<'_>,
+/// Gumbel-perturbed logits conditioned on their argmax (`index`, one per row).
+#[pyfunction]
+fn gumbel_given_argmax(
     x: &Bound<'_, PyAny>,
     dims: Dims,
     index: &Bound<'_, PyAny>,
@@ -306,209 +367,112 @@ fn given_argmax_t<T: Real + Element>(
     stream: Stream,
     out: &Bound<'_, PyAny>,
 ) -> PyResult<()> {
-    let x = ro::<T>(x)?;
-    let index = ro::<i64>(index)?;
-    let mut out = rw::<T>(out)?;
-    let (xs, is, os) = (x.as_slice()?, index.as_slice()?, out.as_slice_mut()?);
-    py.detach(|| kernels::sampling::gumbel_given_argmax(xs, dims, is, num_samples, stream, os))
-        .map_err(raise)
+    with_float!(x, |T| {
+        let (x, index, mut out) = (ro::<T>(x)?, ro::<i64>(index)?, rw::<T>(out)?);
+        let (xs, is, os) = (x.as_slice()?, index.as_slice()?, out.as_slice_mut()?);
+        let f = kernels::sampling::gumbel_given_argmax;
+        run(x.py(), || f(xs, dims, is, num_samples, stream, os))
+    })
 }
 
-/// Gumbel-perturbed logits conditioned on their argmax (`index`, one per row).
+/// Relaxed Bernoulli forward: what `mode` asks for into `y`, and the soft
+/// sample into `soft` in mode "one_hot_with_soft".
 #[pyfunction]
-#[allow(clippy::too_many_arguments)]
-fn gumbel_given_argmax(
-    py: Python<'_>,
-    x: &Bound<'_, PyAny>,
-    dims: (usize, usize, usize),
-    index: &Bound<'_, PyAny>,
-    num_samples: usize,
-    seed: u64,
-    offset: u64,
-    out: &Bound<'_, PyAny>,
-) -> PyResult<()> {
-    let dims = Dims::new(dims.0, dims.1, dims.2);
-    let stream = Stream::new(seed, offset);
-    by_dtype!(
-        x,
-        given_argmax_t(py, x, dims, index, num_samples, stream, out)
-    )
-}
-
-#[allow(clippy::too_many_arguments)]
-fn rb_forward_t<T: Real + Element>(
-    py: Python<'_>,
-    x: &Bound<'_, PyAny>,
-    tau: f64,
-    tau_elems: Option<&Bound<'_, PyAny>>,
-    stream: Stream,
-    y: &Bound<'_, PyAny>,
-    soft: Option<&Bound<'_, PyAny>>,
-) -> PyResult<()> {
-    let x = ro::<T>(x)?;
-    let taus = tau_elems.map(ro::<T>).transpose()?;
-    let mut y = rw::<T>(y)?;
-    let mut soft = soft.map(rw::<T>).transpose()?;
-    let (xs, tau, ys) = (x.as_slice()?, tau_of(tau, &taus)?, y.as_slice_mut()?);
-    let ss = soft.as_mut().map(|s| s.as_slice_mut()).transpose()?;
-    py.detach(|| kernels::bernoulli::relaxed_bernoulli_forward(xs, tau, stream, ys, ss))
-        .map_err(raise)
-}
-
-/// Relaxed Bernoulli forward (hard straight-through sample when `soft` is given).
-#[pyfunction]
-#[pyo3(signature = (x, tau, tau_elems, seed, offset, y, soft=None))]
-#[allow(clippy::too_many_arguments)]
+#[pyo3(signature = (x, tau, stream, mode, y, soft=None))]
 fn relaxed_bernoulli_forward(
-    py: Python<'_>,
     x: &Bound<'_, PyAny>,
-    tau: f64,
-    tau_elems: Option<&Bound<'_, PyAny>>,
-    seed: u64,
-    offset: u64,
+    tau: TauArg<'_>,
+    stream: Stream,
+    mode: OutputMode,
     y: &Bound<'_, PyAny>,
     soft: Option<&Bound<'_, PyAny>>,
 ) -> PyResult<()> {
-    let stream = Stream::new(seed, offset);
-    by_dtype!(x, rb_forward_t(py, x, tau, tau_elems, stream, y, soft))
-}
-
-fn rb_backward_t<T: Real + Element>(
-    py: Python<'_>,
-    g: &Bound<'_, PyAny>,
-    y: &Bound<'_, PyAny>,
-    tau: f64,
-    tau_elems: Option<&Bound<'_, PyAny>>,
-    out: &Bound<'_, PyAny>,
-) -> PyResult<()> {
-    let (g, y) = (ro::<T>(g)?, ro::<T>(y)?);
-    let taus = tau_elems.map(ro::<T>).transpose()?;
-    let mut out = rw::<T>(out)?;
-    let (gs, ys, tau, os) = (
-        g.as_slice()?,
-        y.as_slice()?,
-        tau_of(tau, &taus)?,
-        out.as_slice_mut()?,
-    );
-    py.detach(|| kernels::bernoulli::relaxed_bernoulli_backward(gs, ys, tau, os))
-        .map_err(raise)
+    with_float!(x, |T| {
+        let (x, tau) = (ro::<T>(x)?, tau.of::<T>()?);
+        let (mut y, mut soft) = (rw::<T>(y)?, soft.map(rw::<T>).transpose()?);
+        let out = outputs("relaxed_bernoulli_forward", mode, &mut y, &mut soft)?;
+        let (xs, tau) = (x.as_slice()?, tau.get()?);
+        let f = kernels::bernoulli::relaxed_bernoulli_forward;
+        run(x.py(), || f(xs, tau, stream, out))
+    })
 }
 
 /// Relaxed Bernoulli backward: `out = g * y * (1 - y) / tau`.
 #[pyfunction]
 fn relaxed_bernoulli_backward(
-    py: Python<'_>,
     g: &Bound<'_, PyAny>,
     y: &Bound<'_, PyAny>,
-    tau: f64,
-    tau_elems: Option<&Bound<'_, PyAny>>,
+    tau: TauArg<'_>,
     out: &Bound<'_, PyAny>,
 ) -> PyResult<()> {
-    by_dtype!(g, rb_backward_t(py, g, y, tau, tau_elems, out))
-}
-
-#[allow(clippy::too_many_arguments)]
-fn hc_forward_t<T: Real + Element>(
-    py: Python<'_>,
-    x: &Bound<'_, PyAny>,
-    tau: f64,
-    tau_elems: Option<&Bound<'_, PyAny>>,
-    limits: (f64, f64),
-    stream: Stream,
-    z: &Bound<'_, PyAny>,
-) -> PyResult<()> {
-    let x = ro::<T>(x)?;
-    let taus = tau_elems.map(ro::<T>).transpose()?;
-    let mut z = rw::<T>(z)?;
-    let limits = (T::from_f64(limits.0), T::from_f64(limits.1));
-    let (xs, tau, zs) = (x.as_slice()?, tau_of(tau, &taus)?, z.as_slice_mut()?);
-    py.detach(|| kernels::bernoulli::hard_concrete_forward(xs, tau, limits, stream, zs))
-        .map_err(raise)
+    with_float!(g, |T| {
+        let (g, y, tau, mut out) = (ro::<T>(g)?, ro::<T>(y)?, tau.of::<T>()?, rw::<T>(out)?);
+        let (gs, ys, tau, os) = (
+            g.as_slice()?,
+            y.as_slice()?,
+            tau.get()?,
+            out.as_slice_mut()?,
+        );
+        let f = kernels::bernoulli::relaxed_bernoulli_backward;
+        run(g.py(), || f(gs, ys, tau, os))
+    })
 }
 
 /// Hard Concrete forward.
 #[pyfunction]
-#[allow(clippy::too_many_arguments)]
 fn hard_concrete_forward(
-    py: Python<'_>,
     x: &Bound<'_, PyAny>,
-    tau: f64,
-    tau_elems: Option<&Bound<'_, PyAny>>,
+    tau: TauArg<'_>,
     limits: (f64, f64),
-    seed: u64,
-    offset: u64,
+    stream: Stream,
     z: &Bound<'_, PyAny>,
 ) -> PyResult<()> {
-    let stream = Stream::new(seed, offset);
-    by_dtype!(x, hc_forward_t(py, x, tau, tau_elems, limits, stream, z))
-}
-
-#[allow(clippy::too_many_arguments)]
-fn hc_backward_t<T: Real + Element>(
-    py: Python<'_>,
-    g: &Bound<'_, PyAny>,
-    z: &Bound<'_, PyAny>,
-    tau: f64,
-    tau_elems: Option<&Bound<'_, PyAny>>,
-    limits: (f64, f64),
-    out: &Bound<'_, PyAny>,
-) -> PyResult<()> {
-    let (g, z) = (ro::<T>(g)?, ro::<T>(z)?);
-    let taus = tau_elems.map(ro::<T>).transpose()?;
-    let mut out = rw::<T>(out)?;
-    let limits = (T::from_f64(limits.0), T::from_f64(limits.1));
-    let (gs, zs, tau, os) = (
-        g.as_slice()?,
-        z.as_slice()?,
-        tau_of(tau, &taus)?,
-        out.as_slice_mut()?,
-    );
-    py.detach(|| kernels::bernoulli::hard_concrete_backward(gs, zs, tau, limits, os))
-        .map_err(raise)
+    with_float!(x, |T| {
+        let (x, tau, mut z) = (ro::<T>(x)?, tau.of::<T>()?, rw::<T>(z)?);
+        let limits = (T::from_f64(limits.0), T::from_f64(limits.1));
+        let (xs, tau, zs) = (x.as_slice()?, tau.get()?, z.as_slice_mut()?);
+        let f = kernels::bernoulli::hard_concrete_forward;
+        run(x.py(), || f(xs, tau, limits, stream, zs))
+    })
 }
 
 /// Hard Concrete backward from the output `z`.
 #[pyfunction]
 fn hard_concrete_backward(
-    py: Python<'_>,
     g: &Bound<'_, PyAny>,
     z: &Bound<'_, PyAny>,
-    tau: f64,
-    tau_elems: Option<&Bound<'_, PyAny>>,
+    tau: TauArg<'_>,
     limits: (f64, f64),
     out: &Bound<'_, PyAny>,
 ) -> PyResult<()> {
-    by_dtype!(g, hc_backward_t(py, g, z, tau, tau_elems, limits, out))
-}
-
-fn math_t<T: Real + Element>(
-    name: &str,
-    x: &Bound<'_, PyAny>,
-    out: &Bound<'_, PyAny>,
-) -> PyResult<()> {
-    let f: fn(T) -> T = match name {
-        "exp" => T::exp,
-        "ln" => T::ln,
-        "ln1p" => T::ln_1p,
-        _ => {
-            return Err(PyValueError::new_err(format!(
-                "math: name must be 'exp', 'ln' or 'ln1p', got {name:?}"
-            )))
-        }
-    };
-    let x = ro::<T>(x)?;
-    let mut out = rw::<T>(out)?;
-    for (o, &v) in out.as_slice_mut()?.iter_mut().zip(x.as_slice()?) {
-        *o = f(v);
-    }
-    Ok(())
+    with_float!(g, |T| {
+        let (g, z, tau, mut out) = (ro::<T>(g)?, ro::<T>(z)?, tau.of::<T>()?, rw::<T>(out)?);
+        let limits = (T::from_f64(limits.0), T::from_f64(limits.1));
+        let (gs, zs, tau, os) = (
+            g.as_slice()?,
+            z.as_slice()?,
+            tau.get()?,
+            out.as_slice_mut()?,
+        );
+        let f = kernels::bernoulli::hard_concrete_backward;
+        run(g.py(), || f(gs, zs, tau, limits, os))
+    })
 }
 
 /// `out = f(x)` for the kernels' own `exp`, `ln` or `ln1p` (for parity tests).
 #[pyfunction]
-fn math(name: &str, x: &Bound<'_, PyAny>, out: &Bound<'_, PyAny>) -> PyResult<()> {
-    by_dtype!(x, math_t(name, x, out))
+fn math(name: MathFn, x: &Bound<'_, PyAny>, out: &Bound<'_, PyAny>) -> PyResult<()> {
+    with_float!(x, |T| {
+        let f = name.of::<T>();
+        let (x, mut out) = (ro::<T>(x)?, rw::<T>(out)?);
+        for (o, &v) in out.as_slice_mut()?.iter_mut().zip(x.as_slice()?) {
+            *o = f(v);
+        }
+        Ok(())
+    })
 }
+
+// ---------------------------------------------------------------- the rest
 
 /// Philox4x32-10 of one counter block under one key.
 #[pyfunction]
@@ -548,41 +512,22 @@ fn get_num_threads() -> usize {
     parallel::get_num_threads()
 }
 
-fn level_name(l: isa::Level) -> &'static str {
-    match l {
-        isa::Level::Portable => "portable",
-        isa::Level::Avx2 => "avx2",
-        isa::Level::Avx512 => "avx512",
-    }
-}
-
 /// The instruction-set level kernels run at ("portable", "avx2" or "avx512").
 #[pyfunction]
 fn simd_level() -> &'static str {
-    level_name(isa::level())
+    isa::level().name()
 }
 
 /// The best level this CPU supports.
 #[pyfunction]
 fn simd_detected() -> &'static str {
-    level_name(isa::detected())
+    isa::detected().name()
 }
 
 /// Caps the level kernels use; results are bitwise the same at every level.
 #[pyfunction]
-fn set_max_simd_level(name: &str) -> PyResult<()> {
-    let cap = match name {
-        "portable" => isa::Level::Portable,
-        "avx2" => isa::Level::Avx2,
-        "avx512" => isa::Level::Avx512,
-        _ => {
-            return Err(PyValueError::new_err(format!(
-                "SIMD level must be 'portable', 'avx2' or 'avx512', got {name:?}"
-            )))
-        }
-    };
-    isa::set_max_level(cap);
-    Ok(())
+fn set_max_simd_level(name: Level) {
+    isa::set_max_level(name);
 }
 
 /// Address of the first element of a float or int64 array, as the kernels see it.
@@ -591,10 +536,7 @@ fn data_ptr(a: &Bound<'_, PyAny>) -> PyResult<usize> {
     if let Ok(a) = a.cast::<PyArrayDyn<i64>>() {
         return Ok(a.readonly().as_slice()?.as_ptr() as usize);
     }
-    Ok(match float_of(a)? {
-        Float::F32 => ro::<f32>(a)?.as_slice()?.as_ptr() as usize,
-        Float::F64 => ro::<f64>(a)?.as_slice()?.as_ptr() as usize,
-    })
+    with_float!(a, |T| { Ok(ro::<T>(a)?.as_slice()?.as_ptr() as usize) })
 }
 
 #[pymodule]
@@ -602,7 +544,6 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("KernelError", m.py().get_type::<KernelErrorPy>())?;
     m.add_function(wrap_pyfunction!(noise, m)?)?;
     m.add_function(wrap_pyfunction!(gumbel_softmax_forward, m)?)?;
-    m.add_function(wrap_pyfunction!(gumbel_softmax_hard_forward, m)?)?;
     m.add_function(wrap_pyfunction!(gumbel_softmax_backward, m)?)?;
     m.add_function(wrap_pyfunction!(sample_categorical, m)?)?;
     m.add_function(wrap_pyfunction!(gumbel_topk, m)?)?;

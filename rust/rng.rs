@@ -166,13 +166,9 @@ mod x86 {
     /// reads only the lower halves, xor is bitwise), and the final packing
     /// drops it. Per round and 16 blocks: 4 multiplies, 4 swaps or shifts
     /// and 4 three-way xors, against 4 multiplies, 6 shifts, 4 blends and
-    /// 2 xors with the words packed in 32-bit lanes. Measured, uniforms of
-    /// [4096, 1024] float32 on one thread: 3.3 -> 2.4 ms. (The same layout
-    /// in AVX2 was slower than the packed one there: 2.9 -> 3.7 ms.)
-    /// Inlined into the kernels, the words stay in registers instead of
-    /// going back through memory: uniforms of [4096, 1024] float32, one
-    /// thread, AVX-512 (Zen 4): 2.9 -> 2.5 ms, with a Gumbel noise
-    /// -2 %.
+    /// 2 xors with the words packed in 32-bit lanes (AVX2 keeps the packed
+    /// layout: there it is the faster one). `#[inline]`, so that the words
+    /// stay in registers in the kernels instead of going back through memory.
     #[inline]
     #[target_feature(enable = "avx512f")]
     pub(super) unsafe fn philox16_avx512(c: Words, key: [u32; 2]) -> Words {

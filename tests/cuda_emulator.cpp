@@ -10,6 +10,7 @@
  * emu_launch(name, grid, block, shared, args) runs kernel `name` with args[i]
  * pointing at the value of its i-th parameter, as cuLaunchKernel takes them.
  * emu_set_ftz(1) models a build with -ftz=true (CuPy's default).
+ * emu_fault(tag, kind, pos) is the fault code a kernel records.
  * Build: g++ -std=c++20 -O1 -ffp-contract=off -shared -fPIC -pthread -I<cuda dir>.
  */
 #include <atomic>
@@ -124,6 +125,12 @@ typedef void (*Entry)(void**);
 static const std::map<std::string, Entry> kernels = {
     GRS_ENTRIES(f16), GRS_ENTRIES(bf16), GRS_ENTRIES(f32), GRS_ENTRIES(f64),
     GRS_ENTRY(grs_noise_f32), GRS_ENTRY(grs_noise_f64)};
+
+/* The fault code grs_fault records (device.cuh), for the round trip through
+ * gumbelrs._protocol.FaultCode. */
+extern "C" unsigned long long emu_fault(unsigned long long tag, int kind, long long pos) {
+  return grs_fault(tag, kind, pos);
+}
 
 /* -ftz=true makes every single-precision operation flush subnormal inputs and
  * results to zero, and leaves double precision alone. Modelled by the SSE

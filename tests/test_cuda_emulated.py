@@ -18,6 +18,7 @@ speed, CuPy itself) is left to tests/test_cuda.py on a CUDA machine.
 import contextlib
 import ctypes
 import math
+import re
 import shutil
 import subprocess
 import types
@@ -29,9 +30,11 @@ import torch
 
 import gumbelrs
 from gumbelrs import _cuda, _dispatch, cuda
+from gumbelrs._protocol import FaultCode, FaultKind
 
 from .conftest import tied_logits
 from .test_cuda import NEG_INF, _grad, _gs, close_to_scale, gens, grad_ulps, gs_case, make_logits
+from .test_protocol import FAULTS, fault_logits, faults_seen
 
 SOURCE = __file__.replace("test_cuda_emulated.py", "cuda_emulator.cpp")
 _CTYPE = {np.int64: ctypes.c_int64, np.uint64: ctypes.c_uint64, np.int32: ctypes.c_int32,
@@ -50,6 +53,8 @@ def emulator(tmp_path_factory):
     emu.emu_launch.argtypes = [ctypes.c_char_p, ctypes.c_uint, ctypes.c_uint, ctypes.c_uint,
                                ctypes.POINTER(ctypes.c_void_p)]
     emu.emu_set_ftz.argtypes = [ctypes.c_int]
+    emu.emu_fault.argtypes = [ctypes.c_uint64, ctypes.c_int, ctypes.c_int64]
+    emu.emu_fault.restype = ctypes.c_uint64
     return emu
 
 
@@ -554,3 +559,30 @@ def test_the_shared_memory_limit_without_torchs_opt_in_property(monkeypatch):
     monkeypatch.setattr(torch.cuda, "get_device_properties", lambda device: props[device.index])
     assert _cuda._smem_limit(torch.device("cuda", 1)) == 227 * 1024 - _cuda._STATIC_SMEM
     assert _cuda._smem_limit(torch.device("cuda", 2)) == 48 * 1024 - _cuda._STATIC_SMEM
+
+
+@pytest.mark.parametrize("kind", list(FaultKind))
+def test_every_fault_kind_round_trips_through_the_kernels_code(emulator, kind):
+    """The code a kernel records (grs_fault) decodes to its call, kind and
+    position; positions beyond the field are clamped to its largest value."""
+    top = (1 << FaultCode.POS_BITS) - 1
+    for seq in (1, (1 << FaultCode.SEQ_BITS) - 1):
+        for pos, want in [(0, 0), (12345, 12345), (top, top), (top + 7, top), (-3, 0)]:
+            code = emulator.emu_fault(FaultCode.tag(seq), int(kind), pos)
+            assert FaultCode.decode(code) == (seq, kind, want)
+    # A bad temperature wins the minimum over every other kind, at any position.
+    tau = emulator.emu_fault(FaultCode.tag(3), int(FaultKind.TAU), top)
+    assert all(tau < emulator.emu_fault(FaultCode.tag(3), int(k), 0)
+               for k in FaultKind if k is not FaultKind.TAU)
+
+
+@pytest.mark.parametrize("kind", list(FaultKind))
+def test_every_fault_kind_reaches_translate_as_on_the_cpu(request, monkeypatch, kind):
+    call, message = FAULTS[kind]
+    x = fault_logits()
+    want = _message(lambda: call(x))
+    request.getfixturevalue("gpu")
+    cuda.set_checks("sync")
+    seen = faults_seen(monkeypatch, _cuda)
+    assert _message(lambda: call(x)) == want
+    assert re.match(message, want) and seen == [kind]

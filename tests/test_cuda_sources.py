@@ -48,7 +48,7 @@ def test_host_build_draws_the_rust_noise_bitwise(driver, dtype, kind, code):
                          check=True, capture_output=True).stdout
     host = np.frombuffer(raw, dtype=dtype)
     rust = np.empty(n, dtype=dtype)
-    _core.noise(kind, rust, seed, offset)
+    _core.noise(kind, rust, (seed, offset))
     assert host.shape == (n,)
     assert np.array_equal(_bits(host), _bits(rust))
 

@@ -1,4 +1,5 @@
-"""Type stubs of the native module built from rust/python.rs.
+"""Type stubs of the native module built from rust/python.rs, checked against
+the compiled module by mypy's stubtest (``make lint``).
 
 Kernels take C-contiguous NumPy views (float32 or float64; int64 for indices)
 of contiguous torch tensors, read as flat slices, and write their outputs in
@@ -7,58 +8,86 @@ dimension.
 """
 
 
+from collections.abc import Sequence
+from typing import Any, Literal
+
 import numpy as np
 import numpy.typing as npt
 
-Float = npt.NDArray[np.floating]
-Index = npt.NDArray[np.int64]
-Dims = tuple[int, int, int]
+_Float = npt.NDArray[np.floating[Any]]
+_Index = npt.NDArray[np.int64]
+#: (outer, k, inner).
+_Dims = tuple[int, int, int]
+#: (seed, offset) of the random stream.
+_Stream = tuple[int, int]
+#: One temperature, or one per row (element) in the kernel's float type.
+_Tau = float | _Float
+#: gumbelrs._protocol.OutputMode (a str enum) or its value.
+_OutputMode = Literal["soft", "one_hot", "one_hot_with_soft"]
+_NoiseKind = Literal["gumbel", "logistic", "uniform"]
+_MathName = Literal["exp", "ln", "ln1p"]
+_SimdLevel = Literal["portable", "avx2", "avx512"]
+
+__all__ = [
+    "KernelError",
+    "data_ptr",
+    "fork_seeds",
+    "get_num_threads",
+    "gumbel_given_argmax",
+    "gumbel_softmax_backward",
+    "gumbel_softmax_forward",
+    "gumbel_topk",
+    "hard_concrete_backward",
+    "hard_concrete_forward",
+    "math",
+    "noise",
+    "philox4x32_10",
+    "relaxed_bernoulli_backward",
+    "relaxed_bernoulli_forward",
+    "sample_categorical",
+    "set_max_simd_level",
+    "set_num_threads",
+    "simd_detected",
+    "simd_level",
+    "use_openmp",
+    "uses_openmp",
+]
 
 class KernelError(ValueError):
-    """args: (kind, position, available, requested); kind is one of "nan",
-    "posinf", "all_masked", "too_few", "tau"."""
+    """args: (kind, position, available, requested); kind is the code of a
+    gumbelrs._protocol.FaultKind (every kind of it)."""
 
-def noise(kind: str, out: Float, seed: int, offset: int) -> None: ...
+def noise(kind: _NoiseKind, out: _Float, stream: _Stream) -> None: ...
 def gumbel_softmax_forward(
-    x: Float, dims: Dims, tau: float, tau_rows: Float | None, seed: int, offset: int,
-    y: Float, soft: Float | None = None,
+    x: _Float, dims: _Dims, tau: _Tau, stream: _Stream, mode: _OutputMode, y: _Float,
+    soft: _Float | None = None,
 ) -> None: ...
-def gumbel_softmax_hard_forward(
-    x: Float, dims: Dims, tau: float, tau_rows: Float | None, seed: int, offset: int, y: Float
-) -> None: ...
-def gumbel_softmax_backward(
-    g: Float, y: Float, dims: Dims, tau: float, tau_rows: Float | None, out: Float
-) -> None: ...
+def gumbel_softmax_backward(g: _Float, y: _Float, dims: _Dims, tau: _Tau, out: _Float) -> None: ...
 def sample_categorical(
-    x: Float, dims: Dims, num_samples: int, seed: int, offset: int, out: Index
+    x: _Float, dims: _Dims, num_samples: int, stream: _Stream, out: _Index
 ) -> None: ...
-def gumbel_topk(x: Float, dims: Dims, k: int, seed: int, offset: int, out: Index) -> None: ...
+def gumbel_topk(x: _Float, dims: _Dims, k: int, stream: _Stream, out: _Index) -> None: ...
 def gumbel_given_argmax(
-    x: Float, dims: Dims, index: Index, num_samples: int, seed: int, offset: int, out: Float
+    x: _Float, dims: _Dims, index: _Index, num_samples: int, stream: _Stream, out: _Float
 ) -> None: ...
 def relaxed_bernoulli_forward(
-    x: Float, tau: float, tau_elems: Float | None, seed: int, offset: int, y: Float,
-    soft: Float | None = None,
+    x: _Float, tau: _Tau, stream: _Stream, mode: _OutputMode, y: _Float, soft: _Float | None = None
 ) -> None: ...
-def relaxed_bernoulli_backward(
-    g: Float, y: Float, tau: float, tau_elems: Float | None, out: Float
-) -> None: ...
+def relaxed_bernoulli_backward(g: _Float, y: _Float, tau: _Tau, out: _Float) -> None: ...
 def hard_concrete_forward(
-    x: Float, tau: float, tau_elems: Float | None, limits: tuple[float, float], seed: int,
-    offset: int, z: Float,
+    x: _Float, tau: _Tau, limits: tuple[float, float], stream: _Stream, z: _Float
 ) -> None: ...
 def hard_concrete_backward(
-    g: Float, z: Float, tau: float, tau_elems: Float | None, limits: tuple[float, float],
-    out: Float,
+    g: _Float, z: _Float, tau: _Tau, limits: tuple[float, float], out: _Float
 ) -> None: ...
-def math(name: str, x: Float, out: Float) -> None: ...
-def philox4x32_10(ctr: list[int], key: list[int]) -> list[int]: ...
+def math(name: _MathName, x: _Float, out: _Float) -> None: ...
+def philox4x32_10(ctr: Sequence[int], key: Sequence[int]) -> list[int]: ...
 def fork_seeds(seed: int, offset: int, n: int) -> list[int]: ...
 def set_num_threads(n: int) -> None: ...
 def use_openmp(on: bool) -> bool: ...
 def uses_openmp() -> bool: ...
 def get_num_threads() -> int: ...
-def data_ptr(a: npt.NDArray) -> int: ...
-def simd_level() -> str: ...
-def simd_detected() -> str: ...
-def set_max_simd_level(name: str) -> None: ...
+def data_ptr(a: npt.NDArray[Any]) -> int: ...
+def simd_level() -> _SimdLevel: ...
+def simd_detected() -> _SimdLevel: ...
+def set_max_simd_level(name: _SimdLevel) -> None: ...

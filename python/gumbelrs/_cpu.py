@@ -16,6 +16,7 @@ import torch
 
 from . import _core
 from ._faults import translate
+from ._protocol import OutputMode
 
 
 def _on_torchs_openmp() -> bool:
@@ -42,6 +43,11 @@ def _np(t: torch.Tensor):
 
 def _opt(t: torch.Tensor | None):
     return None if t is None else _np(t)
+
+
+def _tau(tau: float, each: torch.Tensor | None):
+    """A temperature as the core takes it: the float, or one per row (element)."""
+    return tau if each is None else _np(each)
 
 
 def split(shape: torch.Size, dim: int) -> tuple[int, int, int]:
@@ -80,32 +86,25 @@ def prepare(x: torch.Tensor) -> torch.Tensor:
 def noise(kind: str, shape, dtype: torch.dtype, device: torch.device, seed: int,
           offset: int) -> torch.Tensor:
     out = torch.empty(shape, dtype=dtype)
-    _core.noise(kind, _np(out), seed, offset)
+    _core.noise(kind, _np(out), (seed, offset))
     return out
 
 
 def gumbel_softmax(fn, x, dim, tau, tau_rows, seed, offset, hard, need_soft=True):
     """``(y, soft)``; ``soft`` is None unless ``hard`` and ``need_soft``."""
+    mode = OutputMode.of(hard, need_soft)
     y = torch.empty_like(x)
-    soft = torch.empty_like(x) if hard and need_soft else None
-    dims = split(x.shape, dim)
+    soft = torch.empty_like(x) if mode is OutputMode.ONE_HOT_WITH_SOFT else None
     with _faults(fn, x.shape, dim, tau_rows):
-        if hard and not need_soft:
-            _core.gumbel_softmax_hard_forward(
-                _np(x), dims, tau, _opt(tau_rows), seed, offset, _np(y)
-            )
-        else:
-            _core.gumbel_softmax_forward(
-                _np(x), dims, tau, _opt(tau_rows), seed, offset, _np(y), _opt(soft)
-            )
+        _core.gumbel_softmax_forward(_np(x), split(x.shape, dim), _tau(tau, tau_rows),
+                                     (seed, offset), mode, _np(y), _opt(soft))
     return y, soft
 
 
 def gumbel_softmax_backward(grad, y, dim, tau, tau_rows):
     out = torch.empty_like(y)
-    _core.gumbel_softmax_backward(
-        _np(grad), _np(y), split(y.shape, dim), tau, _opt(tau_rows), _np(out)
-    )
+    _core.gumbel_softmax_backward(_np(grad), _np(y), split(y.shape, dim), _tau(tau, tau_rows),
+                                  _np(out))
     return out
 
 
@@ -113,7 +112,8 @@ def sample_categorical(fn, x, dim, num_samples, seed, offset):
     batch = [n for i, n in enumerate(x.shape) if i != dim]
     out = torch.empty((*batch, num_samples), dtype=torch.int64)
     with _faults(fn, x.shape, dim, None):
-        _core.sample_categorical(_np(x), split(x.shape, dim), num_samples, seed, offset, _np(out))
+        _core.sample_categorical(_np(x), split(x.shape, dim), num_samples, (seed, offset),
+                                 _np(out))
     return out
 
 
@@ -122,42 +122,42 @@ def gumbel_topk(fn, x, dim, k, seed, offset):
     shape[dim] = k
     out = torch.empty(shape, dtype=torch.int64)
     with _faults(fn, x.shape, dim, None):
-        _core.gumbel_topk(_np(x), split(x.shape, dim), k, seed, offset, _np(out))
+        _core.gumbel_topk(_np(x), split(x.shape, dim), k, (seed, offset), _np(out))
     return out
 
 
 def gumbel_given_argmax(fn, x, dim, index, num_samples, seed, offset):
     out = torch.empty((num_samples, *x.shape), dtype=x.dtype)
     with _faults(fn, x.shape, dim, None):
-        _core.gumbel_given_argmax(_np(x), split(x.shape, dim), _np(index), num_samples, seed,
-                                  offset, _np(out))
+        _core.gumbel_given_argmax(_np(x), split(x.shape, dim), _np(index), num_samples,
+                                  (seed, offset), _np(out))
     return out
 
 
 def relaxed_bernoulli(fn, x, tau, tau_elems, seed, offset, hard):
+    mode = OutputMode.of(hard)
     y = torch.empty_like(x)
-    soft = torch.empty_like(x) if hard else None
+    soft = torch.empty_like(x) if mode is OutputMode.ONE_HOT_WITH_SOFT else None
     with _faults(fn, x.shape, None, tau_elems):
-        _core.relaxed_bernoulli_forward(
-            _np(x), tau, _opt(tau_elems), seed, offset, _np(y), _opt(soft)
-        )
+        _core.relaxed_bernoulli_forward(_np(x), _tau(tau, tau_elems), (seed, offset), mode,
+                                        _np(y), _opt(soft))
     return y, soft
 
 
 def relaxed_bernoulli_backward(grad, y, tau, tau_elems):
     out = torch.empty_like(y)
-    _core.relaxed_bernoulli_backward(_np(grad), _np(y), tau, _opt(tau_elems), _np(out))
+    _core.relaxed_bernoulli_backward(_np(grad), _np(y), _tau(tau, tau_elems), _np(out))
     return out
 
 
 def hard_concrete(fn, x, tau, tau_elems, limits, seed, offset):
     z = torch.empty_like(x)
     with _faults(fn, x.shape, None, tau_elems):
-        _core.hard_concrete_forward(_np(x), tau, _opt(tau_elems), limits, seed, offset, _np(z))
+        _core.hard_concrete_forward(_np(x), _tau(tau, tau_elems), limits, (seed, offset), _np(z))
     return z
 
 
 def hard_concrete_backward(grad, z, tau, tau_elems, limits):
     out = torch.empty_like(z)
-    _core.hard_concrete_backward(_np(grad), _np(z), tau, _opt(tau_elems), limits, _np(out))
+    _core.hard_concrete_backward(_np(grad), _np(z), _tau(tau, tau_elems), limits, _np(out))
     return out

@@ -29,6 +29,7 @@ import torch
 from . import cuda
 from ._cpu import split
 from ._faults import translate
+from ._protocol import CUDA_OUTPUT_MODE, FaultCode, FaultKind, OutputMode
 
 # ---------------------------------------------------------------- modules
 
@@ -39,7 +40,6 @@ _lock = threading.Lock()
 
 _SUFFIX = {torch.float16: "f16", torch.bfloat16: "bf16", torch.float32: "f32",
            torch.float64: "f64"}
-_NO_FAULT = -1  # all ones: no fault recorded
 
 
 def require():
@@ -260,18 +260,14 @@ def _rows_launch(k: int, rows: int) -> tuple[int, int, int]:
 # ---------------------------------------------------------------- faults
 
 
-_KINDS = {1: "nan", 2: "posinf", 3: "all_masked", 4: "index", 5: "tau", 6: "too_few"}
-
-
 class _Faults:
     """The fault word of one device and the calls that may have written it."""
 
-    SEQ_BITS = 24
     KEEP = 4096  # calls remembered since the last check
     BUDGET = 64 << 20  # bytes of tensors kept for messages; beyond, weak references
 
     def __init__(self, device: torch.device) -> None:
-        self.word = torch.full((1,), _NO_FAULT, dtype=torch.int64, device=device)
+        self.word = torch.full((1,), -1, dtype=torch.int64, device=device)  # FaultCode.NONE
         self.seq = 0
         self.calls: OrderedDict[int, tuple] = OrderedDict()
         self.kept = 0
@@ -297,42 +293,43 @@ class _Faults:
         temperature and, for top-k, the per-row counts of categories that are
         not masked and k."""
         with self.lock:
-            self.seq = (self.seq + 1) % (1 << self.SEQ_BITS)
+            self.seq = (self.seq + 1) % (1 << FaultCode.SEQ_BITS)
             old = self.calls.pop(self.seq, None)
             if old is not None:
                 self._forget(old)
             self.calls[self.seq] = (fn, tuple(shape), dim, self._keep(tau), self._keep(avail), k)
             while len(self.calls) > self.KEEP:
                 self._forget(self.calls.popitem(last=False)[1])
-            return np.uint64(self.seq << 40)
+            return np.uint64(FaultCode.tag(self.seq))
 
     def take(self) -> ValueError | None:
         """The recorded fault as an error, cleared; waits for every stream of the device."""
         torch.cuda.synchronize(self.word.device)
-        code = int(self.word.item()) & ((1 << 64) - 1)
-        if code == (1 << 64) - 1:
+        code = int(self.word.item()) & FaultCode.NONE  # the int64's bits, unsigned
+        if code == FaultCode.NONE:
             return None
-        self.word.fill_(_NO_FAULT)
+        self.word.fill_(-1)
+        seq, kind, pos = FaultCode.decode(code)
         with self.lock:
-            call = self.calls.get(code >> 40)
+            call = self.calls.get(seq)
             self.calls.clear()
             self.kept = 0
-        name = _KINDS[code & 7]
-        pos = (code >> 3) & ((1 << 36) - 1)
         if call is None:
             return ValueError(
-                f"gumbelrs: a CUDA kernel found a fault ({name}) at position {pos} in a call "
-                f"whose record was dropped (more than {self.KEEP} calls since the last check); "
+                f"gumbelrs: a CUDA kernel found a fault ({kind.name.lower()}) at position {pos} "
+                f"in a call whose record was dropped (more than {self.KEEP} calls since the last "
+                "check); "
                 "call gumbelrs.cuda.check_faults() more often or use set_checks('sync')"
             )
         fn, shape, dim, tau, avail, k = (
             v() if isinstance(v, weakref.ref) else v for v in call
         )
-        if name in ("all_masked", "index", "too_few"):
+        if kind in (FaultKind.ALL_MASKED, FaultKind.INDEX, FaultKind.TOO_FEW):
+            # The kernels record a row by its first element: its row number.
             size, inner = shape[dim], math.prod(shape[dim + 1:])
             pos = (pos // max(1, size * inner)) * inner + pos % max(1, inner)
-        available = None if name != "too_few" or avail is None else int(avail[pos])
-        return translate(fn, (name, pos, available, k), torch.Size(shape), dim, tau)
+        available = None if kind is not FaultKind.TOO_FEW or avail is None else int(avail[pos])
+        return translate(fn, (kind, pos, available, k), torch.Size(shape), dim, tau)
 
 
 _faults: dict[int, _Faults] = {}
@@ -414,15 +411,15 @@ def _run_rows(name: str, x: torch.Tensor, dim: int, head: tuple, tail: tuple,
 
 def gumbel_softmax(fn, x, dim, tau, tau_rows, seed, offset, hard, need_soft=True):
     """``(y, soft)``; ``soft`` is None unless ``hard`` and ``need_soft``."""
+    mode = OutputMode.of(hard, need_soft)
     y = torch.empty_like(x)
-    soft = torch.empty_like(x) if hard and need_soft else None
+    soft = torch.empty_like(x) if mode is OutputMode.ONE_HOT_WITH_SOFT else None
     if x.numel() == 0:
         return y, soft
-    mode = 0 if not hard else (1 if need_soft else 2)
     # The second pass reads the perturbed logits from shared memory when they fit.
-    keep = 0 if mode == 2 else (8 if x.dtype == torch.float64 else 4)
+    keep = 0 if mode is OutputMode.ONE_HOT else (8 if x.dtype == torch.float64 else 4)
     _run_rows("grs_gs_forward", x, dim, (x, y, soft, tau_rows, _compute_scalar(x.dtype, tau)),
-              (np.uint64(seed), np.uint64(offset), np.int32(mode)),
+              (np.uint64(seed), np.uint64(offset), np.int32(CUDA_OUTPUT_MODE[mode])),
               record=(fn, x.shape, dim, tau_rows), keep=keep)
     return y, soft
 
@@ -482,10 +479,15 @@ def gumbel_given_argmax(fn, x, dim, index, num_samples, seed, offset):
     return out
 
 
-def _concrete(fn, x, tau, tau_elems, limits, seed, offset, op):
+#: The elementwise kernels' ops (``GrsConcreteOp`` in ``cuda/elements.cu``).
+_RELAXED_BERNOULLI, _HARD_CONCRETE = 0, 1
+
+
+def _concrete(fn, x, tau, tau_elems, limits, seed, offset, op, mode=OutputMode.SOFT):
+    """``(y, soft)`` of elementwise op ``op`` in output mode ``mode``."""
     dev = x.device
     y = torch.empty_like(x)
-    second = torch.empty_like(x) if op == 1 else None
+    second = torch.empty_like(x) if mode is OutputMode.ONE_HOT_WITH_SOFT else None
     n = x.numel()
     if n == 0:
         return y, second
@@ -498,7 +500,7 @@ def _concrete(fn, x, tau, tau_elems, limits, seed, offset, op):
     _launch(kern, dev, math.ceil(math.ceil(n / epb) / 256), 256, (
         x, y, second, tau_elems, _compute_scalar(c, tau),
         _compute_scalar(c, lo), _compute_scalar(c, hi), np.int64(n), np.uint64(seed),
-        np.uint64(offset), np.int32(op), f.word, tag))
+        np.uint64(offset), np.int32(op), np.int32(CUDA_OUTPUT_MODE[mode]), f.word, tag))
     _after(f)
     return y, second
 
@@ -519,16 +521,17 @@ def _concrete_backward(grad, y, tau, tau_elems, limits, op):
 
 
 def relaxed_bernoulli(fn, x, tau, tau_elems, seed, offset, hard):
-    return _concrete(fn, x, tau, tau_elems, (0.0, 1.0), seed, offset, 1 if hard else 0)
+    return _concrete(fn, x, tau, tau_elems, (0.0, 1.0), seed, offset, _RELAXED_BERNOULLI,
+                     OutputMode.of(hard))
 
 
 def relaxed_bernoulli_backward(grad, y, tau, tau_elems):
-    return _concrete_backward(grad, y, tau, tau_elems, (0.0, 1.0), 0)
+    return _concrete_backward(grad, y, tau, tau_elems, (0.0, 1.0), _RELAXED_BERNOULLI)
 
 
 def hard_concrete(fn, x, tau, tau_elems, limits, seed, offset):
-    return _concrete(fn, x, tau, tau_elems, limits, seed, offset, 2)[0]
+    return _concrete(fn, x, tau, tau_elems, limits, seed, offset, _HARD_CONCRETE)[0]
 
 
 def hard_concrete_backward(grad, z, tau, tau_elems, limits):
-    return _concrete_backward(grad, z, tau, tau_elems, limits, 2)
+    return _concrete_backward(grad, z, tau, tau_elems, limits, _HARD_CONCRETE)

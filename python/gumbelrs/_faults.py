@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import torch
 
+from ._protocol import FaultKind
 from ._validate import tau_message
 
 
@@ -26,37 +27,55 @@ def _row(shape: torch.Size, dim: int, row: int) -> str:
     return "logits[" + ", ".join(idx) + "]"
 
 
+def _tau(fn, pos, available, requested, shape, dim, tau) -> str:
+    if tau is None:
+        return tau_message(fn, f"a bad value at position {pos}", None, True)
+    return tau_message(fn, tau.view(-1)[pos].item(), tau.dtype, True)
+
+
+def _index(fn, pos, available, requested, shape, dim, tau) -> str:
+    return (f"{fn}: index for {_row(shape, dim, pos)} is out of range [0, {shape[dim]}) or "
+            "points at a -inf logit; the conditioned category must have nonzero probability")
+
+
+def _nan(fn, pos, available, requested, shape, dim, tau) -> str:
+    what = "finite or -inf (a -inf logit masks its category out)" if dim is not None else \
+        "not NaN (-inf and +inf give gates that are always closed or open)"
+    return f"{fn}: {_where(shape, pos)} is NaN; logits must be {what}"
+
+
+def _posinf(fn, pos, available, requested, shape, dim, tau) -> str:
+    return (f"{fn}: {_where(shape, pos)} is +inf; logits must be finite or -inf "
+            "(-inf masks a category out; +inf has no probability distribution)")
+
+
+def _all_masked(fn, pos, available, requested, shape, dim, tau) -> str:
+    return (f"{fn}: every logit of {_row(shape, dim, pos)} is -inf; each row needs at least "
+            "one category that is not masked")
+
+
+def _too_few(fn, pos, available, requested, shape, dim, tau) -> str:
+    has = f"has only {available}" if available is not None else f"has fewer than {requested}"
+    return f"{fn}: k={requested} but {_row(shape, dim, pos)} {has} categories that are not -inf"
+
+
+#: The message of each kind of fault.
+MESSAGES = {FaultKind.TAU: _tau, FaultKind.INDEX: _index, FaultKind.NAN: _nan,
+            FaultKind.POSINF: _posinf, FaultKind.ALL_MASKED: _all_masked,
+            FaultKind.TOO_FEW: _too_few}
+
+
 def translate(fn: str, err: BaseException | tuple, shape: torch.Size, dim: int | None,
               tau: torch.Tensor | None) -> ValueError:
     """The user-facing error for a fault a kernel found: ``err`` is a
-    ``_core.KernelError`` or its args ``(kind, position, available, requested)``.
-    ``tau`` or ``available`` may be None when the CUDA path no longer has them
-    (then the message gives the position, or "fewer than k")."""
-    kind, pos, available, requested = err if isinstance(err, tuple) else err.args
-    if kind == "tau":
-        if tau is None:
-            return ValueError(tau_message(fn, f"a bad value at position {pos}", None, True))
-        return ValueError(tau_message(fn, tau.view(-1)[pos].item(), tau.dtype, True))
-    if kind == "index":
-        return ValueError(
-            f"{fn}: index for {_row(shape, dim, pos)} is out of range [0, {shape[dim]}) or "
-            "points at a -inf logit; the conditioned category must have nonzero probability"
-        )
-    if kind == "nan":
-        what = "finite or -inf (a -inf logit masks its category out)" if dim is not None else \
-            "not NaN (-inf and +inf give gates that are always closed or open)"
-        return ValueError(f"{fn}: {_where(shape, pos)} is NaN; logits must be {what}")
-    if kind == "posinf":
-        return ValueError(
-            f"{fn}: {_where(shape, pos)} is +inf; logits must be finite or -inf "
-            "(-inf masks a category out; +inf has no probability distribution)"
-        )
-    if kind == "all_masked":
-        return ValueError(
-            f"{fn}: every logit of {_row(shape, dim, pos)} is -inf; each row needs at least "
-            "one category that is not masked"
-        )
-    has = f"has only {available}" if available is not None else f"has fewer than {requested}"
-    return ValueError(
-        f"{fn}: k={requested} but {_row(shape, dim, pos)} {has} categories that are not -inf"
-    )
+    ``_core.KernelError`` or its args ``(kind, position, available, requested)``,
+    ``kind`` a ``FaultKind`` or its code. ``tau`` or ``available`` may be None
+    when the CUDA path no longer has them (then the message gives the
+    position, or "fewer than k"). A kind this package does not know is a
+    RuntimeError: the kernels and the package disagree."""
+    code, pos, available, requested = err if isinstance(err, tuple) else err.args
+    message = MESSAGES.get(FaultKind.of(code))
+    if message is None:
+        raise RuntimeError(f"gumbelrs: {fn}: a kernel reported a fault of unknown kind {code!r}; "
+                           "the kernels and the package disagree")
+    return ValueError(message(fn, pos, available, requested, shape, dim, tau))

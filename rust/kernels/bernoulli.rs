@@ -7,7 +7,8 @@
 
 use super::noise::{fill_ahead, Ahead, Noise};
 use super::{
-    check_len, chunk_range, chunks, run_rows, KernelError, RowKernel, SharedMut, Tau, CHUNK,
+    check_len, chunk_range, chunks, run_rows, KernelError, Outputs, RowKernel, SharedMut, Tau,
+    ELEMENTS_PER_UNIT,
 };
 use crate::math::{sigmoid, GroupCache, Real};
 use crate::memory::prefer_huge_pages;
@@ -37,7 +38,7 @@ struct Noisy<'a, T, Op> {
 impl<T: Real, Op: ElementOp<T>> RowKernel for Noisy<'_, T, Op> {
     type Scratch = Vec<T>;
     fn scratch(&self) -> Vec<T> {
-        vec![T::ZERO; CHUNK]
+        vec![T::ZERO; ELEMENTS_PER_UNIT]
     }
     #[inline(always)]
     fn row(&self, c: usize, noise: &mut Vec<T>) -> Result<(), KernelError> {
@@ -150,22 +151,25 @@ impl<T: Real> ElementOp<T> for RelaxedBernoulli {
     }
 }
 
-/// Relaxed Bernoulli forward. With `soft = None` writes the soft sample to
-/// `y`; with `Some(soft)` writes it to `soft` and the straight-through hard
-/// sample (1.0 where `x + L > 0`, else 0.0) to `y`. Logits of `-inf` and
-/// `+inf` are gates that are always closed or always open.
+/// Relaxed Bernoulli forward, writing what `out` asks for: the soft sample
+/// `sigmoid((x + L) / tau)` and/or the straight-through hard (one-hot)
+/// sample, 1.0 where `x + L > 0`, else 0.0. Logits of `-inf` and `+inf` are
+/// gates that are always closed or always open.
 pub fn relaxed_bernoulli_forward<T: Real>(
     x: &[T],
     tau: Tau<'_, T>,
     stream: Stream,
-    y: &mut [T],
-    soft: Option<&mut [T]>,
+    out: Outputs<'_, T>,
 ) -> Result<(), KernelError> {
+    let (hard, y, soft) = match out {
+        Outputs::Soft(soft) => (false, soft, None),
+        Outputs::OneHot(one_hot) => (true, one_hot, None),
+        Outputs::OneHotWithSoft { one_hot, soft } => (true, one_hot, Some(soft)),
+    };
     check_inputs(x.len(), y.len(), &tau)?;
     if let Some(s) = &soft {
         check_len("soft output", s.len(), y.len())?;
     }
-    let hard = soft.is_some();
     run_noisy(x, tau, stream, RelaxedBernoulli { hard }, y, soft)
 }
 
@@ -314,12 +318,19 @@ mod tests {
         let mut l = vec![0.0; x.len()];
         noise(Noise::Logistic, stream, &mut l).unwrap();
         let mut y = vec![0.0; x.len()];
-        relaxed_bernoulli_forward(&x, Tau::Scalar(0.5), stream, &mut y, None).unwrap();
+        relaxed_bernoulli_forward(&x, Tau::Scalar(0.5), stream, Outputs::Soft(&mut y)).unwrap();
         let mut hard = vec![0.0; x.len()];
         let mut soft = vec![0.0; x.len()];
-        relaxed_bernoulli_forward(&x, Tau::Scalar(0.5), stream, &mut hard, Some(&mut soft))
-            .unwrap();
+        let out = Outputs::OneHotWithSoft {
+            one_hot: &mut hard,
+            soft: &mut soft,
+        };
+        relaxed_bernoulli_forward(&x, Tau::Scalar(0.5), stream, out).unwrap();
         assert_eq!(soft, y);
+        let mut one_hot = vec![0.0; x.len()];
+        let out = Outputs::OneHot(&mut one_hot);
+        relaxed_bernoulli_forward(&x, Tau::Scalar(0.5), stream, out).unwrap();
+        assert_eq!(one_hot, hard);
         for i in 0..x.len() {
             let want = 1.0 / (1.0 + (-(x[i] + l[i]) / 0.5).exp());
             assert!((y[i] - want).abs() < 1e-15);
@@ -359,7 +370,8 @@ mod tests {
         x[7777] = f32::NAN;
         x[9000] = f32::NAN;
         let mut y = vec![0.0f32; x.len()];
-        let e = relaxed_bernoulli_forward(&x, Tau::Scalar(1.0), Stream::new(0, 0), &mut y, None);
+        let out = Outputs::Soft(&mut y);
+        let e = relaxed_bernoulli_forward(&x, Tau::Scalar(1.0), Stream::new(0, 0), out);
         assert_eq!(e, Err(KernelError::NanLogit { index: 7777 }));
     }
 }

@@ -9,6 +9,7 @@
 
 pub mod bernoulli;
 pub mod noise;
+mod rows;
 pub mod sampling;
 mod short;
 pub mod softmax;
@@ -29,10 +30,6 @@ pub struct Dims {
 impl Dims {
     pub fn new(outer: usize, k: usize, inner: usize) -> Self {
         Dims { outer, k, inner }
-    }
-    /// A flat run of `n` independent elements (one element per row).
-    pub fn flat(n: usize) -> Self {
-        Dims::new(n, 1, 1)
     }
     pub fn rows(&self) -> usize {
         self.outer * self.inner
@@ -97,6 +94,74 @@ impl<T: Real> Tau<'_, T> {
     }
 }
 
+/// What a forward with a straight-through mode (Gumbel-Softmax, relaxed
+/// Bernoulli) writes: the soft sample, the one-hot (hard) sample, or both.
+/// The same three modes, by the same names, are `OutputMode` in Python
+/// (`gumbelrs._protocol`) and the `GRS_SOFT`/`GRS_ONE_HOT`/
+/// `GRS_ONE_HOT_WITH_SOFT` codes of the CUDA kernels.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum OutputMode {
+    /// The soft sample alone.
+    Soft,
+    /// The one-hot sample alone (no gradient needs the soft one).
+    OneHot,
+    /// The one-hot sample and the soft sample its gradient flows through.
+    OneHotWithSoft,
+}
+
+impl OutputMode {
+    /// Every mode.
+    pub const ALL: [OutputMode; 3] = [
+        OutputMode::Soft,
+        OutputMode::OneHot,
+        OutputMode::OneHotWithSoft,
+    ];
+}
+
+/// The buffers of one `OutputMode`, each as long as the logits.
+#[derive(Debug)]
+pub enum Outputs<'a, T> {
+    Soft(&'a mut [T]),
+    OneHot(&'a mut [T]),
+    OneHotWithSoft {
+        one_hot: &'a mut [T],
+        soft: &'a mut [T],
+    },
+}
+
+impl<'a, T> Outputs<'a, T> {
+    /// The buffers of `mode`: `y` receives the soft sample (`Soft`) or the
+    /// one-hot one; `soft`, given in `OneHotWithSoft` and only there, the
+    /// soft sample beside it. None when `soft` does not fit the mode.
+    pub fn of(mode: OutputMode, y: &'a mut [T], soft: Option<&'a mut [T]>) -> Option<Self> {
+        Some(match (mode, soft) {
+            (OutputMode::Soft, None) => Outputs::Soft(y),
+            (OutputMode::OneHot, None) => Outputs::OneHot(y),
+            (OutputMode::OneHotWithSoft, Some(soft)) => {
+                Outputs::OneHotWithSoft { one_hot: y, soft }
+            }
+            _ => return None,
+        })
+    }
+
+    /// `(one_hot, soft)`: where each sample goes, if it is written.
+    pub(crate) fn split(self) -> (Option<&'a mut [T]>, Option<&'a mut [T]>) {
+        match self {
+            Outputs::Soft(soft) => (None, Some(soft)),
+            Outputs::OneHot(one_hot) => (Some(one_hot), None),
+            Outputs::OneHotWithSoft { one_hot, soft } => (Some(one_hot), Some(soft)),
+        }
+    }
+
+    pub fn mode(&self) -> OutputMode {
+        match self {
+            Outputs::Soft(_) => OutputMode::Soft,
+            Outputs::OneHot(_) => OutputMode::OneHot,
+            Outputs::OneHotWithSoft { .. } => OutputMode::OneHotWithSoft,
+        }
+    }
+}
+
 /// What a kernel found wrong with its input. Indices are flat positions in
 /// the contiguous order of the input (elements) or row numbers (rows).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -125,7 +190,77 @@ pub enum KernelError {
     },
 }
 
+/// The kinds of `KernelError` a caller can fix in its data (every variant
+/// but `Shape`), by the codes that `gumbelrs._protocol.FaultKind` and the
+/// CUDA kernels' `GrsFaultKind` give them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[repr(u8)]
+pub enum FaultKind {
+    Nan = 1,
+    PosInf = 2,
+    AllMasked = 3,
+    Index = 4,
+    Tau = 5,
+    TooFew = 6,
+}
+
+impl FaultKind {
+    /// Every kind.
+    pub const ALL: [FaultKind; 6] = [
+        FaultKind::Nan,
+        FaultKind::PosInf,
+        FaultKind::AllMasked,
+        FaultKind::Index,
+        FaultKind::Tau,
+        FaultKind::TooFew,
+    ];
+
+    /// The kind's code on every side of the protocol.
+    pub fn code(self) -> u8 {
+        self as u8
+    }
+}
+
+/// A fault as the binding reports it: its kind, its position (element or
+/// row, as the variant has it) and, for `TooFew`, the categories available
+/// and requested (else 0).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Fault {
+    pub kind: FaultKind,
+    pub position: usize,
+    pub available: usize,
+    pub requested: usize,
+}
+
 impl KernelError {
+    /// The fault in the caller's data, or None for a `Shape` error (a bug
+    /// of the caller's code, not of its data).
+    pub fn fault(&self) -> Option<Fault> {
+        let at = |kind, position| Fault {
+            kind,
+            position,
+            available: 0,
+            requested: 0,
+        };
+        Some(match *self {
+            KernelError::NanLogit { index } => at(FaultKind::Nan, index),
+            KernelError::PosInfLogit { index } => at(FaultKind::PosInf, index),
+            KernelError::AllMasked { row } => at(FaultKind::AllMasked, row),
+            KernelError::TooFewUnmasked {
+                row,
+                available,
+                requested,
+            } => Fault {
+                available,
+                requested,
+                ..at(FaultKind::TooFew, row)
+            },
+            KernelError::BadIndex { row } => at(FaultKind::Index, row),
+            KernelError::BadTau { index } => at(FaultKind::Tau, index),
+            KernelError::Shape { .. } => return None,
+        })
+    }
+
     /// The flat position a fault refers to, used to report the first one.
     fn position(&self, dims: &Dims) -> usize {
         match *self {
@@ -186,8 +321,9 @@ pub(crate) fn check_len(
 }
 
 /// The work of one row of a kernel. `row` is `#[inline(always)]` in every
-/// implementation so that the driver below can compile it twice: portable,
-/// and with AVX2+FMA enabled (chosen at run time; bitwise-identical results).
+/// implementation so that the driver below can compile it three times:
+/// portable, with AVX2+FMA and with AVX-512 (chosen at run time;
+/// bitwise-identical results).
 pub(crate) trait RowKernel: Sync {
     type Scratch;
     /// Per-thread scratch memory, allocated once per range of rows.
@@ -326,19 +462,20 @@ unsafe fn rows_avx512<K: RowKernel>(
 pub(crate) const BATCH: usize = 4096;
 
 /// Elements per unit of work of the elementwise kernels.
-pub(crate) const CHUNK: usize = 4096;
+pub(crate) const ELEMENTS_PER_UNIT: usize = 4096;
 
-/// The view that makes an `n`-element tensor a set of `CHUNK`-element rows
-/// (`k = CHUNK`, so the thread pool sees the real cost of a row).
+/// The view that makes an `n`-element tensor a set of rows of
+/// `ELEMENTS_PER_UNIT` elements (`k`, so the thread pool sees the real cost
+/// of a row).
 pub(crate) fn chunks(n: usize) -> Dims {
-    Dims::new(n.div_ceil(CHUNK), CHUNK, 1)
+    Dims::new(n.div_ceil(ELEMENTS_PER_UNIT), ELEMENTS_PER_UNIT, 1)
 }
 
 /// The elements `start .. start + len` of chunk `c` of an `n`-element tensor.
 #[inline(always)]
 pub(crate) fn chunk_range(n: usize, c: usize) -> (usize, usize) {
-    let start = c * CHUNK;
-    (start, CHUNK.min(n - start))
+    let start = c * ELEMENTS_PER_UNIT;
+    (start, ELEMENTS_PER_UNIT.min(n - start))
 }
 
 /// A slice that several threads write through, each to its own elements.
@@ -413,49 +550,6 @@ pub(crate) fn prefetch(p: *const u8) {
     }
     #[cfg(not(target_arch = "x86_64"))]
     let _ = p;
-}
-
-/// Copies row `r` of `x` (strided by `dims.inner`) into `row`.
-#[inline(always)]
-pub(crate) fn gather_row<T: Copy>(x: &[T], dims: &Dims, r: usize, row: &mut [T]) {
-    let base = dims.base(r);
-    if dims.inner == 1 {
-        row.copy_from_slice(&x[base..base + dims.k]);
-    } else {
-        for (t, v) in row.iter_mut().enumerate() {
-            *v = x[base + t * dims.inner];
-        }
-    }
-}
-
-/// Writes `row` into row `r` of the shared output.
-///
-/// # Safety
-/// Row `r` must belong to the calling thread in the current parallel region.
-#[inline(always)]
-pub(crate) unsafe fn scatter_row<T: Copy>(out: &SharedMut<T>, dims: &Dims, r: usize, row: &[T]) {
-    let base = dims.base(r);
-    if dims.inner == 1 {
-        // SAFETY: the elements of row `r` are owned by this thread.
-        unsafe { out.slice(base, dims.k) }.copy_from_slice(row);
-        return;
-    }
-    for (t, &v) in row.iter().enumerate() {
-        // SAFETY: the element belongs to row `r`, owned by this thread.
-        unsafe { out.write(base + t * dims.inner, v) };
-    }
-}
-
-/// Row `r` of `x`: the slice itself when rows are contiguous, else a copy in `buf`.
-#[inline(always)]
-pub(crate) fn row_of<'a, T: Copy>(x: &'a [T], dims: &Dims, r: usize, buf: &'a mut [T]) -> &'a [T] {
-    if dims.inner == 1 {
-        let base = dims.base(r);
-        &x[base..base + dims.k]
-    } else {
-        gather_row(x, dims, r, buf);
-        buf
-    }
 }
 
 #[cfg(test)]

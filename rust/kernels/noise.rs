@@ -80,9 +80,8 @@ const PIECE: usize = 128;
 /// `fill_strided` of contiguous elements that also prefetches the ranges of
 /// `next`, one part per `PIECE` elements drawn, so the loads of a kernel's
 /// next rows overlap with this arithmetic instead of stalling the kernel
-/// when it gets there. Measured on a soft Gumbel-Softmax forward of
-/// [4096, 1024] float32, one thread: 14.9 -> 10.4 ms (prefetching the
-/// next rows all at once instead: 12.1 ms).
+/// when it gets there. Spread over the drawing rather than all at once, so
+/// the prefetched lines arrive shortly before they are used.
 #[inline(always)]
 pub(crate) fn fill_ahead<T: Real>(
     kind: Noise,
@@ -115,17 +114,14 @@ pub fn fill_strided<T: Real>(
     if stride == 1 {
         T::fill_uniform_cached(stream, base, out, cache);
         // A match, not a test of `kind` per element: with the kind unknown at
-        // compile time, LLVM computed the logistic of every uniform and
-        // selected afterwards. Measured, AVX-512 (Zen 4), one thread, uniforms
-        // of [4096, 1024] float32: 4.35 -> 3.0 ms.
+        // compile time, LLVM computes the logistic of every uniform and
+        // selects afterwards.
         match kind {
             Noise::Uniform => {}
             Noise::Gumbel => {
                 // Two passes through the halves of `gumbel_from_uniform`: one pass
-                // holds a chain of two logarithms per vector (with three divisions
-                // when this was measured), too long for the out-of-order window to
-                // overlap many of them. Measured on AVX2 (Zen 3), one thread,
-                // [4096, 1024] float32: noise 11.3 -> 9.1 ms, soft forward 16.4 -> 14.4 ms.
+                // holds a chain of two logarithms per vector, too long for the
+                // out-of-order window to overlap many of them.
                 for v in out.iter_mut() {
                     *v = exponential_from_uniform(*v);
                 }

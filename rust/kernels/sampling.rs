@@ -2,11 +2,11 @@
 //! Gumbel-top-k.
 
 use super::noise::{fill_ahead, fill_strided, Ahead, Noise};
-use super::softmax::{add_logits, check_logits, first_index_of};
-use super::tiles::{first_max_per_column, perturb_tile, Tiles};
+use super::rows::{add_logits, check_logits, first_index_of, row_of};
+use super::tiles::{first_max_per_column, perturb_tile, TileScratch, Tiles};
 use super::{
-    check_len, each_row, row_batches, row_of, run_rows, run_units, short, Dims, KernelError,
-    RowKernel, SharedMut, BATCH,
+    check_len, each_row, row_batches, run_rows, run_units, short, Dims, KernelError, RowKernel,
+    SharedMut, BATCH,
 };
 use crate::math::{GroupCache, Real};
 use crate::memory::prefer_huge_pages;
@@ -23,6 +23,34 @@ fn check_row<T: Real>(x: &[T], dims: &Dims, r: usize) -> Result<T, KernelError> 
     check_logits(x, dims, r)
 }
 
+/// Per-thread scratch memory of the row kernels here.
+struct Scratch<T> {
+    /// A strided row's logits, gathered.
+    x: Vec<T>,
+    /// A row's noise, then its perturbed logits.
+    w: Vec<T>,
+    /// The noise of a batch of short contiguous rows (empty unless rows batch).
+    batch: Vec<T>,
+    /// The order of a row's categories (top-k).
+    order: Vec<usize>,
+    /// The last partial group of uniforms.
+    cache: GroupCache<T>,
+}
+
+impl<T: Real> Scratch<T> {
+    fn new(dims: &Dims) -> Self {
+        let k = dims.k;
+        let batch = if dims.batches_rows() { BATCH } else { 0 };
+        Scratch {
+            x: vec![T::ZERO; k],
+            w: vec![T::ZERO; k],
+            batch: vec![T::ZERO; batch],
+            order: Vec::new(),
+            cache: GroupCache::new(),
+        }
+    }
+}
+
 struct Categorical<'a, T> {
     x: &'a [T],
     dims: Dims,
@@ -32,18 +60,9 @@ struct Categorical<'a, T> {
 }
 
 impl<T: Real> RowKernel for Categorical<'_, T> {
-    /// The row's logits (strided rows), its noise, the noise of a batch of
-    /// short rows, the partial group of uniforms.
-    type Scratch = (Vec<T>, Vec<T>, Vec<T>, GroupCache<T>);
-    fn scratch(&self) -> Self::Scratch {
-        let k = self.dims.k;
-        let batch = if self.dims.batches_rows() { BATCH } else { 0 };
-        (
-            vec![T::ZERO; k],
-            vec![T::ZERO; k],
-            vec![T::ZERO; batch],
-            GroupCache::new(),
-        )
+    type Scratch = Scratch<T>;
+    fn scratch(&self) -> Scratch<T> {
+        Scratch::new(&self.dims)
     }
 
     /// Short contiguous rows: the noise of `BATCH / k` rows at once (the
@@ -60,7 +79,9 @@ impl<T: Real> RowKernel for Categorical<'_, T> {
         if !self.dims.batches_rows() || self.num_samples == 0 {
             return each_row(self, rows, scratch, fault);
         }
-        let (_, _, z, cache) = scratch;
+        let Scratch {
+            batch: z, cache, ..
+        } = scratch;
         let (k, n) = (self.dims.k, self.dims.len());
         let simd = short::available::<T>(k);
         for (Range { start: r0, end: r1 }, next) in row_batches(rows, k) {
@@ -94,7 +115,10 @@ impl<T: Real> RowKernel for Categorical<'_, T> {
     }
 
     #[inline(always)]
-    fn row(&self, r: usize, (xr, w, _, cache): &mut Self::Scratch) -> Result<(), KernelError> {
+    fn row(&self, r: usize, s: &mut Scratch<T>) -> Result<(), KernelError> {
+        let Scratch {
+            x: xr, w, cache, ..
+        } = s;
         let dims = &self.dims;
         let xr = row_of(self.x, dims, r, xr);
         let top = check_row(xr, dims, r)?;
@@ -133,28 +157,22 @@ struct TiledCategorical<'a, T> {
 }
 
 impl<T: Real> RowKernel for TiledCategorical<'_, T> {
-    /// The perturbed tile, the column maxima, the arg-maxima, which rows
-    /// have a logit that is not -inf, the rows' largest logits, the partial
-    /// group of uniforms.
-    type Scratch = (Vec<T>, Vec<T>, Vec<usize>, Vec<bool>, Vec<T>, GroupCache<T>);
-    fn scratch(&self) -> Self::Scratch {
-        let (k, w) = (self.c.dims.k, self.tiles.width);
-        (
-            vec![T::ZERO; k * w],
-            vec![T::ZERO; w],
-            vec![0; w],
-            vec![false; w],
-            vec![T::ZERO; w],
-            GroupCache::new(),
-        )
+    type Scratch = TileScratch<T>;
+    fn scratch(&self) -> TileScratch<T> {
+        TileScratch::new(self.c.dims.k, self.tiles.width)
     }
 
     #[inline(always)]
-    fn row(
-        &self,
-        u: usize,
-        (v, m, arg, any, top, cache): &mut Self::Scratch,
-    ) -> Result<(), KernelError> {
+    fn row(&self, u: usize, s: &mut TileScratch<T>) -> Result<(), KernelError> {
+        let TileScratch {
+            v,
+            m,
+            arg,
+            any,
+            top,
+            cache,
+            ..
+        } = s;
         let c = &self.c;
         let d = &c.dims;
         let tile = self.tiles.locate(u);
@@ -219,47 +237,45 @@ pub fn sample_categorical<T: Real>(
 }
 
 /// Up to this many draws, top-k keeps a sorted list in one pass instead of
-/// selecting and sorting. Measured, float32, one thread, k = 8 draws:
-/// [4096, 1024] 24.5 → 15.5 ms, [256, 50257] 69 → 30 ms, [65536, 16] 27 → 20
-/// ms; with k = 32 the selection is faster (27 ms against 36 ms).
+/// selecting and sorting (beyond, the selection is faster).
 const SMALL_TOPK: usize = 16;
 
 struct TopK<'a, T> {
     x: &'a [T],
     dims: Dims,
-    kk: usize,
+    top_k: usize,
     stream: Stream,
     out: SharedMut<i64>,
 }
 
 impl<T: Real> TopK<'_, T> {
     /// The faults of row `r` (logits `xr`): those of every draw, and fewer
-    /// categories that are not masked than `kk`.
-    /// Returns the row's largest logit. With no draw asked for (`kk = 0`),
+    /// categories that are not masked than `top_k`.
+    /// Returns the row's largest logit. With no draw asked for (`top_k = 0`),
     /// an empty row is not a fault.
     #[inline(always)]
     fn check(&self, r: usize, xr: &[T]) -> Result<T, KernelError> {
-        let top = if self.kk == 0 {
+        let top = if self.top_k == 0 {
             check_logits(xr, &self.dims, r)?
         } else {
             check_row(xr, &self.dims, r)?
         };
         let available = xr.iter().filter(|&&v| v > T::NEG_INFINITY).count();
-        if available < self.kk {
+        if available < self.top_k {
             return Err(KernelError::TooFewUnmasked {
                 row: r,
                 available,
-                requested: self.kk,
+                requested: self.top_k,
             });
         }
         Ok(top)
     }
 
-    /// Writes the top `kk` of row `r`'s perturbed logits `w`.
+    /// Writes the top `top_k` of row `r`'s perturbed logits `w`.
     #[inline(always)]
     fn select(&self, r: usize, w: &[T], order: &mut Vec<usize>) {
-        let (dims, kk) = (&self.dims, self.kk);
-        if kk == 0 {
+        let (dims, top_k) = (&self.dims, self.top_k);
+        if top_k == 0 {
             return;
         }
         let by_score = |a: &usize, b: &usize| match w[*b].partial_cmp(&w[*a]) {
@@ -267,45 +283,46 @@ impl<T: Real> TopK<'_, T> {
             Some(o) => o,
         };
         order.clear();
-        if kk <= SMALL_TOPK {
-            // A sorted list of the best kk so far, by one pass in index order;
+        if top_k <= SMALL_TOPK {
+            // A sorted list of the best top_k so far, by one pass in index order;
             // a new score goes after every equal one (those have smaller
             // indices). Once the list is full, whole chunks whose scores all
-            // lose to the kk-th best are skipped by a branch-free test.
-            const CHUNK: usize = 32;
+            // lose to the top_k-th best are skipped by a branch-free test.
+            /// Scores skipped together when every one loses to the bar.
+            const SKIP_RUN: usize = 32;
             let mut best = [0usize; SMALL_TOPK];
             let mut n = 0;
             let mut bar = T::NEG_INFINITY;
-            for (c, chunk) in w.chunks(CHUNK).enumerate() {
-                if n == kk && !chunk.iter().fold(false, |any, &v| any | (v > bar)) {
+            for (c, chunk) in w.chunks(SKIP_RUN).enumerate() {
+                if n == top_k && !chunk.iter().fold(false, |any, &v| any | (v > bar)) {
                     continue;
                 }
                 for (j, &v) in chunk.iter().enumerate() {
-                    if n == kk && v <= bar {
+                    if n == top_k && v <= bar {
                         continue;
                     }
-                    n = (n + 1).min(kk);
+                    n = (n + 1).min(top_k);
                     let mut p = n - 1;
                     while p > 0 && v > w[best[p - 1]] {
                         best[p] = best[p - 1];
                         p -= 1;
                     }
-                    best[p] = c * CHUNK + j;
-                    if n == kk {
-                        bar = w[best[kk - 1]];
+                    best[p] = c * SKIP_RUN + j;
+                    if n == top_k {
+                        bar = w[best[top_k - 1]];
                     }
                 }
             }
-            order.extend_from_slice(&best[..kk]);
+            order.extend_from_slice(&best[..top_k]);
         } else {
             order.extend(0..dims.k);
-            if kk < dims.k {
-                order.select_nth_unstable_by(kk - 1, by_score);
+            if top_k < dims.k {
+                order.select_nth_unstable_by(top_k - 1, by_score);
             }
-            order[..kk].sort_unstable_by(by_score);
+            order[..top_k].sort_unstable_by(by_score);
         }
-        let base = Dims::new(dims.outer, kk, dims.inner).base(r);
-        for (t, &idx) in order[..kk].iter().enumerate() {
+        let base = Dims::new(dims.outer, top_k, dims.inner).base(r);
+        for (t, &idx) in order[..top_k].iter().enumerate() {
             // SAFETY: output slots of row `r` are written by this thread only.
             unsafe { self.out.write(base + t * dims.inner, idx as i64) };
         }
@@ -313,20 +330,11 @@ impl<T: Real> TopK<'_, T> {
 }
 
 impl<T: Real> RowKernel for TopK<'_, T> {
-    /// The row's logits (strided rows), its noise, the order of its
-    /// categories, the noise of a batch of short rows, the partial group of
-    /// uniforms.
-    type Scratch = (Vec<T>, Vec<T>, Vec<usize>, Vec<T>, GroupCache<T>);
-    fn scratch(&self) -> Self::Scratch {
-        let k = self.dims.k;
-        let batch = if self.dims.batches_rows() { BATCH } else { 0 };
-        (
-            vec![T::ZERO; k],
-            vec![T::ZERO; k],
-            Vec::with_capacity(k),
-            vec![T::ZERO; batch],
-            GroupCache::new(),
-        )
+    type Scratch = Scratch<T>;
+    fn scratch(&self) -> Scratch<T> {
+        let mut s = Scratch::new(&self.dims);
+        s.order.reserve(self.dims.k);
+        s
     }
 
     /// Short contiguous rows: the noise of `BATCH / k` rows at once, then
@@ -341,7 +349,12 @@ impl<T: Real> RowKernel for TopK<'_, T> {
         if !self.dims.batches_rows() {
             return each_row(self, rows, scratch, fault);
         }
-        let (_, _, order, z, cache) = scratch;
+        let Scratch {
+            order,
+            batch: z,
+            cache,
+            ..
+        } = scratch;
         let k = self.dims.k;
         let simd = short::available::<T>(k);
         for (Range { start: r0, end: r1 }, next) in row_batches(rows, k) {
@@ -359,9 +372,9 @@ impl<T: Real> RowKernel for TopK<'_, T> {
             for (r, w) in (r0..r1).zip(noise.chunks_exact_mut(k)) {
                 let xr = &self.x[r * k..(r + 1) * k];
                 if let Some(token) = simd {
-                    if short::live(token, xr).is_some_and(|n| n >= self.kk) {
+                    if short::live(token, xr).is_some_and(|n| n >= self.top_k) {
                         // SAFETY: the output slots of row `r` belong to this thread.
-                        let dst = unsafe { self.out.slice(r * self.kk, self.kk) };
+                        let dst = unsafe { self.out.slice(r * self.top_k, self.top_k) };
                         short::top(token, xr, w, dst);
                         continue;
                     }
@@ -378,11 +391,14 @@ impl<T: Real> RowKernel for TopK<'_, T> {
     }
 
     #[inline(always)]
-    fn row(
-        &self,
-        r: usize,
-        (xr, w, order, _, cache): &mut Self::Scratch,
-    ) -> Result<(), KernelError> {
+    fn row(&self, r: usize, s: &mut Scratch<T>) -> Result<(), KernelError> {
+        let Scratch {
+            x: xr,
+            w,
+            order,
+            cache,
+            ..
+        } = s;
         let dims = &self.dims;
         let xr = row_of(self.x, dims, r, xr);
         let top = self.check(r, xr)?;
@@ -406,23 +422,23 @@ impl<T: Real> RowKernel for TopK<'_, T> {
     }
 }
 
-/// Gumbel-top-k: the indices of the `kk` largest `(x - max x) + g` along `k`, in
-/// decreasing order (ties: smaller index first) — `kk` ordered draws without
-/// replacement from `softmax(x)`. The output is laid out as `(outer, kk, inner)`.
+/// Gumbel-top-k: the indices of the `top_k` largest `(x - max x) + g` along `k`, in
+/// decreasing order (ties: smaller index first) — `top_k` ordered draws without
+/// replacement from `softmax(x)`. The output is laid out as `(outer, top_k, inner)`.
 pub fn gumbel_topk<T: Real>(
     x: &[T],
     dims: Dims,
-    kk: usize,
+    top_k: usize,
     stream: Stream,
     out: &mut [i64],
 ) -> Result<(), KernelError> {
     check_len("logits", x.len(), dims.len())?;
-    check_len("output", out.len(), dims.outer * kk * dims.inner)?;
-    // No draw asked for (kk = 0): the rows are still checked, as for any kk.
+    check_len("output", out.len(), dims.outer * top_k * dims.inner)?;
+    // No draw asked for (top_k = 0): the rows are still checked, as for any top_k.
     let kernel = TopK {
         x,
         dims,
-        kk,
+        top_k,
         stream,
         out: SharedMut::new(out),
     };
@@ -439,13 +455,18 @@ struct GivenArgmax<'a, T> {
 }
 
 impl<T: Real> RowKernel for GivenArgmax<'_, T> {
-    type Scratch = (Vec<T>, Vec<T>, GroupCache<T>);
-    fn scratch(&self) -> Self::Scratch {
-        let k = self.dims.k;
-        (vec![T::ZERO; k], vec![T::ZERO; k], GroupCache::new())
+    type Scratch = Scratch<T>;
+    fn scratch(&self) -> Scratch<T> {
+        Scratch {
+            batch: Vec::new(), // rows are not batched here
+            ..Scratch::new(&self.dims)
+        }
     }
     #[inline(always)]
-    fn row(&self, r: usize, (xr, g, cache): &mut Self::Scratch) -> Result<(), KernelError> {
+    fn row(&self, r: usize, s: &mut Scratch<T>) -> Result<(), KernelError> {
+        let Scratch {
+            x: xr, w: g, cache, ..
+        } = s;
         let dims = &self.dims;
         let xr = row_of(self.x, dims, r, xr);
         let m = check_row(xr, dims, r)?;
@@ -597,9 +618,9 @@ mod tests {
             .map(|i| 1e10 * ((i * 7919 % 5) as f32 - 2.0))
             .collect();
         let stream = Stream::new(2, 3);
-        for kk in [1, 2, 9, SMALL_TOPK, SMALL_TOPK + 1, 50] {
-            let mut out = vec![0i64; dims.rows() * kk];
-            gumbel_topk(&x, dims, kk, stream, &mut out).unwrap();
+        for top_k in [1, 2, 9, SMALL_TOPK, SMALL_TOPK + 1, 50] {
+            let mut out = vec![0i64; dims.rows() * top_k];
+            gumbel_topk(&x, dims, top_k, stream, &mut out).unwrap();
             let mut g = vec![0f32; dims.len()];
             noise(Noise::Gumbel, stream, &mut g).unwrap();
             for r in 0..dims.rows() {
@@ -607,11 +628,11 @@ mod tests {
                 let w = perturbed(&x[row.clone()], &g[row]);
                 let mut want: Vec<usize> = (0..dims.k).collect();
                 want.sort_by(|&a, &b| w[b].partial_cmp(&w[a]).unwrap().then(a.cmp(&b)));
-                let got: Vec<usize> = out[r * kk..(r + 1) * kk]
+                let got: Vec<usize> = out[r * top_k..(r + 1) * top_k]
                     .iter()
                     .map(|&i| i as usize)
                     .collect();
-                assert_eq!(got, want[..kk], "row {r}, k = {kk}");
+                assert_eq!(got, want[..top_k], "row {r}, k = {top_k}");
             }
         }
     }

@@ -1,78 +1,25 @@
 //! Gumbel-Softmax forward (soft and straight-through hard) and backward.
 
 use super::noise::{fill_ahead, fill_strided, Ahead, Noise};
+use super::rows::{check_logits, first_index_of, gather_row, row_of, scatter_row};
 use super::tiles::{
-    column_softmax, combine_lane_rows, first_max_per_column, perturb_tile, Tiles, TILE,
+    column_softmax, combine_lane_rows, first_max_per_column, perturb_tile, TileScratch, Tiles, TILE,
 };
 use super::{
-    check_len, each_row, gather_row, row_batches, row_of, run_rows, run_units, scatter_row, short,
-    Dims, KernelError, RowKernel, SharedMut, Tau, BATCH,
+    check_len, each_row, row_batches, run_rows, run_units, short, Dims, KernelError, Outputs,
+    RowKernel, SharedMut, Tau, BATCH,
 };
 use crate::math::{GroupCache, Real};
 use crate::memory::prefer_huge_pages;
 use crate::rng::Stream;
 use std::ops::Range;
 
-/// Checks one row of logits: no NaN, no +inf, at least one value that is
-/// not -inf; returns the row's largest logit (finite, or -inf for an empty
-/// row). Branch-free passes decide; only a faulty row is scanned again to
-/// report its first fault.
-#[inline(always)]
-pub(crate) fn check_logits<T: Real>(x: &[T], dims: &Dims, r: usize) -> Result<T, KernelError> {
-    let mut bad = false;
-    for &v in x {
-        bad |= v.is_nan() | (v == T::INFINITY);
-    }
-    let top = T::lane_max(x);
-    if !bad && (top > T::NEG_INFINITY || x.is_empty()) {
-        return Ok(top);
-    }
-    let base = dims.base(r);
-    for (t, &v) in x.iter().enumerate() {
-        let index = base + t * dims.inner;
-        if v.is_nan() {
-            return Err(KernelError::NanLogit { index });
-        }
-        if v == T::INFINITY {
-            return Err(KernelError::PosInfLogit { index });
-        }
-    }
-    Err(KernelError::AllMasked { row: r })
-}
-
-/// `w[t] = (x[t] - top) + w[t]`: the perturbed logits (Gumbel noise in `w`
-/// on entry), relative to the row's largest logit `top`.
-///
-/// Every kernel perturbs this way. The noise added to a logit of magnitude
-/// 1e8 would be lost to rounding (a float32 ulp there is 8), and the draws
-/// would favour the first of equal logits. `x - top` is exact where `x` is
-/// within a factor 2 of `top` (same sign) and elsewhere rounds relative to
-/// `|x - top|`, a gap the noise would have to close to win; so the noise
-/// keeps its resolution at every scale, and the distribution is the same.
-#[inline(always)]
-pub(crate) fn add_logits<T: Real>(w: &mut [T], x: &[T], top: T) {
-    for (wt, &xt) in w.iter_mut().zip(x) {
-        *wt = (xt - top) + *wt;
-    }
-}
-
-/// The first index of `m` in `w` (`m` is the maximum of `w`, so it occurs).
-/// Whole chunks are tested without branches first, so the scan vectorizes.
-#[inline(always)]
-pub(crate) fn first_index_of<T: Real>(w: &[T], m: T) -> usize {
-    const CHUNK: usize = 64;
-    let hit = |c: &[T]| c.iter().fold(false, |any, &v| any | (v == m));
-    let chunk = w.chunks(CHUNK).position(hit).unwrap_or(0);
-    let at = chunk * CHUNK;
-    at + w[at..].iter().position(|&v| v == m).unwrap_or(0)
-}
-
 pub(crate) struct Scratch<T> {
     x: Vec<T>,
     z: Vec<T>,
     cache: GroupCache<T>,
-    /// Work space of the transposed path for short rows.
-    short: Option<TileScratch<T>>,
+    /// How batches of short contiguous rows are finished.
+    batched: Batched<T>,
 }
 
 impl<T: Real> Scratch<T> {
@@ -81,16 +28,29 @@ impl<T: Real> Scratch<T> {
             x: vec![T::ZERO; k],
             z: vec![T::ZERO; k],
             cache: GroupCache::new(),
-            short: None,
+            batched: Batched::No,
         }
     }
 }
 
+/// How `Forward::rows` finishes a batch of short contiguous rows once their
+/// noise is drawn. It depends only on the float type, `k`, the output mode
+/// and the instruction set, so it is chosen once, with the scratch memory.
+enum Batched<T> {
+    /// Rows are not batched (strided, or too long): `row` by `row`.
+    No,
+    /// One register per row (`short`: float32, AVX-512, `k <= 16`).
+    Simd(short::Token<T>),
+    /// Transposed tiles of `TILE` rows (`finish_short_rows`), with their
+    /// work space: a soft sample of rows of at most `SHORT` categories.
+    Transposed(TileScratch<T>),
+    /// `finish_row` for each row.
+    RowByRow,
+}
+
 /// Rows of at most this many categories are processed `TILE` at a time,
 /// transposed so that the loops run across rows, when a soft sample is
-/// written. Measured on [2^20 / k, k] float32, one thread, ms (row by row →
-/// transposed): soft k = 4: 12.3 → 7.7, k = 16: 5.5 → 5.3, k = 32: 3.9 → 4.9;
-/// the hard sample alone is faster row by row for every k (k = 16: 4.1 → 5.1).
+/// written (beyond, and for the one-hot sample alone, row by row is faster).
 const SHORT: usize = 16;
 
 struct Forward<'a, T> {
@@ -98,24 +58,48 @@ struct Forward<'a, T> {
     dims: Dims,
     tau: Tau<'a, T>,
     stream: Stream,
-    out: SharedMut<T>,
+    /// Where the soft sample goes (none in `OutputMode::OneHot`).
     soft: Option<SharedMut<T>>,
-    /// Write only the one-hot sample (no soft sample is needed).
-    hard_only: bool,
+    /// Where the one-hot sample goes (none in `OutputMode::Soft`).
+    one_hot: Option<SharedMut<T>>,
 }
 
-impl<T: Real> Forward<'_, T> {
+impl<'a, T: Real> Forward<'a, T> {
+    fn new(
+        x: &'a [T],
+        dims: Dims,
+        tau: Tau<'a, T>,
+        stream: Stream,
+        one_hot: Option<&mut [T]>,
+        soft: Option<&mut [T]>,
+    ) -> Self {
+        let shared = |buf: Option<&mut [T]>| {
+            buf.map(|b| {
+                prefer_huge_pages(b);
+                SharedMut::new(b)
+            })
+        };
+        Forward {
+            x,
+            dims,
+            tau,
+            stream,
+            soft: shared(soft),
+            one_hot: shared(one_hot),
+        }
+    }
+
     /// The logits and outputs of the contiguous elements `start .. start +
     /// len`, to prefetch while the noise before them is drawn.
     fn ahead(&self, start: usize, len: usize) -> [Ahead; 3] {
-        let soft = match (&self.soft, self.hard_only) {
-            (Some(soft), false) => Ahead::of_shared(soft, start, len),
-            _ => Ahead::of::<T>(&[]),
+        let of = |out: &Option<SharedMut<T>>| match out {
+            Some(out) => Ahead::of_shared(out, start, len),
+            None => Ahead::of::<T>(&[]),
         };
         [
             Ahead::within(self.x, start, len),
-            Ahead::of_shared(&self.out, start, len),
-            soft,
+            of(&self.one_hot),
+            of(&self.soft),
         ]
     }
 
@@ -125,45 +109,44 @@ impl<T: Real> Forward<'_, T> {
     fn finish_row(&self, r: usize, xr: &[T], top: T, w: &mut [T]) {
         let dims = &self.dims;
         let m = T::add_max(w, xr, top);
-        let hard = self.hard_only || self.soft.is_some();
-        let arg = if hard { first_index_of(w, m) } else { 0 };
+        let arg = if self.one_hot.is_some() {
+            first_index_of(w, m)
+        } else {
+            0
+        };
         let base = dims.base(r);
-        if !self.hard_only {
+        if let Some(target) = &self.soft {
             let inv_sum = T::ONE / T::exp_sum(w, m, self.tau.inverse_at(r));
-            let target = if hard {
-                self.soft.as_ref()
-            } else {
-                Some(&self.out)
-            };
-            if let Some(target) = target {
-                if dims.inner == 1 {
-                    // SAFETY: row `r` is visited by this thread only.
-                    let dst = unsafe { target.slice(base, dims.k) };
-                    for (o, &v) in dst.iter_mut().zip(w.iter()) {
-                        *o = v * inv_sum;
-                    }
-                } else {
-                    for v in w.iter_mut() {
-                        *v = *v * inv_sum;
-                    }
-                    // SAFETY: row `r` is visited by this thread only.
-                    unsafe { scatter_row(target, dims, r, w) };
+            if dims.inner == 1 {
+                // SAFETY: row `r` is visited by this thread only.
+                let dst = unsafe { target.slice(base, dims.k) };
+                for (o, &v) in dst.iter_mut().zip(w.iter()) {
+                    *o = v * inv_sum;
                 }
+            } else {
+                for v in w.iter_mut() {
+                    *v = *v * inv_sum;
+                }
+                // SAFETY: row `r` is visited by this thread only.
+                unsafe { scatter_row(target, dims, r, w) };
             }
         }
-        if !hard || dims.k == 0 {
+        let Some(one_hot) = &self.one_hot else {
+            return;
+        };
+        if dims.k == 0 {
             return;
         }
         if dims.inner == 1 {
             // SAFETY: row `r` is visited by this thread only.
-            let out = unsafe { self.out.slice(base, dims.k) };
+            let out = unsafe { one_hot.slice(base, dims.k) };
             out.fill(T::ZERO);
             out[arg] = T::ONE;
         } else {
             for t in 0..dims.k {
                 let v = if t == arg { T::ONE } else { T::ZERO };
                 // SAFETY: element of row `r`, visited by this thread only.
-                unsafe { self.out.write(base + t * dims.inner, v) };
+                unsafe { one_hot.write(base + t * dims.inner, v) };
             }
         }
     }
@@ -188,11 +171,10 @@ impl<T: Real> Forward<'_, T> {
                 *mj = mj.max(vj);
             }
         }
-        let hard = self.hard_only || self.soft.is_some();
-        if hard {
+        if self.one_hot.is_some() {
             first_max_per_column(&s.v, TILE, k, m, &mut s.arg[..w]);
         }
-        if !self.hard_only {
+        if self.soft.is_some() {
             let inv = &mut s.inv[..w];
             for (j, i) in inv.iter_mut().enumerate() {
                 *i = self.tau.inverse_at(g0 + j);
@@ -201,21 +183,16 @@ impl<T: Real> Forward<'_, T> {
         }
         for j in 0..w {
             let base = (g0 + j) * k;
-            let soft_out = if hard {
-                self.soft.as_ref()
-            } else {
-                Some(&self.out)
-            };
-            if let Some(target) = soft_out {
+            if let Some(target) = &self.soft {
                 // SAFETY: rows `g0 .. g0 + w` are visited by this thread only.
                 let dst = unsafe { target.slice(base, k) };
                 for (t, o) in dst.iter_mut().enumerate() {
                     *o = s.v[t * TILE + j] * s.inv[j];
                 }
             }
-            if hard {
+            if let Some(one_hot) = &self.one_hot {
                 // SAFETY: as above.
-                let dst = unsafe { self.out.slice(base, k) };
+                let dst = unsafe { one_hot.slice(base, k) };
                 dst.fill(T::ZERO);
                 dst[s.arg[j]] = T::ONE;
             }
@@ -226,15 +203,17 @@ impl<T: Real> Forward<'_, T> {
 impl<T: Real> RowKernel for Forward<'_, T> {
     type Scratch = Scratch<T>;
     fn scratch(&self) -> Scratch<T> {
-        let mut s = Scratch::new(self.dims.k);
+        let k = self.dims.k;
+        let mut s = Scratch::new(k);
         if self.dims.batches_rows() {
             s.z = vec![T::ZERO; BATCH];
-            if self.dims.k <= SHORT
-                && !self.hard_only
-                && short::available::<T>(self.dims.k).is_none()
-            {
-                s.short = Some(TileScratch::new(self.dims.k, TILE));
-            }
+            s.batched = match short::available::<T>(k) {
+                Some(token) => Batched::Simd(token),
+                None if k <= SHORT && self.soft.is_some() => {
+                    Batched::Transposed(TileScratch::new(k, TILE))
+                }
+                None => Batched::RowByRow,
+            };
         }
         s
     }
@@ -258,76 +237,107 @@ impl<T: Real> RowKernel for Forward<'_, T> {
 
     #[inline(always)]
     fn rows(&self, rows: Range<usize>, s: &mut Scratch<T>, fault: &mut impl FnMut(KernelError)) {
-        if !self.dims.batches_rows() {
+        let Scratch {
+            z, cache, batched, ..
+        } = s;
+        if matches!(batched, Batched::No) {
             return each_row(self, rows, s, fault);
         }
         let k = self.dims.k;
-        for (Range { start: r0, end: r1 }, next) in row_batches(rows, k) {
-            let noise = &mut s.z[..(r1 - r0) * k];
-            let next = self.ahead(r1 * k, next.len() * k);
-            fill_ahead(
-                Noise::Gumbel,
-                &self.stream,
-                (r0 * k) as u64,
-                noise,
-                &mut s.cache,
-                &next,
-            );
-            if let Some(token) = short::available::<T>(k) {
-                let n = (r1 - r0) * k;
-                let batch = short::Batch {
-                    x: &self.x[r0 * k..r1 * k],
-                    noise,
-                    k,
-                    r0,
-                    tau: self.tau,
-                };
-                let (soft, hard) = match (self.hard_only, &self.soft) {
-                    (true, _) => (None, Some(&self.out)),
-                    (false, Some(soft)) => (Some(soft), Some(&self.out)),
-                    (false, None) => (Some(&self.out), None),
-                };
-                // SAFETY: rows `r0 .. r1` are visited by this thread only.
-                let outputs = unsafe {
-                    short::Outputs {
-                        soft: soft.map(|o| o.slice(r0 * k, n)),
-                        hard: hard.map(|o| o.slice(r0 * k, n)),
-                    }
-                };
-                short::forward(token, &batch, outputs, |j| {
-                    let r = r0 + j;
-                    let x = &self.x[r * k..(r + 1) * k];
-                    // The short path found this row invalid: the same conditions.
-                    let e =
-                        check_logits(x, &self.dims, r).expect_err("a row the short path rejects");
-                    fault(e);
-                });
-            } else if let Some(short) = s.short.as_mut() {
-                for g0 in (r0..r1).step_by(TILE) {
-                    let g1 = r1.min(g0 + TILE);
-                    let mut ok = true;
-                    for r in g0..g1 {
-                        match check_logits(&self.x[r * k..(r + 1) * k], &self.dims, r) {
-                            Ok(top) => short.top[r - g0] = top,
-                            Err(e) => {
-                                fault(e);
-                                ok = false;
-                            }
-                        }
-                    }
-                    if ok {
-                        let g = &noise[(g0 - r0) * k..(g1 - r0) * k];
-                        self.finish_short_rows(g0, g1 - g0, g, short);
+        for (batch, next) in row_batches(rows, k) {
+            let noise = &mut z[..batch.len() * k];
+            let next = self.ahead(batch.end * k, next.len() * k);
+            let start = (batch.start * k) as u64;
+            fill_ahead(Noise::Gumbel, &self.stream, start, noise, cache, &next);
+            match batched {
+                Batched::Simd(token) => self.finish_batch_simd(*token, batch, noise, fault),
+                Batched::Transposed(tile) => {
+                    self.finish_batch_transposed(batch, noise, tile, fault)
+                }
+                Batched::RowByRow => self.finish_batch_by_rows(batch, noise, fault),
+                Batched::No => unreachable!("rows that are not batched go row by row"),
+            }
+        }
+    }
+}
+
+impl<T: Real> Forward<'_, T> {
+    /// `Batched::Simd`: the rows `r0 .. r1` of a batch whose noise is `noise`.
+    #[inline(always)]
+    fn finish_batch_simd(
+        &self,
+        token: short::Token<T>,
+        Range { start: r0, end: r1 }: Range<usize>,
+        noise: &[T],
+        fault: &mut impl FnMut(KernelError),
+    ) {
+        let (k, n) = (self.dims.k, (r1 - r0) * self.dims.k);
+        let batch = short::Batch {
+            x: &self.x[r0 * k..r1 * k],
+            noise,
+            k,
+            r0,
+            tau: self.tau,
+        };
+        // SAFETY: rows `r0 .. r1` are visited by this thread only.
+        let outputs = unsafe {
+            short::Outputs {
+                soft: self.soft.as_ref().map(|o| o.slice(r0 * k, n)),
+                hard: self.one_hot.as_ref().map(|o| o.slice(r0 * k, n)),
+            }
+        };
+        short::forward(token, &batch, outputs, |j| {
+            let r = r0 + j;
+            let x = &self.x[r * k..(r + 1) * k];
+            // The short path found this row invalid: the same conditions.
+            let e = check_logits(x, &self.dims, r).expect_err("a row the short path rejects");
+            fault(e);
+        });
+    }
+
+    /// `Batched::Transposed`: as `finish_batch_simd`, by tiles of `TILE` rows.
+    #[inline(always)]
+    fn finish_batch_transposed(
+        &self,
+        Range { start: r0, end: r1 }: Range<usize>,
+        noise: &[T],
+        tile: &mut TileScratch<T>,
+        fault: &mut impl FnMut(KernelError),
+    ) {
+        let k = self.dims.k;
+        for g0 in (r0..r1).step_by(TILE) {
+            let g1 = r1.min(g0 + TILE);
+            let mut ok = true;
+            for r in g0..g1 {
+                match check_logits(&self.x[r * k..(r + 1) * k], &self.dims, r) {
+                    Ok(top) => tile.top[r - g0] = top,
+                    Err(e) => {
+                        fault(e);
+                        ok = false;
                     }
                 }
-            } else {
-                for (r, w) in (r0..r1).zip(noise.chunks_exact_mut(k)) {
-                    let xr = &self.x[r * k..(r + 1) * k];
-                    match check_logits(xr, &self.dims, r) {
-                        Ok(top) => self.finish_row(r, xr, top, w),
-                        Err(e) => fault(e),
-                    }
-                }
+            }
+            if ok {
+                let g = &noise[(g0 - r0) * k..(g1 - r0) * k];
+                self.finish_short_rows(g0, g1 - g0, g, tile);
+            }
+        }
+    }
+
+    /// `Batched::RowByRow`: as `finish_batch_simd`, one `finish_row` a row.
+    #[inline(always)]
+    fn finish_batch_by_rows(
+        &self,
+        batch: Range<usize>,
+        noise: &mut [T],
+        fault: &mut impl FnMut(KernelError),
+    ) {
+        let k = self.dims.k;
+        for (r, w) in batch.zip(noise.chunks_exact_mut(k)) {
+            let xr = &self.x[r * k..(r + 1) * k];
+            match check_logits(xr, &self.dims, r) {
+                Ok(top) => self.finish_row(r, xr, top, w),
+                Err(e) => fault(e),
             }
         }
     }
@@ -338,33 +348,6 @@ impl<T: Real> RowKernel for Forward<'_, T> {
 struct Tiled<'a, T> {
     f: Forward<'a, T>,
     tiles: Tiles,
-}
-
-struct TileScratch<T> {
-    v: Vec<T>,
-    acc: Vec<T>,
-    /// The largest logit of each row.
-    top: Vec<T>,
-    m: Vec<T>,
-    inv: Vec<T>,
-    arg: Vec<usize>,
-    any: Vec<bool>,
-    cache: GroupCache<T>,
-}
-
-impl<T: Real> TileScratch<T> {
-    fn new(k: usize, w: usize) -> Self {
-        TileScratch {
-            v: vec![T::ZERO; k * w],
-            acc: vec![T::ZERO; T::LANES * w],
-            top: vec![T::ZERO; w],
-            m: vec![T::ZERO; w],
-            inv: vec![T::ZERO; w],
-            arg: vec![0; w],
-            any: vec![false; w],
-            cache: GroupCache::new(),
-        }
-    }
 }
 
 impl<T: Real> RowKernel for Tiled<'_, T> {
@@ -393,11 +376,10 @@ impl<T: Real> RowKernel for Tiled<'_, T> {
             m,
             &mut s.cache,
         );
-        let hard = f.hard_only || f.soft.is_some();
-        if hard {
+        if f.one_hot.is_some() {
             first_max_per_column(&s.v, stride, d.k, m, &mut s.arg[..w]);
         }
-        if !f.hard_only {
+        if f.soft.is_some() {
             let inv = &mut s.inv[..w];
             for (j, i) in inv.iter_mut().enumerate() {
                 *i = f.tau.inverse_at(tile.row(d, j));
@@ -407,17 +389,16 @@ impl<T: Real> RowKernel for Tiled<'_, T> {
         for t in 0..d.k {
             let at = tile.at(d, t);
             let v = &s.v[t * stride..][..w];
-            let soft_out = if hard { f.soft.as_ref() } else { Some(&f.out) };
-            if let Some(target) = soft_out {
+            if let Some(target) = &f.soft {
                 // SAFETY: the elements of this tile belong to this thread only.
                 let dst = unsafe { target.slice(at, w) };
                 for ((o, &vj), &ij) in dst.iter_mut().zip(v).zip(&s.inv[..w]) {
                     *o = vj * ij;
                 }
             }
-            if hard {
+            if let Some(one_hot) = &f.one_hot {
                 // SAFETY: as above.
-                let dst = unsafe { f.out.slice(at, w) };
+                let dst = unsafe { one_hot.slice(at, w) };
                 for (j, o) in dst.iter_mut().enumerate() {
                     *o = if s.arg[j] == t { T::ONE } else { T::ZERO };
                 }
@@ -441,71 +422,30 @@ fn run_forward<T: Real>(kernel: Forward<'_, T>) -> Result<(), KernelError> {
     run_units(&tiled.tiles.units(), &dims, &tiled)
 }
 
-/// Gumbel-Softmax forward: `y = softmax((x + g) / tau)` along the `k` axis,
-/// computed as `exp((w - max w) / tau) / sum(...)` with `w = (x - max x) + g`
-/// (see `add_logits`).
+/// Gumbel-Softmax forward along the `k` axis, writing what `out` asks for.
 ///
-/// With `soft = None` the soft sample is written to `y`. With `Some(soft)` it
-/// is written to `soft`, and `y` receives the straight-through hard sample:
-/// exactly 1.0 at the first maximum of `w` and 0.0 elsewhere.
-/// `-inf` logits get probability exactly 0.
+/// The soft sample is `y = softmax((x + g) / tau)`, computed as
+/// `exp((w - max w) / tau) / sum(...)` with `w = (x - max x) + g` (see
+/// `add_logits`); `-inf` logits get probability exactly 0. The one-hot
+/// sample is exactly 1.0 at the first maximum of `w` and 0.0 elsewhere; it
+/// does not depend on `tau`, but `tau` is checked in every mode, so a call is
+/// rejected for the same arguments whatever it computes.
 pub fn gumbel_softmax_forward<T: Real>(
     x: &[T],
     dims: Dims,
     tau: Tau<'_, T>,
     stream: Stream,
-    y: &mut [T],
-    soft: Option<&mut [T]>,
+    out: Outputs<'_, T>,
 ) -> Result<(), KernelError> {
     check_len("logits", x.len(), dims.len())?;
-    check_len("output", y.len(), dims.len())?;
-    tau.check(dims.rows())?;
-    prefer_huge_pages(y);
-    let soft = match soft {
-        Some(s) => {
-            check_len("soft output", s.len(), dims.len())?;
-            prefer_huge_pages(s);
-            Some(SharedMut::new(s))
+    let (one_hot, soft) = out.split();
+    for (what, buf) in [("one-hot output", &one_hot), ("soft output", &soft)] {
+        if let Some(buf) = buf {
+            check_len(what, buf.len(), dims.len())?;
         }
-        None => None,
-    };
-    let kernel = Forward {
-        x,
-        dims,
-        tau,
-        stream,
-        out: SharedMut::new(y),
-        soft,
-        hard_only: false,
-    };
-    run_forward(kernel)
-}
-
-/// The straight-through hard sample alone (when no gradient needs the soft
-/// one): the same values `gumbel_softmax_forward` writes to `y` with
-/// `Some(soft)`. The sample does not depend on `tau`, but `tau` is checked as
-/// there: a call is rejected for the same arguments whatever it computes.
-pub fn gumbel_softmax_hard_forward<T: Real>(
-    x: &[T],
-    dims: Dims,
-    tau: Tau<'_, T>,
-    stream: Stream,
-    y: &mut [T],
-) -> Result<(), KernelError> {
-    check_len("logits", x.len(), dims.len())?;
-    check_len("output", y.len(), dims.len())?;
+    }
     tau.check(dims.rows())?;
-    prefer_huge_pages(y);
-    let kernel = Forward {
-        x,
-        dims,
-        tau,
-        stream,
-        out: SharedMut::new(y),
-        soft: None,
-        hard_only: true,
-    };
-    run_forward(kernel)
+    run_forward(Forward::new(x, dims, tau, stream, one_hot, soft))
 }
 
 struct Backward<'a, T> {
@@ -627,6 +567,7 @@ pub fn gumbel_softmax_backward<T: Real>(
 mod tests {
     use super::*;
     use crate::kernels::noise::noise;
+    use crate::kernels::OutputMode;
 
     fn logits(n: usize, seed: u64) -> Vec<f64> {
         let mut v = vec![0.0; n];
@@ -664,26 +605,23 @@ mod tests {
             let x = logits(dims.len(), 1);
             let stream = Stream::new(17, 4);
             let mut y = vec![0.0; dims.len()];
-            gumbel_softmax_forward(&x, dims, Tau::Scalar(0.7), stream, &mut y, None).unwrap();
+            gumbel_softmax_forward(&x, dims, Tau::Scalar(0.7), stream, Outputs::Soft(&mut y))
+                .unwrap();
             let (want, args) = reference(&x, dims, 0.7, stream);
             for (a, b) in y.iter().zip(&want) {
                 assert!((a - b).abs() <= 1e-14, "{a} vs {b}");
             }
             let mut hard = vec![0.0; dims.len()];
             let mut soft = vec![0.0; dims.len()];
-            gumbel_softmax_forward(
-                &x,
-                dims,
-                Tau::Scalar(0.7),
-                stream,
-                &mut hard,
-                Some(&mut soft),
-            )
-            .unwrap();
+            let out = Outputs::OneHotWithSoft {
+                one_hot: &mut hard,
+                soft: &mut soft,
+            };
+            gumbel_softmax_forward(&x, dims, Tau::Scalar(0.7), stream, out).unwrap();
             assert_eq!(soft, y);
             let mut hard_only = vec![0.0; dims.len()];
-            gumbel_softmax_hard_forward(&x, dims, Tau::Scalar(1.0), stream, &mut hard_only)
-                .unwrap();
+            let out = Outputs::OneHot(&mut hard_only);
+            gumbel_softmax_forward(&x, dims, Tau::Scalar(1.0), stream, out).unwrap();
             assert_eq!(hard_only, hard);
             for (r, &a) in args.iter().enumerate() {
                 for t in 0..dims.k {
@@ -706,8 +644,8 @@ mod tests {
             f32::NEG_INFINITY,
         ];
         let mut y = [9.0f32; 6];
-        gumbel_softmax_forward(&x, dims, Tau::Scalar(0.5), Stream::new(0, 0), &mut y, None)
-            .unwrap();
+        let out = Outputs::Soft(&mut y);
+        gumbel_softmax_forward(&x, dims, Tau::Scalar(0.5), Stream::new(0, 0), out).unwrap();
         assert_eq!((y[1], y[3], y[5]), (0.0, 0.0, 0.0));
         assert_eq!(y[4], 1.0);
 
@@ -717,8 +655,7 @@ mod tests {
             dims,
             Tau::Scalar(1.0),
             Stream::new(0, 0),
-            &mut y,
-            None,
+            Outputs::Soft(&mut y),
         );
         assert_eq!(e, Err(KernelError::NanLogit { index: 1 }));
         let masked = [f32::NEG_INFINITY; 6];
@@ -727,35 +664,28 @@ mod tests {
             dims,
             Tau::Scalar(1.0),
             Stream::new(0, 0),
-            &mut y,
-            None,
+            Outputs::Soft(&mut y),
         );
         assert_eq!(e, Err(KernelError::AllMasked { row: 0 }));
         // Strided rows: the fault at the smallest flat position wins.
         let dims = Dims::new(1, 3, 2);
         let x = [0.0f32, 0.0, 0.0, 0.0, f32::NAN, f32::INFINITY];
-        let e = gumbel_softmax_forward(&x, dims, Tau::Scalar(1.0), Stream::new(0, 0), &mut y, None);
+        let out = Outputs::Soft(&mut y);
+        let e = gumbel_softmax_forward(&x, dims, Tau::Scalar(1.0), Stream::new(0, 0), out);
         assert_eq!(e, Err(KernelError::NanLogit { index: 4 }));
     }
 
     /// Runs `Forward` row by row (no tiles), for comparison with the tiled path.
-    fn by_rows(
-        x: &[f32],
-        dims: Dims,
-        mode: u8,
-        y: &mut [f32],
-        soft: &mut [f32],
-    ) -> Result<(), KernelError> {
-        let kernel = Forward {
-            x,
-            dims,
-            tau: Tau::Scalar(0.6),
-            stream: Stream::new(5, 6),
-            out: SharedMut::new(y),
-            soft: (mode == 1).then(|| SharedMut::new(soft)),
-            hard_only: mode == 2,
-        };
+    fn by_rows(x: &[f32], dims: Dims, out: Outputs<'_, f32>) -> Result<(), KernelError> {
+        let (one_hot, soft) = out.split();
+        let kernel = Forward::new(x, dims, Tau::Scalar(0.6), Stream::new(5, 6), one_hot, soft);
         run_rows(&dims, &kernel)
+    }
+
+    /// `y`, and `soft` where `mode` writes a soft sample beside the one-hot one.
+    fn outputs<'a>(mode: OutputMode, y: &'a mut [f32], soft: &'a mut [f32]) -> Outputs<'a, f32> {
+        let soft = (mode == OutputMode::OneHotWithSoft).then_some(soft);
+        Outputs::of(mode, y, soft).unwrap()
     }
 
     #[test]
@@ -770,26 +700,15 @@ mod tests {
             if dims.k > 1 {
                 x[dims.len() / 3] = f32::NEG_INFINITY;
             }
-            for mode in 0..3u8 {
+            for mode in OutputMode::ALL {
                 let (mut y1, mut s1) = (vec![0f32; dims.len()], vec![0f32; dims.len()]);
                 let (mut y2, mut s2) = (vec![0f32; dims.len()], vec![0f32; dims.len()]);
-                by_rows(&x, dims, mode, &mut y1, &mut s1).unwrap();
+                by_rows(&x, dims, outputs(mode, &mut y1, &mut s1)).unwrap();
                 let stream = Stream::new(5, 6);
-                match mode {
-                    0 => gumbel_softmax_forward(&x, dims, Tau::Scalar(0.6), stream, &mut y2, None),
-                    1 => gumbel_softmax_forward(
-                        &x,
-                        dims,
-                        Tau::Scalar(0.6),
-                        stream,
-                        &mut y2,
-                        Some(&mut s2),
-                    ),
-                    _ => gumbel_softmax_hard_forward(&x, dims, Tau::Scalar(1.0), stream, &mut y2),
-                }
-                .unwrap();
-                assert_eq!(y1, y2, "{dims:?} mode {mode}");
-                assert_eq!(s1, s2, "{dims:?} mode {mode}");
+                let out = outputs(mode, &mut y2, &mut s2);
+                gumbel_softmax_forward(&x, dims, Tau::Scalar(0.6), stream, out).unwrap();
+                assert_eq!(y1, y2, "{dims:?} mode {mode:?}");
+                assert_eq!(s1, s2, "{dims:?} mode {mode:?}");
             }
         }
     }
@@ -809,34 +728,23 @@ mod tests {
             let taus: Vec<f32> = (0..dims.rows())
                 .map(|r| 0.2 + (r % 7) as f32 * 0.3)
                 .collect();
-            for mode in 0..3u8 {
+            for mode in OutputMode::ALL {
                 let (mut y1, mut s1) = (vec![0f32; dims.len()], vec![0f32; dims.len()]);
                 let (mut y2, mut s2) = (vec![0f32; dims.len()], vec![0f32; dims.len()]);
                 {
-                    let kernel = Forward {
-                        x: &x,
-                        dims,
-                        tau: Tau::PerRow(&taus),
-                        stream: Stream::new(5, 6),
-                        out: SharedMut::new(&mut y1),
-                        soft: (mode == 1).then(|| SharedMut::new(&mut s1[..])),
-                        hard_only: mode == 2,
-                    };
+                    let tau = Tau::PerRow(&taus);
+                    let (one_hot, soft) = outputs(mode, &mut y1, &mut s1).split();
+                    let kernel = Forward::new(&x, dims, tau, Stream::new(5, 6), one_hot, soft);
                     let mut scratch = Scratch::new(dims.k);
                     for r in 0..dims.rows() {
                         kernel.row(r, &mut scratch).unwrap();
                     }
                 }
-                let stream = Stream::new(5, 6);
-                let tau = Tau::PerRow(&taus);
-                match mode {
-                    0 => gumbel_softmax_forward(&x, dims, tau, stream, &mut y2, None),
-                    1 => gumbel_softmax_forward(&x, dims, tau, stream, &mut y2, Some(&mut s2)),
-                    _ => gumbel_softmax_hard_forward(&x, dims, Tau::Scalar(1.0), stream, &mut y2),
-                }
-                .unwrap();
-                assert_eq!(y1, y2, "{dims:?} mode {mode}");
-                assert_eq!(s1, s2, "{dims:?} mode {mode}");
+                let (stream, tau) = (Stream::new(5, 6), Tau::PerRow(&taus));
+                let out = outputs(mode, &mut y2, &mut s2);
+                gumbel_softmax_forward(&x, dims, tau, stream, out).unwrap();
+                assert_eq!(y1, y2, "{dims:?} mode {mode:?}");
+                assert_eq!(s1, s2, "{dims:?} mode {mode:?}");
             }
         }
     }
@@ -894,10 +802,10 @@ mod tests {
             for &(i, v) in case {
                 x[i] = v;
             }
-            let (mut y, mut s) = (vec![0f32; dims.len()], vec![0f32; dims.len()]);
-            let want = by_rows(&x, dims, 0, &mut y, &mut s);
-            let got =
-                gumbel_softmax_forward(&x, dims, Tau::Scalar(0.6), Stream::new(5, 6), &mut y, None);
+            let mut y = vec![0f32; dims.len()];
+            let want = by_rows(&x, dims, Outputs::Soft(&mut y));
+            let out = Outputs::Soft(&mut y);
+            let got = gumbel_softmax_forward(&x, dims, Tau::Scalar(0.6), Stream::new(5, 6), out);
             assert!(want.is_err());
             assert_eq!(got, want, "{case:?}");
         }
@@ -941,13 +849,10 @@ mod tests {
             let (mut y, mut soft) = (vec![0f32; dims.len()], vec![0f32; dims.len()]);
             let stream = Stream::new(1, 1);
             let tau = Tau::Scalar(0.5);
-            let got = [
-                gumbel_softmax_forward(&x, dims, tau, stream, &mut y, None),
-                gumbel_softmax_forward(&x, dims, tau, stream, &mut y, Some(&mut soft)),
-                gumbel_softmax_hard_forward(&x, dims, Tau::Scalar(1.0), stream, &mut y),
-            ];
-            for g in got {
-                assert_eq!(g, Err(want), "{faults:?}");
+            for mode in OutputMode::ALL {
+                let out = outputs(mode, &mut y, &mut soft);
+                let got = gumbel_softmax_forward(&x, dims, tau, stream, out);
+                assert_eq!(got, Err(want), "{faults:?} {mode:?}");
             }
         }
     }
@@ -958,8 +863,8 @@ mod tests {
         let y = {
             let x = logits(dims.len(), 2);
             let mut y = vec![0.0; dims.len()];
-            gumbel_softmax_forward(&x, dims, Tau::Scalar(2.0), Stream::new(1, 1), &mut y, None)
-                .unwrap();
+            let out = Outputs::Soft(&mut y);
+            gumbel_softmax_forward(&x, dims, Tau::Scalar(2.0), Stream::new(1, 1), out).unwrap();
             y
         };
         let g = logits(dims.len(), 3);
@@ -984,15 +889,11 @@ mod tests {
             crate::parallel::set_num_threads(threads);
             let mut y = vec![0f32; dims.len()];
             let mut soft = vec![0f32; dims.len()];
-            gumbel_softmax_forward(
-                &x,
-                dims,
-                Tau::Scalar(0.3),
-                Stream::new(8, 2),
-                &mut y,
-                Some(&mut soft),
-            )
-            .unwrap();
+            let out = Outputs::OneHotWithSoft {
+                one_hot: &mut y,
+                soft: &mut soft,
+            };
+            gumbel_softmax_forward(&x, dims, Tau::Scalar(0.3), Stream::new(8, 2), out).unwrap();
             (y, soft)
         };
         let one = run(1);

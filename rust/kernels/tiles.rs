@@ -220,3 +220,38 @@ pub(crate) fn column_softmax<T: Real>(
         *i = T::ONE / sum;
     }
 }
+
+/// Per-thread scratch memory of the tiled kernels (`TILE` rows at a time).
+pub(crate) struct TileScratch<T> {
+    /// The tile's values, category-major (`v[t * width + j]`).
+    pub(crate) v: Vec<T>,
+    /// Per-lane partial sums of each row.
+    pub(crate) acc: Vec<T>,
+    /// The largest logit of each row.
+    pub(crate) top: Vec<T>,
+    /// The largest perturbed value of each row.
+    pub(crate) m: Vec<T>,
+    /// Each row's inverse temperature (then of its sum).
+    pub(crate) inv: Vec<T>,
+    /// Each row's first arg-maximum.
+    pub(crate) arg: Vec<usize>,
+    /// Whether a row has a logit that is not -inf.
+    pub(crate) any: Vec<bool>,
+    /// The last partial group of uniforms.
+    pub(crate) cache: GroupCache<T>,
+}
+
+impl<T: Real> TileScratch<T> {
+    pub(crate) fn new(k: usize, w: usize) -> Self {
+        TileScratch {
+            v: vec![T::ZERO; k * w],
+            acc: vec![T::ZERO; T::LANES * w],
+            top: vec![T::ZERO; w],
+            m: vec![T::ZERO; w],
+            inv: vec![T::ZERO; w],
+            arg: vec![0; w],
+            any: vec![false; w],
+            cache: GroupCache::new(),
+        }
+    }
+}

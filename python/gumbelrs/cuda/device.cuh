@@ -116,24 +116,44 @@ struct Math<double> {
   static GRS_DEV double fma(double a, double b, double c) { return ::fma(a, b, c); }
 };
 
+/* ------------------------------------------------------------ output modes */
+
+/* What a forward with a straight-through mode (Gumbel-Softmax, relaxed
+ * Bernoulli) writes: the soft sample into y; the one-hot sample into y and
+ * the soft one into a second output; the one-hot sample alone. Rust's
+ * kernels::OutputMode and gumbelrs._protocol.OutputMode, by the same names. */
+enum GrsOutputMode { GRS_SOFT = 0, GRS_ONE_HOT_WITH_SOFT = 1, GRS_ONE_HOT = 2 };
+
 /* ------------------------------------------------------------ faults */
 
-/* A fault is one 64-bit code, and the smallest code of a call wins:
- *   bits 40..63  the call's sequence number (set by the host in `tag`),
- *   bit  39      0 for a bad temperature (checked first, as on the CPU), else 1,
- *   bits 3..38   the flat position (of the logit, of the row's first element,
- *                or of the temperature),
- *   bits 0..2    the kind.
- * The host keeps the buffer at all ones when there is no fault. */
-enum { GRS_F_NAN = 1, GRS_F_POSINF = 2, GRS_F_MASKED = 3, GRS_F_INDEX = 4, GRS_F_TAU = 5,
-       GRS_F_TOO_FEW = 6 };
+/* The kinds of fault: Rust's kernels::FaultKind and
+ * gumbelrs._protocol.FaultKind, by the same names and codes. */
+enum GrsFaultKind { GRS_F_NAN = 1, GRS_F_POSINF = 2, GRS_F_ALL_MASKED = 3, GRS_F_INDEX = 4,
+                    GRS_F_TAU = 5, GRS_F_TOO_FEW = 6 };
+
+/* A fault is one 64-bit code, and the smallest code of a call wins. Its
+ * fields, low bits first (gumbelrs._protocol.FaultCode decodes them):
+ *   kind      GRS_FAULT_KIND_BITS bits, a GrsFaultKind;
+ *   position  GRS_FAULT_POS_BITS bits from GRS_FAULT_POS_SHIFT: the flat
+ *             position (of the logit, of the row's first element, or of the
+ *             temperature), at most GRS_FAULT_POS_MAX;
+ *   class     the bit GRS_FAULT_CLASS_SHIFT: 0 for a bad temperature
+ *             (checked first, as on the CPU), else 1;
+ *   sequence  the bits from GRS_FAULT_SEQ_SHIFT up: the call's number, set
+ *             by the host in `tag`.
+ * The host keeps the buffer at all ones (GRS_NO_FAULT) when there is no fault. */
+#define GRS_FAULT_KIND_BITS 3
+#define GRS_FAULT_POS_SHIFT 3
+#define GRS_FAULT_POS_BITS 36
+#define GRS_FAULT_CLASS_SHIFT 39
+#define GRS_FAULT_SEQ_SHIFT 40
+#define GRS_FAULT_POS_MAX ((1ull << GRS_FAULT_POS_BITS) - 1)
 #define GRS_NO_FAULT ((grs_u64)0xffffffffffffffffull)
-#define GRS_POS_MAX 0xfffffffffull
 
 GRS_DEV grs_u64 grs_fault(grs_u64 tag, int kind, long long pos) {
-  grs_u64 p = pos < 0 ? 0 : ((grs_u64)pos > GRS_POS_MAX ? GRS_POS_MAX : (grs_u64)pos);
+  grs_u64 p = pos < 0 ? 0 : ((grs_u64)pos > GRS_FAULT_POS_MAX ? GRS_FAULT_POS_MAX : (grs_u64)pos);
   grs_u64 cls = kind == GRS_F_TAU ? 0ull : 1ull;
-  return tag | (cls << 39) | (p << 3) | (grs_u64)kind;
+  return tag | (cls << GRS_FAULT_CLASS_SHIFT) | (p << GRS_FAULT_POS_SHIFT) | (grs_u64)kind;
 }
 
 GRS_DEV grs_u64 grs_min_u64(grs_u64 a, grs_u64 b) { return a < b ? a : b; }
@@ -289,7 +309,7 @@ struct GrsCheck {
     any = grs_reduce(any, 0, w.G, GrsMax(), sm);
     if (!w.active) return GRS_NO_FAULT;
     if (bad != GRS_NO_FAULT) return bad;
-    return any ? GRS_NO_FAULT : grs_fault(tag, GRS_F_MASKED, w.base);
+    return any ? GRS_NO_FAULT : grs_fault(tag, GRS_F_ALL_MASKED, w.base);
   }
 };
 

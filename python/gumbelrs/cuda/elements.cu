@@ -6,12 +6,17 @@
  */
 #include "device.cuh"
 
-/* op 0: relaxed Bernoulli, soft sample into y. 1: the hard sample (w > 0)
- * into y and the soft one into second. 2: Hard Concrete into y. */
+/* Which op an elementwise kernel computes. */
+enum GrsConcreteOp { GRS_RELAXED_BERNOULLI = 0, GRS_HARD_CONCRETE = 1 };
+
+/* GRS_RELAXED_BERNOULLI in output mode `mode` (GrsOutputMode): the soft
+ * sample, and/or the one-hot (hard) sample w > 0, whose soft sample goes to
+ * `second` in GRS_ONE_HOT_WITH_SOFT. GRS_HARD_CONCRETE (mode GRS_SOFT): Hard
+ * Concrete into y. */
 template <class T, class C>
 GRS_DEV void concrete_forward(const T* x, T* y, T* second, const C* tau_elems, C tau, C lo, C hi,
-                              long long n, grs_u64 seed, grs_u64 offset, int op, grs_u64* fault,
-                              grs_u64 tag) {
+                              long long n, grs_u64 seed, grs_u64 offset, int op, int mode,
+                              grs_u64* fault, grs_u64 tag) {
   typedef Math<C> M;
   const int epb = M::EPB;
   grs_u64 b = (grs_u64)blockIdx.x * blockDim.x + threadIdx.x;
@@ -29,27 +34,27 @@ GRS_DEV void concrete_forward(const T* x, T* y, T* second, const C* tau_elems, C
     if (tau_bad || xv != xv) {
       code = grs_min_u64(code, grs_fault(tag, tau_bad ? GRS_F_TAU : GRS_F_NAN, i));
       grs_store(y, i, M::nan());
-      if (op == 1) grs_store(second, i, M::nan());
+      if (mode == GRS_ONE_HOT_WITH_SOFT) grs_store(second, i, M::nan());
       continue;
     }
     C inv = (C)1 / t;
     C v = xv + M::noise(GRS_LOGISTIC, M::uniform(words, j));
     C s = M::sigmoid(v * inv);
-    if (op == 2) {
+    if (op == GRS_HARD_CONCRETE) {
       C z = s * (hi - lo) + lo;
       z = (C)0 > z ? (C)0 : z;
       grs_store(y, i, (C)1 < z ? (C)1 : z);
-    } else if (op == 1) {
-      grs_store(y, i, (C)(v > (C)0));
-      grs_store(second, i, s);
-    } else {
+    } else if (mode == GRS_SOFT) {
       grs_store(y, i, s);
+    } else {
+      grs_store(y, i, (C)(v > (C)0));
+      if (mode == GRS_ONE_HOT_WITH_SOFT) grs_store(second, i, s);
     }
   }
   if (code != GRS_NO_FAULT) atomicMin(fault, code);
 }
 
-/* op 0: relaxed Bernoulli, grad_x = g * y (1 - y) / tau. op 2: Hard Concrete,
+/* GRS_RELAXED_BERNOULLI: grad_x = g * y (1 - y) / tau. GRS_HARD_CONCRETE:
  * the same through the stretch, zero where the sample was clamped. */
 template <class T, class C>
 GRS_DEV void concrete_backward(const T* g, const T* y, T* out, const C* tau_elems, C tau, C lo,
@@ -58,7 +63,7 @@ GRS_DEV void concrete_backward(const T* g, const T* y, T* out, const C* tau_elem
   if (i >= n) return;
   C inv = (C)1 / (tau_elems ? tau_elems[i] : tau);
   C gi = grs_load(g, i), yi = grs_load(y, i);
-  if (op != 2) {
+  if (op != GRS_HARD_CONCRETE) {
     grs_store(out, i, (gi * (yi * ((C)1 - yi))) * inv);
     return;
   }
@@ -70,8 +75,8 @@ GRS_DEV void concrete_backward(const T* g, const T* y, T* out, const C* tau_elem
 #define GRS_ELEMENT_KERNELS(SFX, T, C)                                                             \
   extern "C" __global__ void __launch_bounds__(256) grs_concrete_forward_##SFX(                    \
       const T* x, T* y, T* second, const C* tau_elems, C tau, C lo, C hi, long long n,             \
-      grs_u64 seed, grs_u64 offset, int op, grs_u64* fault, grs_u64 tag) {                         \
-    concrete_forward<T, C>(x, y, second, tau_elems, tau, lo, hi, n, seed, offset, op, fault,       \
+      grs_u64 seed, grs_u64 offset, int op, int mode, grs_u64* fault, grs_u64 tag) {               \
+    concrete_forward<T, C>(x, y, second, tau_elems, tau, lo, hi, n, seed, offset, op, mode, fault, \
                            tag);                                                                   \
   }                                                                                                \
   extern "C" __global__ void __launch_bounds__(256) grs_concrete_backward_##SFX(const T* g, const T* y, T* out, \

@@ -12,9 +12,9 @@
  */
 #include "device.cuh"
 
-/* Gumbel-Softmax forward. mode 0: the soft sample into y; 1: the one-hot of
- * the first maximum of w = (x - max x) + g into y and the soft sample into
- * soft; 2: the one-hot alone. A first pass checks the logits and finds their
+/* Gumbel-Softmax forward, in output mode `mode` (GrsOutputMode): the one-hot
+ * sample is that of the first maximum of w = (x - max x) + g; in
+ * GRS_ONE_HOT_WITH_SOFT the soft sample goes to `soft`, in GRS_SOFT to y. A first pass checks the logits and finds their
  * maximum (grs_row_top); the next draws the noise and finds the maximum of w
  * and its first index. With `cache`, w is kept in shared memory (k
  * values per row of the block) and the softmax is the CPU's: e = exp((w -
@@ -34,7 +34,7 @@ GRS_DEV void gs_forward(const T* x, T* y, T* soft, const C* tau_rows, C tau, lon
   C inv = (C)1 / t_row;
   /* Checked in every mode, also where the sample does not use it. */
   bool tau_bad = !(t_row >= M::min_normal() && t_row < M::inf());
-  bool online = mode != 2 && !cache;
+  bool online = mode != GRS_ONE_HOT && !cache;
   MaxArg<C> best = {-M::inf(), k};
   C sum = 0;
   grs_u64 code;
@@ -69,20 +69,20 @@ GRS_DEV void gs_forward(const T* x, T* y, T* soft, const C* tau_rows, C tau, lon
   if (code != GRS_NO_FAULT) {
     grs_row_each(w, [&](long long t) {
       grs_store(y, w.base + t * inner, M::nan());
-      if (mode == 1) grs_store(soft, w.base + t * inner, M::nan());
+      if (mode == GRS_ONE_HOT_WITH_SOFT) grs_store(soft, w.base + t * inner, M::nan());
     });
     return;
   }
-  if (mode == 2) {
+  if (mode == GRS_ONE_HOT) {
     grs_row_each(w, [&](long long t) { grs_store(y, w.base + t * inner, (C)(t == top.i)); });
     return;
   }
   C inv_sum = (C)1 / total;
-  T* s_out = mode == 1 ? soft : y;
+  T* s_out = mode == GRS_ONE_HOT_WITH_SOFT ? soft : y;
   auto write = [&](long long t, C e) {
     long long at = w.base + t * inner;
     grs_store(s_out, at, e * inv_sum);
-    if (mode == 1) grs_store(y, at, (C)(t == top.i));
+    if (mode == GRS_ONE_HOT_WITH_SOFT) grs_store(y, at, (C)(t == top.i));
   };
   if (cache) {
     grs_row_each(w, [&](long long t) { write(t, kept[t]); });
@@ -147,7 +147,7 @@ GRS_DEV void categorical(const T* x, long long* out, long long outer, long long 
  * complement of the index, as an int64, unique; float64: w itself, for a
  * stable sort. avail[r] is the row's number of logits that are not -inf, or
  * -1 when the row has a fault; the host sets the indices of rows with fewer
- * than kk to -1. */
+ * than top_k to -1. */
 GRS_DEV long long grs_key(float v, long long t) {
   unsigned u = __float_as_uint(v + 0.0f);
   unsigned ordered = (u & 0x80000000u) ? ~u : (u | 0x80000000u);
@@ -158,7 +158,7 @@ GRS_DEV double grs_key(double v, long long) { return v; }
 
 template <class T, class C, class K>
 GRS_DEV void topk_keys(const T* x, K* keys, long long* avail, long long outer, long long k,
-                       long long inner, long long kk, grs_u64 seed, grs_u64 offset, int G,
+                       long long inner, long long top_k, grs_u64 seed, grs_u64 offset, int G,
                        grs_u64* fault, grs_u64 tag) {
   __shared__ GrsSlot sm[32];
   GrsRow w = grs_row(outer, k, inner, G);
@@ -172,9 +172,9 @@ GRS_DEV void topk_keys(const T* x, K* keys, long long* avail, long long outer, l
     keys[at] = grs_key((xv - x_top) + g, t);
   });
   available = grs_reduce(available, 0ll, G, GrsSum(), sm);
-  if (w.active && code == GRS_NO_FAULT && available < kk) code = grs_fault(tag, GRS_F_TOO_FEW, w.base);
+  if (w.active && code == GRS_NO_FAULT && available < top_k) code = grs_fault(tag, GRS_F_TOO_FEW, w.base);
   grs_report(w, fault, code);
-  if (w.active && w.lane == 0) avail[w.r] = code != GRS_NO_FAULT && available >= kk ? -1 : available;
+  if (w.active && w.lane == 0) avail[w.r] = code != GRS_NO_FAULT && available >= top_k ? -1 : available;
 }
 
 /* Gumbel-perturbed logits conditioned on their argmax being index[r]: the
@@ -244,8 +244,8 @@ GRS_DEV void given_argmax(const T* x, const long long* index, T* out, long long 
   }                                                                                                \
   extern "C" __global__ void GRS_ROW_BOUNDS grs_topk_keys_##SFX(                                   \
       const T* x, K* keys, long long* avail, long long outer, long long k, long long inner,      \
-      long long kk, grs_u64 seed, grs_u64 offset, int G, grs_u64* fault, grs_u64 tag) {            \
-    topk_keys<T, C, K>(x, keys, avail, outer, k, inner, kk, seed, offset, G, fault, tag);            \
+      long long top_k, grs_u64 seed, grs_u64 offset, int G, grs_u64* fault, grs_u64 tag) {            \
+    topk_keys<T, C, K>(x, keys, avail, outer, k, inner, top_k, seed, offset, G, fault, tag);            \
   }                                                                                                \
   extern "C" __global__ void GRS_ROW_BOUNDS grs_given_argmax_##SFX(                                \
       const T* x, const long long* index, T* out, long long outer, long long k, long long inner,   \
