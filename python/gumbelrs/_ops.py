@@ -256,16 +256,21 @@ def _noise(kind, shape, dtype, device, stream):
     return _dispatch.backend(device).noise(kind, shape, dtype, device, *stream)
 
 
-class _Noise(torch.autograd.Function):
+class _Draw(torch.autograd.Function):
+    """The base of the draws that have no gradient (noise, indices, conditioned
+    Gumbels): Functions only so that ``torch.func`` finds their vmap rules."""
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        pass
+
+
+class _Noise(_Draw):
     """Noise under transforms (it has no input a transform could see)."""
 
     @staticmethod
     def forward(token, kind, shape, dtype, device, stream):
         return _noise(kind, shape, dtype, device, stream)
-
-    @staticmethod
-    def setup_context(ctx, inputs, output):
-        pass
 
     @staticmethod
     def vmap(info, in_dims, token, kind, shape, dtype, device, stream):
@@ -462,14 +467,10 @@ def _sample_categorical(fn, x, dim, num_samples, stream):
     return _dispatch.backend(x.device).sample_categorical(fn, x, dim, num_samples, *stream)
 
 
-class _Categorical(torch.autograd.Function):
+class _Categorical(_Draw):
     @staticmethod
     def forward(token, x, dim, num_samples, stream, fn):
         return _sample_categorical(fn, x, dim, num_samples, stream)
-
-    @staticmethod
-    def setup_context(ctx, inputs, output):
-        pass
 
     @staticmethod
     def vmap(info, in_dims, token, x, dim, num_samples, stream, fn):
@@ -504,14 +505,10 @@ def _gumbel_topk(fn, x, dim, k, stream):
     return _dispatch.backend(x.device).gumbel_topk(fn, x, dim, k, *stream)
 
 
-class _TopK(torch.autograd.Function):
+class _TopK(_Draw):
     @staticmethod
     def forward(token, x, dim, k, stream, fn):
         return _gumbel_topk(fn, x, dim, k, stream)
-
-    @staticmethod
-    def setup_context(ctx, inputs, output):
-        pass
 
     @staticmethod
     def vmap(info, in_dims, token, x, dim, k, stream, fn):
@@ -546,14 +543,10 @@ def _gumbel_given_argmax(fn, x, dim, index, num_samples, stream):
     return b.gumbel_given_argmax(fn, x, dim, index, num_samples, *stream)
 
 
-class _GivenArgmax(torch.autograd.Function):
+class _GivenArgmax(_Draw):
     @staticmethod
     def forward(token, x, index, dim, num_samples, stream, fn):
         return _gumbel_given_argmax(fn, x, dim, index, num_samples, stream)
-
-    @staticmethod
-    def setup_context(ctx, inputs, output):
-        pass
 
     @staticmethod
     def vmap(info, in_dims, token, x, index, dim, num_samples, stream, fn):
