@@ -5,7 +5,7 @@
 >>> y = gumbelrs.gumbel_softmax(torch.randn(4, 10), tau=0.5, hard=True, generator=g)
 """
 
-from . import _validate, cuda, distributions, estimators, nn, schedules
+from . import _validate, cuda, distributions, estimators, nn, schedules, structured
 from ._core import get_num_threads as _get_num_threads
 from ._core import set_num_threads as _set_num_threads
 from ._generator import Generator, checkpoint_context, manual_seed
@@ -39,6 +39,7 @@ __all__ = [
     "sample_categorical",
     "schedules",
     "set_num_threads",
+    "structured",
 ]
 
 

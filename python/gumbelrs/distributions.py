@@ -27,11 +27,13 @@ from torch.distributions.utils import broadcast_all, lazy_property
 
 from . import _ops, _validate, functional
 from ._generator import Generator
+from .structured import sample_permutation
 
 __all__ = [
     "ExpRelaxedCategorical",
     "HardConcrete",
     "LogitRelaxedBernoulli",
+    "PlackettLuce",
     "RelaxedBernoulli",
     "RelaxedBernoulliStraightThrough",
     "RelaxedOneHotCategorical",
@@ -441,3 +443,61 @@ class HardConcrete(Distribution):
                  - math.log(hi - lo))
         return torch.where(value <= 0, F.logsigmoid(zero),
                            torch.where(value >= 1, F.logsigmoid(one), inner))
+
+
+class _Permutation(constraints.Constraint):
+    """int64 tensors whose last dimension is a permutation of ``0 .. n-1``."""
+
+    is_discrete = True
+    event_dim = 1
+
+    def check(self, value):
+        if value.dtype != torch.int64 or value.dim() < 1:
+            return torch.zeros(value.shape[:-1], dtype=torch.bool, device=value.device)
+        n = value.shape[-1]
+        return (value.sort(-1).values == torch.arange(n, device=value.device)).all(-1)
+
+
+class PlackettLuce(Distribution):
+    """Rankings of ``n`` items with scores ``scores`` (``(*batch, n)``): the first
+    item is drawn with probability ``softmax(scores)``, each next one from the
+    softmax of the scores left. Samples are int64 ``(*sample_shape, *batch, n)``,
+    the items in the order drawn (:func:`gumbelrs.structured.sample_permutation`);
+    ``log_prob(pi) = sum_i (s_pi(i) - logsumexp_{j >= i} s_pi(j))``, exact."""
+
+    arg_constraints = {"scores": constraints.real_vector}
+    support = _Permutation()
+    has_rsample = False
+
+    def __init__(self, scores: torch.Tensor, validate_args=None,
+                 generator: Generator | None = None):
+        _validate.logits("PlackettLuce", scores)
+        self.scores = scores
+        self.generator = generator
+        super().__init__(scores.shape[:-1], scores.shape[-1:], validate_args=validate_args)
+
+    def expand(self, batch_shape, _instance=None):
+        new = self._get_checked_instance(PlackettLuce, _instance)
+        batch_shape = torch.Size(batch_shape)
+        new.scores = self.scores.expand(batch_shape + self.event_shape)
+        new.generator = self.generator
+        super(PlackettLuce, new).__init__(batch_shape, self.event_shape, validate_args=False)
+        new._validate_args = self._validate_args
+        return new
+
+    def sample(self, sample_shape=_EMPTY, generator: Generator | None = None):
+        shape = torch.Size(sample_shape)
+        n = self.event_shape[0]
+        draws = sample_permutation(self.scores, max(1, shape.numel()),
+                                   generator=generator or self.generator)
+        if shape.numel() == 0:
+            return draws.new_empty((*shape, *self.batch_shape, n))
+        return draws.movedim(-2, 0).reshape(*shape, *self.batch_shape, n)
+
+    def log_prob(self, value):
+        if self._validate_args:
+            self._validate_sample(value)
+        shape = torch.broadcast_shapes(value.shape, self.scores.shape)
+        picked = self.scores.expand(shape).gather(-1, value.expand(shape))
+        rest = torch.logcumsumexp(picked.flip(-1), -1).flip(-1)
+        return (picked - rest).sum(-1)
