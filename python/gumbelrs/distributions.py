@@ -488,10 +488,11 @@ class PlackettLuce(Distribution):
     def sample(self, sample_shape=_EMPTY, generator: Generator | None = None):
         shape = torch.Size(sample_shape)
         n = self.event_shape[0]
-        draws = sample_permutation(self.scores, max(1, shape.numel()),
+        if shape.numel() == 0:  # nothing to draw
+            return torch.empty((*shape, *self.batch_shape, n), dtype=torch.int64,
+                               device=self.scores.device)
+        draws = sample_permutation(self.scores, shape.numel(),
                                    generator=generator or self.generator)
-        if shape.numel() == 0:
-            return draws.new_empty((*shape, *self.batch_shape, n))
         return draws.movedim(-2, 0).reshape(*shape, *self.batch_shape, n)
 
     def log_prob(self, value):
