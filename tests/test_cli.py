@@ -2,9 +2,11 @@
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -18,6 +20,17 @@ def test_info_reports_simd_and_threads():
     r = run("info")
     assert r.returncode == 0, r.stderr
     assert "SIMD: " in r.stdout and "threads: gumbelrs " in r.stdout and "CUDA: " in r.stdout
+
+
+def test_version_is_the_cargo_version():
+    """One version source: Cargo.toml, read by maturin into the metadata."""
+    cargo = (Path(__file__).resolve().parents[1] / "Cargo.toml").read_text()
+    version = re.search(r'^version = "([^"]+)"', cargo, flags=re.M).group(1)
+    r = run("--version")
+    assert (r.returncode, r.stdout) == (0, f"gumbelrs {version}\n"), r.stderr
+    import gumbelrs
+
+    assert gumbelrs.__version__ == version
 
 
 def test_bench_runs_a_tiny_table(tmp_path):

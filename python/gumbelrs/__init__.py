@@ -5,6 +5,8 @@
 >>> y = gumbelrs.gumbel_softmax(torch.randn(4, 10), tau=0.5, hard=True, generator=g)
 """
 
+from importlib import metadata as _metadata
+
 from . import _validate, cuda, distributions, estimators, nn, schedules, structured
 from ._core import get_num_threads as _get_num_threads
 from ._core import set_num_threads as _set_num_threads
@@ -19,7 +21,8 @@ from .functional import (
     sample_categorical,
 )
 
-__version__ = "0.1.0"
+#: The installed distribution's version (one source: ``Cargo.toml``, which maturin reads).
+__version__ = _metadata.version("gumbelrs")
 
 __all__ = [
     "Generator",

@@ -36,10 +36,18 @@ def _cuda_status(torch) -> str:
         f"{cuda.get_checks()})"
 
 
+def _version() -> str:
+    """The installed distribution's version, without importing torch."""
+    from importlib.metadata import version
+
+    return version("gumbelrs")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="gumbelrs", description="Fast, reproducible Gumbel-Softmax for PyTorch."
     )
+    parser.add_argument("--version", action="version", version=f"gumbelrs {_version()}")
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("demo", help="run every application in a quick mode and write a report "
                                 "(options: --help)", add_help=False)
