@@ -8,7 +8,8 @@ PY     := $(VENV)/bin/python
 export VIRTUAL_ENV := $(abspath $(VENV))
 export PYO3_PYTHON := $(abspath $(PY))
 
-.PHONY: test demo bench build lint cargo-test pytest clean gpu-check-bundle gpu-check-dry
+.PHONY: test demo bench build lint cargo-test pytest clean gpu-check-bundle gpu-check-dry wheel \
+        test-wheel
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -32,19 +33,60 @@ cargo-test:
 pytest: build
 	$(PY) -m pytest -q
 
-# All tests: linters, Rust tests, Python tests, and the prepared GPU check
-# run here without a GPU (so that it works when a session has one).
-test: lint cargo-test pytest gpu-check-dry
+# All tests: linters, Rust tests, Python tests, the test suite against the
+# installed release wheel, and the prepared GPU check run here without a GPU
+# (so that it works when a session has one).
+test: lint cargo-test pytest test-wheel gpu-check-dry
+
+# The release wheel: abi3, linked by zig against glibc 2.17 (manylinux2014),
+# stripped, checked by auditwheel; built in its own cargo target folder so
+# that it and `make build` stay incremental.
+WHEEL_DIR := target/wheels
+wheel: | $(PY)
+	$(PY) -m pip install --quiet 'ziglang>=0.13' 'auditwheel>=6'
+	rm -rf $(WHEEL_DIR)
+	PATH="$(abspath $(VENV))/bin:$$PATH" CARGO_TARGET_DIR=target/release-wheel \
+	    $(VENV)/bin/maturin build --release --quiet --zig --compatibility manylinux2014 \
+	    --strip --out $(WHEEL_DIR)
+	$(VENV)/bin/auditwheel show $(WHEEL_DIR)/gumbelrs-*.whl
+
+# The test suite and the README's examples against the wheel as a user
+# installs it: a fresh venv holding only the wheel (pip, no index, no
+# dependencies), which reuses the torch, numpy and test tools of .venv through
+# a path entry (not its .pth files, so the editable source tree stays out of
+# reach), run from a copy of the tests outside the checkout.
+WHEEL_ENV := target/wheel-env
+# Every test but the applications' and the command line's (they run the same
+# library calls through the apps, for minutes): the ops, kernels, RNG,
+# distributions, estimators, layers, structures, stubs, CUDA emulation and
+# the README's examples.
+WHEEL_TESTS := tests --ignore=tests/test_cli.py --ignore-glob='tests/test_apps_*'
+test-wheel: wheel build
+	rm -rf $(WHEEL_ENV) target/wheel-test
+	$(PY) -m venv --without-pip $(WHEEL_ENV)
+	$(WHEEL_ENV)/bin/python -c "import sysconfig; print(sysconfig.get_path('purelib'))" \
+	    > target/wheel-env-site
+	$(PY) -c "import sysconfig; print(sysconfig.get_path('purelib'))" \
+	    > "$$(cat target/wheel-env-site)/dev-venv.pth"
+	$(PY) -m pip --python $(WHEEL_ENV)/bin/python install --quiet --no-deps --no-index \
+	    $(WHEEL_DIR)/gumbelrs-*.whl
+	mkdir -p target/wheel-test
+	cp -r tests README.md target/wheel-test/
+	cd target/wheel-test && ../wheel-env/bin/python -c "import gumbelrs, sys; \
+	    assert '/wheel-env/' in gumbelrs.__file__, gumbelrs.__file__; print(gumbelrs.__file__)"
+	cd target/wheel-test && ../wheel-env/bin/gumbelrs --version && ../wheel-env/bin/gumbelrs info
+	cd target/wheel-test && ../wheel-env/bin/python -m pytest -q -p no:cacheprovider \
+	    $(WHEEL_TESTS)
 
 # Everything the device run of the GPU check needs, in gpu-check/ (git-ignored):
 # the release wheel (abi3), the driver and the CUDA test files. On the device,
 # from the repository root, with gpu-check carried: python3 gpu-check/gpu_check.py
 GPU_CHECK_TESTS := tests/__init__.py tests/conftest.py tests/test_cuda.py \
                    tests/test_cuda_emulated.py tests/cuda_emulator.cpp tests/test_protocol.py
-gpu-check-bundle: | $(PY)
+gpu-check-bundle: wheel
 	rm -rf gpu-check
 	mkdir -p gpu-check/tests
-	$(VENV)/bin/maturin build --release --quiet --out gpu-check
+	cp $(WHEEL_DIR)/gumbelrs-*.whl gpu-check/
 	cp benches/gpu_check.py gpu-check/
 	cp $(GPU_CHECK_TESTS) gpu-check/tests/
 
