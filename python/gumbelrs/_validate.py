@@ -98,20 +98,22 @@ def finite(owner: str, name: str, v: object) -> float:
     return number(owner, name, v, math.isfinite, "a finite number")
 
 
-def logits(fn: str, x: object, *, min_dim: int = 1) -> torch.Tensor:
+def logits(fn: str, x: object, *, min_dim: int = 1, name: str = "logits") -> torch.Tensor:
+    """A dense floating-point tensor of at least ``min_dim`` dimensions; ``name``
+    is what the op calls the argument (scores, weights, ...)."""
     if not isinstance(x, torch.Tensor):
-        raise TypeError(f"{fn}: logits must be a torch.Tensor, got {type(x).__name__}")
+        raise TypeError(f"{fn}: {name} must be a torch.Tensor, got {type(x).__name__}")
     if x.layout != torch.strided:
-        raise TypeError(f"{fn}: logits must be a dense tensor, got layout {x.layout}; "
+        raise TypeError(f"{fn}: {name} must be a dense tensor, got layout {x.layout}; "
                         "convert it with .to_dense()")
     if x.dtype not in FLOAT_DTYPES:
         raise TypeError(
-            f"{fn}: logits must be a floating-point tensor (float16, bfloat16, float32 or "
+            f"{fn}: {name} must be a floating-point tensor (float16, bfloat16, float32 or "
             f"float64), got dtype {x.dtype}"
         )
     if x.dim() < min_dim:
         raise ValueError(
-            f"{fn}: logits must have at least {min_dim} dimension(s), got a {x.dim()}-d tensor"
+            f"{fn}: {name} must have at least {min_dim} dimension(s), got a {x.dim()}-d tensor"
         )
     return x
 
@@ -215,11 +217,23 @@ def tau(fn: str, t: object, like: torch.Tensor, batch_shape: Sequence[int], *,
         return 1.0, rows.contiguous()
     if not is_real(t):
         raise wrong_type(fn, "tau", "a positive float or a tensor", t)
+    return _tau_in_range(fn, t, like), None
+
+
+def scalar_tau(fn: str, t: object, like: torch.Tensor) -> float:
+    """A temperature for ops that take one number only: a positive float in the
+    range of :func:`tau_message` for the dtype ``like`` is computed in."""
+    if not is_real(t):
+        raise wrong_type(fn, "tau", "a positive float", t)
+    return _tau_in_range(fn, t, like)
+
+
+def _tau_in_range(fn: str, t: float, like: torch.Tensor) -> float:
     compute = compute_dtype(like.dtype)
     lo, hi = _NORMAL_RANGE[compute]
     if not lo <= t <= hi:  # NaN fails too
         raise ValueError(tau_message(fn, t, compute, everywhere=False))
-    return float(t), None
+    return float(t)
 
 
 def limits(fn: str, lim: object, like: torch.Tensor | None = None) -> tuple[float, float]:

@@ -5,6 +5,7 @@ from ._gates import ConcreteGate, ConcreteSelector, HardConcreteGate
 from ._kmeans import SoftKMeans, SoftKMeansOutput
 from ._mixed import MixedOp, architecture_parameters, weight_parameters
 from ._softmax import GumbelSoftmax
+from ._subset import SubsetSelector
 
 __all__ = [
     "ConcreteDropout",
@@ -15,6 +16,7 @@ __all__ = [
     "MixedOp",
     "SoftKMeans",
     "SoftKMeansOutput",
+    "SubsetSelector",
     "architecture_parameters",
     "concrete_dropout_regularization",
     "mc_predict",

@@ -12,14 +12,15 @@ from .._validate import positive
 from ..schedules import Schedule
 
 
-def features(owner: str, x: object, n_features: int) -> torch.Tensor:
-    """``x`` if it is a floating-point tensor with ``n_features`` in its last dimension."""
+def features(owner: str, x: object, n_features: int, name: str = "x") -> torch.Tensor:
+    """``x`` if it is a floating-point tensor with ``n_features`` in its last
+    dimension; ``name`` is what the layer calls it."""
     if not isinstance(x, torch.Tensor) or not x.is_floating_point():
-        raise TypeError(f"{owner}: x must be a floating-point torch.Tensor, got "
+        raise TypeError(f"{owner}: {name} must be a floating-point torch.Tensor, got "
                         f"{getattr(x, 'dtype', type(x).__name__)}")
     if x.dim() < 1 or x.shape[-1] != n_features:
-        raise ValueError(f"{owner}: x must have n_features={n_features} in its last dimension, "
-                         f"got shape {tuple(x.shape)}")
+        raise ValueError(f"{owner}: {name} must have n_features={n_features} in its last "
+                         f"dimension, got shape {tuple(x.shape)}")
     return x
 
 
