@@ -9,7 +9,7 @@ export VIRTUAL_ENV := $(abspath $(VENV))
 export PYO3_PYTHON := $(abspath $(PY))
 
 .PHONY: test demo bench build lint cargo-test pytest clean gpu-check-bundle gpu-check-dry wheel \
-        test-wheel
+        test-wheel check-platforms
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -77,6 +77,21 @@ test-wheel: wheel build
 	cd target/wheel-test && ../wheel-env/bin/gumbelrs --version && ../wheel-env/bin/gumbelrs info
 	cd target/wheel-test && ../wheel-env/bin/python -m pytest -q -p no:cacheprovider \
 	    $(WHEEL_TESTS)
+
+# What of .github/workflows/release.yml can be checked here: the YAML against
+# GitHub's workflow schema, and clippy of the crate with its bindings for the
+# other platforms of the release (no AVX-512 and no Linux-only code there).
+# Needs rustup to fetch those targets' std, so it is not part of `make test`.
+PLATFORMS := aarch64-unknown-linux-gnu aarch64-apple-darwin x86_64-apple-darwin \
+             x86_64-pc-windows-gnu
+check-platforms: | $(PY)
+	$(PY) -m pip install --quiet 'check-jsonschema>=0.28'
+	$(VENV)/bin/check-jsonschema --builtin-schema vendor.github-workflows .github/workflows/*.yml
+	rustup target add $(PLATFORMS)
+	for t in $(PLATFORMS); do \
+	    CARGO_TARGET_DIR=target/cross cargo clippy --quiet --target $$t --lib --features python \
+	        -- -D warnings || exit 1; \
+	done
 
 # Everything the device run of the GPU check needs, in gpu-check/ (git-ignored):
 # the release wheel (abi3), the driver and the CUDA test files. On the device,

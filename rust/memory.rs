@@ -1,6 +1,7 @@
 //! A hint to the operating system about large output buffers.
 
 /// The transparent huge page size of x86_64 and most aarch64 Linux kernels.
+#[cfg(target_os = "linux")]
 const HUGE_PAGE: usize = 2 << 20;
 
 /// Asks Linux to back the whole 2 MB pages inside `out` with transparent

@@ -13,6 +13,7 @@ pub use elementary::{
     exponential_from_uniform, gumbel_from_exponential, gumbel_from_uniform, logistic_from_uniform,
     sigmoid,
 };
+#[cfg(target_arch = "x86_64")]
 pub(crate) use elementary::{F32_EXP_POLY, F32_LN2_HI, F32_LN2_LO, F32_LOG2E, F32_ROUND_MAGIC};
 pub use lanes::combine_lanes;
 pub use uniform::{uniform_f32, uniform_f64, GroupCache};
