@@ -266,9 +266,12 @@ def test_demo_writes_a_complete_report(tiny_report):
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 
 
-@pytest.mark.skipif(CHROMIUM is None, reason="needs chromium (apt install chromium)")
+@pytest.mark.skipif(CHROMIUM is None, reason="needs chromium (apt install chromium; "
+                    ".ci/run installs it)")
 def test_report_renders_in_headless_chromium(tiny_report, tmp_path):
-    """The browser loads every image of report.html and every in-page link has its target."""
+    """What a person would see: the browser lays the page out (title, a body
+    taller than a screen), loads every image, finds every in-page link's
+    target, and logs nothing to the console (no script or load error)."""
     probe = tmp_path / "probe.html"
     probe.write_text(
         "<!DOCTYPE html><html><body>"
@@ -279,14 +282,19 @@ def test_report_renders_in_headless_chromium(tiny_report, tmp_path):
         " const bad = imgs.filter(i => !(i.complete && i.naturalWidth > 0)).length;"
         " const links = [...d.querySelectorAll('a[href^=\"#\"]')];"
         " const broken = links.filter(a => !d.getElementById(a.getAttribute('href').slice(1)));"
+        " const tall = d.body.scrollHeight > 2000;"
         " document.body.setAttribute('data-result',"
-        "  `images=${imgs.length} bad=${bad} links=${links.length} broken=${broken.length}`);"
+        "  `images=${imgs.length} bad=${bad} links=${links.length} broken=${broken.length}"
+        " tall=${tall} h1=${d.querySelector('h1').textContent}`);"
         "};</script></body></html>")
     r = subprocess.run([CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu",
                         "--allow-file-access-from-files", "--virtual-time-budget=5000",
-                        "--dump-dom", probe.as_uri()], capture_output=True, text=True,
-                       timeout=120)
-    assert 'data-result="images=8 bad=0 links=8 broken=0"' in r.stdout, r.stdout[-2000:]
+                        "--enable-logging=stderr", "--v=0", "--dump-dom", probe.as_uri()],
+                       capture_output=True, text=True, timeout=120)
+    assert ('data-result="images=8 bad=0 links=8 broken=0 tall=true h1=gumbelrs demonstration"'
+            in r.stdout), r.stdout[-2000:]
+    console = [line for line in r.stderr.splitlines() if ":CONSOLE" in line]
+    assert console == [], console
 
 
 def test_run_resumes_from_its_checkpoint_and_rejects_another_config(tmp_path):
