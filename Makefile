@@ -13,7 +13,7 @@ export PYO3_PYTHON := $(abspath $(PY))
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --upgrade pip 'maturin>=1.5,<2'
+	$(PY) -m pip install --quiet --upgrade pip 'maturin>=1.9,<2'
 
 # Builds the extension (release, abi3) and installs the package in editable
 # mode with its dependencies and the `dev` extra.
