@@ -13,7 +13,7 @@
 use crate::isa::Level;
 use crate::kernels::{Dims, KernelError, OutputMode, Outputs, Tau};
 use crate::math::Real;
-use crate::{isa, kernels, parallel, rng, Noise, Stream};
+use crate::{isa, kernels, parallel, rng, structured, Noise, Stream};
 use numpy::{
     Element, PyArrayDyn, PyArrayMethods, PyReadonlyArrayDyn, PyReadwriteArrayDyn, PyUntypedArray,
 };
@@ -459,6 +459,25 @@ fn hard_concrete_backward(
     })
 }
 
+/// The exact linear assignment of each of the `batch` `n x m` matrices of
+/// `weights` (`shape = (batch, n, m)`): the column of every row into `out`
+/// (int64, `batch * n`).
+#[pyfunction]
+fn linear_assignment(
+    weights: &Bound<'_, PyAny>,
+    shape: (usize, usize, usize),
+    maximize: bool,
+    out: &Bound<'_, PyAny>,
+) -> PyResult<()> {
+    with_float!(weights, |T| {
+        let (w, mut out) = (ro::<T>(weights)?, rw::<i64>(out)?);
+        let (ws, os) = (w.as_slice()?, out.as_slice_mut()?);
+        let (batch, n, m) = shape;
+        let f = structured::assignment::linear_assignment;
+        run(w.py(), || f(ws, batch, n, m, maximize, os))
+    })
+}
+
 /// `out = f(x)` for the kernels' own `exp`, `ln` or `ln1p` (for parity tests).
 #[pyfunction]
 fn math(name: MathFn, x: &Bound<'_, PyAny>, out: &Bound<'_, PyAny>) -> PyResult<()> {
@@ -552,6 +571,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(relaxed_bernoulli_backward, m)?)?;
     m.add_function(wrap_pyfunction!(hard_concrete_forward, m)?)?;
     m.add_function(wrap_pyfunction!(hard_concrete_backward, m)?)?;
+    m.add_function(wrap_pyfunction!(linear_assignment, m)?)?;
     m.add_function(wrap_pyfunction!(philox4x32_10, m)?)?;
     m.add_function(wrap_pyfunction!(math, m)?)?;
     m.add_function(wrap_pyfunction!(fork_seeds, m)?)?;

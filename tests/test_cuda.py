@@ -593,3 +593,23 @@ def test_inputs_are_never_modified():
         (op(v, t, gumbelrs.Generator(0)) * w).sum().backward()
         torch.cuda.synchronize()
         assert torch.equal(v.detach(), keep) and torch.equal(tau, tau_keep)
+
+
+def test_matching_is_the_cpu_solvers_on_the_weights_device():
+    """No CUDA kernel: the weights go to the host and the permutations come
+    back on their device, the CPU's bitwise (faults raise at once)."""
+    w = torch.randn(6, 20, 30, generator=torch.Generator().manual_seed(9), dtype=torch.float64)
+    w[0, 1, :29] = NEG_INF
+    wc = w.to(CUDA).requires_grad_()
+    keep = wc.detach().clone()
+    for maximize in (True, False):
+        out = gumbelrs.structured.matching(wc if maximize else -wc.detach(), maximize)
+        assert out.device == wc.device and out.dtype == torch.int64
+        assert torch.equal(out.cpu(), gumbelrs.structured.matching(w if maximize else -w, maximize))
+    assert torch.equal(wc.detach(), keep)
+    w[2, 3, 4] = NAN
+    with pytest.raises(ValueError) as on_cpu:
+        gumbelrs.structured.matching(w)
+    with pytest.raises(ValueError) as on_gpu:
+        gumbelrs.structured.matching(w.to(CUDA))
+    assert str(on_gpu.value) == str(on_cpu.value)

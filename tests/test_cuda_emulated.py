@@ -576,8 +576,10 @@ def test_every_fault_kind_round_trips_through_the_kernels_code(emulator, kind):
                for k in FaultKind if k is not FaultKind.TAU)
 
 
-@pytest.mark.parametrize("kind", list(FaultKind))
+@pytest.mark.parametrize("kind", [k for k in FaultKind if k is not FaultKind.INFEASIBLE])
 def test_every_fault_kind_reaches_translate_as_on_the_cpu(request, monkeypatch, kind):
+    """Every kind a CUDA kernel records (the solvers that find an infeasible
+    problem run on the CPU for every device)."""
     call, message = FAULTS[kind]
     x = fault_logits()
     want = _message(lambda: call(x))

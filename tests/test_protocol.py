@@ -11,7 +11,7 @@ import torch
 
 import gumbelrs
 from gumbelrs import _core, _cpu, cuda
-from gumbelrs._faults import MESSAGES, translate
+from gumbelrs._faults import MESSAGES, WEIGHT_MESSAGES, translate, translate_weights
 from gumbelrs._protocol import CUDA_OUTPUT_MODE, FaultCode, FaultKind, OutputMode
 
 
@@ -78,6 +78,9 @@ FAULTS = {
     FaultKind.TOO_FEW: (lambda x: gumbelrs.gumbel_topk(_with(x, (3, slice(1, None)), -math.inf),
                                                        2),
                         r"gumbel_topk: k=2 but logits\[3, :\] has only 1 categories"),
+    FaultKind.INFEASIBLE: (lambda x: gumbelrs.structured.matching(
+                               _with(x, (slice(2), slice(1, None)), -math.inf)),
+                           r"matching: no feasible assignment for weights: "),
 }
 
 
@@ -92,19 +95,24 @@ def fault_logits() -> torch.Tensor:
 
 
 def faults_seen(monkeypatch, backend) -> list:
-    """The kinds that reach ``backend.translate``, as they arrive."""
+    """The kinds that reach ``backend.translate`` (and ``translate_weights``,
+    where the backend has it), as they arrive."""
     seen = []
 
-    def spy(fn, err, *args):
-        seen.append(FaultKind.of((err if isinstance(err, tuple) else err.args)[0]))
-        return translate(fn, err, *args)
+    def spy(original):
+        def translating(fn, err, *args):
+            seen.append(FaultKind.of((err if isinstance(err, tuple) else err.args)[0]))
+            return original(fn, err, *args)
+        return translating
 
-    monkeypatch.setattr(backend, "translate", spy)
+    monkeypatch.setattr(backend, "translate", spy(translate))
+    if hasattr(backend, "translate_weights"):
+        monkeypatch.setattr(backend, "translate_weights", spy(translate_weights))
     return seen
 
 
 def test_every_fault_kind_has_a_case_and_a_message():
-    assert set(FAULTS) == set(FaultKind) == set(MESSAGES)
+    assert set(FAULTS) == set(FaultKind) == set(MESSAGES) | set(WEIGHT_MESSAGES)
 
 
 @pytest.mark.parametrize("kind", list(FaultKind))
@@ -116,10 +124,16 @@ def test_every_fault_kind_crosses_the_binding_by_its_code(monkeypatch, kind):
     assert seen == [kind]
 
 
-@pytest.mark.parametrize("code", [0, 7, "nan", None])
+@pytest.mark.parametrize("code", [0, 8, "nan", None])
 def test_translate_rejects_a_kind_it_does_not_know(code):
     with pytest.raises(RuntimeError, match="unknown kind"):
         translate("gumbel_softmax", (code, 0, 0, 0), torch.Size([2, 3]), 1, None)
+
+
+@pytest.mark.parametrize("code", [0, FaultKind.TAU, FaultKind.TOO_FEW, 8])
+def test_translate_weights_rejects_a_kind_the_solver_does_not_report(code):
+    with pytest.raises(RuntimeError, match="unexpected kind"):
+        translate_weights("matching", _core.KernelError(code, 0, 0, 0), torch.Size([2, 3]), True)
 
 
 def test_fault_kinds_and_the_code_layout_are_the_cuda_headers():
@@ -131,6 +145,6 @@ def test_fault_kinds_and_the_code_layout_are_the_cuda_headers():
 
 
 def test_a_fault_code_of_an_unknown_kind_is_an_internal_error():
-    for kind in (0, 7):
+    for kind in (0,):  # every other code of the 3-bit field is a kind
         with pytest.raises(RuntimeError, match="unknown kind"):
             FaultCode.decode(FaultCode.tag(5) | (1 << FaultCode.CLASS_SHIFT) | (9 << 3) | kind)

@@ -39,6 +39,7 @@ __all__ = [
     "gumbel_topk",
     "hard_concrete_backward",
     "hard_concrete_forward",
+    "linear_assignment",
     "math",
     "noise",
     "philox4x32_10",
@@ -79,6 +80,9 @@ def hard_concrete_forward(
 ) -> None: ...
 def hard_concrete_backward(
     g: _Float, z: _Float, tau: _Tau, limits: tuple[float, float], out: _Float
+) -> None: ...
+def linear_assignment(
+    weights: _Float, shape: tuple[int, int, int], maximize: bool, out: _Index
 ) -> None: ...
 def math(name: _MathName, x: _Float, out: _Float) -> None: ...
 def philox4x32_10(ctr: Sequence[int], key: Sequence[int]) -> list[int]: ...

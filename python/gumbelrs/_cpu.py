@@ -15,7 +15,7 @@ import sys
 import torch
 
 from . import _core
-from ._faults import translate
+from ._faults import translate, translate_weights
 from ._protocol import OutputMode
 
 
@@ -160,4 +160,19 @@ def hard_concrete(fn, x, tau, tau_elems, limits, seed, offset):
 def hard_concrete_backward(grad, z, tau, tau_elems, limits):
     out = torch.empty_like(z)
     _core.hard_concrete_backward(_np(grad), _np(z), _tau(tau, tau_elems), limits, _np(out))
+    return out
+
+
+def matching(fn: str, weights: torch.Tensor, maximize: bool) -> torch.Tensor:
+    """The column of every row (int64 ``(*batch, n)``) in the exact linear
+    assignment of each matrix of ``weights`` (``(*batch, n, m)``, ``n <= m``),
+    solved in float64 (exact for every float dtype); the weights are read, never
+    written."""
+    x = prepare(weights.detach())
+    *batch, n, m = x.shape
+    out = torch.empty((*batch, n), dtype=torch.int64)
+    try:
+        _core.linear_assignment(_np(x), (math.prod(batch), n, m), maximize, _np(out))
+    except _core.KernelError as e:
+        raise translate_weights(fn, e, x.shape, maximize) from None
     return out

@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from . import cuda
+from . import _cpu, cuda
 from ._cpu import split
 from ._faults import translate
 from ._protocol import CUDA_OUTPUT_MODE, FaultCode, FaultKind, OutputMode
@@ -535,3 +535,10 @@ def hard_concrete(fn, x, tau, tau_elems, limits, seed, offset):
 
 def hard_concrete_backward(grad, z, tau, tau_elems, limits):
     return _concrete_backward(grad, z, tau, tau_elems, limits, _HARD_CONCRETE)
+
+
+def matching(fn: str, weights: torch.Tensor, maximize: bool) -> torch.Tensor:
+    """``_cpu.matching`` (the solver has no CUDA kernel): the weights are copied
+    to the host, which waits for the device, and the answer back to their
+    device. Needs no CuPy."""
+    return _cpu.matching(fn, weights.detach().cpu(), maximize).to(weights.device)

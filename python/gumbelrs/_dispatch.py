@@ -25,15 +25,34 @@ def _cuda() -> ModuleType:
     return backend
 
 
+def _unsupported(device: torch.device) -> RuntimeError:
+    return RuntimeError(
+        f"gumbelrs: tensors on device '{device}' are not supported; use CPU or CUDA tensors"
+    )
+
+
 def backend(device: torch.device) -> ModuleType:
     """The module whose functions run the kernels for tensors on ``device``."""
     if device.type == "cpu":
         return _cpu
     if device.type == "cuda":
         return _cuda()
-    raise RuntimeError(
-        f"gumbelrs: tensors on device '{device}' are not supported; use CPU or CUDA tensors"
-    )
+    raise _unsupported(device)
+
+
+def solver(device: torch.device) -> ModuleType:
+    """The module whose exact solvers (``matching``) take tensors on ``device``.
+
+    The solvers are CPU kernels only: ``_cuda``'s copy CUDA tensors to the CPU
+    and the answer back, and need no CuPy.
+    """
+    if device.type == "cpu":
+        return _cpu
+    if device.type == "cuda":
+        from . import _cuda as backend
+
+        return backend
+    raise _unsupported(device)
 
 
 def prepare(x: torch.Tensor) -> torch.Tensor:

@@ -8,12 +8,13 @@ from ._protocol import FaultKind
 from ._validate import tau_message
 
 
-def _where(shape: torch.Size, flat: int) -> str:
+def _where(shape: torch.Size, flat: int, name: str = "logits") -> str:
+    """``name[i, j, ...]``: the element at ``flat`` in the contiguous order of ``shape``."""
     idx = []
     for n in reversed(shape):
         idx.append(flat % n)
         flat //= n
-    return "logits[" + ", ".join(str(i) for i in reversed(idx)) + "]"
+    return name + "[" + ", ".join(str(i) for i in reversed(idx)) + "]"
 
 
 def _row(shape: torch.Size, dim: int, row: int) -> str:
@@ -79,3 +80,49 @@ def translate(fn: str, err: BaseException | tuple, shape: torch.Size, dim: int |
         raise RuntimeError(f"gumbelrs: {fn}: a kernel reported a fault of unknown kind {code!r}; "
                            "the kernels and the package disagree")
     return ValueError(message(fn, pos, available, requested, shape, dim, tau))
+
+
+# ---------------------------------------------------------------- assignment weights
+
+
+def _weights_rule(maximize: bool) -> str:
+    forbid, other = ("-inf", "+inf") if maximize else ("+inf", "-inf")
+    return (f"weights must be finite or {forbid} ({forbid} forbids a pair when "
+            f"maximize={maximize}; {other} has no best total)")
+
+
+def _weight_nan(fn, pos, shape, maximize) -> str:
+    return f"{fn}: {_where(shape, pos, 'weights')} is NaN; {_weights_rule(maximize)}"
+
+
+def _weight_inf(fn, pos, shape, maximize) -> str:
+    bad = "+inf" if maximize else "-inf"
+    return f"{fn}: {_where(shape, pos, 'weights')} is {bad}; {_weights_rule(maximize)}"
+
+
+def _infeasible(fn, pos, shape, maximize) -> str:
+    batch = shape[:-2]
+    which = _where(batch, pos, "weights") if batch else "weights"
+    forbid = "-inf" if maximize else "+inf"
+    return (f"{fn}: no feasible assignment for {which}: every way to give each of its "
+            f"{shape[-2]} rows a column of its own uses a forbidden ({forbid}) pair")
+
+
+#: The message of each kind of fault the assignment solver finds in its weights.
+WEIGHT_MESSAGES = {FaultKind.NAN: _weight_nan, FaultKind.POSINF: _weight_inf,
+                   FaultKind.INFEASIBLE: _infeasible}
+
+
+def translate_weights(fn: str, err: BaseException, shape: torch.Size,
+                      maximize: bool) -> ValueError:
+    """The user-facing error for a fault the assignment solver found in weights
+    of ``shape`` (``(*batch, n, m)``): a NaN weight or one at the infinity the
+    objective seeks (``POSINF``, of either sign; position: the element), or a
+    matrix without a feasible assignment (position: its index in the batch). A
+    kind the solver does not report is a RuntimeError."""
+    code, pos = err.args[:2]
+    message = WEIGHT_MESSAGES.get(FaultKind.of(code))
+    if message is None:
+        raise RuntimeError(f"gumbelrs: {fn}: the solver reported a fault of unexpected kind "
+                           f"{code!r}; the kernels and the package disagree")
+    return ValueError(message(fn, pos, shape, maximize))

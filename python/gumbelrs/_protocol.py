@@ -54,6 +54,9 @@ class FaultKind(enum.IntEnum):
     TAU = 5
     #: A row has fewer categories that are not -inf than k (position: the row).
     TOO_FEW = 6
+    #: Forbidden pairs leave an assignment problem no solution (position: the
+    #: problem, i.e. the matrix of the batch; only the CPU solvers record it).
+    INFEASIBLE = 7
 
     @staticmethod
     def of(code: int) -> FaultKind | None:

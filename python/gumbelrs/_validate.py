@@ -118,6 +118,34 @@ def logits(fn: str, x: object, *, min_dim: int = 1, name: str = "logits") -> tor
     return x
 
 
+def weights(fn: str, w: object) -> torch.Tensor:
+    """The weights of assignment problems: a dense floating-point tensor
+    ``(*batch, n, m)`` with ``1 <= n <= m``."""
+    if not isinstance(w, torch.Tensor):
+        raise TypeError(f"{fn}: weights must be a torch.Tensor, got {type(w).__name__}")
+    if w.layout != torch.strided:
+        raise TypeError(f"{fn}: weights must be a dense tensor, got layout {w.layout}; "
+                        "convert it with .to_dense()")
+    if w.dtype not in FLOAT_DTYPES:
+        convert = "" if w.dtype.is_complex else (
+            "; convert them with weights.double() (exact for integers up to 2**53)")
+        raise TypeError(f"{fn}: weights must be a floating-point tensor (float16, bfloat16, "
+                        f"float32 or float64), got dtype {w.dtype}{convert}")
+    shape = tuple(w.shape)
+    if w.dim() < 2:
+        raise ValueError(f"{fn}: weights must be a matrix or a batch of matrices "
+                         f"(*batch, n, m), got a {w.dim()}-d tensor of shape {shape}")
+    n, m = shape[-2:]
+    if n == 0:
+        raise ValueError(f"{fn}: weights must have at least one row (shape (*batch, n, m) with "
+                         f"1 <= n <= m), got shape {shape}")
+    if n > m:
+        raise ValueError(f"{fn}: weights must have no more rows than columns (n <= m: each row "
+                         f"gets a column of its own), got shape {shape} with n={n} > m={m}; "
+                         "pass weights.transpose(-2, -1) to assign the columns to rows")
+    return w
+
+
 def dim(fn: str, d: object, ndim: int) -> int:
     if is_int(d) and -ndim <= d < ndim:
         return d % ndim

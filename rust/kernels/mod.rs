@@ -182,6 +182,17 @@ pub enum KernelError {
     BadIndex { row: usize },
     /// A temperature is not in `[MIN_POSITIVE, MAX]` of the element type.
     BadTau { index: usize },
+    /// A weight of an assignment problem is NaN.
+    NanWeight { index: usize },
+    /// A weight of an assignment problem is the infinity its objective
+    /// seeks (+inf when maximizing, -inf when minimizing): no best
+    /// assignment exists.
+    InfiniteWeight { index: usize },
+    /// The forbidden pairs of assignment problem `problem` (a matrix of
+    /// the batch) leave no assignment of every row to a column of its own.
+    Infeasible { problem: usize },
+    /// An assignment problem has more rows than columns.
+    MoreRowsThanColumns { rows: usize, columns: usize },
     /// A buffer has the wrong number of elements.
     Shape {
         what: &'static str,
@@ -191,8 +202,9 @@ pub enum KernelError {
 }
 
 /// The kinds of `KernelError` a caller can fix in its data (every variant
-/// but `Shape`), by the codes that `gumbelrs._protocol.FaultKind` and the
-/// CUDA kernels' `GrsFaultKind` give them.
+/// but `Shape` and `MoreRowsThanColumns`), by the codes that
+/// `gumbelrs._protocol.FaultKind` and the CUDA kernels' `GrsFaultKind` give
+/// them.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 #[repr(u8)]
 pub enum FaultKind {
@@ -202,17 +214,19 @@ pub enum FaultKind {
     Index = 4,
     Tau = 5,
     TooFew = 6,
+    Infeasible = 7,
 }
 
 impl FaultKind {
     /// Every kind.
-    pub const ALL: [FaultKind; 6] = [
+    pub const ALL: [FaultKind; 7] = [
         FaultKind::Nan,
         FaultKind::PosInf,
         FaultKind::AllMasked,
         FaultKind::Index,
         FaultKind::Tau,
         FaultKind::TooFew,
+        FaultKind::Infeasible,
     ];
 
     /// The kind's code on every side of the protocol.
@@ -221,9 +235,9 @@ impl FaultKind {
     }
 }
 
-/// A fault as the binding reports it: its kind, its position (element or
-/// row, as the variant has it) and, for `TooFew`, the categories available
-/// and requested (else 0).
+/// A fault as the binding reports it: its kind, its position (element, row
+/// or problem, as the variant has it) and, for `TooFew`, the categories
+/// available and requested (else 0).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Fault {
     pub kind: FaultKind,
@@ -233,8 +247,10 @@ pub struct Fault {
 }
 
 impl KernelError {
-    /// The fault in the caller's data, or None for a `Shape` error (a bug
-    /// of the caller's code, not of its data).
+    /// The fault in the caller's data, or None for a `Shape` or
+    /// `MoreRowsThanColumns` error (a bug of the caller's code, not of its
+    /// data: the Python layer checks shapes first). A weight at the
+    /// infinity its objective seeks is a `PosInf` fault, whatever its sign.
     pub fn fault(&self) -> Option<Fault> {
         let at = |kind, position| Fault {
             kind,
@@ -257,18 +273,28 @@ impl KernelError {
             },
             KernelError::BadIndex { row } => at(FaultKind::Index, row),
             KernelError::BadTau { index } => at(FaultKind::Tau, index),
-            KernelError::Shape { .. } => return None,
+            KernelError::NanWeight { index } => at(FaultKind::Nan, index),
+            KernelError::InfiniteWeight { index } => at(FaultKind::PosInf, index),
+            KernelError::Infeasible { problem } => at(FaultKind::Infeasible, problem),
+            KernelError::Shape { .. } | KernelError::MoreRowsThanColumns { .. } => return None,
         })
     }
 
-    /// The flat position a fault refers to, used to report the first one.
+    /// The flat position a fault of a row kernel refers to, used to report
+    /// the first one (the assignment solver orders its own faults).
     fn position(&self, dims: &Dims) -> usize {
         match *self {
-            KernelError::NanLogit { index } | KernelError::PosInfLogit { index } => index,
+            KernelError::NanLogit { index }
+            | KernelError::PosInfLogit { index }
+            | KernelError::NanWeight { index }
+            | KernelError::InfiniteWeight { index } => index,
             KernelError::AllMasked { row }
             | KernelError::TooFewUnmasked { row, .. }
             | KernelError::BadIndex { row } => dims.base(row),
-            KernelError::BadTau { .. } | KernelError::Shape { .. } => 0,
+            KernelError::BadTau { .. }
+            | KernelError::Infeasible { .. }
+            | KernelError::MoreRowsThanColumns { .. }
+            | KernelError::Shape { .. } => 0,
         }
     }
 }
@@ -293,6 +319,22 @@ impl fmt::Display for KernelError {
             KernelError::BadTau { index } => {
                 write!(f, "temperature {index} is not normal, positive and finite")
             }
+            KernelError::NanWeight { index } => write!(f, "weight {index} is NaN"),
+            KernelError::InfiniteWeight { index } => write!(
+                f,
+                "weight {index} is the infinity the objective seeks (+inf when maximizing, \
+                 -inf when minimizing)"
+            ),
+            KernelError::Infeasible { problem } => write!(
+                f,
+                "the forbidden pairs of matrix {problem} leave no assignment of every row to a \
+                 column of its own"
+            ),
+            KernelError::MoreRowsThanColumns { rows, columns } => write!(
+                f,
+                "an assignment gives every row a column of its own: {rows} rows need at least \
+                 {rows} columns, got {columns}"
+            ),
             KernelError::Shape {
                 what,
                 expected,

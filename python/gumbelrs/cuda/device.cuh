@@ -127,9 +127,10 @@ enum GrsOutputMode { GRS_SOFT = 0, GRS_ONE_HOT_WITH_SOFT = 1, GRS_ONE_HOT = 2 };
 /* ------------------------------------------------------------ faults */
 
 /* The kinds of fault: Rust's kernels::FaultKind and
- * gumbelrs._protocol.FaultKind, by the same names and codes. */
+ * gumbelrs._protocol.FaultKind, by the same names and codes. No kernel here
+ * records GRS_F_INFEASIBLE: the exact solvers that find it run on the CPU. */
 enum GrsFaultKind { GRS_F_NAN = 1, GRS_F_POSINF = 2, GRS_F_ALL_MASKED = 3, GRS_F_INDEX = 4,
-                    GRS_F_TAU = 5, GRS_F_TOO_FEW = 6 };
+                    GRS_F_TAU = 5, GRS_F_TOO_FEW = 6, GRS_F_INFEASIBLE = 7 };
 
 /* A fault is one 64-bit code, and the smallest code of a call wins. Its
  * fields, low bits first (gumbelrs._protocol.FaultCode decodes them):
