@@ -2,7 +2,8 @@
 //!
 //! The core is plain Rust over slices: a counter-based RNG ([`rng`]), the
 //! elementary functions every device shares ([`math`]), row and elementwise
-//! kernels ([`kernels`]) and a thread pool ([`parallel`]). The `python`
+//! kernels ([`kernels`]), the kernels of structured relaxations
+//! ([`structured`]) and a thread pool ([`parallel`]). The `python`
 //! feature adds the PyO3 bindings (`gumbelrs._core`) and nothing else.
 
 pub mod isa;
@@ -11,6 +12,7 @@ pub mod math;
 pub mod memory;
 pub mod parallel;
 pub mod rng;
+pub mod structured;
 
 #[cfg(feature = "python")]
 mod python;
@@ -25,3 +27,6 @@ pub use kernels::softmax::{gumbel_softmax_backward, gumbel_softmax_forward};
 pub use kernels::{Dims, Fault, FaultKind, KernelError, OutputMode, Outputs, Tau};
 pub use math::Real;
 pub use rng::Stream;
+pub use structured::sinkhorn::{
+    gumbel_sinkhorn_backward, gumbel_sinkhorn_forward, Sinkhorn, SinkhornOutputs, Square,
+};
