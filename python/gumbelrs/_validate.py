@@ -98,20 +98,22 @@ def finite(owner: str, name: str, v: object) -> float:
     return number(owner, name, v, math.isfinite, "a finite number")
 
 
-def logits(fn: str, x: object, *, min_dim: int = 1) -> torch.Tensor:
+def logits(fn: str, x: object, *, min_dim: int = 1, name: str = "logits") -> torch.Tensor:
+    """A dense floating-point tensor of at least ``min_dim`` dimensions; ``name``
+    is what the op calls it."""
     if not isinstance(x, torch.Tensor):
-        raise TypeError(f"{fn}: logits must be a torch.Tensor, got {type(x).__name__}")
+        raise TypeError(f"{fn}: {name} must be a torch.Tensor, got {type(x).__name__}")
     if x.layout != torch.strided:
-        raise TypeError(f"{fn}: logits must be a dense tensor, got layout {x.layout}; "
+        raise TypeError(f"{fn}: {name} must be a dense tensor, got layout {x.layout}; "
                         "convert it with .to_dense()")
     if x.dtype not in FLOAT_DTYPES:
         raise TypeError(
-            f"{fn}: logits must be a floating-point tensor (float16, bfloat16, float32 or "
+            f"{fn}: {name} must be a floating-point tensor (float16, bfloat16, float32 or "
             f"float64), got dtype {x.dtype}"
         )
     if x.dim() < min_dim:
         raise ValueError(
-            f"{fn}: logits must have at least {min_dim} dimension(s), got a {x.dim()}-d tensor"
+            f"{fn}: {name} must have at least {min_dim} dimension(s), got a {x.dim()}-d tensor"
         )
     return x
 
