@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from . import cuda
+from . import _cpu, cuda
 from ._cpu import split
 from ._faults import translate
 from ._protocol import CUDA_OUTPUT_MODE, FaultCode, FaultKind, OutputMode
@@ -535,3 +535,20 @@ def hard_concrete(fn, x, tau, tau_elems, limits, seed, offset):
 
 def hard_concrete_backward(grad, z, tau, tau_elems, limits):
     return _concrete_backward(grad, z, tau, tau_elems, limits, _HARD_CONCRETE)
+
+
+# Gumbel-Sinkhorn has no CUDA kernel: it runs on the CPU kernels, on a host
+# copy of the tensors (float16/bfloat16 as float32), and the results are
+# copied back to the device (the noise is the same on every device).
+
+
+def gumbel_sinkhorn(fn, x, n_samples, tau, n_iters, tol, noise_scale, seed, offset, hard, count):
+    y, iters = _cpu.gumbel_sinkhorn(fn, _cpu.prepare(x.cpu()), n_samples, tau, n_iters, tol,
+                                    noise_scale, seed, offset, hard, count)
+    return y.to(x.device), (None if iters is None else iters.to(x.device))
+
+
+def gumbel_sinkhorn_backward(grad, x, iters, tau, noise_scale, seed, offset):
+    gx = _cpu.gumbel_sinkhorn_backward(_cpu.prepare(grad.cpu()), _cpu.prepare(x.cpu()),
+                                       iters.cpu(), tau, noise_scale, seed, offset)
+    return gx.to(x.device, x.dtype)

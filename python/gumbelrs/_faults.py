@@ -2,18 +2,25 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 
 from ._protocol import FaultKind
 from ._validate import tau_message
 
 
-def _where(shape: torch.Size, flat: int) -> str:
+def _position(shape: Sequence[int], flat: int) -> str:
+    """The index of element ``flat`` of a contiguous tensor of ``shape``: "i, j, ..."."""
     idx = []
     for n in reversed(shape):
         idx.append(flat % n)
         flat //= n
-    return "logits[" + ", ".join(str(i) for i in reversed(idx)) + "]"
+    return ", ".join(str(i) for i in reversed(idx))
+
+
+def _where(shape: torch.Size, flat: int) -> str:
+    return f"logits[{_position(shape, flat)}]"
 
 
 def _row(shape: torch.Size, dim: int, row: int) -> str:
@@ -79,3 +86,17 @@ def translate(fn: str, err: BaseException | tuple, shape: torch.Size, dim: int |
         raise RuntimeError(f"gumbelrs: {fn}: a kernel reported a fault of unknown kind {code!r}; "
                            "the kernels and the package disagree")
     return ValueError(message(fn, pos, available, requested, shape, dim, tau))
+
+
+def perturbation_overflow(fn: str, err: BaseException, shape: Sequence[int],
+                          dtype: torch.dtype) -> ValueError:
+    """The error for the fault a Gumbel-Sinkhorn kernel reports at element
+    ``err.args[1]`` of the samples (``shape``): a perturbed, tempered weight
+    that is not finite where ``log_alpha`` is (whose NaN and +inf entries are
+    rejected before the kernel runs), so the perturbation overflowed."""
+    name = str(dtype).removeprefix("torch.")
+    return ValueError(
+        f"{fn}: the perturbed weight at [{_position(shape, err.args[1])}] of the (*batch, "
+        f"n_samples, n, n) samples overflows {name}: ((log_alpha - its row's max) + "
+        "noise_scale * g) / tau is not finite; use a larger tau or a smaller noise_scale"
+    )
