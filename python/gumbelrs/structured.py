@@ -115,9 +115,13 @@ def gumbel_sinkhorn(
     every column (rows first). The result is ``exp(X)``: its columns sum to 1
     up to rounding, its rows converge to 1. With ``tol``, a matrix stops after
     the first iteration whose rows all sum to within ``tol`` of 1 (checked
-    after every iteration but the last; ``n_iters`` is the cap). Logsumexps
-    are max-subtracted and accumulated in the input's float type (float32 for
-    float16/bfloat16 inputs, which get their result in their dtype).
+    after every iteration but the last; ``n_iters`` is the cap). Sums of
+    exponentials are accumulated in the input's float type (float32 for
+    float16/bfloat16 inputs, which get their result in their dtype), each
+    term at most 1: a row's are shifted by its maximum in the first
+    iteration and by 0 after (every entry is then at most 0), a column's are
+    the row-normalised entries; a sum small enough to have lost precision to
+    underflow is recomputed with its maximum subtracted.
 
     ``hard=True`` returns the exact 0/1 permutation matrix of the
     maximum-weight matching (:func:`matching`) of the perturbed weights
