@@ -2,8 +2,8 @@
 //!
 //! The core is plain Rust over slices: a counter-based RNG ([`rng`]), the
 //! elementary functions every device shares ([`math`]), row and elementwise
-//! kernels ([`kernels`]), exact solvers for structures ([`structured`]) and a
-//! thread pool ([`parallel`]). The `python`
+//! kernels ([`kernels`]), exact solvers and relaxations for structures
+//! ([`structured`]) and a thread pool ([`parallel`]). The `python`
 //! feature adds the PyO3 bindings (`gumbelrs._core`) and nothing else.
 
 pub mod isa;
@@ -28,3 +28,6 @@ pub use kernels::{Dims, Fault, FaultKind, KernelError, OutputMode, Outputs, Tau}
 pub use math::Real;
 pub use rng::Stream;
 pub use structured::assignment::linear_assignment;
+pub use structured::sinkhorn::{
+    gumbel_sinkhorn_backward, gumbel_sinkhorn_forward, Sinkhorn, SinkhornOutputs, Square,
+};

@@ -13,6 +13,7 @@
 use crate::isa::Level;
 use crate::kernels::{Dims, KernelError, OutputMode, Outputs, Tau};
 use crate::math::Real;
+use crate::structured::sinkhorn::{self, Sinkhorn, SinkhornOutputs, Square};
 use crate::{isa, kernels, parallel, rng, structured, Noise, Stream};
 use numpy::{
     Element, PyArrayDyn, PyArrayMethods, PyReadonlyArrayDyn, PyReadwriteArrayDyn, PyUntypedArray,
@@ -154,6 +155,39 @@ impl<'a, 'py> FromPyObject<'a, 'py> for Stream {
     fn extract(obj: Borrowed<'a, 'py, PyAny>) -> PyResult<Self> {
         let (seed, offset) = obj.extract()?;
         Ok(Stream::new(seed, offset))
+    }
+}
+
+/// `(batch, samples, n)`.
+impl<'a, 'py> FromPyObject<'a, 'py> for Square {
+    type Error = PyErr;
+    fn extract(obj: Borrowed<'a, 'py, PyAny>) -> PyResult<Self> {
+        let (batch, samples, n) = obj.extract()?;
+        Ok(Square::new(batch, samples, n))
+    }
+}
+
+/// `(tau, noise_scale, n_iters, tol)`, floats read as float64; `of` gives
+/// them in the kernel's type.
+impl<'a, 'py> FromPyObject<'a, 'py> for Sinkhorn<f64> {
+    type Error = PyErr;
+    fn extract(obj: Borrowed<'a, 'py, PyAny>) -> PyResult<Self> {
+        let (tau, noise_scale, n_iters, tol) = obj.extract()?;
+        Ok(Sinkhorn {
+            tau,
+            noise_scale,
+            n_iters,
+            tol,
+        })
+    }
+}
+
+fn of<T: Real>(p: &Sinkhorn<f64>) -> Sinkhorn<T> {
+    Sinkhorn {
+        tau: T::from_f64(p.tau),
+        noise_scale: T::from_f64(p.noise_scale),
+        n_iters: p.n_iters,
+        tol: p.tol.map(T::from_f64),
     }
 }
 
@@ -478,6 +512,68 @@ fn linear_assignment(
     })
 }
 
+/// Gumbel-Sinkhorn forward of the `(batch, n, n)` log-weights `x`: the
+/// samples into `soft`, the perturbed weights into `perturbed` and the
+/// iterations run on each matrix into `iters` (uint32), each when given.
+#[pyfunction]
+#[pyo3(signature = (x, shape, params, stream, soft=None, perturbed=None, iters=None))]
+fn gumbel_sinkhorn_forward(
+    x: &Bound<'_, PyAny>,
+    shape: Square,
+    params: Sinkhorn<f64>,
+    stream: Stream,
+    soft: Option<&Bound<'_, PyAny>>,
+    perturbed: Option<&Bound<'_, PyAny>>,
+    iters: Option<&Bound<'_, PyAny>>,
+) -> PyResult<()> {
+    with_float!(x, |T| {
+        let x = ro::<T>(x)?;
+        let mut soft = soft.map(rw::<T>).transpose()?;
+        let mut perturbed = perturbed.map(rw::<T>).transpose()?;
+        let mut iters = iters.map(rw::<u32>).transpose()?;
+        let out = SinkhornOutputs {
+            soft: soft.as_mut().map(|a| a.as_slice_mut()).transpose()?,
+            perturbed: perturbed.as_mut().map(|a| a.as_slice_mut()).transpose()?,
+            iters: iters.as_mut().map(|a| a.as_slice_mut()).transpose()?,
+        };
+        let (xs, p) = (x.as_slice()?, of::<T>(&params));
+        run(x.py(), || {
+            sinkhorn::gumbel_sinkhorn_forward(xs, shape, p, stream, out)
+        })
+    })
+}
+
+/// Gumbel-Sinkhorn backward: the gradient of `x` into `out`, given `grad`,
+/// that of the samples, and `iters`, the forward's iteration counts.
+#[pyfunction]
+fn gumbel_sinkhorn_backward(
+    x: &Bound<'_, PyAny>,
+    shape: Square,
+    params: Sinkhorn<f64>,
+    stream: Stream,
+    iters: &Bound<'_, PyAny>,
+    grad: &Bound<'_, PyAny>,
+    out: &Bound<'_, PyAny>,
+) -> PyResult<()> {
+    with_float!(x, |T| {
+        let (x, iters, grad, mut out) = (
+            ro::<T>(x)?,
+            ro::<u32>(iters)?,
+            ro::<T>(grad)?,
+            rw::<T>(out)?,
+        );
+        let (xs, is, gs, os) = (
+            x.as_slice()?,
+            iters.as_slice()?,
+            grad.as_slice()?,
+            out.as_slice_mut()?,
+        );
+        let p = of::<T>(&params);
+        let f = sinkhorn::gumbel_sinkhorn_backward;
+        run(x.py(), || f(xs, shape, p, stream, is, gs, os))
+    })
+}
+
 /// `out = f(x)` for the kernels' own `exp`, `ln` or `ln1p` (for parity tests).
 #[pyfunction]
 fn math(name: MathFn, x: &Bound<'_, PyAny>, out: &Bound<'_, PyAny>) -> PyResult<()> {
@@ -572,6 +668,8 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(hard_concrete_forward, m)?)?;
     m.add_function(wrap_pyfunction!(hard_concrete_backward, m)?)?;
     m.add_function(wrap_pyfunction!(linear_assignment, m)?)?;
+    m.add_function(wrap_pyfunction!(gumbel_sinkhorn_forward, m)?)?;
+    m.add_function(wrap_pyfunction!(gumbel_sinkhorn_backward, m)?)?;
     m.add_function(wrap_pyfunction!(philox4x32_10, m)?)?;
     m.add_function(wrap_pyfunction!(math, m)?)?;
     m.add_function(wrap_pyfunction!(fork_seeds, m)?)?;

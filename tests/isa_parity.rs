@@ -198,3 +198,51 @@ fn short_rows_agree_bitwise() {
     }
     set_max_level(Level::Avx512);
 }
+
+/// Gumbel-Sinkhorn forward (samples, perturbed weights, iteration counts with
+/// a tolerance) and backward, with a forbidden pair, at odd sizes.
+#[test]
+fn sinkhorn_agrees_bitwise() {
+    fn run<T: Real>(n: usize) -> (Vec<T>, Vec<T>, Vec<u32>, Vec<T>) {
+        let shape = Square::new(3, 2, n);
+        let mut x: Vec<T> = inputs(shape.input_len(), n as u64);
+        x[n.min(2)] = T::NEG_INFINITY;
+        let params = Sinkhorn {
+            tau: T::from_f64(0.4),
+            noise_scale: T::from_f64(0.8),
+            n_iters: 9,
+            tol: Some(T::from_f64(1e-3)),
+        };
+        let stream = Stream::new(5, 8);
+        let (mut soft, mut perturbed) = (
+            vec![T::ZERO; shape.output_len()],
+            vec![T::ZERO; shape.output_len()],
+        );
+        let mut iters = vec![0u32; shape.matrices()];
+        let out = SinkhornOutputs {
+            soft: Some(&mut soft),
+            perturbed: Some(&mut perturbed),
+            iters: Some(&mut iters),
+        };
+        gumbel_sinkhorn_forward(&x, shape, params, stream, out).unwrap();
+        let grad: Vec<T> = inputs(shape.output_len(), 77);
+        let mut gx = vec![T::ZERO; shape.input_len()];
+        gumbel_sinkhorn_backward(&x, shape, params, stream, &iters, &grad, &mut gx).unwrap();
+        (soft, perturbed, iters, gx)
+    }
+    let levels = levels_to_compare("sinkhorn_agrees_bitwise");
+    if levels.is_empty() {
+        return;
+    }
+    let _turn = LEVEL.lock().unwrap_or_else(|e| e.into_inner());
+    for n in [1, 3, 17, 40] {
+        set_max_level(Level::Portable);
+        let (p32, p64) = (run::<f32>(n), run::<f64>(n));
+        for &level in &levels {
+            set_max_level(level);
+            assert!(p32 == run::<f32>(n), "float32, n = {n}, {level:?}");
+            assert!(p64 == run::<f64>(n), "float64, n = {n}, {level:?}");
+        }
+    }
+    set_max_level(Level::Avx512);
+}

@@ -27,6 +27,12 @@ _OutputMode = Literal["soft", "one_hot", "one_hot_with_soft"]
 _NoiseKind = Literal["gumbel", "logistic", "uniform"]
 _MathName = Literal["exp", "ln", "ln1p"]
 _SimdLevel = Literal["portable", "avx2", "avx512"]
+#: (batch, samples, n) of a Gumbel-Sinkhorn call.
+_Square = tuple[int, int, int]
+#: (tau, noise_scale, n_iters, tol) of a Gumbel-Sinkhorn call.
+_SinkhornParams = tuple[float, float, int, float | None]
+#: Iteration counts, one per matrix.
+_Counts = npt.NDArray[np.uint32]
 
 __all__ = [
     "KernelError",
@@ -34,6 +40,8 @@ __all__ = [
     "fork_seeds",
     "get_num_threads",
     "gumbel_given_argmax",
+    "gumbel_sinkhorn_backward",
+    "gumbel_sinkhorn_forward",
     "gumbel_softmax_backward",
     "gumbel_softmax_forward",
     "gumbel_topk",
@@ -83,6 +91,14 @@ def hard_concrete_backward(
 ) -> None: ...
 def linear_assignment(
     weights: _Float, shape: tuple[int, int, int], maximize: bool, out: _Index
+) -> None: ...
+def gumbel_sinkhorn_forward(
+    x: _Float, shape: _Square, params: _SinkhornParams, stream: _Stream,
+    soft: _Float | None = None, perturbed: _Float | None = None, iters: _Counts | None = None,
+) -> None: ...
+def gumbel_sinkhorn_backward(
+    x: _Float, shape: _Square, params: _SinkhornParams, stream: _Stream, iters: _Counts,
+    grad: _Float, out: _Float,
 ) -> None: ...
 def math(name: _MathName, x: _Float, out: _Float) -> None: ...
 def philox4x32_10(ctr: Sequence[int], key: Sequence[int]) -> list[int]: ...

@@ -15,7 +15,7 @@ import sys
 import torch
 
 from . import _core
-from ._faults import translate, translate_weights
+from ._faults import perturbation_overflow, translate, translate_weights
 from ._protocol import OutputMode
 
 
@@ -175,4 +175,32 @@ def matching(fn: str, weights: torch.Tensor, maximize: bool) -> torch.Tensor:
         _core.linear_assignment(_np(x), (math.prod(batch), n, m), maximize, _np(out))
     except _core.KernelError as e:
         raise translate_weights(fn, e, x.shape, maximize) from None
+    return out
+
+
+def gumbel_sinkhorn(fn, x, n_samples, tau, n_iters, tol, noise_scale, seed, offset, hard, count):
+    """``(y, iters)``: the samples of ``x`` ``(*batch, n, n)``, or with ``hard``
+    the perturbed weights, ``(*batch, n_samples, n, n)``; with ``count`` the
+    iterations run on each matrix (uint32 ``(*batch, n_samples)``), else None."""
+    *batch, n, _ = x.shape
+    y = torch.empty((*batch, n_samples, n, n), dtype=x.dtype)
+    iters = torch.empty((*batch, n_samples), dtype=torch.uint32) if count else None
+    soft, perturbed = (None, y) if hard else (y, None)
+    try:
+        _core.gumbel_sinkhorn_forward(_np(x), (math.prod(batch), n_samples, n),
+                                      (tau, noise_scale, n_iters, tol), (seed, offset),
+                                      _opt(soft), _opt(perturbed), _opt(iters))
+    except _core.KernelError as e:
+        raise perturbation_overflow(fn, e, y.shape, x.dtype) from None
+    return y, iters
+
+
+def gumbel_sinkhorn_backward(grad, x, iters, tau, noise_scale, seed, offset):
+    """The gradient of ``x`` given ``grad``, that of the samples, and the
+    forward's iteration counts ``iters``."""
+    *batch, n, _ = x.shape
+    out = torch.empty_like(x)
+    _core.gumbel_sinkhorn_backward(_np(x), (math.prod(batch), grad.shape[-3], n),
+                                   (tau, noise_scale, 0, None), (seed, offset), _np(iters),
+                                   _np(grad), _np(out))
     return out

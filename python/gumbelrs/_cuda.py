@@ -542,3 +542,20 @@ def matching(fn: str, weights: torch.Tensor, maximize: bool) -> torch.Tensor:
     to the host, which waits for the device, and the answer back to their
     device. Needs no CuPy."""
     return _cpu.matching(fn, weights.detach().cpu(), maximize).to(weights.device)
+
+
+# Gumbel-Sinkhorn has no CUDA kernel: it runs on the CPU kernels, on a host
+# copy of the tensors (float16/bfloat16 as float32), and the results are
+# copied back to the device (the noise is the same on every device).
+
+
+def gumbel_sinkhorn(fn, x, n_samples, tau, n_iters, tol, noise_scale, seed, offset, hard, count):
+    y, iters = _cpu.gumbel_sinkhorn(fn, _cpu.prepare(x.cpu()), n_samples, tau, n_iters, tol,
+                                    noise_scale, seed, offset, hard, count)
+    return y.to(x.device), (None if iters is None else iters.to(x.device))
+
+
+def gumbel_sinkhorn_backward(grad, x, iters, tau, noise_scale, seed, offset):
+    gx = _cpu.gumbel_sinkhorn_backward(_cpu.prepare(grad.cpu()), _cpu.prepare(x.cpu()),
+                                       iters.cpu(), tau, noise_scale, seed, offset)
+    return gx.to(x.device, x.dtype)

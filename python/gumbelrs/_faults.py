@@ -2,19 +2,26 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 
 from ._protocol import FaultKind
 from ._validate import tau_message
 
 
-def _where(shape: torch.Size, flat: int, name: str = "logits") -> str:
-    """``name[i, j, ...]``: the element at ``flat`` in the contiguous order of ``shape``."""
+def _position(shape: Sequence[int], flat: int) -> str:
+    """The index of element ``flat`` of a contiguous tensor of ``shape``: "i, j, ..."."""
     idx = []
     for n in reversed(shape):
         idx.append(flat % n)
         flat //= n
-    return name + "[" + ", ".join(str(i) for i in reversed(idx)) + "]"
+    return ", ".join(str(i) for i in reversed(idx))
+
+
+def _where(shape: Sequence[int], flat: int, name: str = "logits") -> str:
+    """``name[i, j, ...]``: the element at ``flat`` in the contiguous order of ``shape``."""
+    return f"{name}[{_position(shape, flat)}]"
 
 
 def _row(shape: torch.Size, dim: int, row: int) -> str:
@@ -126,3 +133,17 @@ def translate_weights(fn: str, err: BaseException, shape: torch.Size,
         raise RuntimeError(f"gumbelrs: {fn}: the solver reported a fault of unexpected kind "
                            f"{code!r}; the kernels and the package disagree")
     return ValueError(message(fn, pos, shape, maximize))
+
+
+def perturbation_overflow(fn: str, err: BaseException, shape: Sequence[int],
+                          dtype: torch.dtype) -> ValueError:
+    """The error for the fault a Gumbel-Sinkhorn kernel reports at element
+    ``err.args[1]`` of the samples (``shape``): a perturbed, tempered weight
+    that is not finite where ``log_alpha`` is (whose NaN and +inf entries are
+    rejected before the kernel runs), so the perturbation overflowed."""
+    name = str(dtype).removeprefix("torch.")
+    return ValueError(
+        f"{fn}: the perturbed weight at [{_position(shape, err.args[1])}] of the (*batch, "
+        f"n_samples, n, n) samples overflows {name}: ((log_alpha - its row's max) + "
+        "noise_scale * g) / tau is not finite; use a larger tau or a smaller noise_scale"
+    )

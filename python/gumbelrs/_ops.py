@@ -25,13 +25,13 @@ This module deliberately avoids ``from __future__ import annotations``:
 """
 
 import threading
-from typing import Optional, Union
+from typing import Callable, Optional, Union
 
 import torch
 from torch import Tensor
 from torch.autograd import forward_ad
 
-from . import _dispatch
+from . import _dispatch, _reference
 from ._generator import Generator, replaying
 
 _U64 = (1 << 64) - 1
@@ -824,3 +824,105 @@ def hard_concrete(x, tau, tau_elems, limits, stream, fn):
     if _needs_grad(x, tau_elems):
         return _HardConcrete.apply(None, x, tau_elems, tau, limits, stream, fn)
     return _hc_forward(x, tau, tau_elems, limits, stream, fn)
+
+
+# -------------------------------------------------------- Gumbel-Sinkhorn
+
+
+@torch.library.custom_op("gumbelrs::gumbel_sinkhorn", mutates_args=())
+def _sinkhorn_op(fn: str, x: Tensor, n_samples: int, tau: float, n_iters: int,
+                 tol: Optional[float], noise_scale: float, so: Tensor, hard: bool,
+                 count: bool) -> tuple[Tensor, Tensor]:
+    b = _dispatch.backend(x.device)
+    y, iters = b.gumbel_sinkhorn(fn, x, n_samples, tau, n_iters, tol, noise_scale, *_unpack(so),
+                                 hard, count)
+    return y, (x.new_empty(0, dtype=torch.uint32) if iters is None else iters)
+
+
+@_sinkhorn_op.register_fake
+def _(fn, x, n_samples, tau, n_iters, tol, noise_scale, so, hard, count):
+    *batch, n, _ = x.shape
+    counts = (*batch, n_samples) if count else (0,)
+    return x.new_empty((*batch, n_samples, n, n)), x.new_empty(counts, dtype=torch.uint32)
+
+
+@torch.library.custom_op("gumbelrs::gumbel_sinkhorn_backward", mutates_args=())
+def _sinkhorn_bwd_op(grad: Tensor, x: Tensor, iters: Tensor, tau: float, noise_scale: float,
+                     so: Tensor) -> Tensor:
+    b = _dispatch.backend(x.device)
+    return b.gumbel_sinkhorn_backward(grad, x, iters, tau, noise_scale, *_unpack(so))
+
+
+@_sinkhorn_bwd_op.register_fake
+def _(grad, x, iters, tau, noise_scale, so):
+    return torch.empty_like(x)
+
+
+def _sinkhorn_forward(x, n_samples, tau, n_iters, tol, noise_scale, stream, hard, count, fn):
+    """``(y, iters)``: the samples (the perturbed weights when ``hard``) and, with
+    ``count``, the iterations run on each matrix (else None)."""
+    if isinstance(stream, Tensor):
+        y, iters = torch.ops.gumbelrs.gumbel_sinkhorn(fn, x, n_samples, tau, n_iters, tol,
+                                                     noise_scale, stream, hard, count)
+        return y, (iters if count else None)
+    b = _dispatch.backend(x.device)
+    return b.gumbel_sinkhorn(fn, x, n_samples, tau, n_iters, tol, noise_scale, *stream, hard,
+                             count)
+
+
+def _sinkhorn_vjp(grad: Tensor, x: Tensor, iters: Tensor, tau: float, n_iters: int,
+                  noise_scale: float, stream: Stream) -> Tensor:
+    """The gradient of ``x``: the backward kernel, which reruns the forward; when
+    it must itself be differentiated, the reference's torch ops on the same
+    noise instead, differentiated by autograd."""
+    if _compiling():
+        return torch.ops.gumbelrs.gumbel_sinkhorn_backward(grad.contiguous(), x, iters, tau,
+                                                           noise_scale, stream)
+    stream = _unpack(stream) if isinstance(stream, Tensor) else stream
+    if _plain_backward():
+        b = _dispatch.backend(x.device)
+        return b.gumbel_sinkhorn_backward(grad.contiguous(), x, iters, tau, noise_scale, *stream)
+    g = noise("gumbel", list(grad.shape), x.dtype, x.device, stream)
+    y, _ = _reference.gumbel_sinkhorn(x, g, tau, n_iters, noise_scale=noise_scale, iters=iters)
+    return torch.autograd.grad(y, x, grad, create_graph=True)[0]
+
+
+class _GumbelSinkhorn(torch.autograd.Function):
+    """Gumbel-Sinkhorn samples or, with ``solve`` (hard mode), what ``solve``
+    makes of the perturbed weights (the exact permutation matrices), with the
+    samples' gradient either way. Saves the input (not a copy), the stream
+    and the iteration counts (4 bytes a matrix): the backward recomputes the
+    noise, the iterations and the samples."""
+
+    @staticmethod
+    def forward(ctx, x, n_samples, tau, n_iters, tol, noise_scale, stream, solve, fn):
+        y, iters = _sinkhorn_forward(x, n_samples, tau, n_iters, tol, noise_scale, stream,
+                                     solve is not None, True, fn)
+        so = stream if isinstance(stream, Tensor) else None
+        ctx.save_for_backward(x, iters, so)
+        ctx.stream = stream if so is None else None
+        ctx.tau, ctx.n_iters, ctx.noise_scale = tau, n_iters, noise_scale
+        ctx.set_materialize_grads(False)
+        return y if solve is None else solve(y)
+
+    @staticmethod
+    def backward(ctx, grad):
+        x, iters, so = ctx.saved_tensors
+        if grad is None:
+            return (None,) * 9
+        stream = ctx.stream if so is None else so
+        gx = _sinkhorn_vjp(grad, x, iters, ctx.tau, ctx.n_iters, ctx.noise_scale, stream)
+        return (gx,) + (None,) * 8
+
+
+def gumbel_sinkhorn(x: Tensor, n_samples: int, tau: float, n_iters: int, tol: Optional[float],
+                    noise_scale: float, stream: Stream,
+                    solve: Optional[Callable[[Tensor], Tensor]], fn: str) -> Tensor:
+    """The op, through autograd only when a gradient is needed; ``solve``
+    (hard mode) turns the perturbed weights into the output."""
+    if _needs_grad(x, None):
+        return _GumbelSinkhorn.apply(x, n_samples, tau, n_iters, tol, noise_scale, stream,
+                                     solve, fn)
+    y, _ = _sinkhorn_forward(x, n_samples, tau, n_iters, tol, noise_scale, stream,
+                             solve is not None, False, fn)
+    return y if solve is None else solve(y)

@@ -83,3 +83,34 @@ def hard_concrete(logits, logistic, tau=2.0 / 3.0, limits=(-0.1, 1.1)):
     lo, hi = limits
     s = torch.sigmoid((logits + logistic) / tau)
     return torch.clamp(s * (hi - lo) + lo, 0.0, 1.0)
+
+
+def gumbel_sinkhorn(log_alpha, gumbels, tau=1.0, n_iters=20, tol=None, noise_scale=1.0,
+                    iters=None):
+    """Gumbel-Sinkhorn samples of ``log_alpha`` ``(*batch, n, n)`` with the noise
+    ``gumbels`` ``(*batch, n_samples, n, n)``, and the iterations run on each
+    matrix (int64 ``(*batch, n_samples)``).
+
+    ``X = (perturbed(log_alpha) + noise_scale * g) / tau`` (each row shifted so
+    that its largest entry is 0, as :func:`perturbed`); each iteration
+    subtracts the logsumexp of every row, then of every column; the sample is
+    ``exp(X)``. With ``tol`` a matrix stops after the first iteration (but the
+    last) whose rows all sum to within ``tol`` of 1; ``iters`` instead gives
+    each matrix's number of iterations.
+    """
+    la = log_alpha.unsqueeze(-3)
+    x = ((la - la.detach().amax(-1, keepdim=True)) + noise_scale * gumbels) / tau
+    count = torch.full(x.shape[:-2], n_iters, dtype=torch.int64, device=x.device)
+    if iters is not None:
+        count = iters.to(torch.int64)
+    done = torch.zeros_like(count, dtype=torch.bool)
+    for t in range(n_iters):
+        live = (t < count) & ~done
+        y = x - x.logsumexp(-1, keepdim=True)
+        y = y - y.logsumexp(-2, keepdim=True)
+        x = torch.where(live[..., None, None], y, x)
+        if tol is not None and iters is None and t < n_iters - 1:
+            met = live & ((x.exp().sum(-1) - 1).abs().amax(-1) <= tol)
+            count = torch.where(met, t + 1, count)
+            done = done | met
+    return x.exp(), count

@@ -76,7 +76,7 @@ impl<T: Real> Tau<'_, T> {
     /// normal, positive and finite: from the smallest normal value (whose
     /// inverse, the multiplier the kernels use, is still finite) to the
     /// largest finite one. A scalar is checked the same way (fault index 0).
-    fn check(&self, rows: usize) -> Result<(), KernelError> {
+    pub(crate) fn check(&self, rows: usize) -> Result<(), KernelError> {
         let bad = |t: T| !(t >= T::MIN_POSITIVE && t < T::INFINITY);
         match *self {
             Tau::PerRow(ts) if ts.len() != rows => Err(KernelError::Shape {

@@ -1,4 +1,6 @@
-//! Exact solvers for the structures of `gumbelrs.structured`: the hard
-//! answer that a perturbation feeds and a relaxation differentiates.
+//! Exact solvers and relaxations for the structures of `gumbelrs.structured`:
+//! the hard answer that a perturbation feeds, and the relaxation of a
+//! discrete structure whose gradient stands in for the exact one.
 
 pub mod assignment;
+pub mod sinkhorn;
