@@ -6,6 +6,6 @@
 from ._common import AppResult
 
 #: The applications, by the name the command line uses.
-APPS = ("vae", "dna", "textgan", "kmeans", "dropout", "feature_selection", "nas")
+APPS = ("vae", "dna", "textgan", "kmeans", "dropout", "feature_selection", "nas", "sorting")
 
 __all__ = ["APPS", "AppResult"]
