@@ -20,7 +20,7 @@ pub use uniform::{uniform_f32, uniform_f64, GroupCache};
 
 use crate::rng::Stream;
 use elementary::*;
-use lanes::{combine_max, padded};
+use lanes::{combine_max, padded, CombineInRegisters};
 use std::fmt::Debug;
 use std::ops::{Add, Div, Mul, Neg, Sub};
 use uniform::{for_groups, group_f32, group_f64};
@@ -507,5 +507,13 @@ mod tests {
         let by_neighbours = neighbours(&neighbours(&neighbours(&neighbours(&a))))[0];
         assert_ne!(from_left.to_bits(), want.to_bits());
         assert_ne!(by_neighbours.to_bits(), want.to_bits());
+        // The reductions combine in registers, in the same order.
+        assert_eq!(f32::combine_all(&mut a.clone()).to_bits(), want.to_bits());
+        assert_eq!(f32::lane_sum(&a).to_bits(), want.to_bits());
+        let d: [f64; 8] = std::array::from_fn(|l| f64::from(a[l]) * 1e9 + f64::from(a[l + 8]));
+        let pair = |l: usize| d[l] + d[l + 4];
+        let want = (pair(0) + pair(2)) + (pair(1) + pair(3));
+        assert_eq!(f64::combine_all(&mut d.clone()).to_bits(), want.to_bits());
+        assert_eq!(combine_lanes(&mut d.clone()).to_bits(), want.to_bits());
     }
 }
