@@ -223,8 +223,6 @@ def _html_problems(page: str, folder) -> list[str]:
     return problems if images else ["no images"]
 
 
-# The demo runs apps.sorting, which needs the structured ops of other branches (merged later).
-
 @pytest.fixture(scope="module")
 def tiny_report(tmp_path_factory):
     """The folder of a `gumbelrs demo --size tiny` run (made once for the module)."""

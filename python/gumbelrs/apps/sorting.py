@@ -502,9 +502,9 @@ def _report(config: Config, numbers: dict, mnist: dict, puzzles: dict,
             f"epochs (in their released code); we have "
             f"{next(iter(mnist.values()))[0]['train_digits']} digit images and far fewer, "
             f"smaller steps. The last column scores as many sequences of training digits: "
-            f"where it is close to the held-out score the model underfits, and the gap to the "
-            f"published numbers comes from the training budget and the narrower CNN rather "
-            f"than from the smaller pool.")
+            f"its lead over the held-out score is what the smaller pool costs (overfitting); "
+            f"the rest of the gap to the published numbers is underfitting (the training "
+            f"budget, the narrower CNN).")
         rows = []
         for (n, m), r in mnist.items():
             pub = PUBLISHED.get(n) if m == "neuralsort" else None
