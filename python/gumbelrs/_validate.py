@@ -98,9 +98,11 @@ def finite(owner: str, name: str, v: object) -> float:
     return number(owner, name, v, math.isfinite, "a finite number")
 
 
-def logits(fn: str, x: object, *, min_dim: int = 1, name: str = "logits") -> torch.Tensor:
+def logits(fn: str, x: object, *, min_dim: int = 1, name: str = "logits",
+           convert: str = "") -> torch.Tensor:
     """A dense floating-point tensor of at least ``min_dim`` dimensions; ``name``
-    is what the op calls the argument (scores, weights, ...)."""
+    is what the op calls the argument (scores, weights, ...); ``convert`` ends
+    the message for a real, non-float dtype (how to convert it)."""
     if not isinstance(x, torch.Tensor):
         raise TypeError(f"{fn}: {name} must be a torch.Tensor, got {type(x).__name__}")
     if x.layout != torch.strided:
@@ -109,7 +111,7 @@ def logits(fn: str, x: object, *, min_dim: int = 1, name: str = "logits") -> tor
     if x.dtype not in FLOAT_DTYPES:
         raise TypeError(
             f"{fn}: {name} must be a floating-point tensor (float16, bfloat16, float32 or "
-            f"float64), got dtype {x.dtype}"
+            f"float64), got dtype {x.dtype}{'' if x.dtype.is_complex else convert}"
         )
     if x.dim() < min_dim:
         raise ValueError(
@@ -121,16 +123,8 @@ def logits(fn: str, x: object, *, min_dim: int = 1, name: str = "logits") -> tor
 def weights(fn: str, w: object) -> torch.Tensor:
     """The weights of assignment problems: a dense floating-point tensor
     ``(*batch, n, m)`` with ``1 <= n <= m``."""
-    if not isinstance(w, torch.Tensor):
-        raise TypeError(f"{fn}: weights must be a torch.Tensor, got {type(w).__name__}")
-    if w.layout != torch.strided:
-        raise TypeError(f"{fn}: weights must be a dense tensor, got layout {w.layout}; "
-                        "convert it with .to_dense()")
-    if w.dtype not in FLOAT_DTYPES:
-        convert = "" if w.dtype.is_complex else (
-            "; convert them with weights.double() (exact for integers up to 2**53)")
-        raise TypeError(f"{fn}: weights must be a floating-point tensor (float16, bfloat16, "
-                        f"float32 or float64), got dtype {w.dtype}{convert}")
+    w = logits(fn, w, min_dim=0, name="weights",
+               convert="; convert them with weights.double() (exact for integers up to 2**53)")
     shape = tuple(w.shape)
     if w.dim() < 2:
         raise ValueError(f"{fn}: weights must be a matrix or a batch of matrices "
