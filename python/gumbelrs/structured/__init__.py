@@ -1,0 +1,58 @@
+"""Gumbel-perturbed structures ("softened classics").
+
+Plackett-Luce permutations, exact matchings, Gumbel-Sinkhorn matrices,
+relaxed sorts and subsets. A Plackett-Luce ranking of items with scores ``s`` picks the first
+item with probability ``softmax(s)``, the next from the softmax of the
+remaining scores, and so on; sorting ``s + g`` with i.i.d. standard Gumbel
+noise ``g`` draws exactly that ranking (Yellott 1977), which is what
+:func:`sample_permutation` does with the Gumbel-top-k kernel. Its
+distribution is :class:`gumbelrs.distributions.PlackettLuce`.
+
+:func:`matching` is the exact solver of the linear assignment problem (a
+Rust kernel, batched and parallel across the batch): the permutation that a
+perturbed matching (``matching(log_alpha + g)``) draws.
+
+Relaxed sorts and subsets: :func:`soft_sort` is a row-stochastic relaxation of
+the permutation matrix that sorts scores in decreasing order (NeuralSort,
+Grover et al. 2019, or SoftSort, Prillo and Eisenschlos 2020);
+:func:`stochastic_sort` applies it to the Plackett-Luce perturbation
+``scores + g`` (the permutations of :func:`sample_permutation`);
+:func:`relaxed_topk` relaxes the k-hot of the Gumbel-top-k (Xie and Ermon
+2019). With ``hard=True`` each returns the exact 0/1 answer, with the
+relaxation's gradient. :func:`kendall_tau`, :func:`proportion_all_correct` and
+:func:`proportion_wrong` score predicted permutations against true ones.
+
+Gumbel-Sinkhorn matrices (:func:`gumbel_sinkhorn`; Mena et al. 2018): a
+matrix of log-weights plus Gumbel noise, divided by a temperature and
+normalised in log space by alternating row and column logsumexps, is a
+nearly doubly stochastic relaxation of the permutation matrix of the
+maximum-weight matching of the perturbed weights; ``hard=True`` returns
+that permutation matrix exactly, with the relaxation's gradient.
+"""
+
+from ._permutations import (
+    SORT_METHODS as SORT_METHODS,
+)
+from ._permutations import (
+    gumbel_sinkhorn,
+    kendall_tau,
+    matching,
+    proportion_all_correct,
+    proportion_wrong,
+    relaxed_topk,
+    sample_permutation,
+    soft_sort,
+    stochastic_sort,
+)
+
+__all__ = [
+    "gumbel_sinkhorn",
+    "kendall_tau",
+    "matching",
+    "proportion_all_correct",
+    "proportion_wrong",
+    "relaxed_topk",
+    "sample_permutation",
+    "soft_sort",
+    "stochastic_sort",
+]
