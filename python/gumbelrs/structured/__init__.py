@@ -28,6 +28,18 @@ normalised in log space by alternating row and column logsumexps, is a
 nearly doubly stochastic relaxation of the permutation matrix of the
 maximum-weight matching of the perturbed weights; ``hard=True`` returns
 that permutation matrix exactly, with the relaxation's gradient.
+
+Perturbed optimizers make any exact solver differentiable. :func:`perturbed`
+(Berthet et al. 2020) wraps a batched argmax-type ``solver`` (``theta -> y``,
+maximising ``<theta, y>``) into ``y_eps(theta) = E[solver(theta + sigma Z)]``
+over Gumbel or normal noise ``Z``, estimated from ``n_samples`` draws solved
+in one call, with the Monte-Carlo gradient of the same samples; with Gumbel
+noise and the argmax one-hot it is ``softmax(theta / sigma)``.
+:func:`fenchel_young_loss` is their loss for learning ``theta`` from target
+solutions, whose gradient is ``y_eps(theta) - y_true``. :func:`blackbox`
+(Vlastelica et al. 2020) returns the exact solution and, backward, the
+gradient of a piecewise-linear interpolation of the loss, from one more
+solver call.
 """
 
 from ._permutations import (
@@ -44,11 +56,26 @@ from ._permutations import (
     soft_sort,
     stochastic_sort,
 )
+from ._perturbed import (
+    NOISES as NOISES,
+)
+from ._perturbed import (
+    Blackbox,
+    Perturbed,
+    blackbox,
+    fenchel_young_loss,
+    perturbed,
+)
 
 __all__ = [
+    "Blackbox",
+    "Perturbed",
+    "blackbox",
+    "fenchel_young_loss",
     "gumbel_sinkhorn",
     "kendall_tau",
     "matching",
+    "perturbed",
     "proportion_all_correct",
     "proportion_wrong",
     "relaxed_topk",
