@@ -29,6 +29,16 @@ nearly doubly stochastic relaxation of the permutation matrix of the
 maximum-weight matching of the perturbed weights; ``hard=True`` returns
 that permutation matrix exactly, with the relaxation's gradient.
 
+Graphs (Rust solvers, batched and parallel across the batch, on the CPU):
+:func:`shortest_path_grid` is the 0/1 indicator of a cheapest 8-neighbour
+path from the top-left to the bottom-right cell of a grid of non-negative
+vertex costs (Dijkstra); :func:`spanning_tree` is the 0/1 edge indicator of
+the maximum-weight spanning tree of a symmetric weight matrix (-inf forbids
+an edge); :func:`sample_spanning_tree` perturbs the weights with symmetric
+Gumbel noise first, which draws a random spanning tree (the perturbed
+Kruskal of Paulus et al. 2020). Ties are broken by documented rules, the
+same for any number of threads.
+
 Perturbed optimizers make any exact solver differentiable. :func:`perturbed`
 (Berthet et al. 2020) wraps a batched argmax-type ``solver`` (``theta -> y``,
 maximising ``<theta, y>``) into ``y_eps(theta) = E[solver(theta + sigma Z)]``
@@ -42,6 +52,7 @@ gradient of a piecewise-linear interpolation of the loss, from one more
 solver call.
 """
 
+from ._graphs import sample_spanning_tree, shortest_path_grid, spanning_tree
 from ._permutations import (
     SORT_METHODS as SORT_METHODS,
 )
@@ -80,6 +91,9 @@ __all__ = [
     "proportion_wrong",
     "relaxed_topk",
     "sample_permutation",
+    "sample_spanning_tree",
+    "shortest_path_grid",
     "soft_sort",
+    "spanning_tree",
     "stochastic_sort",
 ]
