@@ -50,6 +50,13 @@ solutions, whose gradient is ``y_eps(theta) - y_true``. :func:`blackbox`
 (Vlastelica et al. 2020) returns the exact solution and, backward, the
 gradient of a piecewise-linear interpolation of the loss, from one more
 solver call.
+
+Random spanning trees (Paulus et al. 2020): :func:`relaxed_spanning_tree`
+returns the edge marginals of the distribution over the spanning trees of a
+weighted graph, ``p(T) ∝ exp(sum_{e in T} (w_e + g_e) / tau)`` with Gumbel
+noise ``g``, computed with the matrix-tree theorem in float64; they relax the
+tree that :func:`sample_spanning_tree` draws with the same noise, which
+``hard=True`` returns exactly, with the marginals' gradient.
 """
 
 from ._graphs import sample_spanning_tree, shortest_path_grid, spanning_tree
@@ -77,6 +84,7 @@ from ._perturbed import (
     fenchel_young_loss,
     perturbed,
 )
+from ._trees import relaxed_spanning_tree
 
 __all__ = [
     "Blackbox",
@@ -89,6 +97,7 @@ __all__ = [
     "perturbed",
     "proportion_all_correct",
     "proportion_wrong",
+    "relaxed_spanning_tree",
     "relaxed_topk",
     "sample_permutation",
     "sample_spanning_tree",
