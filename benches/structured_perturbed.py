@@ -13,7 +13,12 @@ column times forward and backward of the wrapper (the Monte-Carlo
 Jacobian-vector product redraws the noise), for reference.
 
 Solvers: the argmax one-hot of the last dimension (the cheapest solver
-there is, so the worst case for the overhead).
+there is, so the worst case for the overhead: drawing the noise costs as
+much as solving); the Rust kernels ``spanning_tree`` (of the symmetrised
+theta: the noise is drawn per entry, and the kernel wants symmetric
+weights) and ``shortest_path_grid`` (of the costs ``max(-theta, 0)``: the
+noise can make costs negative, which the kernel refuses). The baseline
+calls the same wrappers.
 """
 
 from __future__ import annotations
@@ -26,11 +31,20 @@ from collections.abc import Callable
 import torch
 
 import gumbelrs
-from gumbelrs.structured import perturbed
+from gumbelrs.structured import perturbed, shortest_path_grid, spanning_tree
 
 
 def onehot(x: torch.Tensor) -> torch.Tensor:
     return torch.zeros_like(x).scatter_(-1, x.argmax(-1, keepdim=True), 1.0)
+
+
+def tree(x: torch.Tensor) -> torch.Tensor:
+    upper = x.triu(1)
+    return spanning_tree(upper + upper.mT)
+
+
+def path(x: torch.Tensor) -> torch.Tensor:
+    return shortest_path_grid((-x).clamp_min(0))
 
 
 def _median_times(fns: dict[str, Callable[[], object]], repeats: int) -> dict[str, float]:
@@ -84,11 +98,17 @@ def main(argv: list[str] | None = None) -> None:
         ("argmax one-hot", onehot, (batch(256), 10), torch.float32),
         ("argmax one-hot", onehot, (batch(256), 1000), torch.float32),
         ("argmax one-hot", onehot, (batch(4096), 100), torch.float64),
+        ("spanning_tree", tree, (batch(64), 50, 50), torch.float64),
+        ("shortest_path_grid", path, (batch(32), 12, 12), torch.float32),
+        ("shortest_path_grid", path, (batch(32), 32, 32), torch.float32),
     ]
-    print("\n| solver | theta | 16 direct calls | perturbed | overhead | perturbed fwd+bwd |\n"
+    print(f"\n| solver | theta | {args.samples} direct calls | perturbed | overhead | "
+          "perturbed fwd+bwd |\n"
           "|---|---|---|---|---|---|")
     for title, solver, shape, dtype in cases:
         theta = torch.randn(*shape, generator=gen, dtype=dtype)
+        if solver is path:
+            theta = -theta.abs()  # costs >= 0
         t = _case(solver, theta, args.samples, args.repeats)
         name = str(dtype).removeprefix("torch.")
         print(f"| {title} | {tuple(shape)} {name} | {t['direct'] * 1e3:.3f} ms | "
