@@ -28,8 +28,7 @@ def _at(index: list[int]) -> str:
 
 
 def _grid(fn: str, costs: object) -> torch.Tensor:
-    """Costs ``(*batch, H, W)``, ``H, W >= 1``, none negative or NaN (one
-    vectorised pass; +inf is the kernel's to find)."""
+    """Costs ``(*batch, H, W)``, ``H, W >= 1``."""
     c = _validate.logits(fn, costs, min_dim=0, name="costs",
                          convert="; convert them with costs.double() (exact for integers up "
                          "to 2**53)")
@@ -44,10 +43,14 @@ def _grid(fn: str, costs: object) -> torch.Tensor:
     if (h + 2) * (w + 2) >= 2**32:
         raise ValueError(f"{fn}: a grid of {h} x {w} cells is too large for the solver; "
                          "(H + 2) * (W + 2) must be below 2**32")
+    return c
+
+
+def _costs(fn: str, c: torch.Tensor) -> None:
+    """No cost negative or NaN (one vectorised pass; +inf is the kernel's to find)."""
     if not bool(c.ge(0).all()):
         at = (~c.ge(0)).nonzero()[0].tolist()
         raise ValueError(f"{fn}: costs{_at(at)} is {_value(c[tuple(at)].item())}; {COSTS_RULE}")
-    return c
 
 
 def _square(fn: str, weights: object) -> torch.Tensor:
@@ -126,7 +129,9 @@ def shortest_path_grid(costs: torch.Tensor) -> torch.Tensor:
     """
     fn = "shortest_path_grid"
     c = _grid(fn, costs)
-    return _dispatch.solver(c.device).shortest_path_grid(fn, c).to(c.dtype)
+    solver = _dispatch.solver(c.device)
+    _costs(fn, c)
+    return solver.shortest_path_grid(fn, c).to(c.dtype)
 
 
 def spanning_tree(weights: torch.Tensor) -> torch.Tensor:
@@ -163,8 +168,9 @@ def spanning_tree(weights: torch.Tensor) -> torch.Tensor:
     """
     fn = "spanning_tree"
     w = _square(fn, weights)
+    solver = _dispatch.solver(w.device)
     _symmetric(fn, w)
-    return _dispatch.solver(w.device).spanning_tree(fn, w, None).to(w.dtype)
+    return solver.spanning_tree(fn, w, None).to(w.dtype)
 
 
 def sample_spanning_tree(
@@ -193,6 +199,6 @@ def sample_spanning_tree(
     fn = "sample_spanning_tree"
     w = _square(fn, weights)
     gen = _validate.generator(fn, generator)
+    solver = _dispatch.solver(w.device)
     _symmetric(fn, w)
-    stream = _ops.take(gen, fn)
-    return _dispatch.solver(w.device).spanning_tree(fn, w, stream).to(w.dtype)
+    return solver.spanning_tree(fn, w, _ops.take(gen, fn)).to(w.dtype)
