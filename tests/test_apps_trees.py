@@ -159,3 +159,5 @@ def test_bad_configuration_is_refused():
         trees.Config(methods=("kruskal",))
     with raises(ValueError, "trees: tau must be a positive finite number, got -1.0"):
         trees.Config(tau=-1.0)
+    with raises(ValueError, "trees: bound must be a positive finite number, got inf"):
+        trees.Config(bound=float("inf"))

@@ -98,6 +98,7 @@ class Config:
     hidden: int = 32
     lr: float = 0.01
     tau: float = 1.0
+    bound: float = 10.0  # |edge weight| < bound (see PairEncoder)
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -105,7 +106,7 @@ class Config:
                      counts=("variables", "samples", "seeds", "train_instances",
                              "test_instances", "steps", "batch", "hidden"),
                      maybe_zero=("seed",),
-                     positive=("lr", "tau"),
+                     positive=("lr", "tau", "bound"),
                      fractions=("flip_min", "flip_max"),
                      choices={"methods": METHODS})
         if min(self.variables) < 3:
@@ -268,10 +269,18 @@ def edge_scores(pred: torch.Tensor, truth: torch.Tensor) -> dict[str, float]:
 class PairEncoder(nn.Module):
     """An MLP shared by every pair ``(i, j)``: the pair's ``states x states``
     joint frequency table and the product of its marginals in, one edge weight
-    out, averaged over the two orders of the pair (``w_ij = w_ji``)."""
+    out, averaged over the two orders of the pair (``w_ij = w_ji``) and bounded
+    to ``(-bound, bound)`` by ``bound * tanh(w / bound)``.
 
-    def __init__(self, states: int, hidden: int) -> None:
+    The bound is for the relaxed spanning tree: its pseudo-likelihood keeps
+    rewarding sharper trees, and unbounded weights spread over 50 tau within
+    50 steps, past the float64 precision of its matrix-tree marginals (which
+    then refuse the graph). Every method gets the same bound; it keeps the
+    order of the weights, hence their spanning tree."""
+
+    def __init__(self, states: int, hidden: int, bound: float) -> None:
         super().__init__()
+        self.bound = bound
         self.net = nn.Sequential(nn.Linear(2 * states * states, hidden), nn.ReLU(),
                                  nn.Linear(hidden, hidden), nn.ReLU(), nn.Linear(hidden, 1))
 
@@ -282,7 +291,8 @@ class PairEncoder(nn.Module):
         pp = marginal[:, iu[0], :, None] * marginal[:, iu[1], None, :]
         both = [torch.cat([t.flatten(-2), p.flatten(-2)], -1)
                 for t, p in ((pj, pp), (pj.transpose(-1, -2), pp.transpose(-1, -2)))]
-        return 0.5 * (self.net(both[0]) + self.net(both[1])).squeeze(-1)  # (count, E)
+        w = 0.5 * (self.net(both[0]) + self.net(both[1])).squeeze(-1)  # (count, E)
+        return self.bound * torch.tanh(w / self.bound)
 
 
 class PseudoLikelihood(nn.Module):
@@ -331,7 +341,8 @@ def train(method: str, data: Instances, test: Instances, config: Config, seed: i
     g = seeded(seed)
     pick = torch.Generator().manual_seed(seed)
     n = data.x.shape[-1]
-    encoder, decoder = PairEncoder(config.states, config.hidden), PseudoLikelihood(config.states)
+    encoder = PairEncoder(config.states, config.hidden, config.bound)
+    decoder = PseudoLikelihood(config.states)
     opt = torch.optim.Adam([*encoder.parameters(), *decoder.parameters()], lr=config.lr)
     checks = {round(i * config.steps / 20) for i in range(21)}
     losses, found = [], []
@@ -398,7 +409,8 @@ def classical(data: tuple[Instances, Instances]) -> dict:
     out = {}
     for name, fn in zip(CLASSICAL, (chow_liu, agreement_tree)):
         tree = fn(test_set)
-        out[name] = {"spanning_tree": edge_scores(tree, test_set.truth), "example": tree[0]}
+        out[name] = {"spanning_tree": edge_scores(tree, test_set.truth),
+                     "example": tree[0]}
     return {**out, "truth": test_set.truth[0]}
 
 
