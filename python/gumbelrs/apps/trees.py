@@ -399,7 +399,7 @@ def learn(method: str, data: tuple[Instances, Instances], config: Config, seed: 
         out["top_edges"] = edge_scores(top_edges(w, n - 1), test_set.truth)
     if method == "concrete":
         out["positive"] = edge_scores((w > 0).float(), test_set.truth)
-    out["example"] = tree[0] if method == "tree" else top_edges(w[:1], n - 1)[0]
+    out["example"] = tree[0].clone() if method == "tree" else top_edges(w[:1], n - 1)[0]
     return out
 
 
@@ -410,8 +410,8 @@ def classical(data: tuple[Instances, Instances]) -> dict:
     for name, fn in zip(CLASSICAL, (chow_liu, agreement_tree)):
         tree = fn(test_set)
         out[name] = {"spanning_tree": edge_scores(tree, test_set.truth),
-                     "example": tree[0]}
-    return {**out, "truth": test_set.truth[0]}
+                     "example": tree[0].clone()}  # not a view: the checkpoint saves its storage
+    return {**out, "truth": test_set.truth[0].clone()}
 
 
 def run(config: Config | None = None, out: Path | None = None, show: bool = True,
