@@ -120,6 +120,26 @@ def test_edge_scores_and_top_edges():
                        torch.tensor([[0.0, 1, 2, 3], [1, 0, 4, 5], [2, 4, 0, 6], [3, 5, 6, 0]]))
 
 
+@pytest.mark.parametrize("method", trees.METHODS)
+def test_relaxed_structures_are_symmetric_and_the_decoder_starts_at_chance(method):
+    import math
+
+    import gumbelrs
+
+    n, k = 7, 3
+    w = torch.randn(5, n * (n - 1) // 2, generator=torch.Generator().manual_seed(5))
+    a = trees.relaxed_structure(method, w, n, 0.5, gumbelrs.Generator(5))
+    assert a.shape == (5, n, n) and torch.equal(a, a.transpose(1, 2))
+    assert (a.diagonal(dim1=1, dim2=2) == 0).all() and (a >= 0).all()
+    if method != "topk":  # Xie and Ermon's relaxed k-hot may exceed 1 (two items: p + 1/2)
+        assert (a <= 1).all()
+    if method != "concrete":  # a relaxed tree or (n - 1)-subset of edges
+        assert torch.allclose(a.sum((1, 2)) / 2, torch.full((5,), n - 1.0), atol=1e-4)
+    x = torch.randint(0, k, (5, 11, n), generator=torch.Generator().manual_seed(6))
+    loss = trees.PseudoLikelihood(k)(a, x)  # W = 0, b = 0: uniform predictions
+    assert loss.item() == pytest.approx(math.log(k))
+
+
 def test_tiny_run_beats_chance_writes_figures_and_resumes(tmp_path, monkeypatch):
     config = trees.Config.tiny()
     ckpt = tmp_path / "checkpoint.pt"
