@@ -222,7 +222,8 @@ def mutual_information(joint: torch.Tensor, marginal: torch.Tensor) -> torch.Ten
 
 def chow_liu(data: Instances) -> torch.Tensor:
     """The Chow-Liu trees ``(count, n, n)``: the maximum spanning trees of the
-    pairwise mutual information, the maximum-likelihood trees of the data."""
+    pairwise mutual information, the maximum-likelihood trees over all
+    tree-structured distributions of the variables."""
     return structured.spanning_tree(mutual_information(data.joint, data.marginal)).float()
 
 
