@@ -149,6 +149,8 @@ def test_tiny_run_beats_chance_writes_figures_and_resumes(tmp_path, monkeypatch)
     for method in config.methods:
         assert m[f"8/100/{method}"]["spanning_tree"]["recall"] > 0.6, method
     assert m["8/100/chow_liu"]["spanning_tree"]["recall"] > 0.8
+    found = m["8/100/tree"]["spanning_tree"]["recall"]
+    assert f"the tree learned through the relaxed spanning tree {found:.3f}." in result.text
     assert sorted(p.name for p in result.figures.values()) == ["trees_learning.png",
                                                                 "trees_recovered.png"]
     assert all(p.read_bytes().startswith(b"\x89PNG") for p in result.figures.values())
