@@ -336,16 +336,16 @@ def train(method: str, data: Instances, test: Instances, config: Config, seed: i
           show: bool = False) -> tuple[PairEncoder, list[float], list[tuple[int, float]]]:
     """Trains a :class:`PairEncoder` and its decoder through ``method``'s
     relaxed structure on the instances ``data`` (never their trees); returns
-    it, the loss of every step and, at 21 steps from the first to the last,
-    the fraction of the ``test`` trees' edges that the spanning tree of its
-    weights finds."""
+    it, the loss of every step and, at step 0 and 21 steps spaced
+    geometrically from 1 to the last, the fraction of the ``test`` trees' edges
+    that the spanning tree of its weights finds."""
     g = seeded(seed)
     pick = torch.Generator().manual_seed(seed)
     n = data.x.shape[-1]
     encoder = PairEncoder(config.states, config.hidden, config.bound)
     decoder = PseudoLikelihood(config.states)
     opt = torch.optim.Adam([*encoder.parameters(), *decoder.parameters()], lr=config.lr)
-    checks = {round(i * config.steps / 20) for i in range(21)}
+    checks = {0} | {round(config.steps ** (i / 20)) for i in range(21)}  # most of it is early
     losses, found = [], []
     for step in progress(range(config.steps + 1), config.steps + 1,
                          f"trees n={n} m={data.x.shape[1]} {method}", show):
@@ -592,6 +592,8 @@ def _figures(result: AppResult, config: Config, results: dict, truth: dict,
             label = SHORT[method] + (f", n = {n_}" if len(config.variables) > 1 else "")
             axes[0].plot(config.samples, found, style, color=colours[method], label=label)
     axes[0].set_xscale("log")
+    axes[0].set_xticks(config.samples, [str(mm) for mm in config.samples])
+    axes[0].minorticks_off()
     axes[0].set_xlabel("samples per instance m")
     axes[0].set_ylabel("true edges found (spanning tree)")
     axes[0].set_title("held-out trees", fontsize=9)
@@ -607,6 +609,7 @@ def _figures(result: AppResult, config: Config, results: dict, truth: dict,
         smooth = loss[: len(loss) // w * w].view(-1, w).mean(-1)
         axes[2].plot(torch.arange(len(smooth)) * w, smooth, color=colours[method],
                      label=SHORT[method])
+    axes[1].set_xscale("symlog", linthresh=1)
     axes[1].set_xlabel("step")
     axes[1].set_ylabel("true edges found (spanning tree)")
     axes[1].set_title(f"held-out trees during training, n = {n}, m = {m}", fontsize=9)
