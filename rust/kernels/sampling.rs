@@ -241,6 +241,12 @@ pub fn sample_categorical<T: Real>(
 /// selecting and sorting (beyond, the selection is faster).
 const SMALL_TOPK: usize = 16;
 
+/// From this many categories, and draws of half of them or more, top-k
+/// orders the whole row by radix sort (below, its fixed cost per row is
+/// more than a comparison sort's, or selecting and sorting the draws alone
+/// is faster).
+const RADIX_MIN_LEN: usize = 32;
+
 struct TopK<'a, T> {
     x: &'a [T],
     dims: Dims,
@@ -286,7 +292,10 @@ impl<T: SortKey> TopK<'_, T> {
             return;
         }
         let base = Dims::new(dims.outer, top_k, dims.inner).base(r);
-        if top_k == dims.k && dims.k <= order::MAX_LEN {
+        if top_k > SMALL_TOPK
+            && 2 * top_k >= dims.k
+            && (RADIX_MIN_LEN..=order::MAX_LEN).contains(&dims.k)
+        {
             let sorted = order::sort_descending(w, radix);
             for (t, p) in sorted[..top_k].iter().enumerate() {
                 // SAFETY: output slots of row `r` are written by this thread only.
@@ -644,7 +653,7 @@ mod tests {
             .map(|i| 1e10 * ((i * 7919 % 5) as f32 - 2.0))
             .collect();
         let stream = Stream::new(2, 3);
-        for top_k in [1, 2, 9, SMALL_TOPK, SMALL_TOPK + 1, 50] {
+        for top_k in [1, 2, 9, SMALL_TOPK, SMALL_TOPK + 1, 24, 25, 50] {
             let mut out = vec![0i64; dims.rows() * top_k];
             gumbel_topk(&x, dims, top_k, stream, &mut out).unwrap();
             let mut g = vec![0f32; dims.len()];
