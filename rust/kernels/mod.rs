@@ -9,6 +9,7 @@
 
 pub mod bernoulli;
 pub mod noise;
+pub mod order;
 mod rows;
 pub mod sampling;
 mod short;
