@@ -166,6 +166,15 @@ def test_constant_grids_take_the_diagonal_then_the_top_row_or_left_column():
                                want.expand(2, h, w)), (h, w, value)
 
 
+def test_costs_whose_sums_overflow_float64_get_the_path_of_their_scaled_values():
+    g = torch.Generator().manual_seed(12)
+    c = torch.randint(0, 200, (50, 6, 6), generator=g).double()
+    assert torch.equal(shortest_path_grid(c * 2.0**1015), shortest_path_grid(c))
+    top = torch.finfo(torch.float64).max
+    assert torch.equal(shortest_path_grid(torch.full((3, 3), top, dtype=torch.float64)),
+                       torch.eye(3, dtype=torch.float64))
+
+
 def test_results_are_the_same_for_any_thread_count_and_simd_level():
     g = torch.Generator().manual_seed(5)
     ties = torch.randint(0, 3, (300, 12, 12), generator=g).double()

@@ -7,7 +7,8 @@
 //! indicator of one cheapest path:
 //!
 //! - Costs are summed in f64, from the top-left cell on (exact for integer
-//!   costs up to 2^53 in total). Each cell gets the label (cost, steps) of
+//!   costs up to 2^53 in total; a grid with a cost above 2^960 is scaled
+//!   by 2^-64 first, so that no sum overflows). Each cell gets the label (cost, steps) of
 //!   its best path from the start: the least cost, then the fewest steps
 //!   among the paths of that cost. Dijkstra's algorithm finds them, over the
 //!   cells of the grid directly (no adjacency lists), settling cells in the
@@ -34,6 +35,16 @@ use crate::kernels::{check_len, KernelError, SharedMut};
 use crate::math::Real;
 use crate::{isa, parallel};
 use std::ops::Range;
+
+/// The largest cost solved as given: 2^960. A path's cost is at most 2^31
+/// times the largest, so below this no sum overflows. A grid with a larger
+/// cost is scaled by 2^-64 first, which changes no sum nor comparison
+/// except through costs below 2^-958 (subnormal after scaling), too small
+/// to change a sum that holds a cost above 2^960.
+const UNSCALED_MAX: f64 = f64::from_bits((1023 + 960) << 52);
+
+/// 2^-64.
+const SCALE: f64 = f64::from_bits((1023 - 64) << 52);
 
 /// The low 32 bits of a key: its cell.
 const CELL: u128 = u32::MAX as u128;
@@ -301,6 +312,10 @@ impl Solver {
             }
         }
         if ok {
+            if top > UNSCALED_MAX {
+                self.cost.iter_mut().for_each(|c| *c *= SCALE);
+                top *= SCALE;
+            }
             self.top = top;
             return Ok(());
         }
@@ -363,8 +378,8 @@ impl Solver {
             let bits = match level {
                 // SAFETY: Avx512 and Avx2 only when the CPU has AVX2 and
                 // FMA; v is a cell of the grid (only they enter the queue),
-                // so a + 2 pw + 4 = v + pw + 3 <= (h + 2) pw + 2, the
-                // arrays' length.
+                // so a + 2 pw + 4 = v + pw + 3 <= (h + 2) pw + 1, within
+                // the arrays.
                 #[cfg(target_arch = "x86_64")]
                 isa::Level::Avx512 | isa::Level::Avx2 => unsafe {
                     better_avx2(&labels, a, pw, d, s + 1)
@@ -641,6 +656,25 @@ mod tests {
         let mut out = vec![0.0; 1];
         shortest_path_grid(&[-0.0f64], 1, 1, 1, &mut out).unwrap();
         assert_eq!(out, [1.0]);
+    }
+
+    #[test]
+    fn costs_near_the_largest_float_are_scaled_and_solved_exactly() {
+        // Integer multiples of 2^1015: sums of a few overflow f64 unless the
+        // grid is scaled; the path is the one of the integers.
+        let mut rng = Rng(17);
+        for trial in 0..300 {
+            let (h, w) = (1 + rng.below(6) as usize, 1 + rng.below(6) as usize);
+            let a: Vec<u64> = (0..h * w).map(|_| rng.below([3, 200][trial % 2])).collect();
+            let c: Vec<f64> = a.iter().map(|&x| x as f64 * 2f64.powi(1015)).collect();
+            let mut out = vec![0.0; h * w];
+            shortest_path_grid(&c, 1, h, w, &mut out).unwrap();
+            let got: Vec<u8> = out.iter().map(|&x| x as u8).collect();
+            assert_eq!(got, reference(&a, h, w), "{a:?} {h}x{w}");
+        }
+        let mut out = vec![0.0; 9];
+        shortest_path_grid(&[f64::MAX; 9], 1, 3, 3, &mut out).unwrap();
+        assert_eq!(out, [1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0]);
     }
 
     #[test]

@@ -114,8 +114,10 @@ def shortest_path_grid(costs: torch.Tensor) -> torch.Tensor:
       start. No two cells of the path touch unless they follow each other
       on it.
     - Costs are summed in float64 (exact for integer costs while sums stay
-      below 2**53), from the start; ties are between equal float64 sums.
-      float16 and bfloat16 costs are solved as their float32 values.
+      below 2**53), from the start; ties are between equal float64 sums. A
+      grid with a cost above 2**960 is scaled by 2**-64 first, so that no
+      sum overflows (exact but for costs below 2**-958). float16 and
+      bfloat16 costs are solved as their float32 values.
     - Bad input: a negative, NaN or +inf cost is an error naming the first
       (negative and NaN costs are found first, in one vectorised pass); so
       are integer dtypes (convert with ``costs.double()``) and grids without
