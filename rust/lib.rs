@@ -28,6 +28,8 @@ pub use kernels::{Dims, Fault, FaultKind, KernelError, OutputMode, Outputs, Tau}
 pub use math::Real;
 pub use rng::Stream;
 pub use structured::assignment::linear_assignment;
+pub use structured::grid_path::shortest_path_grid;
 pub use structured::sinkhorn::{
     gumbel_sinkhorn_backward, gumbel_sinkhorn_forward, Sinkhorn, SinkhornOutputs, Square,
 };
+pub use structured::spanning_tree::{sample_spanning_tree, spanning_tree};

@@ -512,6 +512,45 @@ fn linear_assignment(
     })
 }
 
+/// The 0/1 indicator of a cheapest path through each of the `batch` `h x w`
+/// grids of `costs` (`shape = (batch, h, w)`) into `out`, like `costs`.
+#[pyfunction]
+fn shortest_path_grid(
+    costs: &Bound<'_, PyAny>,
+    shape: (usize, usize, usize),
+    out: &Bound<'_, PyAny>,
+) -> PyResult<()> {
+    with_float!(costs, |T| {
+        let (c, mut out) = (ro::<T>(costs)?, rw::<T>(out)?);
+        let (cs, os) = (c.as_slice()?, out.as_slice_mut()?);
+        let (batch, h, w) = shape;
+        let f = structured::grid_path::shortest_path_grid;
+        run(c.py(), || f(cs, batch, h, w, os))
+    })
+}
+
+/// The 0/1 maximum spanning tree of each of the `batch` `n x n` matrices of
+/// `weights` (`shape = (batch, n)`) into `out`, like `weights`; with
+/// `stream`, of the weights plus its Gumbel noise.
+#[pyfunction]
+#[pyo3(signature = (weights, shape, out, stream=None))]
+fn spanning_tree(
+    weights: &Bound<'_, PyAny>,
+    shape: (usize, usize),
+    out: &Bound<'_, PyAny>,
+    stream: Option<Stream>,
+) -> PyResult<()> {
+    with_float!(weights, |T| {
+        let (w, mut out) = (ro::<T>(weights)?, rw::<T>(out)?);
+        let (ws, os) = (w.as_slice()?, out.as_slice_mut()?);
+        let (batch, n) = shape;
+        run(w.py(), || match stream {
+            None => structured::spanning_tree::spanning_tree(ws, batch, n, os),
+            Some(s) => structured::spanning_tree::sample_spanning_tree(ws, batch, n, s, os),
+        })
+    })
+}
+
 /// Gumbel-Sinkhorn forward of the `(batch, n, n)` log-weights `x`: the
 /// samples into `soft`, the perturbed weights into `perturbed` and the
 /// iterations run on each matrix into `iters` (uint32), each when given.
@@ -668,6 +707,8 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(hard_concrete_forward, m)?)?;
     m.add_function(wrap_pyfunction!(hard_concrete_backward, m)?)?;
     m.add_function(wrap_pyfunction!(linear_assignment, m)?)?;
+    m.add_function(wrap_pyfunction!(shortest_path_grid, m)?)?;
+    m.add_function(wrap_pyfunction!(spanning_tree, m)?)?;
     m.add_function(wrap_pyfunction!(gumbel_sinkhorn_forward, m)?)?;
     m.add_function(wrap_pyfunction!(gumbel_sinkhorn_backward, m)?)?;
     m.add_function(wrap_pyfunction!(philox4x32_10, m)?)?;

@@ -56,8 +56,10 @@ __all__ = [
     "sample_categorical",
     "set_max_simd_level",
     "set_num_threads",
+    "shortest_path_grid",
     "simd_detected",
     "simd_level",
+    "spanning_tree",
     "use_openmp",
     "uses_openmp",
 ]
@@ -91,6 +93,10 @@ def hard_concrete_backward(
 ) -> None: ...
 def linear_assignment(
     weights: _Float, shape: tuple[int, int, int], maximize: bool, out: _Index
+) -> None: ...
+def shortest_path_grid(costs: _Float, shape: tuple[int, int, int], out: _Float) -> None: ...
+def spanning_tree(
+    weights: _Float, shape: tuple[int, int], out: _Float, stream: _Stream | None = None
 ) -> None: ...
 def gumbel_sinkhorn_forward(
     x: _Float, shape: _Square, params: _SinkhornParams, stream: _Stream,

@@ -15,7 +15,13 @@ import sys
 import torch
 
 from . import _core
-from ._faults import perturbation_overflow, translate, translate_weights
+from ._faults import (
+    perturbation_overflow,
+    translate,
+    translate_costs,
+    translate_tree,
+    translate_weights,
+)
 from ._protocol import OutputMode
 
 
@@ -175,6 +181,35 @@ def matching(fn: str, weights: torch.Tensor, maximize: bool) -> torch.Tensor:
         _core.linear_assignment(_np(x), (math.prod(batch), n, m), maximize, _np(out))
     except _core.KernelError as e:
         raise translate_weights(fn, e, x.shape, maximize) from None
+    return out
+
+
+def shortest_path_grid(fn: str, costs: torch.Tensor) -> torch.Tensor:
+    """The 0/1 indicator of a cheapest path through each grid of ``costs``
+    (``(*batch, H, W)``), in the dtype the kernel reads (float32 for
+    float16/bfloat16); the costs are read, never written."""
+    x = prepare(costs.detach())
+    *batch, h, w = x.shape
+    out = torch.empty_like(x)
+    try:
+        _core.shortest_path_grid(_np(x), (math.prod(batch), h, w), _np(out))
+    except _core.KernelError as e:
+        raise translate_costs(fn, e, x.shape) from None
+    return out
+
+
+def spanning_tree(fn: str, weights: torch.Tensor, stream: tuple[int, int] | None) -> torch.Tensor:
+    """The 0/1 maximum spanning tree of each matrix of ``weights`` (``(*batch,
+    n, n)``, read from its upper triangle), of the weights plus the Gumbel
+    noise of ``stream`` when given, in the dtype the kernel reads; the weights
+    are read, never written."""
+    x = prepare(weights.detach())
+    *batch, n, _ = x.shape
+    out = torch.empty_like(x)
+    try:
+        _core.spanning_tree(_np(x), (math.prod(batch), n), _np(out), stream)
+    except _core.KernelError as e:
+        raise translate_tree(fn, e, x.shape) from None
     return out
 
 

@@ -544,6 +544,19 @@ def matching(fn: str, weights: torch.Tensor, maximize: bool) -> torch.Tensor:
     return _cpu.matching(fn, weights.detach().cpu(), maximize).to(weights.device)
 
 
+def shortest_path_grid(fn: str, costs: torch.Tensor) -> torch.Tensor:
+    """``_cpu.shortest_path_grid`` on a host copy of the costs, the path back
+    on their device (no CUDA kernel; needs no CuPy)."""
+    return _cpu.shortest_path_grid(fn, costs.detach().cpu()).to(costs.device)
+
+
+def spanning_tree(fn: str, weights: torch.Tensor, stream: tuple[int, int] | None) -> torch.Tensor:
+    """``_cpu.spanning_tree`` on a host copy of the weights, the tree back on
+    their device (no CUDA kernel; needs no CuPy; the noise is the same on
+    every device)."""
+    return _cpu.spanning_tree(fn, weights.detach().cpu(), stream).to(weights.device)
+
+
 # Gumbel-Sinkhorn has no CUDA kernel: it runs on the CPU kernels, on a host
 # copy of the tensors (float16/bfloat16 as float32), and the results are
 # copied back to the device (the noise is the same on every device).

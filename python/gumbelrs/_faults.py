@@ -147,3 +147,49 @@ def perturbation_overflow(fn: str, err: BaseException, shape: Sequence[int],
         f"n_samples, n, n) samples overflows {name}: ((log_alpha - its row's max) + "
         "noise_scale * g) / tau is not finite; use a larger tau or a smaller noise_scale"
     )
+
+
+# ---------------------------------------------------------------- graphs
+
+#: What every cost of a shortest-path grid must be.
+COSTS_RULE = "costs must be non-negative and finite (a path costs the sum of its cells' costs)"
+
+#: What every spanning-tree weight must be.
+TREE_RULE = ("weights must be finite or -inf (-inf forbids an edge; +inf has no "
+             "maximum-weight tree)")
+
+
+def _bad_value(fn: str, code: int) -> str:
+    """NaN or +inf: the value of a ``NAN`` or ``POSINF`` fault; a RuntimeError
+    for a kind the graph solvers do not report."""
+    kind = FaultKind.of(code)
+    if kind is FaultKind.NAN:
+        return "NaN"
+    if kind is FaultKind.POSINF:
+        return "+inf"
+    raise RuntimeError(f"gumbelrs: {fn}: the solver reported a fault of unexpected kind "
+                       f"{code!r}; the kernels and the package disagree")
+
+
+def translate_costs(fn: str, err: BaseException, shape: torch.Size) -> ValueError:
+    """The error for a cost the grid solver rejected in costs of ``shape``: NaN
+    (``NAN``) or +inf (``POSINF``) at element ``err.args[1]`` (negative costs
+    are rejected before the kernel runs)."""
+    code, pos = err.args[:2]
+    value = _bad_value(fn, code)
+    return ValueError(f"{fn}: {_where(shape, pos, 'costs')} is {value}; {COSTS_RULE}")
+
+
+def translate_tree(fn: str, err: BaseException, shape: torch.Size) -> ValueError:
+    """The error for a fault the spanning-tree solver found in weights of
+    ``shape`` (``(*batch, n, n)``): a NaN or +inf weight (position: the
+    element), or a graph that its -inf edges leave disconnected
+    (``INFEASIBLE``; position: its index in the batch)."""
+    code, pos = err.args[:2]
+    if FaultKind.of(code) is FaultKind.INFEASIBLE:
+        batch = shape[:-2]
+        which = _where(batch, pos, "weights") if batch else "weights"
+        return ValueError(f"{fn}: no spanning tree for {which}: its forbidden (-inf) edges "
+                          f"leave its {shape[-1]} vertices disconnected")
+    value = _bad_value(fn, code)
+    return ValueError(f"{fn}: {_where(shape, pos, 'weights')} is {value}; {TREE_RULE}")

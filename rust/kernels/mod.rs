@@ -182,15 +182,25 @@ pub enum KernelError {
     BadIndex { row: usize },
     /// A temperature is not in `[MIN_POSITIVE, MAX]` of the element type.
     BadTau { index: usize },
-    /// A weight of an assignment problem is NaN.
+    /// A weight of a solver's problem (an assignment's or a spanning
+    /// tree's weight, a grid cell's cost) is NaN.
     NanWeight { index: usize },
-    /// A weight of an assignment problem is the infinity its objective
-    /// seeks (+inf when maximizing, -inf when minimizing): no best
-    /// assignment exists.
+    /// A weight of a solver's problem is an infinity it does not allow: the
+    /// one an assignment's objective seeks (+inf when maximizing, -inf when
+    /// minimizing: no best assignment exists), a spanning tree's +inf (no
+    /// heaviest tree) or a grid cell's +inf cost.
     InfiniteWeight { index: usize },
     /// The forbidden pairs of assignment problem `problem` (a matrix of
     /// the batch) leave no assignment of every row to a column of its own.
     Infeasible { problem: usize },
+    /// The forbidden (-inf) edges of graph `problem` of a batch leave it
+    /// disconnected: it has no spanning tree.
+    Disconnected { problem: usize },
+    /// A grid cell's cost is negative (shortest paths need costs >= 0).
+    NegativeCost { index: usize },
+    /// A shortest-path grid has too many cells: `cells`, counting a border
+    /// of one cell, must stay below 2^32.
+    GridTooLarge { cells: usize },
     /// An assignment problem has more rows than columns.
     MoreRowsThanColumns { rows: usize, columns: usize },
     /// A buffer has the wrong number of elements.
@@ -247,10 +257,13 @@ pub struct Fault {
 }
 
 impl KernelError {
-    /// The fault in the caller's data, or None for a `Shape` or
-    /// `MoreRowsThanColumns` error (a bug of the caller's code, not of its
-    /// data: the Python layer checks shapes first). A weight at the
-    /// infinity its objective seeks is a `PosInf` fault, whatever its sign.
+    /// The fault in the caller's data, or None for a `Shape`,
+    /// `MoreRowsThanColumns`, `NegativeCost` or `GridTooLarge` error (the
+    /// Python layer checks shapes and signs first: there these are bugs of
+    /// its code, not of the data). A weight at an infinity its problem does
+    /// not allow is a `PosInf` fault, whatever its sign; a disconnected
+    /// graph is `Infeasible`, like an assignment problem without a
+    /// solution.
     pub fn fault(&self) -> Option<Fault> {
         let at = |kind, position| Fault {
             kind,
@@ -275,8 +288,13 @@ impl KernelError {
             KernelError::BadTau { index } => at(FaultKind::Tau, index),
             KernelError::NanWeight { index } => at(FaultKind::Nan, index),
             KernelError::InfiniteWeight { index } => at(FaultKind::PosInf, index),
-            KernelError::Infeasible { problem } => at(FaultKind::Infeasible, problem),
-            KernelError::Shape { .. } | KernelError::MoreRowsThanColumns { .. } => return None,
+            KernelError::Infeasible { problem } | KernelError::Disconnected { problem } => {
+                at(FaultKind::Infeasible, problem)
+            }
+            KernelError::Shape { .. }
+            | KernelError::MoreRowsThanColumns { .. }
+            | KernelError::NegativeCost { .. }
+            | KernelError::GridTooLarge { .. } => return None,
         })
     }
 
@@ -287,12 +305,15 @@ impl KernelError {
             KernelError::NanLogit { index }
             | KernelError::PosInfLogit { index }
             | KernelError::NanWeight { index }
-            | KernelError::InfiniteWeight { index } => index,
+            | KernelError::InfiniteWeight { index }
+            | KernelError::NegativeCost { index } => index,
             KernelError::AllMasked { row }
             | KernelError::TooFewUnmasked { row, .. }
             | KernelError::BadIndex { row } => dims.base(row),
             KernelError::BadTau { .. }
             | KernelError::Infeasible { .. }
+            | KernelError::Disconnected { .. }
+            | KernelError::GridTooLarge { .. }
             | KernelError::MoreRowsThanColumns { .. }
             | KernelError::Shape { .. } => 0,
         }
@@ -322,8 +343,24 @@ impl fmt::Display for KernelError {
             KernelError::NanWeight { index } => write!(f, "weight {index} is NaN"),
             KernelError::InfiniteWeight { index } => write!(
                 f,
-                "weight {index} is the infinity the objective seeks (+inf when maximizing, \
-                 -inf when minimizing)"
+                "weight {index} is an infinity its problem does not allow (the one an \
+                 assignment's objective seeks, a tree's +inf, a grid's +inf cost)"
+            ),
+            KernelError::Disconnected { problem } => write!(
+                f,
+                "the forbidden (-inf) edges of graph {problem} leave it disconnected: it has no \
+                 spanning tree"
+            ),
+            KernelError::NegativeCost { index } => {
+                write!(
+                    f,
+                    "cost {index} is negative; shortest paths need costs >= 0"
+                )
+            }
+            KernelError::GridTooLarge { cells } => write!(
+                f,
+                "a grid of {cells} cells (with a border of one) is too large; the solver takes \
+                 fewer than 2^32"
             ),
             KernelError::Infeasible { problem } => write!(
                 f,

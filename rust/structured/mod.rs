@@ -3,4 +3,6 @@
 //! discrete structure whose gradient stands in for the exact one.
 
 pub mod assignment;
+pub mod grid_path;
 pub mod sinkhorn;
+pub mod spanning_tree;

@@ -1,0 +1,374 @@
+"""Differentiable wrappers of exact solvers: perturbed optimizers and the
+Fenchel-Young loss (Berthet et al. 2020), and blackbox differentiation
+(Vlastelica et al. 2020). See :mod:`gumbelrs.structured`."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+from torch.autograd.function import once_differentiable
+
+from .. import _ops, _validate
+from .._generator import Generator
+
+#: The noise distributions :func:`perturbed` and :func:`fenchel_young_loss` know.
+NOISES = ("gumbel", "normal")
+
+Solver = Callable[[torch.Tensor], torch.Tensor]
+
+
+def _solver(fn: str, solver: object) -> Solver:
+    if not callable(solver):
+        raise _validate.wrong_type(fn, "solver", "callable (a function theta -> y)", solver)
+    return solver
+
+
+def _name(solver: Solver) -> str:
+    return getattr(solver, "__qualname__", None) or repr(solver)
+
+
+def _no_nan(fn: str, name: str, x: torch.Tensor) -> None:
+    bad = torch.isnan(x)
+    if bad.any():
+        at = bad.nonzero()[0].tolist()
+        raise ValueError(f"{fn}: {name}{at} is nan; {name} must not be NaN")
+
+
+def _batched(fn: str, theta: object) -> torch.Tensor:
+    """``theta``: a floating-point tensor ``(batch, *shape)``, no NaN."""
+    theta = _validate.logits(fn, theta, min_dim=0, name="theta")
+    if theta.dim() < 2:
+        raise ValueError(
+            f"{fn}: theta must be a batch of instances (batch, *shape) with at least 2 "
+            f"dimensions, its first the batch (the solver gets the samples stacked along it), "
+            f"got a {theta.dim()}-d tensor of shape {tuple(theta.shape)}; pass theta[None] "
+            "for one instance")
+    _no_nan(fn, "theta", theta)
+    return theta
+
+
+def _solve(fn: str, solver: Solver, x: torch.Tensor, compute: torch.dtype) -> torch.Tensor:
+    """``solver(x)`` detached, checked to have ``x``'s shape, in ``compute``."""
+    with torch.no_grad():
+        y = solver(x)
+    if not isinstance(y, torch.Tensor):
+        raise TypeError(f"{fn}: solver must return a torch.Tensor, got {type(y).__name__}")
+    if y.shape != x.shape:
+        raise ValueError(f"{fn}: solver returned shape {tuple(y.shape)} for an input of shape "
+                         f"{tuple(x.shape)}; it must return one solution the shape of its input")
+    return y.detach().to(compute)
+
+
+def _draw(kind: str, shape: list[int], dtype: torch.dtype, device: torch.device,
+          stream: _ops.Stream) -> torch.Tensor:
+    """Standard noise of ``kind``: the Gumbel kernel's values, or the normal
+    quantiles of the uniforms it draws them from (the inverse CDF keeps the
+    draw a pure function of the stream)."""
+    if kind == "gumbel":
+        return _ops.noise("gumbel", shape, dtype, device, stream)
+    u = _ops.noise("uniform", shape, dtype, device, stream)
+    return torch.special.ndtri(u, out=u)
+
+
+def _score(kind: str, z: torch.Tensor) -> torch.Tensor:
+    """``nu'(z)``, the derivative of the noise's negative log-density
+    ``nu(z) = z + exp(-z)`` (Gumbel) or ``z**2 / 2`` (normal), in place."""
+    if kind == "gumbel":
+        return z.neg_().exp_().neg_().add_(1.0)
+    return z
+
+
+def _samples(fn: str, solver: Solver, theta: torch.Tensor, n_samples: int, sigma: float,
+             kind: str, stream: _ops.Stream) -> tuple[torch.Tensor, torch.Tensor]:
+    """The perturbed thetas and their solutions, both ``(n_samples,
+    *theta.shape)`` in the compute dtype, from one solver call on
+    ``(n_samples * batch, *shape)``."""
+    compute = _validate.compute_dtype(theta.dtype)
+    shape = [n_samples, *theta.shape]
+    x = _draw(kind, shape, compute, theta.device, stream)  # (S, B, *shape)
+    x.mul_(sigma).add_(theta.detach())  # theta + sigma z, sample s of instance b at x[s, b]
+    flat = x.view(n_samples * theta.shape[0], *theta.shape[1:]).to(theta.dtype)
+    return x, _solve(fn, solver, flat, compute).view(shape)
+
+
+class _Perturbed(torch.autograd.Function):
+    """``y_eps(theta)``: the mean of the solutions. Backward (Berthet et al.
+    2020, Prop. 3.1): ``J^T g = E[<g, y(theta + sigma Z)> nu'(Z)] / sigma``,
+    estimated with the forward's samples; the noise is redrawn from the
+    stream rather than kept."""
+
+    @staticmethod
+    def forward(theta, ys, kind, sigma, stream):
+        return ys.mean(0)
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        _, ys, ctx.kind, ctx.sigma, ctx.stream = inputs
+        ctx.save_for_backward(ys)
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad):
+        (ys,) = ctx.saved_tensors  # (S, B, *shape)
+        s = ys.shape[0]
+        nu = _score(ctx.kind, _draw(ctx.kind, list(ys.shape), ys.dtype, ys.device, ctx.stream))
+        ys, nu = ys.flatten(2), nu.flatten(2)  # (S, B, E)
+        inner = torch.einsum("sbe,be->sb", ys, grad.flatten(1).to(ys.dtype))  # (S, B)
+        g = torch.einsum("sb,sbe->be", inner, nu) / (s * ctx.sigma)
+        return g.view(grad.shape), None, None, None, None
+
+
+class Perturbed:
+    """``theta -> y_eps(theta) = E[solver(theta + sigma Z)]``, see :func:`perturbed`."""
+
+    __slots__ = ("generator", "n_samples", "noise", "sigma", "solver")
+
+    def __init__(self, solver: Solver, n_samples: int = 16, sigma: float = 1.0,
+                 noise: str = "gumbel", *, generator: Generator | None = None) -> None:
+        fn = "perturbed"
+        self.solver = _solver(fn, solver)
+        self.n_samples = _validate.count(fn, "n_samples", n_samples, 1, 2**31 - 1)
+        self.sigma = _validate.positive(fn, "sigma", sigma)
+        if noise not in NOISES:
+            raise ValueError(_validate.message(fn, "noise", f"one of {NOISES}", noise))
+        self.noise = noise
+        self.generator = _validate.generator(fn, generator)
+
+    def __call__(self, theta: torch.Tensor) -> torch.Tensor:
+        fn = "perturbed"
+        theta = _batched(fn, theta)
+        stream = _ops.take(self.generator, fn)
+        _, ys = _samples(fn, self.solver, theta, self.n_samples, self.sigma, self.noise, stream)
+        if torch.is_grad_enabled() and theta.requires_grad:
+            y = _Perturbed.apply(theta, ys, self.noise, self.sigma, stream)
+        else:
+            y = ys.mean(0)
+        return y.to(theta.dtype)
+
+    def __repr__(self) -> str:
+        return (f"gumbelrs.structured.perturbed({_name(self.solver)}, "
+                f"n_samples={self.n_samples}, sigma={self.sigma}, noise={self.noise!r}, "
+                f"generator={self.generator!r})")
+
+
+def perturbed(
+    solver: Solver,
+    n_samples: int = 16,
+    sigma: float = 1.0,
+    noise: str = "gumbel",
+    *,
+    generator: Generator | None = None,
+) -> Perturbed:
+    """A differentiable version of an argmax-type ``solver`` (Berthet, Blondel,
+    Teboul, Cuturi, Vert and Bach 2020): the callable
+    ``theta -> y_eps(theta) = E[solver(theta + sigma Z)]``, estimated by the
+    mean of ``n_samples`` draws of standard noise ``Z`` (``"gumbel"`` or
+    ``"normal"``).
+
+    ``solver`` maps a batch ``x`` of shape ``(batch, *shape)`` to solutions of
+    the same shape (one-hot or 0/1 indicators; any real dtype) maximising
+    ``<x[b], y>`` over its feasible set; to wrap a minimiser, such as
+    ``shortest_path_grid(costs)``, pass ``theta = -costs``. ``theta`` is
+    ``(batch, *shape)``, its first dimension the batch (``theta[None]`` for one
+    instance): the solver is called once per call, on the ``(n_samples *
+    batch, *shape)`` perturbed thetas, sample ``s`` of instance ``b`` at row
+    ``s * batch + b``, in ``theta``'s dtype; it runs without gradient.
+
+    The gradient is the Monte-Carlo estimate of Berthet et al. (Prop. 3.1)
+    from the same samples: ``J^T g = mean_s <g, y_s> nu'(Z_s) / sigma``, with
+    ``nu'(z) = 1 - exp(-z)`` for Gumbel noise and ``z`` for normal noise (the
+    derivative of the noise's negative log-density). It is unbiased; its
+    variance shrinks as ``1 / n_samples``. Double backward is not supported.
+
+    - The noise of a call is standard Gumbel ``gumbel_noise((n_samples,
+      *theta.shape))`` for the same generator state (not centred: its mean is
+      Euler's constant, which is harmless when every solution has the same
+      sum, as one-hots do, and otherwise favours solutions with larger
+      sums), or for ``"normal"`` the standard normal quantiles (inverse CDF)
+      of the uniforms that Gumbel noise is computed from, resolved as finely
+      as those uniforms (to about ±5.3 in float32). One generator call per
+      call of the wrapper; the noise is the same for any number of threads.
+    - With Gumbel noise and the argmax one-hot solver, ``y_eps(theta) =
+      softmax(theta / sigma)`` exactly.
+    - Memory: autograd keeps the samples' solutions ``(n_samples,
+      *theta.shape)`` in the compute dtype; the backward redraws the noise
+      from the call's stream instead of keeping it.
+    - float16/bfloat16 thetas are perturbed in float32, passed to the solver in
+      their dtype, and averaged in float32.
+    """
+    return Perturbed(solver, n_samples, sigma, noise, generator=generator)
+
+
+class _FenchelYoung(torch.autograd.Function):
+    """The loss, whose gradient is ``mean_s y_s - y_true`` for theta and
+    ``-(theta + sigma mean_s Z_s)`` for ``y_true``."""
+
+    @staticmethod
+    def forward(theta, y_true, loss, y_mean, x_mean):
+        return loss.clone()
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        _, y_true, _, y_mean, x_mean = inputs
+        ctx.save_for_backward(y_true, y_mean, x_mean)
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad):
+        y_true, y_mean, x_mean = ctx.saved_tensors
+        g = grad.view(-1, *([1] * (y_mean.dim() - 1)))  # (B, 1, ...)
+        gt = gy = None
+        if ctx.needs_input_grad[0]:
+            gt = g * (y_mean - y_true)
+        if ctx.needs_input_grad[1]:
+            gy = -(g * x_mean)
+        return gt, gy, None, None, None
+
+
+def fenchel_young_loss(
+    theta: torch.Tensor,
+    y_true: torch.Tensor,
+    solver: Solver,
+    *,
+    n_samples: int = 16,
+    sigma: float = 1.0,
+    noise: str = "gumbel",
+    generator: Generator | None = None,
+) -> torch.Tensor:
+    """The perturbed Fenchel-Young loss of each instance (Berthet et al. 2020,
+    section 4): ``(batch,)``, for ``theta`` and ``y_true`` of shape ``(batch,
+    *shape)`` and ``solver`` as in :func:`perturbed`.
+
+    The loss is ``L(theta; y) = F(theta) + Omega(y) - <theta, y>`` with
+    ``F(theta) = E[max_y <theta + sigma Z, y>]``. This returns the estimate
+    ``mean_s <theta + sigma Z_s, y_s - y_true>`` over the same samples ``y_s
+    = solver(theta + sigma Z_s)`` as :func:`perturbed` (the same noise for the
+    same generator state), which
+
+    - is at least 0 for every draw when ``y_true`` is a solution or an
+      average of solutions (``y_s`` maximises ``<theta + sigma Z_s, .>``), up
+      to rounding, and 0 when every sample equals ``y_true``;
+    - has expectation ``L(theta; y_true)`` up to a constant in theta:
+      ``Omega(y_true)`` is not computed, the estimate stands for it with
+      ``-sigma <E[Z], y_true>``, which equals ``Omega`` at every solution the
+      solver can return (so the expectation is the loss itself there, e.g.
+      ``sigma logsumexp(theta / sigma) - <theta, y_true>`` for one-hots and
+      Gumbel noise), and is larger than ``Omega`` elsewhere;
+    - has gradient exactly ``mean_s y_s - y_true`` with respect to ``theta``
+      (``perturbed(...)(theta) - y_true`` for the same generator state), and
+      ``-(theta + sigma mean_s Z_s)`` with respect to ``y_true``. Double
+      backward is not supported.
+
+    ``theta`` must be finite; ``y_true`` is a real tensor of ``theta``'s shape
+    (converted to its dtype). Autograd keeps three tensors of ``theta``'s
+    shape; the samples are not kept.
+    """
+    fn = "fenchel_young_loss"
+    theta = _batched(fn, theta)
+    y_true = _real(fn, y_true)
+    if y_true.shape != theta.shape:
+        raise ValueError(f"{fn}: y_true must have theta's shape {tuple(theta.shape)}, got "
+                         f"{tuple(y_true.shape)}")
+    _finite(fn, "theta", theta)
+    _finite(fn, "y_true", y_true)
+    solver = _solver(fn, solver)
+    _validate.count(fn, "n_samples", n_samples, 1, 2**31 - 1)
+    sigma = _validate.positive(fn, "sigma", sigma)
+    if noise not in NOISES:
+        raise ValueError(_validate.message(fn, "noise", f"one of {NOISES}", noise))
+    gen = _validate.generator(fn, generator)
+    compute = _validate.compute_dtype(theta.dtype)
+    stream = _ops.take(gen, fn)
+    x, ys = _samples(fn, solver, theta, n_samples, sigma, noise, stream)  # (S, B, *shape)
+    yt = y_true.detach().to(compute)
+    loss = torch.einsum("sbe,sbe->b", x.flatten(2), (ys - yt).flatten(2)) / n_samples
+    y_mean = ys.mean(0)
+    x_mean = x.mean(0)
+    out = _FenchelYoung.apply(theta, y_true.to(compute), loss, y_mean, x_mean)
+    return out.to(theta.dtype)
+
+
+def _real(fn: str, y: object) -> torch.Tensor:
+    """A dense tensor of a real dtype (bool and integers count)."""
+    if not isinstance(y, torch.Tensor):
+        raise TypeError(f"{fn}: y_true must be a torch.Tensor, got {type(y).__name__}")
+    if y.layout != torch.strided:
+        raise TypeError(f"{fn}: y_true must be a dense tensor, got layout {y.layout}; "
+                        "convert it with .to_dense()")
+    if y.dtype.is_complex:
+        raise TypeError(f"{fn}: y_true must be a real tensor, got dtype {y.dtype}")
+    return y
+
+
+def _finite(fn: str, name: str, x: torch.Tensor) -> None:
+    if not x.dtype.is_floating_point:
+        return
+    bad = ~torch.isfinite(x)
+    if bad.any():
+        at = bad.nonzero()[0].tolist()
+        raise ValueError(f"{fn}: {name}{at} is {x[tuple(at)].item()}; {name} must be finite")
+
+
+class _Blackbox(torch.autograd.Function):
+    """Forward: ``solver(theta)``; backward: Vlastelica et al.'s gradient,
+    ``(solver(theta) - solver(theta - lam g)) / lam``."""
+
+    @staticmethod
+    def forward(theta, solver, lam):
+        return _solve("blackbox", solver, theta, theta.dtype)
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        theta, ctx.solver, ctx.lam = inputs
+        ctx.save_for_backward(theta.detach(), output)
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad):
+        theta, y = ctx.saved_tensors
+        moved = theta - ctx.lam * grad.to(theta.dtype)
+        y_moved = _solve("blackbox", ctx.solver, moved, y.dtype)
+        return (y - y_moved) / ctx.lam, None, None
+
+
+class Blackbox:
+    """``theta -> solver(theta)`` with the interpolation gradient, see :func:`blackbox`."""
+
+    __slots__ = ("lam", "solver")
+
+    def __init__(self, solver: Solver, lam: float) -> None:
+        self.solver = _solver("blackbox", solver)
+        self.lam = _validate.positive("blackbox", "lam", lam)
+
+    def __call__(self, theta: torch.Tensor) -> torch.Tensor:
+        fn = "blackbox"
+        theta = _validate.logits(fn, theta, min_dim=0, name="theta")
+        _no_nan(fn, "theta", theta)
+        if torch.is_grad_enabled() and theta.requires_grad:
+            return _Blackbox.apply(theta, self.solver, self.lam)
+        return _solve(fn, self.solver, theta, theta.dtype)
+
+    def __repr__(self) -> str:
+        return f"gumbelrs.structured.blackbox({_name(self.solver)}, lam={self.lam})"
+
+
+def blackbox(solver: Solver, lam: float) -> Blackbox:
+    """``solver`` made differentiable by Vlastelica, Paulus, Musil, Martius and
+    Rolinek (2020): the callable ``theta -> solver(theta)`` (the exact
+    solution, in ``theta``'s dtype) whose backward, given the gradient ``g``
+    of the loss with respect to the solution, calls the solver once more and
+    returns ``(solver(theta) - solver(theta - lam g)) / lam``.
+
+    ``solver`` maximises ``<theta, y>`` (any shape the solver takes, batched or
+    not). The paper states the method for minimisers, ``y(w) = argmin <w,
+    y>``, with ``w' = w + lam g`` and gradient ``-(y(w) - y(w')) / lam``; here
+    ``w = -theta``, so ``w' = -(theta - lam g)`` and the gradient with respect
+    to theta is the negative of the paper's. It is the exact gradient of the
+    piecewise-linear interpolation ``f_lam(theta) = (max_y <theta, y> -
+    max_y <theta - lam g, y>) / lam`` of the loss linearised at the solution,
+    ``L(y) ~ <g, y>``. ``lam`` is a positive number (larger: the gradient sees
+    solutions further away). Double backward is not supported.
+    """
+    return Blackbox(solver, lam)
+
