@@ -238,13 +238,15 @@ def test_demo_writes_a_complete_report(tiny_report):
     out = tiny_report
     assert sorted(p.name for p in out.iterdir()) == [
         "dna_generator.png", "dropout_calibration.png", "kmeans_embedding.png", "metrics.json",
-        "nas_entropy.png", "report.html", "report.md", "sorting_jigsaw.png", "sorting_mnist.png",
-        "sorting_numbers.png", "temperatures.png", "textgan_temperature.png",
-        "vae_digits_soft.png", "vae_digits_st.png"]
+        "nas_entropy.png", "paths_maps.png", "report.html", "report.md", "sorting_jigsaw.png",
+        "sorting_mnist.png", "sorting_numbers.png", "temperatures.png",
+        "textgan_temperature.png", "vae_digits_soft.png", "vae_digits_st.png"]
     metrics = json.loads((out / "metrics.json").read_text())
     assert set(metrics) == {"meta", "core", "vae", "dna", "textgan", "kmeans", "dropout",
-                            "feature_selection", "nas", "sorting"}
+                            "feature_selection", "nas", "sorting", "paths"}
     assert set(metrics["sorting"]) == {"config", "numbers", "mnist", "jigsaw", "seconds"}
+    assert set(metrics["paths"]) == {"config", "6", "seconds"}
+    assert set(metrics["paths"]["6"]) == {"uniform", "perturbed", "blackbox", "two_stage"}
     assert set(metrics["textgan"]) >= {"MLE only", "GAN, no reheating", "GAN with reheating"}
     assert set(metrics["vae"]["digits"]) == {"soft", "st"}
     assert set(metrics["dna"]["generator"]["examples"][0]) <= set("acgt")
@@ -261,7 +263,7 @@ def test_demo_writes_a_complete_report(tiny_report):
     for name in ("temperatures.png", "kmeans_embedding.png", "dropout_calibration.png",
                  "nas_entropy.png", "vae_digits_soft.png", "dna_generator.png",
                  "textgan_temperature.png", "sorting_numbers.png", "sorting_mnist.png",
-                 "sorting_jigsaw.png"):
+                 "sorting_jigsaw.png", "paths_maps.png"):
         assert f"]({name})" in md
     assert list(out.parent.iterdir()) == [out]  # no staging folder left behind
 
