@@ -97,7 +97,7 @@ class Config:
     samples: int = 8  # perturbed: noise draws per map
     sigma: float = 1.0  # perturbed: noise scale, in cost units
     noise: str = "normal"
-    lam: float = 10.0  # blackbox: interpolation step, in cost units
+    lam: float = 10.0  # blackbox: interpolation step, in units of the map's mean cost
     test_maps: int = 1000  # per size and seed, as many as Warcraft's test set
     test_fraction: float = 0.2  # of the MNIST images, held out before composing anything
     seed: int = 0
