@@ -2,11 +2,14 @@
 sorts and subsets.
 
     python benches/structured_permutations.py [--items 1024] [--samples 4096] [--repeats 11]
+        [--threads 1,2]
 
 Sampling: ``gumbelrs.structured.sample_permutation`` (the Gumbel-top-k kernel:
-noise and sort in one call) against ``torch.argsort(scores + g)`` with ``g``
-drawn by torch, as ``-log(-log(U))`` from ``torch.rand`` and as
-``-log(E)`` from ``Tensor.exponential_``. Relaxations: forward and forward +
+noise and a radix sort of each row in one call) against
+``torch.argsort(scores + g)`` with ``g`` drawn by torch, as ``-log(-log(U))``
+from ``torch.rand`` and as ``-log(E)`` from ``Tensor.exponential_``; one
+table per thread count of ``--threads`` (torch and gumbelrs set alike), the
+rounds of the thread counts alternating. Relaxations: forward and forward +
 backward of ``soft_sort``, ``stochastic_sort`` and ``relaxed_topk`` (plain
 torch code with no torch counterpart: absolute times only). Each case is timed
 alternately with the others of its group in one process (median of
@@ -25,16 +28,29 @@ import gumbelrs
 from gumbelrs import structured
 
 
-def _median(fns: dict, repeats: int) -> dict:
-    times: dict = {k: [] for k in fns}
-    for f in fns.values():
-        f()
-    for _ in range(repeats):
-        for k, f in fns.items():
-            t0 = time.perf_counter()
+def _set_threads(n: int) -> None:
+    torch.set_num_threads(n)
+    gumbelrs.set_num_threads(n)
+
+
+def _median(fns: dict, repeats: int, threads: tuple = (None,)) -> dict:
+    """Median time of each case per thread count (None: as set), the rounds
+    of the thread counts alternating."""
+    times: dict = {(n, k): [] for n in threads for k in fns}
+    for n in threads:
+        if n is not None:
+            _set_threads(n)
+        for f in fns.values():
             f()
-            times[k].append(time.perf_counter() - t0)
-    return {k: statistics.median(v) for k, v in times.items()}
+    for _ in range(repeats):
+        for n in threads:
+            if n is not None:
+                _set_threads(n)
+            for k, f in fns.items():
+                t0 = time.perf_counter()
+                f()
+                times[n, k].append(time.perf_counter() - t0)
+    return {key: statistics.median(v) for key, v in times.items()}
 
 
 def sampling_cases(items: int, samples: int) -> dict:
@@ -103,14 +119,22 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--k", type=int, default=16, help="subset size of relaxed_topk")
     p.add_argument("--relaxed-samples", type=int, default=4, help="samples of stochastic_sort")
     p.add_argument("--repeats", type=int, default=11)
+    p.add_argument("--threads", default="1,2",
+                   help="thread counts of the sampling tables, comma-separated")
     args = p.parse_args(argv)
-    print(f"torch {torch.__version__} ({torch.get_num_threads()} threads), gumbelrs "
-          f"{gumbelrs.__version__} ({gumbelrs.get_num_threads()} threads)")
-    t = _median(sampling_cases(args.items, args.samples), args.repeats)
-    _table(f"{args.samples} Plackett-Luce permutations of {args.items} items", t, True)
-    t = _median(relaxed_cases(args.batch, args.relaxed_items, args.k, args.relaxed_samples),
-                args.repeats)
-    _table(f"relaxations, batch {args.batch} x {args.relaxed_items} items", t, False)
+    threads = tuple(int(n) for n in args.threads.split(","))
+    default = torch.get_num_threads()
+    print(f"torch {torch.__version__}, gumbelrs {gumbelrs.__version__}")
+    cases = sampling_cases(args.items, args.samples)
+    t = _median(cases, args.repeats, threads)
+    for n in threads:
+        _table(f"{args.samples} Plackett-Luce permutations of {args.items} items, {n} "
+               f"thread{'s' if n > 1 else ''}", {k: t[n, k] for k in cases}, True)
+    _set_threads(default)
+    cases = relaxed_cases(args.batch, args.relaxed_items, args.k, args.relaxed_samples)
+    t = _median(cases, args.repeats)
+    _table(f"relaxations, batch {args.batch} x {args.relaxed_items} items, {default} "
+           "threads", {k: t[None, k] for k in cases}, False)
 
 
 if __name__ == "__main__":

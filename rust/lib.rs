@@ -22,6 +22,7 @@ pub use kernels::bernoulli::{
     relaxed_bernoulli_forward,
 };
 pub use kernels::noise::{noise, Noise};
+pub use kernels::order::SortKey;
 pub use kernels::sampling::{gumbel_given_argmax, gumbel_topk, sample_categorical};
 pub use kernels::softmax::{gumbel_softmax_backward, gumbel_softmax_forward};
 pub use kernels::{Dims, Fault, FaultKind, KernelError, OutputMode, Outputs, Tau};

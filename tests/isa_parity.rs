@@ -43,7 +43,7 @@ struct Results<T> {
     indices: Vec<Vec<i64>>,
 }
 
-fn run_all<T: Real>(dims: Dims) -> Results<T> {
+fn run_all<T: SortKey>(dims: Dims) -> Results<T> {
     let n = dims.len();
     let x: Vec<T> = inputs(n, dims.k as u64);
     let taus: Vec<T> = (0..dims.rows())
@@ -90,7 +90,10 @@ fn run_all<T: Real>(dims: Dims) -> Results<T> {
     let top_k = dims.k.min(4);
     let mut top = vec![0i64; dims.outer * top_k * dims.inner];
     gumbel_topk(&x, dims, top_k, stream, &mut top).unwrap();
-    indices.extend([draws, top]);
+    // Every category: the order of the radix sort.
+    let mut all = vec![0i64; dims.len()];
+    gumbel_topk(&x, dims, dims.k, stream, &mut all).unwrap();
+    indices.extend([draws, top, all]);
     let index: Vec<i64> = (0..dims.rows()).map(|r| (r % dims.k) as i64).collect();
     let mut given = vec![T::ZERO; 2 * n];
     gumbel_given_argmax(&x, dims, &index, 2, stream, &mut given).unwrap();
@@ -143,7 +146,7 @@ fn fma_and_portable_builds_agree_bitwise() {
 /// per-row temperatures, rows spread over several noise batches.
 #[test]
 fn short_rows_agree_bitwise() {
-    fn forward<T: Real>(x: &[T], dims: Dims, taus: &[T]) -> Vec<Vec<T>> {
+    fn forward<T: SortKey>(x: &[T], dims: Dims, taus: &[T]) -> Vec<Vec<T>> {
         let n = dims.len();
         let stream = Stream::new(7, 21);
         let (mut soft, mut hard, mut soft2, mut hard_only) = (
@@ -169,7 +172,7 @@ fn short_rows_agree_bitwise() {
         let as_t = |v: Vec<i64>| v.iter().map(|&d| T::from_f64(d as f64)).collect();
         vec![soft, hard, soft2, hard_only, as_t(draws), as_t(top)]
     }
-    fn run<T: Real>(k: usize) -> Vec<Vec<T>> {
+    fn run<T: SortKey>(k: usize) -> Vec<Vec<T>> {
         let dims = Dims::new(5000 / k + 3, k, 1);
         let mut x: Vec<T> = inputs(dims.len(), 40 + k as u64);
         for (i, v) in x.iter_mut().enumerate() {

@@ -17,7 +17,13 @@ from scipy import integrate, stats
 import gumbelrs
 from gumbelrs import Generator
 from gumbelrs.functional import _noise
-from gumbelrs.structured import blackbox, fenchel_young_loss, perturbed
+from gumbelrs.structured import (
+    blackbox,
+    fenchel_young_loss,
+    perturbed,
+    shortest_path_grid,
+    spanning_tree,
+)
 
 from .conftest import raises
 
@@ -207,6 +213,25 @@ def test_blackbox_gradient_is_that_of_the_interpolation():
     # gradient in w = -(y(w) - y(w')) / lam, and d/dtheta = -d/dw.
     argmin = top2(-(-theta[None] + lam * g))
     torch.testing.assert_close(grad, -(-(top2(theta[None]) - argmin) / lam))
+
+
+def test_rust_solvers_wrapped_as_the_docstring_says():
+    """With noise far below the gaps between solutions, every sample is the
+    unperturbed solution: the loss and its gradient vanish."""
+    gen = torch.Generator().manual_seed(21)
+    costs = torch.rand(3, 6, 7, dtype=torch.float64, generator=gen) + 0.1
+    y_true = shortest_path_grid(costs)
+    theta = (-costs).requires_grad_()
+    loss = fenchel_young_loss(theta, y_true, lambda x: shortest_path_grid((-x).clamp_min(0)),
+                              sigma=1e-7, generator=Generator(22))
+    assert torch.equal(loss, torch.zeros(3, dtype=torch.float64))
+    loss.sum().backward()
+    assert torch.equal(theta.grad, torch.zeros_like(costs))
+    w = torch.randn(4, 8, 8, dtype=torch.float64, generator=gen)
+    w = w + w.mT
+    tree = perturbed(lambda x: spanning_tree(x.triu(1) + x.triu(1).mT), 5, 1e-7,
+                     generator=Generator(23))
+    assert torch.equal(tree(w), spanning_tree(w))
 
 
 @pytest.mark.parametrize("noise", ["gumbel", "normal"])

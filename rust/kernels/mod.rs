@@ -9,6 +9,7 @@
 
 pub mod bernoulli;
 pub mod noise;
+pub mod order;
 mod rows;
 pub mod sampling;
 mod short;
@@ -199,7 +200,7 @@ pub enum KernelError {
     /// A grid cell's cost is negative (shortest paths need costs >= 0).
     NegativeCost { index: usize },
     /// A shortest-path grid has too many cells: `cells`, counting a border
-    /// of one cell, must stay below 2^32.
+    /// of one cell, must stay below 2^31.
     GridTooLarge { cells: usize },
     /// An assignment problem has more rows than columns.
     MoreRowsThanColumns { rows: usize, columns: usize },
@@ -360,7 +361,7 @@ impl fmt::Display for KernelError {
             KernelError::GridTooLarge { cells } => write!(
                 f,
                 "a grid of {cells} cells (with a border of one) is too large; the solver takes \
-                 fewer than 2^32"
+                 fewer than 2^31"
             ),
             KernelError::Infeasible { problem } => write!(
                 f,

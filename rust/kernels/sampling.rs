@@ -2,6 +2,7 @@
 //! Gumbel-top-k.
 
 use super::noise::{fill_ahead, fill_strided, Ahead, Noise};
+use super::order::{self, Packed, Radix, SortKey};
 use super::rows::{add_logits, check_logits, first_index_of, row_of};
 use super::tiles::{first_max_per_column, perturb_tile, TileScratch, Tiles};
 use super::{
@@ -240,6 +241,12 @@ pub fn sample_categorical<T: Real>(
 /// selecting and sorting (beyond, the selection is faster).
 const SMALL_TOPK: usize = 16;
 
+/// From this many categories, and draws of half of them or more, top-k
+/// orders the whole row by radix sort (below, its fixed cost per row is
+/// more than a comparison sort's, or selecting and sorting the draws alone
+/// is faster).
+const RADIX_MIN_LEN: usize = 32;
+
 struct TopK<'a, T> {
     x: &'a [T],
     dims: Dims,
@@ -248,7 +255,13 @@ struct TopK<'a, T> {
     out: SharedMut<i64>,
 }
 
-impl<T: Real> TopK<'_, T> {
+/// Per-thread scratch memory of `TopK`.
+struct TopKScratch<T: SortKey> {
+    rows: Scratch<T>,
+    radix: Radix<T::Packed>,
+}
+
+impl<T: SortKey> TopK<'_, T> {
     /// The faults of row `r` (logits `xr`): those of every draw, and fewer
     /// categories that are not masked than `top_k`.
     /// Returns the row's largest logit. With no draw asked for (`top_k = 0`),
@@ -273,9 +286,21 @@ impl<T: Real> TopK<'_, T> {
 
     /// Writes the top `top_k` of row `r`'s perturbed logits `w`.
     #[inline(always)]
-    fn select(&self, r: usize, w: &[T], order: &mut Vec<usize>) {
+    fn select(&self, r: usize, w: &[T], order: &mut Vec<usize>, radix: &mut Radix<T::Packed>) {
         let (dims, top_k) = (&self.dims, self.top_k);
         if top_k == 0 {
+            return;
+        }
+        let base = Dims::new(dims.outer, top_k, dims.inner).base(r);
+        if top_k > SMALL_TOPK
+            && 2 * top_k >= dims.k
+            && (RADIX_MIN_LEN..=order::MAX_LEN).contains(&dims.k)
+        {
+            let sorted = order::sort_descending(w, radix);
+            for (t, p) in sorted[..top_k].iter().enumerate() {
+                // SAFETY: output slots of row `r` are written by this thread only.
+                unsafe { self.out.write(base + t * dims.inner, p.index() as i64) };
+            }
             return;
         }
         let by_score = |a: &usize, b: &usize| match w[*b].partial_cmp(&w[*a]) {
@@ -321,7 +346,6 @@ impl<T: Real> TopK<'_, T> {
             }
             order[..top_k].sort_unstable_by(by_score);
         }
-        let base = Dims::new(dims.outer, top_k, dims.inner).base(r);
         for (t, &idx) in order[..top_k].iter().enumerate() {
             // SAFETY: output slots of row `r` are written by this thread only.
             unsafe { self.out.write(base + t * dims.inner, idx as i64) };
@@ -329,12 +353,15 @@ impl<T: Real> TopK<'_, T> {
     }
 }
 
-impl<T: Real> RowKernel for TopK<'_, T> {
-    type Scratch = Scratch<T>;
-    fn scratch(&self) -> Scratch<T> {
-        let mut s = Scratch::new(&self.dims);
-        s.order.reserve(self.dims.k);
-        s
+impl<T: SortKey> RowKernel for TopK<'_, T> {
+    type Scratch = TopKScratch<T>;
+    fn scratch(&self) -> TopKScratch<T> {
+        let mut rows = Scratch::new(&self.dims);
+        rows.order.reserve(self.dims.k);
+        TopKScratch {
+            rows,
+            radix: Radix::new(),
+        }
     }
 
     /// Short contiguous rows: the noise of `BATCH / k` rows at once, then
@@ -349,11 +376,15 @@ impl<T: Real> RowKernel for TopK<'_, T> {
         if !self.dims.batches_rows() {
             return each_row(self, rows, scratch, fault);
         }
-        let Scratch {
-            order,
-            batch: z,
-            cache,
-            ..
+        let TopKScratch {
+            rows:
+                Scratch {
+                    order,
+                    batch: z,
+                    cache,
+                    ..
+                },
+            radix,
         } = scratch;
         let k = self.dims.k;
         let simd = short::available::<T>(k);
@@ -382,7 +413,7 @@ impl<T: Real> RowKernel for TopK<'_, T> {
                 match self.check(r, xr) {
                     Ok(top) => {
                         add_logits(w, xr, top);
-                        self.select(r, w, order);
+                        self.select(r, w, order, radix);
                     }
                     Err(e) => fault(e),
                 }
@@ -391,13 +422,17 @@ impl<T: Real> RowKernel for TopK<'_, T> {
     }
 
     #[inline(always)]
-    fn row(&self, r: usize, s: &mut Scratch<T>) -> Result<(), KernelError> {
-        let Scratch {
-            x: xr,
-            w,
-            order,
-            cache,
-            ..
+    fn row(&self, r: usize, s: &mut TopKScratch<T>) -> Result<(), KernelError> {
+        let TopKScratch {
+            rows:
+                Scratch {
+                    x: xr,
+                    w,
+                    order,
+                    cache,
+                    ..
+                },
+            radix,
         } = s;
         let dims = &self.dims;
         let xr = row_of(self.x, dims, r, xr);
@@ -417,7 +452,7 @@ impl<T: Real> RowKernel for TopK<'_, T> {
             );
         }
         add_logits(w, xr, top);
-        self.select(r, w, order);
+        self.select(r, w, order, radix);
         Ok(())
     }
 }
@@ -425,7 +460,7 @@ impl<T: Real> RowKernel for TopK<'_, T> {
 /// Gumbel-top-k: the indices of the `top_k` largest `(x - max x) + g` along `k`, in
 /// decreasing order (ties: smaller index first) — `top_k` ordered draws without
 /// replacement from `softmax(x)`. The output is laid out as `(outer, top_k, inner)`.
-pub fn gumbel_topk<T: Real>(
+pub fn gumbel_topk<T: SortKey>(
     x: &[T],
     dims: Dims,
     top_k: usize,
@@ -618,7 +653,7 @@ mod tests {
             .map(|i| 1e10 * ((i * 7919 % 5) as f32 - 2.0))
             .collect();
         let stream = Stream::new(2, 3);
-        for top_k in [1, 2, 9, SMALL_TOPK, SMALL_TOPK + 1, 50] {
+        for top_k in [1, 2, 9, SMALL_TOPK, SMALL_TOPK + 1, 24, 25, 50] {
             let mut out = vec![0i64; dims.rows() * top_k];
             gumbel_topk(&x, dims, top_k, stream, &mut out).unwrap();
             let mut g = vec![0f32; dims.len()];

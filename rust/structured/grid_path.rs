@@ -10,10 +10,9 @@
 //!   costs up to 2^53 in total). Each cell gets the label (cost, steps) of
 //!   its best path from the start: the least cost, then the fewest steps
 //!   among the paths of that cost. Dijkstra's algorithm finds them, over the
-//!   cells of the grid directly (no adjacency lists): a binary heap of
-//!   labels, each packed with its cell into one 128-bit key (a non-negative
-//!   f64 orders as its bits), stopping when the bottom-right cell leaves
-//!   the heap.
+//!   cells of the grid directly (no adjacency lists), settling cells in the
+//!   order of their labels (then of their indices) and stopping when it
+//!   settles the bottom-right cell.
 //! - The path is traced back from the bottom-right cell: each step goes to
 //!   the neighbour of smallest row-major index among those through which
 //!   the cell gets its label (one step fewer, and its cost plus the cell's
@@ -23,43 +22,232 @@
 //!   indices; the same on every call. Fewest cells also means that no two
 //!   cells of the path touch unless they follow each other on it.
 //! - The grid sits inside a border of one cell whose labels are never
-//!   improved, so neighbours need no bounds checks. One thread's buffers
-//!   (costs, labels, heap: `(h + 2)(w + 2)` cells and the heap's entries)
-//!   serve every grid it solves; each grid is solved by one thread, so
-//!   results do not depend on the number of threads.
+//!   improved (cost -inf), so neighbours need no bounds checks: a settled
+//!   cell's 8 neighbours are three runs of three cells, read as three
+//!   vectors of four (AVX2) or one at a time, which compare the same. The
+//!   queue is a ring of buckets by cost, each a small heap ([`Queue`]).
+//!   One thread's buffers (costs, labels and queue: about `(h + 2)(w + 2)`
+//!   cells) serve every grid it solves; each grid is solved by one thread,
+//!   so results do not depend on the number of threads.
 
 use crate::kernels::{check_len, KernelError, SharedMut};
 use crate::math::Real;
-use crate::parallel;
-use std::cmp::Reverse;
-use std::collections::BinaryHeap;
+use crate::{isa, parallel};
 use std::ops::Range;
 
 /// The low 32 bits of a key: its cell.
 const CELL: u128 = u32::MAX as u128;
 
-/// The label of a cell no path has reached yet (larger than every label).
-const UNREACHED: u128 = u128::MAX;
-
-/// The label of a border cell: smaller than every label a path gives, so
-/// never improved.
-const BORDER: u128 = 0;
-
-/// The label `(cost, steps)` as a key without its cell: the cost's bits
-/// (a non-negative f64, never -0) above the steps.
+/// The key of a label `(cost, steps)` and its cell: the cost's bits (a
+/// non-negative f64, never -0, orders as its bits) above the steps above
+/// the cell, so keys order as labels, then cells.
 #[inline(always)]
-fn label(cost: f64, steps: u32) -> u128 {
-    (u128::from(cost.to_bits()) << 64) | (u128::from(steps) << 32)
+fn key(cost: f64, steps: u32, cell: usize) -> u128 {
+    (u128::from(cost.to_bits()) << 64) | (u128::from(steps) << 32) | cell as u128
 }
 
 #[inline(always)]
-fn cost_of(label: u128) -> f64 {
-    f64::from_bits((label >> 64) as u64)
+fn cost_of(key: u128) -> f64 {
+    f64::from_bits((key >> 64) as u64)
 }
 
 #[inline(always)]
-fn steps_of(label: u128) -> u32 {
-    (label >> 32) as u32
+fn steps_of(key: u128) -> u32 {
+    (key >> 32) as u32
+}
+
+/// Buckets of the queue: a ring of 128, one bit each in a `u128`.
+const SLOTS: usize = 128;
+
+/// The queue of Dijkstra's keys (distinct, none pushed below the last one
+/// popped): a ring of `SLOTS` buckets by cost, each a binary heap of its
+/// keys. Bucket `floor(cost * scale)` holds the keys of that cost; with
+/// `scale = (SLOTS - 4) / c`, `c` the largest cost of the grid, every key
+/// waiting lies within `c` of the last one popped (it is a settled cell's
+/// cost plus a cell's), so they span fewer than `SLOTS` buckets and no two
+/// buckets share a slot. The index is monotone in the cost, so keys leave
+/// in exactly the order of a single heap; but the heaps hold a key or two
+/// each instead of the whole frontier, and a pop finds the next bucket by
+/// a bit scan. With every cost 0 (or `scale` not finite) every key goes to
+/// bucket 0: one heap.
+struct Queue {
+    scale: f64,
+    heaps: Box<[Vec<u128>; SLOTS]>,
+    /// Bit `s` set when slot `s` holds keys.
+    full: u128,
+    /// The slot of the last key popped.
+    last: u32,
+}
+
+impl Queue {
+    fn new() -> Self {
+        Queue {
+            scale: 0.0,
+            heaps: Box::new(std::array::from_fn(|_| Vec::new())),
+            full: 0,
+            last: 0,
+        }
+    }
+
+    /// Empties the queue for a grid whose largest cost is `top`.
+    fn reset(&mut self, top: f64) {
+        while self.full != 0 {
+            self.heaps[self.full.trailing_zeros() as usize].clear();
+            self.full &= self.full - 1;
+        }
+        let scale = (SLOTS - 4) as f64 / top;
+        self.scale = if scale.is_finite() { scale } else { 0.0 };
+        self.last = 0;
+    }
+
+    /// The slot of a key: its bucket `floor(cost * scale)` (at most `2^39`:
+    /// a cost is at most `2^31` times the largest) modulo `SLOTS`. Through
+    /// i64, a single instruction (the value is non-negative and in range).
+    #[inline(always)]
+    fn slot(&self, key: u128) -> u32 {
+        ((cost_of(key) * self.scale) as i64 as usize % SLOTS) as u32
+    }
+
+    #[inline(always)]
+    fn push(&mut self, key: u128) {
+        let s = self.slot(key);
+        self.full |= 1 << s;
+        heap_push(&mut self.heaps[s as usize], key);
+    }
+
+    #[inline(always)]
+    fn pop(&mut self) -> Option<u128> {
+        // The first full slot from the last key's on, around the ring.
+        let ahead = self.full.rotate_right(self.last);
+        if ahead == 0 {
+            return None;
+        }
+        let s = (self.last + ahead.trailing_zeros()) % SLOTS as u32;
+        let heap = &mut self.heaps[s as usize];
+        let key = heap_pop(heap);
+        if heap.is_empty() {
+            self.full &= !(1 << s);
+        }
+        self.last = s;
+        Some(key)
+    }
+}
+
+/// Pushes `key` onto the binary min-heap `h`.
+#[inline(always)]
+fn heap_push(h: &mut Vec<u128>, key: u128) {
+    let mut i = h.len();
+    h.push(key);
+    while i > 0 {
+        let p = (i - 1) / 2;
+        if h[p] <= key {
+            break;
+        }
+        h[i] = h[p];
+        i = p;
+    }
+    h[i] = key;
+}
+
+/// Pops the least key of the nonempty binary min-heap `h`: the hole at the
+/// top goes down along the lesser children to the bottom, where the last
+/// key fills it and rises to its place.
+#[inline(always)]
+fn heap_pop(h: &mut Vec<u128>) -> u128 {
+    let last = h.pop().expect("a nonempty heap");
+    let n = h.len();
+    if n == 0 {
+        return last;
+    }
+    let top = h[0];
+    let mut i = 0;
+    while 2 * i + 2 < n {
+        let c = 2 * i + 1 + usize::from(h[2 * i + 2] < h[2 * i + 1]);
+        h[i] = h[c];
+        i = c;
+    }
+    if 2 * i + 1 < n {
+        h[i] = h[2 * i + 1];
+        i = 2 * i + 1;
+    }
+    while i > 0 {
+        let p = (i - 1) / 2;
+        if h[p] <= last {
+            break;
+        }
+        h[i] = h[p];
+        i = p;
+    }
+    h[i] = last;
+    top
+}
+
+/// Cells read past the bordered grid: the last neighbour run starts one
+/// cell before the bottom-right corner of the border and is read as a
+/// vector of four.
+const TAIL: usize = 2;
+
+/// Which of the 12 cells of the three runs of four starting at `a`, `a + pw`
+/// and `a + 2 pw` (bit `4 r + j` for cell `a + r pw + j`) a path of cost
+/// `d + cost` and `s` steps improves: `cost_new < cost_old`, or equal with
+/// fewer steps, one cell at a time (the portable build).
+#[inline(always)]
+fn better_scalar(labels: &Labels<'_>, a: usize, pw: usize, d: f64, s: u32) -> u32 {
+    let mut bits = 0;
+    for r in 0..3 {
+        for j in 0..4 {
+            let u = a + r * pw + j;
+            let (c, old, steps) = (labels.cost[u], labels.dist[u], labels.steps[u]);
+            let new = d + c;
+            let better = new < old || (new == old && s < steps);
+            bits |= u32::from(better) << (4 * r + j);
+        }
+    }
+    bits
+}
+
+/// `better_scalar` on vectors of four cells.
+///
+/// # Safety
+/// The CPU must support AVX2 and FMA; the runs must lie within the arrays
+/// (`a + 2 pw + 4 <=` their length).
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+#[inline]
+unsafe fn better_avx2(labels: &Labels<'_>, a: usize, pw: usize, d: f64, s: u32) -> u32 {
+    use std::arch::x86_64::*;
+    let dv = _mm256_set1_pd(d);
+    // Steps compare as signed 32-bit integers: every count is below 2^31.
+    let sv = _mm_set1_epi32(s as i32);
+    let mut bits = 0;
+    for r in 0..3 {
+        let u = a + r * pw;
+        // SAFETY: u + 4 <= the arrays' length (the caller's contract).
+        let (c, old, steps) = unsafe {
+            (
+                _mm256_loadu_pd(labels.cost.as_ptr().add(u)),
+                _mm256_loadu_pd(labels.dist.as_ptr().add(u)),
+                _mm_loadu_si128(labels.steps.as_ptr().add(u).cast()),
+            )
+        };
+        let new = _mm256_add_pd(dv, c);
+        let lower = _mm256_cmp_pd::<_CMP_LT_OQ>(new, old);
+        let equal = _mm256_cmp_pd::<_CMP_EQ_OQ>(new, old);
+        let fewer = _mm256_castsi256_pd(_mm256_cvtepi32_epi64(_mm_cmpgt_epi32(steps, sv)));
+        let better = _mm256_or_pd(lower, _mm256_and_pd(equal, fewer));
+        bits |= (_mm256_movemask_pd(better) as u32) << (4 * r);
+    }
+    bits
+}
+
+/// The arrays of a search, each over the bordered grid plus `TAIL` cells.
+struct Labels<'a> {
+    cost: &'a [f64],
+    /// The cost of each cell's best path so far: +inf before one reaches
+    /// it, -inf on the border and the tail.
+    dist: &'a [f64],
+    /// The steps of that path.
+    steps: &'a [u32],
 }
 
 /// One thread's buffers for grids of one shape, reused for every grid.
@@ -68,39 +256,31 @@ struct Solver {
     w: usize,
     /// The width with the border: `w + 2`.
     pw: usize,
-    /// The costs, with a border (of cost 0, never read into a label).
+    /// The costs, with a border and tail of cost 0.
     cost: Vec<f64>,
-    /// The label of each cell of the bordered grid.
-    labels: Vec<u128>,
-    /// Keys `label | cell` waiting to be settled (stale ones are skipped).
-    heap: BinaryHeap<Reverse<u128>>,
-    /// Neighbour offsets in the bordered grid, in row-major order.
-    offsets: [usize; 8],
+    /// The labels: cost and steps of each cell's best path so far.
+    dist: Vec<f64>,
+    steps: Vec<u32>,
+    /// Keys waiting to be settled (stale ones are skipped).
+    queue: Queue,
+    /// The largest cost of the grid loaded.
+    top: f64,
 }
 
 impl Solver {
     fn new(h: usize, w: usize) -> Self {
         let pw = w + 2;
-        let cells = (h + 2) * pw;
-        let (p, one) = (pw.wrapping_neg(), 1usize.wrapping_neg());
+        let cells = (h + 2) * pw + TAIL;
         Solver {
             h,
             w,
             pw,
             cost: vec![0.0; cells],
             // Each search sets the labels inside the border.
-            labels: vec![BORDER; cells],
-            heap: BinaryHeap::with_capacity(cells),
-            offsets: [
-                p.wrapping_add(one),
-                p,
-                p.wrapping_add(1),
-                one,
-                1,
-                pw.wrapping_add(one),
-                pw,
-                pw + 1,
-            ],
+            dist: vec![f64::NEG_INFINITY; cells],
+            steps: vec![0; cells],
+            queue: Queue::new(),
+            top: 0.0,
         }
     }
 
@@ -109,22 +289,24 @@ impl Solver {
     #[inline(always)]
     fn load<T: Real>(&mut self, c: &[T], base: usize) -> Result<(), KernelError> {
         let (w, pw) = (self.w, self.pw);
-        let mut ok = true;
+        let (mut ok, mut top) = (true, 0.0f64);
         for (r, row) in c.chunks_exact(w).enumerate() {
             let dst = &mut self.cost[(r + 1) * pw + 1..(r + 1) * pw + 1 + w];
             for (d, &x) in dst.iter_mut().zip(row) {
                 let x = x.to_f64();
-                ok &= x >= 0.0 && x < f64::INFINITY;
+                ok &= (0.0..f64::INFINITY).contains(&x);
+                top = if x > top { x } else { top };
                 // + 0.0 turns -0 into +0, whose bits order as a cost.
                 *d = x + 0.0;
             }
         }
         if ok {
+            self.top = top;
             return Ok(());
         }
         let k = c
             .iter()
-            .position(|x| !(x.to_f64() >= 0.0 && x.to_f64() < f64::INFINITY))
+            .position(|x| !(0.0..f64::INFINITY).contains(&x.to_f64()))
             .expect("a bad cost");
         let x = c[k].to_f64();
         let index = base + k;
@@ -138,43 +320,72 @@ impl Solver {
     }
 
     /// Labels the cells from the start until the bottom-right cell is
-    /// settled; returns that cell.
+    /// settled; returns that cell. `level` picks how neighbours are read
+    /// (the same labels at every level).
     #[inline(always)]
-    fn search(&mut self) -> usize {
-        let pw = self.pw;
-        let (start, target) = (pw + 1, self.h * pw + self.w);
+    fn search(&mut self, level: isa::Level) -> usize {
+        let (h, w, pw) = (self.h, self.w, self.pw);
+        let (start, target) = (pw + 1, h * pw + w);
+        for r in 1..=h {
+            self.dist[r * pw + 1..r * pw + 1 + w].fill(f64::INFINITY);
+        }
         let Solver {
             cost,
-            labels,
-            heap,
-            offsets,
-            h,
-            w,
+            dist,
+            steps,
+            queue,
+            top,
             ..
         } = self;
-        for r in 1..=*h {
-            labels[r * pw + 1..r * pw + 1 + *w].fill(UNREACHED);
-        }
-        heap.clear();
-        labels[start] = label(cost[start], 0);
-        heap.push(Reverse(labels[start] | start as u128));
-        while let Some(Reverse(key)) = heap.pop() {
-            let v = (key & CELL) as usize;
-            let lv = key & !CELL;
-            if lv != labels[v] {
+        queue.reset(*top);
+        dist[start] = cost[start];
+        steps[start] = 0;
+        queue.push(key(cost[start], 0, start));
+        // The cells that enter the queue lie inside the border, and so do
+        // the 8 neighbours of each, within the arrays (`(h + 2) pw + TAIL`
+        // long): the hot loop reads them unchecked.
+        debug_assert!(dist.len() == (h + 2) * pw + TAIL && cost.len() == dist.len());
+        debug_assert!(steps.len() == dist.len());
+        while let Some(k) = queue.pop() {
+            let v = (k & CELL) as usize;
+            let (d, s) = (cost_of(k), steps_of(k));
+            // SAFETY: v is a cell of the grid (see above).
+            let (dv, sv) = unsafe { (*dist.get_unchecked(v), *steps.get_unchecked(v)) };
+            if d.to_bits() != dv.to_bits() || s != sv {
                 continue;
             }
             if v == target {
                 break;
             }
-            let (d, s) = (cost_of(lv), steps_of(lv) + 1);
-            for &off in offsets.iter() {
-                let u = v.wrapping_add(off);
-                let lu = label(d + cost[u], s);
-                if lu < labels[u] {
-                    labels[u] = lu;
-                    heap.push(Reverse(lu | u as u128));
+            // The runs of neighbours start at the cell up-left of v.
+            let a = v - pw - 1;
+            let labels = Labels { cost, dist, steps };
+            let bits = match level {
+                // SAFETY: Avx512 and Avx2 only when the CPU has AVX2 and
+                // FMA; v is a cell of the grid (only they enter the queue),
+                // so a + 2 pw + 4 = v + pw + 3 <= (h + 2) pw + 2, the
+                // arrays' length.
+                #[cfg(target_arch = "x86_64")]
+                isa::Level::Avx512 | isa::Level::Avx2 => unsafe {
+                    better_avx2(&labels, a, pw, d, s + 1)
+                },
+                _ => better_scalar(&labels, a, pw, d, s + 1),
+            };
+            // The fourth cell of each run is not a neighbour; v itself
+            // (bit 5) never improves (its label is settled), so it is left
+            // out only for clarity.
+            let mut bits = bits & 0b0111_0101_0111;
+            while bits != 0 {
+                let b = bits.trailing_zeros() as usize;
+                bits &= bits - 1;
+                let u = a + (b / 4) * pw + b % 4;
+                // SAFETY: u is a neighbour of v (see above).
+                let du = d + unsafe { *cost.get_unchecked(u) };
+                unsafe {
+                    *dist.get_unchecked_mut(u) = du;
+                    *steps.get_unchecked_mut(u) = s + 1;
                 }
+                queue.push(key(du, s + 1, u));
             }
         }
         target
@@ -193,20 +404,17 @@ impl Solver {
             if v == start {
                 return;
             }
-            let lv = self.labels[v];
-            let (d, s) = (cost_of(lv), steps_of(lv));
+            let (d, s, c) = (self.dist[v], self.steps[v], self.cost[v]);
             v = if s == 1 {
                 start
             } else {
                 // A neighbour one step nearer the start (border cells have
-                // step 0, unreached cells the NaN cost of `UNREACHED`).
-                let c = self.cost[v];
-                self.offsets
-                    .iter()
-                    .map(|&off| v.wrapping_add(off))
+                // step 0, unreached cells the cost +inf), in row-major order.
+                let a = v - pw - 1;
+                (0..9)
+                    .map(|b| a + (b / 3) * pw + b % 3)
                     .find(|&u| {
-                        let lu = self.labels[u];
-                        steps_of(lu) == s - 1 && (cost_of(lu) + c).to_bits() == d.to_bits()
+                        self.steps[u] == s - 1 && (self.dist[u] + c).to_bits() == d.to_bits()
                     })
                     .expect("the cell that labelled v")
             };
@@ -225,12 +433,13 @@ struct Grids<'a, T> {
 impl<T: Real> Grids<'_, T> {
     /// Solves the grids of `range` with one set of buffers; the first bad
     /// cost ends the range (every later one is at a later position).
-    fn solve(&self, range: Range<usize>) -> Result<(), KernelError> {
+    #[inline(always)]
+    fn solve(&self, range: Range<usize>, level: isa::Level) -> Result<(), KernelError> {
         let size = self.h * self.w;
         let mut solver = Solver::new(self.h, self.w);
         for b in range {
             solver.load(&self.costs[b * size..(b + 1) * size], b * size)?;
-            let target = solver.search();
+            let target = solver.search(level);
             // SAFETY: grid `b` belongs to this range alone, so no other
             // thread touches its outputs.
             let out = unsafe { self.out.slice(b * size, size) };
@@ -238,6 +447,26 @@ impl<T: Real> Grids<'_, T> {
         }
         Ok(())
     }
+}
+
+/// `Grids::solve` compiled with AVX2 and FMA.
+///
+/// # Safety
+/// The CPU must support AVX2 and FMA.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn solve_avx2<T: Real>(g: &Grids<'_, T>, range: Range<usize>) -> Result<(), KernelError> {
+    g.solve(range, isa::Level::Avx2)
+}
+
+/// `Grids::solve` compiled with AVX-512.
+///
+/// # Safety
+/// The CPU must support AVX-512 F, BW, DQ, VL and FMA.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512bw,avx512dq,avx512vl,avx2,fma")]
+unsafe fn solve_avx512<T: Real>(g: &Grids<'_, T>, range: Range<usize>) -> Result<(), KernelError> {
+    g.solve(range, isa::Level::Avx512)
 }
 
 /// Writes into `out` the 0/1 indicator of a cheapest 8-neighbour path from
@@ -248,9 +477,22 @@ impl<T: Real> Grids<'_, T> {
 ///
 /// Errors: the first cost of the batch that is NaN (`NanWeight`), +inf
 /// (`InfiniteWeight`) or negative (`NegativeCost`), by position; a grid of
-/// `(h + 2)(w + 2) >= 2^32` cells with its border (`GridTooLarge`). `out`
+/// `(h + 2)(w + 2) >= 2^31` cells with its border (`GridTooLarge`). `out`
 /// is then unspecified.
 pub fn shortest_path_grid<T: Real>(
+    costs: &[T],
+    batch: usize,
+    h: usize,
+    w: usize,
+    out: &mut [T],
+) -> Result<(), KernelError> {
+    shortest_path_grid_at(isa::level(), costs, batch, h, w, out)
+}
+
+/// `shortest_path_grid` at instruction-set `level`, or the best level of
+/// this CPU below it.
+fn shortest_path_grid_at<T: Real>(
+    level: isa::Level,
     costs: &[T],
     batch: usize,
     h: usize,
@@ -264,7 +506,7 @@ pub fn shortest_path_grid<T: Real>(
         return Ok(());
     }
     let cells = (h + 2).saturating_mul(w + 2);
-    if cells > u32::MAX as usize {
+    if cells >= 1 << 31 {
         return Err(KernelError::GridTooLarge { cells });
     }
     let grids = Grids {
@@ -273,16 +515,29 @@ pub fn shortest_path_grid<T: Real>(
         w,
         out: SharedMut::new(out),
     };
-    // About 8 relaxations and a heap operation per cell: ~64 elements' work.
-    let work = size.saturating_mul(64);
-    parallel::map_ranges(batch, work, |range| grids.solve(range))
-        .into_iter()
-        .collect()
+    // A queue operation and three vector compares per cell: ~32 elements' work.
+    let work = size.saturating_mul(32);
+    let level = level.min(isa::detected());
+    parallel::map_ranges(batch, work, |range| match level {
+        // SAFETY: `isa::detected` returns Avx512 only when the CPU has
+        // AVX-512 F/BW/DQ/VL and FMA (detected at run time).
+        #[cfg(target_arch = "x86_64")]
+        isa::Level::Avx512 => unsafe { solve_avx512(&grids, range) },
+        // SAFETY: Avx2 only when the CPU has AVX2 and FMA.
+        #[cfg(target_arch = "x86_64")]
+        isa::Level::Avx2 => unsafe { solve_avx2(&grids, range) },
+        _ => grids.solve(range, isa::Level::Portable),
+    })
+    .into_iter()
+    .collect()
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Every level; those the CPU lacks run at its best level.
+    const LEVELS: [isa::Level; 3] = [isa::Level::Portable, isa::Level::Avx2, isa::Level::Avx512];
 
     /// xorshift64*: reproducible test grids.
     struct Rng(u64);
@@ -356,12 +611,14 @@ mod tests {
             let want = reference(&a, h, w);
             let c64: Vec<f64> = a.iter().map(|&x| x as f64).collect();
             let c32: Vec<f32> = a.iter().map(|&x| x as f32).collect();
-            let (mut o64, mut o32) = (vec![9.0; h * w], vec![9.0; h * w]);
-            shortest_path_grid(&c64, 1, h, w, &mut o64).unwrap();
-            shortest_path_grid(&c32, 1, h, w, &mut o32).unwrap();
-            let got: Vec<u8> = o64.iter().map(|&x| x as u8).collect();
-            assert_eq!(got, want, "{a:?} {h}x{w}");
-            assert!(o32.iter().zip(&o64).all(|(&x, &y)| f64::from(x) == y));
+            for level in LEVELS {
+                let (mut o64, mut o32) = (vec![9.0; h * w], vec![9.0; h * w]);
+                shortest_path_grid_at(level, &c64, 1, h, w, &mut o64).unwrap();
+                shortest_path_grid_at(level, &c32, 1, h, w, &mut o32).unwrap();
+                let got: Vec<u8> = o64.iter().map(|&x| x as u8).collect();
+                assert_eq!(got, want, "{a:?} {h}x{w} {level:?}");
+                assert!(o32.iter().zip(&o64).all(|(&x, &y)| f64::from(x) == y));
+            }
         }
     }
 
@@ -387,7 +644,7 @@ mod tests {
     }
 
     #[test]
-    fn batches_match_single_grids_for_any_thread_count() {
+    fn batches_match_single_grids_for_any_thread_count_and_level() {
         let mut rng = Rng(3);
         let (batch, h, w) = (300, 13, 11);
         let costs: Vec<f64> = (0..batch * h * w)
@@ -404,9 +661,11 @@ mod tests {
         }
         for threads in [1, 2, 3] {
             parallel::set_num_threads(threads);
-            let mut out = vec![0.0; batch * size];
-            shortest_path_grid(&costs, batch, h, w, &mut out).unwrap();
-            assert_eq!(out, single);
+            for level in LEVELS {
+                let mut out = vec![0.0; batch * size];
+                shortest_path_grid_at(level, &costs, batch, h, w, &mut out).unwrap();
+                assert_eq!(out, single);
+            }
         }
         parallel::set_num_threads(0);
     }

@@ -30,8 +30,8 @@
 use crate::kernels::noise::{fill_strided, Noise};
 use crate::kernels::{check_len, KernelError, SharedMut};
 use crate::math::{GroupCache, Real};
-use crate::parallel;
 use crate::rng::Stream;
+use crate::{isa, parallel};
 use std::ops::Range;
 
 /// No edge (larger than every edge's index).
@@ -123,41 +123,69 @@ impl<T: Real> Solver<T> {
     #[inline(always)]
     fn solve(&mut self, out: &mut [T]) -> bool {
         let n = self.n;
-        let Solver { w, best, edge, .. } = self;
         out.fill(T::ZERO);
-        best.copy_from_slice(&w[..n]);
-        for (v, e) in edge.iter_mut().enumerate() {
-            *e = v;
-        }
-        best[0] = T::from_f64(f64::NAN);
+        self.best.fill(T::NEG_INFINITY);
+        self.edge.fill(NONE);
+        let mut v = 0;
         for _ in 1..n {
-            let (mut bw, mut be, mut bv) = (T::NEG_INFINITY, NONE, 0);
-            for (v, (&x, &e)) in best.iter().zip(edge.iter()).enumerate() {
-                if first(x, e, bw, be) {
-                    (bw, be, bv) = (x, e, v);
-                }
-            }
+            let (bw, be, bv) = self.join(v);
             if bw == T::NEG_INFINITY {
                 return false;
             }
             let (i, j) = (be / n, be % n);
             out[i * n + j] = T::ONE;
             out[j * n + i] = T::ONE;
-            best[bv] = T::from_f64(f64::NAN);
-            let row = &w[bv * n..(bv + 1) * n];
-            for (u, ((&x, b), e)) in row
-                .iter()
-                .zip(best.iter_mut())
-                .zip(edge.iter_mut())
-                .enumerate()
-            {
-                let f = if u < bv { u * n + bv } else { bv * n + u };
-                if first(x, f, *b, *e) {
-                    (*b, *e) = (x, f);
-                }
-            }
+            v = bv;
         }
         true
+    }
+
+    /// Puts vertex `v` in the tree: its edges become the first edges into
+    /// the tree of the vertices they come before; returns the first of the
+    /// vertices' edges after that (weight, index, vertex: the next to
+    /// join). In one pass, by `LANES` interleaved vertices, each lane
+    /// keeping its own first edge (the lanes then merge: the order is
+    /// strict, so the result is the same).
+    #[inline(always)]
+    fn join(&mut self, v: usize) -> (T, usize, usize) {
+        const LANES: usize = 4;
+        let n = self.n;
+        let Solver { w, best, edge, .. } = self;
+        best[v] = T::from_f64(f64::NAN);
+        let row = &w[v * n..(v + 1) * n];
+        let mut lw = [T::NEG_INFINITY; LANES];
+        let mut le = [NONE; LANES];
+        let mut lv = [0; LANES];
+        let mut step = |u: usize, l: usize, x: T, b: &mut T, e: &mut usize| {
+            let f = if u < v { u * n + v } else { v * n + u };
+            let take = first(x, f, *b, *e);
+            *b = if take { x } else { *b };
+            *e = if take { f } else { *e };
+            let lead = first(*b, *e, lw[l], le[l]);
+            lw[l] = if lead { *b } else { lw[l] };
+            le[l] = if lead { *e } else { le[l] };
+            lv[l] = if lead { u } else { lv[l] };
+        };
+        let full = n - n % LANES;
+        for ((k, x), (b, e)) in row[..full].chunks_exact(LANES).enumerate().zip(
+            best[..full]
+                .chunks_exact_mut(LANES)
+                .zip(edge[..full].chunks_exact_mut(LANES)),
+        ) {
+            for l in 0..LANES {
+                step(k * LANES + l, l, x[l], &mut b[l], &mut e[l]);
+            }
+        }
+        for u in full..n {
+            step(u, 0, row[u], &mut best[u], &mut edge[u]);
+        }
+        let mut top = (T::NEG_INFINITY, NONE, 0);
+        for l in 0..LANES {
+            if first(lw[l], le[l], top.0, top.1) {
+                top = (lw[l], le[l], lv[l]);
+            }
+        }
+        top
     }
 }
 
@@ -173,6 +201,7 @@ impl<T: Real> Graphs<'_, T> {
     /// Solves the matrices of `range` with one set of buffers: the first
     /// disconnected graph, or the first bad weight (which ends the range:
     /// every later one is at a later position).
+    #[inline(always)]
     fn solve(&self, range: Range<usize>) -> Result<Option<usize>, KernelError> {
         let size = self.n * self.n;
         let mut solver = Solver::new(self.n);
@@ -191,6 +220,34 @@ impl<T: Real> Graphs<'_, T> {
         }
         Ok(disconnected)
     }
+}
+
+/// `Graphs::solve` compiled with AVX2 and FMA: the noise's `mul_add` is one
+/// instruction instead of a call to the C library's `fma` (the same value),
+/// and Prim's passes run on vectors.
+///
+/// # Safety
+/// The CPU must support AVX2 and FMA.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn solve_avx2<T: Real>(
+    g: &Graphs<'_, T>,
+    range: Range<usize>,
+) -> Result<Option<usize>, KernelError> {
+    g.solve(range)
+}
+
+/// `Graphs::solve` compiled with AVX-512.
+///
+/// # Safety
+/// The CPU must support AVX-512 F, BW, DQ, VL and FMA.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512bw,avx512dq,avx512vl,avx2,fma")]
+unsafe fn solve_avx512<T: Real>(
+    g: &Graphs<'_, T>,
+    range: Range<usize>,
+) -> Result<Option<usize>, KernelError> {
+    g.solve(range)
 }
 
 fn run<T: Real>(
@@ -215,7 +272,18 @@ fn run<T: Real>(
     // Two scans of n values for each of n vertices, and the load.
     let work = size.saturating_mul(4).max(1);
     let mut first_disconnected = None;
-    for r in parallel::map_ranges(batch, work, |range| graphs.solve(range)) {
+    let level = isa::level();
+    let solve = |range| match level {
+        // SAFETY: `isa::level` returns Avx512 only when the CPU has
+        // AVX-512 F/BW/DQ/VL and FMA (detected at run time).
+        #[cfg(target_arch = "x86_64")]
+        isa::Level::Avx512 => unsafe { solve_avx512(&graphs, range) },
+        // SAFETY: Avx2 only when the CPU has AVX2 and FMA.
+        #[cfg(target_arch = "x86_64")]
+        isa::Level::Avx2 => unsafe { solve_avx2(&graphs, range) },
+        _ => graphs.solve(range),
+    };
+    for r in parallel::map_ranges(batch, work, solve) {
         if let Some(b) = r? {
             first_disconnected = first_disconnected.or(Some(b));
         }

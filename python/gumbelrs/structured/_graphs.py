@@ -40,9 +40,9 @@ def _grid(fn: str, costs: object) -> torch.Tensor:
     if h == 0 or w == 0:
         raise ValueError(f"{fn}: costs must have at least one row and one column (shape "
                          f"(*batch, H, W) with H, W >= 1), got shape {shape}")
-    if (h + 2) * (w + 2) >= 2**32:
+    if (h + 2) * (w + 2) >= 2**31:
         raise ValueError(f"{fn}: a grid of {h} x {w} cells is too large for the solver; "
-                         "(H + 2) * (W + 2) must be below 2**32")
+                         "(H + 2) * (W + 2) must be below 2**31")
     return c
 
 

@@ -189,11 +189,12 @@ def relaxed_spanning_tree(
     t = _validate.scalar_tau(fn, tau, w)
     hard = _validate.flag(fn, "hard", hard)
     gen = _validate.generator(fn, generator)
+    solver = _dispatch.solver(w.device)
     _symmetric(fn, w)
     stream = _ops.take(gen, fn)
     # The spanning-tree kernel finds +inf weights and disconnected graphs; with
     # the stream, its tree is sample_spanning_tree's (it draws the same noise).
-    tree = _dispatch.solver(w.device).spanning_tree(fn, w, stream if hard else None)
+    tree = solver.spanning_tree(fn, w, stream if hard else None)
     if not hard:
         return _relaxed(fn, w, t, stream).to(w.dtype)
     if torch.is_grad_enabled() and w.requires_grad:
