@@ -32,7 +32,7 @@ def test_composed_numbers_show_their_digits_left_to_right():
 
 
 def test_digit_split_holds_out_a_fifth_of_each_digit():
-    (xtr, ytr), (xte, yte) = sorting.split_digits(*_data.mnist_subset("test"), 0.2, seed=3)
+    (xtr, ytr), (xte, yte) = _data.split_digits(*_data.mnist_subset("test"), 0.2, seed=3)
     assert torch.equal(torch.bincount(yte, minlength=10), torch.full((10,), 100))
     assert torch.equal(torch.bincount(ytr, minlength=10), torch.full((10,), 400))
     train = {bytes(row.numpy()) for row in xtr.flatten(1)}

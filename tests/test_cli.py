@@ -238,15 +238,18 @@ def test_demo_writes_a_complete_report(tiny_report):
     out = tiny_report
     assert sorted(p.name for p in out.iterdir()) == [
         "dna_generator.png", "dropout_calibration.png", "kmeans_embedding.png", "metrics.json",
-        "nas_entropy.png", "report.html", "report.md", "sorting_jigsaw.png", "sorting_mnist.png",
-        "sorting_numbers.png", "temperatures.png", "textgan_temperature.png",
-        "trees_learning.png", "trees_recovered.png", "vae_digits_soft.png", "vae_digits_st.png"]
+        "nas_entropy.png", "paths_maps.png", "report.html", "report.md", "sorting_jigsaw.png",
+        "sorting_mnist.png", "sorting_numbers.png", "temperatures.png",
+        "textgan_temperature.png", "trees_learning.png", "trees_recovered.png",
+        "vae_digits_soft.png", "vae_digits_st.png"]
     metrics = json.loads((out / "metrics.json").read_text())
     assert set(metrics) == {"meta", "core", "vae", "dna", "textgan", "kmeans", "dropout",
-                            "feature_selection", "nas", "sorting", "trees"}
+                            "feature_selection", "nas", "sorting", "trees", "paths"}
     assert set(metrics["sorting"]) == {"config", "numbers", "mnist", "jigsaw", "seconds"}
     assert set(metrics["trees"]) == {"config", "seconds", *(f"8/100/{m}" for m in (
         "chow_liu", "model_mle", "tree", "concrete", "topk"))}
+    assert set(metrics["paths"]) == {"config", "6", "seconds"}
+    assert set(metrics["paths"]["6"]) == {"uniform", "perturbed", "blackbox", "two_stage"}
     assert set(metrics["textgan"]) >= {"MLE only", "GAN, no reheating", "GAN with reheating"}
     assert set(metrics["vae"]["digits"]) == {"soft", "st"}
     assert set(metrics["dna"]["generator"]["examples"][0]) <= set("acgt")
@@ -263,7 +266,8 @@ def test_demo_writes_a_complete_report(tiny_report):
     for name in ("temperatures.png", "kmeans_embedding.png", "dropout_calibration.png",
                  "nas_entropy.png", "vae_digits_soft.png", "dna_generator.png",
                  "textgan_temperature.png", "sorting_numbers.png", "sorting_mnist.png",
-                 "sorting_jigsaw.png", "trees_recovered.png", "trees_learning.png"):
+                 "sorting_jigsaw.png", "trees_recovered.png", "trees_learning.png",
+                 "paths_maps.png"):
         assert f"]({name})" in md
     assert list(out.parent.iterdir()) == [out]  # no staging folder left behind
 
@@ -296,7 +300,7 @@ def test_report_renders_in_headless_chromium(tiny_report, tmp_path):
                         "--allow-file-access-from-files", "--virtual-time-budget=5000",
                         "--enable-logging=stderr", "--v=0", "--dump-dom", probe.as_uri()],
                        capture_output=True, text=True, timeout=120)
-    assert ('data-result="images=13 bad=0 links=10 broken=0 tall=true h1=gumbelrs demonstration"'
+    assert ('data-result="images=14 bad=0 links=11 broken=0 tall=true h1=gumbelrs demonstration"'
             in r.stdout), r.stdout[-2000:]
     console = [line for line in r.stderr.splitlines() if ":CONSOLE" in line]
     assert console == [], console

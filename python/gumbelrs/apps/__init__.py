@@ -7,6 +7,6 @@ from ._common import AppResult
 
 #: The applications, by the name the command line uses.
 APPS = ("vae", "dna", "textgan", "kmeans", "dropout", "feature_selection", "nas", "sorting",
-        "trees")
+        "trees", "paths")
 
 __all__ = ["APPS", "AppResult"]

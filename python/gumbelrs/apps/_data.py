@@ -10,6 +10,9 @@ from the package's files (no download, no import of the package itself).
   data set of the regression tables of Gal and Ghahramani (2016); one of its
   features encodes the proportion of Black residents, which is why
   scikit-learn removed it: we use it only to compare with published numbers.
+
+:func:`split_digits` holds out images of each digit before an app composes
+anything from them (numbers, maps), so that no test image is seen in training.
 """
 
 from __future__ import annotations
@@ -45,3 +48,23 @@ def boston(app: str) -> tuple[torch.Tensor, torch.Tensor]:
     """Boston housing: float64 features ``(506, 13)`` and target ``(506,)``."""
     table = np.loadtxt(_mlxtend_file("boston_housing.csv", app), delimiter=",")
     return torch.tensor(table[:, :-1]), torch.tensor(table[:, -1])
+
+
+def split_digits(x: torch.Tensor, y: torch.Tensor, test_fraction: float,
+                 seed: int) -> tuple[tuple[torch.Tensor, torch.Tensor],
+                                     tuple[torch.Tensor, torch.Tensor]]:
+    """MNIST images ``x`` (``(m, 784)``) and labels ``y`` as ``(images (m, 28,
+    28), labels)`` for train and test, split per class (``test_fraction`` of each
+    digit's images, at least one) with ``seed``: no image is in both."""
+    x = x.view(-1, 28, 28)
+    g = torch.Generator().manual_seed(seed)
+    train, test = [], []
+    for c in range(10):
+        idx = (y == c).nonzero().squeeze(-1)
+        idx = idx[torch.randperm(len(idx), generator=g)]
+        k = min(len(idx) - 1, max(1, round(test_fraction * len(idx))))
+        test.append(idx[:k])
+        train.append(idx[k:])
+    tr, te = torch.cat(train), torch.cat(test)
+    tr, te = tr[torch.randperm(len(tr), generator=g)], te[torch.randperm(len(te), generator=g)]
+    return (x[tr], y[tr]), (x[te], y[te])

@@ -187,26 +187,6 @@ def _metrics(pred: torch.Tensor, truth: torch.Tensor) -> dict[str, float]:
             "kendall_tau": float(structured.kendall_tau(pred, truth).double().mean())}
 
 
-def split_digits(x: torch.Tensor, y: torch.Tensor, test_fraction: float,
-                 seed: int) -> tuple[tuple[torch.Tensor, torch.Tensor],
-                                     tuple[torch.Tensor, torch.Tensor]]:
-    """MNIST images ``x`` (``(m, 784)``) and labels ``y`` as ``(images (m, 28,
-    28), labels)`` for train and test, split per class (``test_fraction`` of each
-    digit's images, at least one) with ``seed``: no image is in both."""
-    x = x.view(-1, SIDE, SIDE)
-    g = torch.Generator().manual_seed(seed)
-    train, test = [], []
-    for c in range(10):
-        idx = (y == c).nonzero().squeeze(-1)
-        idx = idx[torch.randperm(len(idx), generator=g)]
-        k = min(len(idx) - 1, max(1, round(test_fraction * len(idx))))
-        test.append(idx[:k])
-        train.append(idx[k:])
-    tr, te = torch.cat(train), torch.cat(test)
-    tr, te = tr[torch.randperm(len(tr), generator=g)], te[torch.randperm(len(te), generator=g)]
-    return (x[tr], y[tr]), (x[te], y[te])
-
-
 class Composer:
     """Draws images of given digits from a pool of labelled digit images."""
 
@@ -427,7 +407,7 @@ def run(config: Config | None = None, out: Path | None = None, show: bool = True
 
     @functools.cache
     def split(seed: int):
-        return split_digits(*images(), config.test_fraction, seed)
+        return _data.split_digits(*images(), config.test_fraction, seed)
 
     def unit(key: str, fn, *args):
         done = ckpt.get(key)
