@@ -143,6 +143,11 @@ class Checkpoint:
     def get(self, key: str) -> Any:
         return self.done.get(key)
 
+    def unit(self, key: str, fn: Any, *args: Any) -> Any:
+        """The saved result of unit ``key``, or ``fn(*args)`` computed and saved."""
+        done = self.get(key)
+        return self.put(key, fn(*args)) if done is None else done
+
     def put(self, key: str, value: Any) -> Any:
         self.done[key] = value
         if self.path is not None:

@@ -283,17 +283,13 @@ def run(config: Config | None = None, out: Path | None = None, show: bool = True
     def split(seed: int):
         return _data.split_digits(*images(), config.test_fraction, seed)
 
-    def unit(key: str, fn, *args):
-        done = ckpt.get(key)
-        return ckpt.put(key, fn(*args)) if done is None else done
-
     runs = {}
     for k in config.sizes:
-        runs[k, "uniform"] = [unit(f"{k}/uniform/{s}", uniform_baseline, k, config, split(s), s)
-                              for s in seeds]
+        runs[k, "uniform"] = [ckpt.unit(f"{k}/uniform/{s}", uniform_baseline, k, config,
+                                        split(s), s) for s in seeds]
         for method in config.methods:
-            runs[k, method] = [unit(f"{k}/{method}/{s}", train, k, method, config, split(s), s,
-                                    show) for s in seeds]
+            runs[k, method] = [ckpt.unit(f"{k}/{method}/{s}", train, k, method, config,
+                                         split(s), s, show) for s in seeds]
     return _report(config, runs, out)
 
 

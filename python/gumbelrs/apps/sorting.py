@@ -409,23 +409,19 @@ def run(config: Config | None = None, out: Path | None = None, show: bool = True
     def split(seed: int):
         return _data.split_digits(*images(), config.test_fraction, seed)
 
-    def unit(key: str, fn, *args):
-        done = ckpt.get(key)
-        return ckpt.put(key, fn(*args)) if done is None else done
-
     numbers, mnist, puzzles = {}, {}, {}
     if "numbers" in config.experiments:
         for n in config.lengths:
-            numbers[n] = [unit(f"numbers/{n}/{s}", sort_numbers, n, config, s, show)
+            numbers[n] = [ckpt.unit(f"numbers/{n}/{s}", sort_numbers, n, config, s, show)
                           for s in seeds]
     if "mnist" in config.experiments:
         for n in config.sizes:
             for method in config.methods:
-                mnist[n, method] = [unit(f"mnist/{n}/{method}/{s}", sort_mnist, n, method,
-                                         config, split(s), s, show) for s in seeds]
+                mnist[n, method] = [ckpt.unit(f"mnist/{n}/{method}/{s}", sort_mnist, n, method,
+                                              config, split(s), s, show) for s in seeds]
     if "jigsaw" in config.experiments:
         for k in config.grids:
-            puzzles[k] = [unit(f"jigsaw/{k}/{s}", jigsaw, k, config, split(s), s, show)
+            puzzles[k] = [ckpt.unit(f"jigsaw/{k}/{s}", jigsaw, k, config, split(s), s, show)
                           for s in seeds]
     return _report(config, numbers, mnist, puzzles, out)
 
