@@ -5,10 +5,15 @@ Data (shipped in ``gumbelrs/apps/data``, provenance in its README): the UCI E.
 coli promoter set (106 sequences of 57 nt) and the StatLog splice-junction set
 (3,186 sequences of 60 nt).
 
-- **VAE** (on the splice set): an MLP encoder to categorical latents (sampled
-  with a :mod:`gumbelrs.estimators` method), an MLP decoder to a position x
-  nucleotide logit matrix; a concrete sequence is decoded by a (straight-
-  through) Gumbel-Softmax sample of that matrix, not by its argmax.
+- **VAE** (on the splice set, its EI/IE/N labels unused in training): a
+  convolutional encoder to categorical latents (sampled with a
+  :mod:`gumbelrs.estimators` method), an MLP decoder to a position x nucleotide
+  logit matrix, the KL term warmed up from 0 to 1; a concrete sequence is
+  decoded by a (straight-through) Gumbel-Softmax sample of that matrix, not by
+  its argmax. Reported: reconstruction accuracy per position against the
+  splice consensus, a linear probe of the latent codes for the class, the
+  softmax matrix against Gumbel-Softmax sequences, and the donor/acceptor
+  consensus in sequences generated from the prior.
 - **Generator** (on the promoter set): a GRU emits one nucleotide per step as a
   straight-through Gumbel-Softmax one-hot and reads it back as its next input,
   so the score of the whole sequence reaches every step's logits. The score: the
@@ -25,6 +30,7 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
+import math
 from pathlib import Path
 
 import torch
@@ -41,6 +47,7 @@ from ._common import (
     kl_to_uniform,
     progress,
     pyplot,
+    require,
     save_figure,
     seeded,
 )
@@ -59,6 +66,8 @@ class Config:
     latents: int = 16
     classes: int = 8
     hidden: int = 256
+    vae_channels: int = 32
+    kl_warmup: float = 0.5
     # frozen classifier and generator on the promoters
     classifier_steps: int = 400
     generator_steps: int = 1500
@@ -73,10 +82,11 @@ class Config:
     seed: int = 0
 
     def __post_init__(self) -> None:
-        check_config("dna", self, counts=("latents", "classes", "hidden", "generator_hidden",
-                                          "batch", "samples"),
+        check_config("dna", self, counts=("latents", "classes", "hidden", "vae_channels",
+                                          "generator_hidden", "batch", "samples"),
                      maybe_zero=("vae_steps", "classifier_steps", "generator_steps", "seed"),
                      positive=("tau", "lr"), non_negative=("gc_weight", "entropy_weight"),
+                     fractions=("kl_warmup",),
                      choices={"vae_method": estimators.METHODS})
 
     @classmethod
@@ -140,34 +150,54 @@ def diversity(seqs: list[str]) -> dict[str, float]:
 
 
 class SequenceVAE(nn.Module):
-    """Categorical latents; the decoder emits ``(length, 4)`` nucleotide logits."""
+    """Categorical latents; the decoder emits ``(length, 4)`` nucleotide logits.
 
-    def __init__(self, length: int, latents: int, classes: int, hidden: int):
+    The encoder is two width-9 convolutions over the one-hot sequence (motif
+    detectors), flattened so that where a motif sits is kept; the decoder an MLP
+    whose output weights are position-specific, as the sequences are aligned on
+    the junction."""
+
+    def __init__(self, length: int, latents: int, classes: int, hidden: int, channels: int = 32):
         super().__init__()
         self.length, self.latents, self.classes = length, latents, classes
-        self.encoder = nn.Sequential(nn.Linear(4 * length, hidden), nn.ReLU(),
-                                     nn.Linear(hidden, latents * classes))
+        self.encoder = nn.Sequential(
+            nn.Conv1d(4, channels, 9, padding=4), nn.ReLU(),
+            nn.Conv1d(channels, channels, 9, padding=4), nn.ReLU(), nn.Flatten(),
+            nn.Linear(channels * length, hidden), nn.ReLU(), nn.Linear(hidden, latents * classes))
         self.decoder = nn.Sequential(nn.Linear(latents * classes, hidden), nn.ReLU(),
                                      nn.Linear(hidden, 4 * length))
 
     def logits(self, x: torch.Tensor) -> torch.Tensor:
-        return self.encoder(x.flatten(1)).view(-1, self.latents, self.classes).log_softmax(-1)
+        """Normalised ``log q(z | x)``, ``(n, latents, classes)``."""
+        return self.encoder(x.transpose(1, 2)).view(-1, self.latents, self.classes).log_softmax(-1)
 
     def nucleotide_logits(self, z: torch.Tensor) -> torch.Tensor:
         return self.decoder(z.flatten(1)).view(-1, self.length, 4)
 
-    def loss(self, x: torch.Tensor, method: str, tau: float, generator) -> torch.Tensor:
-        """Negative ELBO per sequence: categorical reconstruction plus KL to uniform."""
+    def terms(self, x: torch.Tensor, method: str, tau: float,
+              generator) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Per sequence: reconstruction term, KL to the uniform prior, and the
+        decoder's nucleotide logits of a latent sample."""
         logits = self.logits(x)
         z = estimators.sample(logits, method, tau, -1, generator)
-        rec = -(self.nucleotide_logits(z).log_softmax(-1) * x).sum((-2, -1))
-        return rec + kl_to_uniform(logits)
+        nucleotides = self.nucleotide_logits(z)
+        rec = -(nucleotides.log_softmax(-1) * x).sum((-2, -1))
+        return rec, kl_to_uniform(logits), nucleotides
+
+    def loss(self, x: torch.Tensor, method: str, tau: float, generator,
+             kl_weight: float = 1.0) -> torch.Tensor:
+        """Negative ELBO per sequence (the KL term scaled by ``kl_weight``)."""
+        rec, kl, _ = self.terms(x, method, tau, generator)
+        return rec + kl_weight * kl
+
+    def prior_codes(self, n: int) -> torch.Tensor:
+        """``n`` one-hot latent codes from the uniform prior (torch's generator)."""
+        return torch.eye(self.classes)[torch.randint(0, self.classes, (n, self.latents))]
 
     def sample(self, n: int, tau: float, generator, hard: bool = True) -> torch.Tensor:
         """``n`` sequences from the prior, decoded by Gumbel-Softmax (not argmax)."""
-        z = torch.eye(self.classes)[torch.randint(0, self.classes, (n, self.latents))]
-        return gumbelrs.gumbel_softmax(self.nucleotide_logits(z), tau, hard=hard,
-                                       generator=generator)
+        return gumbelrs.gumbel_softmax(self.nucleotide_logits(self.prior_codes(n)), tau,
+                                       hard=hard, generator=generator)
 
 
 class Classifier(nn.Module):
@@ -233,39 +263,221 @@ def objective(seqs: torch.Tensor, logits: torch.Tensor, clf: Classifier, gc_targ
     return log_p - config.gc_weight * gc + config.entropy_weight * entropy
 
 
+SPLICE_CLASSES = ("ei", "ie", "n")
+DONOR = 30  # 0-based start of the GT right after the junction of the EI sequences
+ACCEPTOR = 28  # 0-based start of the AG right before the junction of the IE sequences
+FLANKS = (*range(0, 20), *range(40, 60))  # 20 nt at each end, away from the junction
+
+
+def motif_rate(seqs: list[str], motif: str, at: int) -> float:
+    """Fraction of ``seqs`` with ``motif`` starting at 0-based position ``at``."""
+    return sum(s[at:at + len(motif)] == motif for s in seqs) / max(1, len(seqs))
+
+
+def consensus_rates(seqs: list[str]) -> dict[str, float]:
+    """Fractions of ``seqs`` with the donor GT at ``DONOR``, with the acceptor AG
+    at ``ACCEPTOR``, and with both."""
+    return {"donor_gt": motif_rate(seqs, "gt", DONOR),
+            "acceptor_ag": motif_rate(seqs, "ag", ACCEPTOR),
+            "both": motif_rate(seqs, "aggt", ACCEPTOR)}
+
+
+def position_accuracy(logits: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """Per position, the fraction of the one-hot sequences ``x`` whose nucleotide
+    is the argmax of ``logits`` (both ``(n, length, 4)``)."""
+    return (logits.argmax(-1) == x.argmax(-1)).double().mean(0)
+
+
+def consensus_frequency(x: torch.Tensor) -> torch.Tensor:
+    """Per position, the frequency of the most common nucleotide of the one-hot
+    sequences ``x``: the accuracy of always predicting the column's consensus."""
+    return x.double().mean(0).amax(-1)
+
+
+def linear_probe(features: torch.Tensor, labels: list[str], seed: int, folds: int = 5) -> float:
+    """Accuracy of a logistic regression predicting ``labels`` from ``features``
+    ``(n, d)`` (standardised), by stratified ``folds``-fold cross-validation (mean
+    over folds)."""
+    linear_model = require("sklearn.linear_model", "dna")
+    model_selection = require("sklearn.model_selection", "dna")
+    pipeline = require("sklearn.pipeline", "dna")
+    preprocessing = require("sklearn.preprocessing", "dna")
+    cv = model_selection.StratifiedKFold(folds, shuffle=True, random_state=seed)
+    probe = pipeline.make_pipeline(preprocessing.StandardScaler(),
+                                   linear_model.LogisticRegression(max_iter=2000))
+    return float(model_selection.cross_val_score(probe, features.numpy(), labels, cv=cv).mean())
+
+
+def _pwm_neg_log_likelihood(train_x: torch.Tensor, train_y: list[str], test_x: torch.Tensor,
+                            test_y: list[str]) -> tuple[float, float]:
+    """Held-out nats per sequence of one position weight matrix fitted to all
+    training sequences, and of one matrix per class with the class known (plus
+    ``-log p(class)``): references for the VAE's -ELBO (add-one smoothing)."""
+
+    def nll(fit: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        pwm = (fit.sum(0) + 1) / (len(fit) + 4)
+        return -(x * pwm.log()).sum((-2, -1))
+
+    per_class = torch.zeros(len(test_x))
+    for c in SPLICE_CLASSES:
+        fit = train_x[[i for i, lab in enumerate(train_y) if lab == c]]
+        rows = [i for i, lab in enumerate(test_y) if lab == c]
+        per_class[rows] = nll(fit, test_x[rows]) - math.log(len(fit) / len(train_x))
+    return float(nll(train_x, test_x).mean()), float(per_class.mean())
+
+
 def _vae_part(config: Config, show: bool) -> dict:
-    _, seqs = load("splice")
+    labels, seqs = load("splice")
     x = one_hot(seqs)
     order = torch.randperm(len(x), generator=torch.Generator().manual_seed(config.seed))
     n = len(x) * 4 // 5
     train_x, test_x = x[order[:n]], x[order[n:]]
+    train_y = [labels[i] for i in order[:n].tolist()]
+    test_y = [labels[i] for i in order[n:].tolist()]
     g = seeded(config.seed)
-    model = SequenceVAE(x.shape[1], config.latents, config.classes, config.hidden)
+    model = SequenceVAE(x.shape[1], config.latents, config.classes, config.hidden,
+                        config.vae_channels)
+    with torch.no_grad():
+        untrained_codes = model.logits(test_x).exp().flatten(1)
     opt = torch.optim.Adam(model.parameters(), lr=1e-3)
     batches = torch.Generator().manual_seed(config.seed)
-    for _ in progress(range(config.vae_steps), config.vae_steps, "dna vae", show):
+    warmup = max(1.0, config.kl_warmup * config.vae_steps)
+    for step in progress(range(config.vae_steps), config.vae_steps, "dna vae", show):
         xb = train_x[torch.randint(0, n, (config.batch,), generator=batches)]
-        loss = model.loss(xb, config.vae_method, 1.0, g).mean()
+        loss = model.loss(xb, config.vae_method, 1.0, g, min(1.0, step / warmup)).mean()
         opt.zero_grad()
         loss.backward()
         opt.step()
     model.eval()
     with torch.no_grad():
-        nelbo = float(model.loss(test_x, config.vae_method, 1.0, g).mean())
-        z = torch.eye(config.classes)[gumbelrs.sample_categorical(model.logits(test_x),
-                                                                  generator=g)[..., 0]]
-        recon = gumbelrs.gumbel_softmax(model.nucleotide_logits(z), config.tau, hard=True,
-                                        generator=g)
-        accuracy = float((recon.argmax(-1) == test_x.argmax(-1)).double().mean())
-        generated = decode(model.sample(config.samples, config.tau, g))
+        # The ELBO of one-hot latent samples whatever the training estimator.
+        rec, kl, nucleotides = model.terms(test_x, "st", 1.0, g)
+        sampled = gumbelrs.gumbel_softmax(nucleotides, config.tau, hard=True, generator=g)
+        codes = model.logits(test_x).exp().flatten(1)
+        matrix = model.nucleotide_logits(model.prior_codes(config.samples))
+        concrete = decode(gumbelrs.gumbel_softmax(matrix, config.tau, hard=True, generator=g))
+        by_argmax = decode(matrix)
+        per_code = 20
+        repeated = matrix[:per_code].repeat_interleave(per_code, 0)
+        redrawn = decode(gumbelrs.gumbel_softmax(repeated, config.tau, hard=True, generator=g))
+        entropy = float(-(matrix.softmax(-1) * matrix.log_softmax(-1)).sum(-1).mean())
+    rows = {c: [i for i, lab in enumerate(test_y) if lab == c] for c in SPLICE_CLASSES}
+    fit_rows = {c: [i for i, lab in enumerate(train_y) if lab == c] for c in SPLICE_CLASSES}
     real = decode(test_x)
-    return {"neg_elbo": nelbo, "reconstruction_accuracy": accuracy,
-            "gc_generated": float(gc_content(one_hot(generated)).mean()),
-            "gc_real": float(gc_content(test_x).mean()),
-            "kmer_distance": kmer_distance(generated, real),
-            "kmer_distance_random": kmer_distance(_random_sequences(real, config.seed), real),
-            **diversity(generated),
-            "examples": generated[:5]}
+    columns = train_x.mean(0)  # one position weight matrix for all classes
+    independent = decode(gumbelrs.gumbel_softmax(columns.log().expand(config.samples, -1, -1),
+                                                 1.0, hard=True, generator=g))
+    one_pwm, class_pwms = _pwm_neg_log_likelihood(train_x, train_y, test_x, test_y)
+
+    def sequences(strings: list[str], redraws: list[str]) -> dict:
+        groups = [redraws[i:i + per_code] for i in range(0, len(redraws), per_code)]
+        return {**diversity(strings), "gc": float(gc_content(one_hot(strings)).mean()),
+                "kmer_distance": kmer_distance(strings, real),
+                "distinct_per_code": sum(len(set(s)) for s in groups) / max(1, len(groups)),
+                **consensus_rates(strings)}
+
+    return {
+        "neg_elbo": float((rec + kl).mean()), "reconstruction": float(rec.mean()),
+        "kl": float(kl.mean()),
+        "reference_neg_elbo": {"one PWM": one_pwm, "per-class PWMs, class known": class_pwms,
+                               "uniform": x.shape[1] * math.log(4)},
+        "reconstruction_accuracy": float(position_accuracy(nucleotides, test_x).mean()),
+        "sampled_reconstruction_accuracy": float(position_accuracy(sampled, test_x).mean()),
+        "class_counts": {c: len(r) for c, r in rows.items()},
+        "position_accuracy": {c: position_accuracy(nucleotides[r], test_x[r]).tolist()
+                              for c, r in rows.items()},
+        "consensus_frequency": {c: consensus_frequency(train_x[r]).tolist()
+                                for c, r in fit_rows.items()},
+        "one_pwm_accuracy": {c: position_accuracy(columns.expand(len(r), -1, -1),
+                                                  test_x[r]).tolist() for c, r in rows.items()},
+        "probe": {"majority class": max(len(r) for r in rows.values()) / len(test_y),
+                  "VAE latent codes": linear_probe(codes, test_y, config.seed),
+                  "untrained encoder's codes": linear_probe(untrained_codes, test_y, config.seed),
+                  "one-hot sequence": linear_probe(test_x.flatten(1), test_y, config.seed)},
+        "decoder_entropy": entropy,
+        "generated": {"Gumbel-Softmax": sequences(concrete, redrawn),
+                      "argmax": sequences(by_argmax, decode(repeated))},
+        "real": {**{c: consensus_rates([real[i] for i in r]) for c, r in rows.items()},
+                 "all": sequences(real, []), "one PWM": consensus_rates(independent)},
+        "examples": concrete[:5],
+    }
+
+
+def _vae_tables(vae: dict, config: Config) -> dict[str, Table]:
+    """The report's tables of the sequence VAE."""
+    refs = vae["reference_neg_elbo"]
+    fit = Table(("model", "-ELBO or NLL (nats/seq)", "reconstruction", "KL",
+                 "accuracy, argmax", "accuracy, Gumbel-Softmax sample"),
+                [(f"VAE ({config.latents} x {config.classes} latents)", vae["neg_elbo"],
+                  vae["reconstruction"], vae["kl"], vae["reconstruction_accuracy"],
+                  vae["sampled_reconstruction_accuracy"])]
+                + [(f"{who} (reference)", v, "", "", "", "") for who, v in refs.items()])
+
+    def mean(values: list[float], at) -> float:
+        return sum(values[i] for i in at) / len(at)
+
+    sites = ((f"donor GT ({DONOR}-{DONOR + 1})", (DONOR, DONOR + 1)),
+             (f"acceptor AG ({ACCEPTOR}-{ACCEPTOR + 1})", (ACCEPTOR, ACCEPTOR + 1)),
+             ("flanks (0-19, 40-59)", FLANKS),
+             ("all positions", range(len(vae["position_accuracy"]["n"]))))
+    positions = Table(
+        ("class", "positions", "VAE", "class consensus", "one PWM for all classes"),
+        [(c.upper(), site, *(mean(vae[key][c], at) for key in (
+            "position_accuracy", "consensus_frequency", "one_pwm_accuracy")))
+         for c in SPLICE_CLASSES for site, at in sites])
+    probe = Table(("features", "accuracy (5-fold CV)"), list(vae["probe"].items()))
+    gen, real = vae["generated"], vae["real"]["all"]
+    contrast = Table(
+        ("decoded from the prior", "entropy per position (nats)",
+         "distinct decodings of one code (of 20)", "distinct sequences", "Hamming/site", "GC",
+         "3-mer L1 to real"),
+        [("softmax decoder: probability matrix", vae["decoder_entropy"], "", "", "", "", "")]
+        + [(who, 0.0, gen[key]["distinct_per_code"], gen[key]["distinct"], gen[key]["hamming"],
+            gen[key]["gc"], gen[key]["kmer_distance"])
+           for who, key in (("softmax decoder: argmax sequences", "argmax"),
+                            (f"Gumbel-Softmax sequences (hard, tau = {config.tau})",
+                             "Gumbel-Softmax"))]
+        + [("real held-out sequences", 0.0, "", real["distinct"], real["hamming"], real["gc"],
+            0.0)])
+    rates = [(f"real {c.upper()} (held-out)", vae["real"][c]) for c in SPLICE_CLASSES] + [
+        ("real, all held-out", real),
+        (f"generated, Gumbel-Softmax ({config.samples})", gen["Gumbel-Softmax"]),
+        (f"generated, argmax ({config.samples})", gen["argmax"]),
+        ("samples of one PWM (positions independent)", vae["real"]["one PWM"]),
+        ("uniformly random (expected)", {"donor_gt": 1 / 16, "acceptor_ag": 1 / 16,
+                                         "both": 1 / 256})]
+    consensus = Table(
+        ("sequences", f"GT at donor ({DONOR}-{DONOR + 1})",
+         f"AG at acceptor ({ACCEPTOR}-{ACCEPTOR + 1})", f"both (AGGT at {ACCEPTOR}-{DONOR + 1})"),
+        [(who, r["donor_gt"], r["acceptor_ag"], r["both"]) for who, r in rates])
+    return {"Sequence VAE on splice junctions (held-out 20%)": fit,
+            "VAE reconstruction accuracy (argmax) by class and position, held-out; references: "
+            "the frequency of each column's most common nucleotide in the class, and the "
+            "accuracy of one PWM's argmax for all classes (training split)": positions,
+            "Linear probe of the EI/IE/N class on the held-out split": probe,
+            "Softmax decoder against Gumbel-Softmax sequences (the same decoder, "
+            "codes from the prior)": contrast,
+            "Splice consensus in real and generated sequences": consensus}
+
+
+def _vae_figure(vae: dict, out: Path | None) -> Path | None:
+    """Per-position reconstruction accuracy of each class against its consensus."""
+    plt = pyplot("dna")
+    fig, ax = plt.subplots(figsize=(7.5, 3.6))
+    for c, colour in zip(SPLICE_CLASSES, ("tab:blue", "tab:orange", "tab:grey")):
+        acc = vae["position_accuracy"][c]
+        ax.plot(range(len(acc)), acc, color=colour, lw=1.4, label=f"{c.upper()}: VAE")
+        ax.plot(range(len(acc)), vae["consensus_frequency"][c], color=colour, lw=0.9, ls="--",
+                label=f"{c.upper()}: consensus frequency")
+    ax.axvline(DONOR - 0.5, color="k", lw=0.6, ls=":")
+    ax.annotate("GT (EI)", (DONOR + 0.5, 1.02), ha="center", fontsize=8)
+    ax.annotate("AG (IE)", (ACCEPTOR + 0.5, 1.02), ha="center", fontsize=8)
+    ax.set_ylim(0, 1.08)
+    ax.set_xlabel(f"position (0-based; the junction lies between {DONOR - 1} and {DONOR})")
+    ax.set_ylabel("held-out accuracy (argmax)")
+    ax.set_title("Sequence VAE: reconstruction accuracy by position")
+    ax.legend(fontsize=7, ncol=3, loc="lower center")
+    return save_figure(fig, out, "dna_vae_positions.png")
 
 
 def _random_sequences(seqs: list[str], seed: int) -> list[str]:
@@ -334,9 +546,11 @@ def run(config: Config | None = None, out: Path | None = None, show: bool = True
                "generator": {k: v for k, v in gen.items() if k != "trace"}}
     result = AppResult("dna", metrics, heading="DNA: sequence VAE and autoregressive generator")
     result.text = (f"VAE: {config.latents} categorical latents of {config.classes} classes "
-                   f"({config.vae_method}), MLP {config.hidden}, {config.vae_steps} steps on 80% "
-                   f"of the 3,186 splice-junction sequences; sequences decoded by straight-"
-                   f"through Gumbel-Softmax at tau = {config.tau}. Generator: GRU "
+                   f"({config.vae_method}), convolutional encoder ({config.vae_channels} "
+                   f"channels), MLP decoder ({config.hidden}), KL weight warmed up from 0 to 1 "
+                   f"over the first {config.kl_warmup:.0%} of {config.vae_steps} steps on 80% "
+                   f"of the 3,186 splice-junction sequences (labels unused); sequences decoded by "
+                   f"straight-through Gumbel-Softmax at tau = {config.tau}. Generator: GRU "
                    f"({config.generator_hidden}) feeding back its own "
                    f"{'hard' if config.hard else 'soft'} Gumbel-Softmax samples, "
                    f"{config.generator_steps} steps maximising log "
@@ -344,12 +558,10 @@ def run(config: Config | None = None, out: Path | None = None, show: bool = True
                    f"sequences: {gen['classifier_held_out_accuracy']:.2f}) minus "
                    f"{config.gc_weight} x (GC - GC of real promoters)^2 plus "
                    f"{config.entropy_weight} x per-step entropy.")
-    result.tables["Sequence VAE on splice junctions (held-out 20%)"] = Table(
-        ("-ELBO (nats/seq)", "reconstruction accuracy", "GC generated", "GC real",
-         "3-mer L1 to real", "3-mer L1, random seqs", "distinct", "Hamming/site"),
-        [(vae["neg_elbo"], vae["reconstruction_accuracy"], vae["gc_generated"], vae["gc_real"],
-          vae["kmer_distance"], vae["kmer_distance_random"], vae["distinct"],
-          vae["hamming"])])
+    result.tables.update(_vae_tables(vae, config))
+    vae_figure = _vae_figure(vae, out)
+    if vae_figure is not None:
+        result.figures["Sequence VAE: held-out reconstruction accuracy by position"] = vae_figure
     rows = [(who, gen["p_promoter"][who], gen["gc"][who],
              gen["kmer_distance"].get(who, 0.0) if who != "real promoters" else 0.0)
             for who in ("generated", "real promoters", "random")]
