@@ -421,7 +421,8 @@ def _vae_tables(vae: dict, config: Config) -> dict[str, Table]:
              ("flanks (0-19, 40-59)", FLANKS),
              ("all positions", range(len(vae["position_accuracy"]["n"]))))
     positions = Table(
-        ("class", "positions", "VAE", "class consensus", "one PWM for all classes"),
+        ("class", "positions", "VAE", "class consensus frequency (training split)",
+         "one PWM for all classes (argmax)"),
         [(c.upper(), site, *(mean(vae[key][c], at) for key in (
             "position_accuracy", "consensus_frequency", "one_pwm_accuracy")))
          for c in SPLICE_CLASSES for site, at in sites])
@@ -451,9 +452,7 @@ def _vae_tables(vae: dict, config: Config) -> dict[str, Table]:
          f"AG at acceptor ({ACCEPTOR}-{ACCEPTOR + 1})", f"both (AGGT at {ACCEPTOR}-{DONOR + 1})"),
         [(who, r["donor_gt"], r["acceptor_ag"], r["both"]) for who, r in rates])
     return {"Sequence VAE on splice junctions (held-out 20%)": fit,
-            "VAE reconstruction accuracy (argmax) by class and position, held-out; references: "
-            "the frequency of each column's most common nucleotide in the class, and the "
-            "accuracy of one PWM's argmax for all classes (training split)": positions,
+            "VAE reconstruction accuracy by class and position (held-out, argmax)": positions,
             "Linear probe of the EI/IE/N class on the held-out split": probe,
             "Softmax decoder against Gumbel-Softmax sequences (the same decoder, "
             "codes from the prior)": contrast,
@@ -470,8 +469,8 @@ def _vae_figure(vae: dict, out: Path | None) -> Path | None:
         ax.plot(range(len(acc)), vae["consensus_frequency"][c], color=colour, lw=0.9, ls="--",
                 label=f"{c.upper()}: consensus frequency")
     ax.axvline(DONOR - 0.5, color="k", lw=0.6, ls=":")
-    ax.annotate("GT (EI)", (DONOR + 0.5, 1.02), ha="center", fontsize=8)
-    ax.annotate("AG (IE)", (ACCEPTOR + 0.5, 1.02), ha="center", fontsize=8)
+    ax.annotate("GT (EI) ", (DONOR + 2, 1.02), ha="left", fontsize=8)
+    ax.annotate("AG (IE)", (ACCEPTOR - 1, 1.02), ha="right", fontsize=8)
     ax.set_ylim(0, 1.08)
     ax.set_xlabel(f"position (0-based; the junction lies between {DONOR - 1} and {DONOR})")
     ax.set_ylabel("held-out accuracy (argmax)")
