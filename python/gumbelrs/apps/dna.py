@@ -194,11 +194,6 @@ class SequenceVAE(nn.Module):
         """``n`` one-hot latent codes from the uniform prior (torch's generator)."""
         return torch.eye(self.classes)[torch.randint(0, self.classes, (n, self.latents))]
 
-    def sample(self, n: int, tau: float, generator, hard: bool = True) -> torch.Tensor:
-        """``n`` sequences from the prior, decoded by Gumbel-Softmax (not argmax)."""
-        return gumbelrs.gumbel_softmax(self.nucleotide_logits(self.prior_codes(n)), tau,
-                                       hard=hard, generator=generator)
-
 
 class Classifier(nn.Module):
     """A small CNN scoring ``(n, length, 4)`` sequences: the logit of "promoter"."""
@@ -399,6 +394,7 @@ def _vae_part(config: Config, show: bool) -> dict:
                       "argmax": sequences(by_argmax, decode(repeated))},
         "real": {**{c: consensus_rates([real[i] for i in r]) for c, r in rows.items()},
                  "all": sequences(real, []), "one PWM": consensus_rates(independent)},
+        "random": sequences(_random_sequences(real, config.seed), []),
         "examples": concrete[:5],
     }
 
@@ -438,8 +434,9 @@ def _vae_tables(vae: dict, config: Config) -> dict[str, Table]:
            for who, key in (("softmax decoder: argmax sequences", "argmax"),
                             (f"Gumbel-Softmax sequences (hard, tau = {config.tau})",
                              "Gumbel-Softmax"))]
-        + [("real held-out sequences", 0.0, "", real["distinct"], real["hamming"], real["gc"],
-            0.0)])
+        + [(who, 0.0, "", r["distinct"], r["hamming"], r["gc"], r["kmer_distance"])
+           for who, r in (("real held-out sequences", real),
+                          ("uniformly random sequences", vae["random"]))])
     rates = [(f"real {c.upper()} (held-out)", vae["real"][c]) for c in SPLICE_CLASSES] + [
         ("real, all held-out", real),
         (f"generated, Gumbel-Softmax ({config.samples})", gen["Gumbel-Softmax"]),
