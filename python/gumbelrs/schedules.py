@@ -2,10 +2,15 @@
 
 A schedule maps the training step to a temperature ``tau``:
 
+>>> import torch, gumbelrs
+>>> from gumbelrs.schedules import ExponentialDecay
 >>> sched = ExponentialDecay(tau0=1.0, rate=1e-4, tau_min=0.5, every=500)
->>> for batch in data:
+>>> logits = torch.zeros(8, 10)
+>>> for step in range(1000):
 ...     y = gumbelrs.gumbel_softmax(logits, tau=sched.tau)
-...     sched.step()
+...     tau = sched.step()              # the next step's temperature
+>>> round(sched.tau, 4)                  # exp(-1e-4 * 1000), updated every 500 steps
+0.9048
 
 ``value(step)`` is the temperature at any step (pure), ``tau`` the one at the
 current step, ``step()`` advances. ``state_dict()``/``load_state_dict()`` save
