@@ -35,8 +35,8 @@ myst_enable_extensions = ["colon_fence"]
 myst_heading_anchors = 3
 
 autodoc_member_order = "bysource"
+autoclass_content = "both"  # a class's docstring, then its __init__'s (the arguments)
 autodoc_typehints = "signature"
-autodoc_default_options = {"members": False}
 napoleon_google_docstring = True
 napoleon_numpy_docstring = False
 
@@ -52,3 +52,17 @@ html_title = "gumbelrs"
 html_theme_options = {"description": "Differentiable discrete choices for PyTorch"}
 html_static_path = []
 html_show_sourcelink = False
+
+
+def _drop_inherited_init(app, what, name, obj, options, lines):
+    """A class without an ``__init__`` docstring of its own would show
+    ``torch.nn.Module.__init__``'s (``autoclass_content = "both"``)."""
+    if what == "class":
+        import torch
+
+        inherited = torch.nn.Module.__init__.__doc__.strip()
+        lines[:] = [line for line in lines if line.strip() != inherited]
+
+
+def setup(app):
+    app.connect("autodoc-process-docstring", _drop_inherited_init)
