@@ -92,7 +92,11 @@ class Schedule:
 
 
 class Constant(Schedule):
-    """``tau`` at every step."""
+    """``tau`` at every step.
+
+    ``tau``: the temperature, a positive float; a bad one raises
+    ``ValueError``.
+    """
 
     def __init__(self, tau: float = 1.0) -> None:
         super().__init__()
@@ -293,6 +297,9 @@ class LearnableTemperature(nn.Module):
     ``forward()`` returns it as a 0-d tensor that requires grad; pass it as
     ``tau`` to :func:`gumbelrs.gumbel_softmax` or :func:`gumbelrs.relaxed_bernoulli`,
     which return its gradient. ``tau_min`` keeps it away from 0.
+
+    ``init``: the initial temperature (above ``tau_min``); a bad value raises
+    ``ValueError``.
     """
 
     def __init__(self, init: float = 1.0, tau_min: float = 0.05) -> None:
