@@ -49,7 +49,10 @@ doctest_test_doctest_blocks = "default"
 
 html_theme = "alabaster"
 html_title = "gumbelrs"
-html_theme_options = {"description": "Differentiable discrete choices for PyTorch"}
+html_theme_options = {
+    "description": "Differentiable discrete choices for PyTorch",
+    "page_width": "1180px",
+}
 html_static_path = []
 html_show_sourcelink = False
 
