@@ -5,7 +5,8 @@ whose ``metrics.json`` is stored at ``docs/results/APP/metrics.json``. The
 page never copies a number: it names where the number is in that file.
 
 - The role ``{metric}`APP:PATH:FORMAT``` renders one value: ``PATH`` is a
-  dotted path into the JSON (list items by index), ``FORMAT`` a Python format
+  dotted path into the application's entry of the JSON (``metrics[APP]``,
+  what its ``run`` returned; list items by index), ``FORMAT`` a Python format
   spec (``.3f``); ``{metric}`kmeans:iris.soft_ari:.3f```.
 - The directive ``metrics-table`` takes the application as its argument and a
   Markdown table as its content whose cells may hold ``{PATH:FORMAT}`` fields
@@ -39,7 +40,12 @@ class MetricError(Exception):
 
 @cache
 def _load(path: Path) -> dict:
-    return json.loads(path.read_text(encoding="utf-8"))
+    """The application's entry of a report's metrics (``metrics[APP]``)."""
+    app = path.parent.name
+    data = json.loads(path.read_text(encoding="utf-8"))
+    if app not in data:
+        raise MetricError(f"{path} has no entry {app!r}; keys: {sorted(data)}")
+    return data[app]
 
 
 def results_file(srcdir: str | Path, app: str) -> Path:
@@ -117,7 +123,8 @@ class MetricsTable(SphinxDirective):
             raise self.error(f"metrics-table: {path} does not exist")
         self.env.note_dependency(str(path))
         try:
-            lines = [fill(_load(path), line) for line in self.content]
+            data = _load(path)
+            lines = [fill(data, line) for line in self.content]
         except MetricError as e:
             raise self.error(f"metrics-table {app}: {e}") from e
         container = nodes.container(classes=["metrics-table"])
