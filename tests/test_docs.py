@@ -178,6 +178,26 @@ def _apps_with_results() -> list[str]:
 EARLIER = "from an earlier run of the command"
 
 
+def test_metrics_fields_are_filled_from_the_run_or_stop_the_build():
+    """docs/_ext/metrics.py: dotted paths (list indices, keys holding dots),
+    Python formats, and an error naming the path for anything else."""
+    sys.path.insert(0, str(DOCS / "_ext"))
+    try:
+        metrics = importlib.import_module("metrics")
+    finally:
+        sys.path.remove(str(DOCS / "_ext"))
+    run = {"iris": {"ari": 0.72214, "p": [0.1, 0.25], "coverage": {"0.9": 0.945}}}
+    assert metrics.fill(run, "| {iris.ari:.3f} | {iris.p.1:.2f} | {iris.coverage.0.9} |") == \
+        "| 0.722 | 0.25 | 0.945 |"
+    for path, message in [("iris.nmi", "no key 'nmi' under iris; keys: ['ari', 'coverage', 'p']"),
+                          ("iris.p.2", "iris.p is a list of 2; got index '2'"),
+                          ("iris.ari.x", "iris.ari is the value 0.72214; cannot take 'x'"),
+                          ("iris", "iris is a dict, not a number or text")]:
+        with pytest.raises(metrics.MetricError) as e:
+            metrics.fill(run, "{" + path + "}")
+        assert str(e.value) == message
+
+
 @pytest.mark.parametrize("app", gumbelrs.apps.APPS)
 def test_application_pages_show_their_stored_run(app):
     """With a stored run, the page's tables are filled from its metrics.json

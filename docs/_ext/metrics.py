@@ -54,20 +54,26 @@ def results_file(srcdir: str | Path, app: str) -> Path:
 
 
 def lookup(data: Any, path: str) -> Any:
-    """The value at a dotted ``path`` (list items by their index)."""
-    value = data
-    for i, key in enumerate(path.split(".")):
-        done = ".".join(path.split(".")[:i]) or "(top)"
+    """The value at a dotted ``path`` (list items by their index; a key that
+    holds dots, such as ``"0.9"``, is matched whole)."""
+    value, parts, i = data, path.split("."), 0
+    while i < len(parts):
+        done = ".".join(parts[:i]) or "(top)"
         if isinstance(value, dict):
-            if key not in value:
-                raise MetricError(f"no key {key!r} under {done}; keys: {sorted(value)}")
-            value = value[key]
+            for j in range(len(parts), i, -1):  # the longest key that matches
+                key = ".".join(parts[i:j])
+                if key in value:
+                    value, i = value[key], j
+                    break
+            else:
+                raise MetricError(f"no key {parts[i]!r} under {done}; keys: {sorted(value)}")
         elif isinstance(value, list):
+            key = parts[i]
             if not key.isdigit() or int(key) >= len(value):
                 raise MetricError(f"{done} is a list of {len(value)}; got index {key!r}")
-            value = value[int(key)]
+            value, i = value[int(key)], i + 1
         else:
-            raise MetricError(f"{done} is the value {value!r}; cannot take {key!r}")
+            raise MetricError(f"{done} is the value {value!r}; cannot take {parts[i]!r}")
     return value
 
 
