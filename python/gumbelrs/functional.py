@@ -73,7 +73,7 @@ def gumbel_softmax(
 
     Returns a tensor of the logits' shape and dtype.
     ``generator``: a :class:`~gumbelrs.Generator`, or ``None`` for a seed drawn
-    from torch's default generator (see the module documentation).
+    from torch's default generator, which ``torch.manual_seed`` governs.
 
     Raises:
         ValueError: a NaN or ``+inf`` logit, a row of only ``-inf``, or a ``tau``
@@ -114,7 +114,7 @@ def relaxed_bernoulli(
 
     Returns a tensor of the logits' shape and dtype (any shape, 0-d included).
     ``generator``: a :class:`~gumbelrs.Generator`, or ``None`` for a seed drawn
-    from torch's default generator (see the module documentation).
+    from torch's default generator, which ``torch.manual_seed`` governs.
 
     Raises:
         ValueError: a NaN logit, or a ``tau`` that is not a positive normal
@@ -148,7 +148,7 @@ def hard_concrete(
 
     Returns a tensor of the logits' shape and dtype (any shape, 0-d included).
     ``generator``: a :class:`~gumbelrs.Generator`, or ``None`` for a seed drawn
-    from torch's default generator (see the module documentation).
+    from torch's default generator, which ``torch.manual_seed`` governs.
 
     Raises:
         ValueError: a NaN logit, a bad ``tau``, or ``limits`` that do not satisfy
@@ -206,7 +206,7 @@ def gumbel_noise(
     ``dtype``: float16, bfloat16, float32 or float64; ``device``: where the
     tensor is made (CPU by default; CUDA draws the same values).
     ``generator``: a :class:`~gumbelrs.Generator`, or ``None`` for a seed drawn
-    from torch's default generator (see the module documentation).
+    from torch's default generator, which ``torch.manual_seed`` governs.
 
     Raises:
         TypeError: a ``shape`` that is not a sequence of non-negative ints, or
@@ -228,7 +228,7 @@ def sample_categorical(
     of a ``(num_samples, *logits.shape)`` tensor at ``[s]``.
 
     ``generator``: a :class:`~gumbelrs.Generator`, or ``None`` for a seed drawn
-    from torch's default generator (see the module documentation).
+    from torch's default generator, which ``torch.manual_seed`` governs.
 
     Raises:
         ValueError: a NaN or ``+inf`` logit, a row of only ``-inf``, no category
@@ -261,7 +261,7 @@ def gumbel_topk(
     ``-inf``.
 
     ``generator``: a :class:`~gumbelrs.Generator`, or ``None`` for a seed drawn
-    from torch's default generator (see the module documentation).
+    from torch's default generator, which ``torch.manual_seed`` governs.
 
     Raises:
         ValueError: a NaN or ``+inf`` logit, ``k`` outside ``[0, size along dim]``,
@@ -299,7 +299,7 @@ def gumbel_given_argmax(
     ``logits`` for the noise itself (where logits are finite).
 
     ``generator``: a :class:`~gumbelrs.Generator`, or ``None`` for a seed drawn
-    from torch's default generator (see the module documentation).
+    from torch's default generator, which ``torch.manual_seed`` governs.
 
     Raises:
         ValueError: a NaN or ``+inf`` logit, a row of only ``-inf``, ``num_samples``
