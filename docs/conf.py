@@ -27,7 +27,7 @@ extensions = [
 
 source_suffix = {".md": "markdown", ".rst": "restructuredtext"}
 root_doc = "index"
-exclude_patterns = ["_build", "results", "README.md"]
+exclude_patterns = ["_build", "results"]
 
 # Markdown: `:::` fences for directives, anchors for the headings of levels 1-3
 # (in-page links such as `[the table](#bias-and-variance)` are checked).
