@@ -1,5 +1,5 @@
 # Set-up is automatic: every target creates .venv and installs what it needs
-# from pyproject.toml (torch, numpy; the dev and apps extras) and builds the
+# from pyproject.toml (torch, numpy; the dev, apps and docs extras) and builds the
 # Rust extension into it with maturin.
 
 PYTHON ?= python3
@@ -9,16 +9,16 @@ export VIRTUAL_ENV := $(abspath $(VENV))
 export PYO3_PYTHON := $(abspath $(PY))
 
 .PHONY: test demo bench build lint cargo-test pytest clean gpu-check-bundle gpu-check-dry wheel \
-        test-wheel check-platforms
+        test-wheel check-platforms docs
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip 'maturin>=1.9,<2'
 
 # Builds the extension (release, abi3) and installs the package in editable
-# mode with its dependencies and the `dev` extra.
+# mode with its dependencies and the `dev`, `apps` and `docs` extras.
 build: | $(PY)
-	$(VENV)/bin/maturin develop --release --extras dev,apps
+	$(VENV)/bin/maturin develop --release --extras dev,apps,docs
 
 lint: build
 	cargo fmt --check
@@ -57,10 +57,12 @@ wheel: | $(PY)
 # reach), run from a copy of the tests outside the checkout.
 WHEEL_ENV := target/wheel-env
 # Every test but the applications' and the command line's (they run the same
-# library calls through the apps, for minutes): the ops, kernels, RNG,
+# library calls through the apps, for minutes) and the documentation's (it
+# builds docs/ from the source tree): the ops, kernels, RNG,
 # distributions, estimators, layers, structures, stubs, CUDA emulation and
 # the README's examples.
-WHEEL_TESTS := tests --ignore=tests/test_cli.py --ignore-glob='tests/test_apps_*'
+WHEEL_TESTS := tests --ignore=tests/test_cli.py --ignore-glob='tests/test_apps_*' \
+               --ignore=tests/test_docs.py
 test-wheel: wheel build
 	rm -rf $(WHEEL_ENV) target/wheel-test
 	$(PY) -m venv --without-pip $(WHEEL_ENV)
@@ -109,6 +111,16 @@ gpu-check-bundle: wheel
 # its tests run against the wheel; CUDA tests, bench and parity skip.
 gpu-check-dry: gpu-check-bundle build
 	OUT=$(abspath target/gpu-check-dry) $(PY) gpu-check/gpu_check.py
+
+# The documentation site: static HTML in docs/_build/html (open index.html),
+# built offline with warnings as errors, then the examples of the guides and
+# docstrings run by the doctest builder on the same parsed pages.
+# (tests/test_docs.py runs the same two builds in `make test`.)
+DOCS_OUT := docs/_build
+docs: build
+	$(PY) -m sphinx -q -W --keep-going -b html -d $(DOCS_OUT)/doctrees docs $(DOCS_OUT)/html
+	$(PY) -m sphinx -q -W --keep-going -b doctest -d $(DOCS_OUT)/doctrees docs $(DOCS_OUT)/doctest
+	@echo "documentation: $(DOCS_OUT)/html/index.html"
 
 # The package's demonstration (`gumbelrs demo`).
 demo: build

@@ -1,6 +1,6 @@
 """The README's Python examples run as written (in the source tree and
 against the installed wheel: `make test-wheel` copies the README beside the
-tests)."""
+tests). The documentation's examples are checked by tests/test_docs.py."""
 
 import re
 import subprocess
@@ -14,7 +14,7 @@ BLOCKS = re.findall(r"^```python\n(.*?)^```", README.read_text(), flags=re.S | r
 
 
 def test_the_readme_has_python_examples():
-    assert len(BLOCKS) >= 2
+    assert len(BLOCKS) >= 1  # the ten lines
 
 
 @pytest.mark.parametrize("block", range(len(BLOCKS)))

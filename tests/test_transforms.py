@@ -1,7 +1,7 @@
 """torch.func transforms (vmap, grad, jacrev, jacfwd/jvp, functional_call) and
 higher-order gradients of every op.
 
-Noise assignment under vmap (README, "torch.func"): with
+Noise assignment under vmap (docs/guides/transforms.md): with
 ``randomness="different"`` a vmapped call draws one call's stream for the
 stacked batch, so it equals the un-vmapped op on the stacked tensor bitwise;
 with ``"same"`` every element gets the noise of one un-vmapped call, so it

@@ -50,7 +50,14 @@ def set_num_threads(n: int) -> None:
     """Sets the number of threads the CPU kernels use (default: torch's
     ``get_num_threads()`` when gumbelrs is imported).
 
-    Results are bitwise identical for any number of threads."""
+    Results are bitwise identical for any number of threads.
+
+    ``n``: a positive int.
+
+    Raises:
+        ValueError: ``n`` below 1.
+        TypeError: ``n`` not an int.
+    """
     _set_num_threads(_validate.count("set_num_threads", "n", n, 1))
 
 

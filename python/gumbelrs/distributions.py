@@ -128,6 +128,21 @@ class _Categorical(Distribution):
 
     def __init__(self, temperature, probs=None, logits=None, validate_args=None,
                  generator: Generator | None = None):
+        """Args:
+            temperature: a positive float, or a tensor that broadcasts against the
+                batch shape (the parameter's shape without its last dimension).
+            probs: category probabilities ``(*batch, k)`` (normalised along the
+                last dimension); or
+            logits: unnormalised log-probabilities ``(*batch, k)``; exactly one of
+                ``probs`` and ``logits``.
+            validate_args: as in ``torch.distributions``.
+            generator: the :class:`~gumbelrs.Generator` that ``rsample`` draws from
+                (``None``: torch's default generator), unless ``rsample`` gets one.
+
+        Raises:
+            ValueError: both or neither of ``probs`` and ``logits``, a parameter
+                without a category dimension, or a bad ``temperature``.
+        """
         name = type(self).__name__
         _one_of(name, probs, logits)
         if probs is not None:
@@ -272,6 +287,19 @@ class LogitRelaxedBernoulli(Distribution):
 
     def __init__(self, temperature, probs=None, logits=None, validate_args=None,
                  generator: Generator | None = None):
+        """Args:
+            temperature: a positive float, or a tensor that broadcasts against the
+                parameter (one temperature per element).
+            probs: probabilities of 1, any shape (the batch shape); or
+            logits: their log-odds; exactly one of ``probs`` and ``logits``.
+            validate_args: as in ``torch.distributions``.
+            generator: the :class:`~gumbelrs.Generator` that ``rsample`` draws from
+                (``None``: torch's default generator), unless ``rsample`` gets one.
+
+        Raises:
+            ValueError: both or neither of ``probs`` and ``logits``, or a bad
+                ``temperature``.
+        """
         name = type(self).__name__
         _one_of(name, probs, logits)
         if probs is not None:
@@ -380,6 +408,19 @@ class HardConcrete(Distribution):
 
     def __init__(self, logits, temperature: float = 2.0 / 3.0, limits=(-0.1, 1.1),
                  validate_args=None, generator: Generator | None = None):
+        """Args:
+            logits: the gates' log-odds ``log(alpha)``, any shape (the batch shape).
+            temperature: a positive float, or a tensor that broadcasts against
+                ``logits``.
+            limits: the stretch interval ``(lo, hi)``, ``lo < 0 < 1 < hi``.
+            validate_args: as in ``torch.distributions``.
+            generator: the :class:`~gumbelrs.Generator` that ``rsample`` draws from
+                (``None``: torch's default generator), unless ``rsample`` gets one.
+
+        Raises:
+            ValueError: ``limits`` that do not satisfy ``lo < 0 < 1 < hi``, or a bad
+                ``temperature``.
+        """
         (self.logits,) = broadcast_all(logits)
         self.limits = functional._validate.limits("HardConcrete", limits)
         self.temperature = _temperature("HardConcrete", temperature, self.logits,
@@ -471,6 +512,17 @@ class PlackettLuce(Distribution):
 
     def __init__(self, scores: torch.Tensor, validate_args=None,
                  generator: Generator | None = None):
+        """Args:
+            scores: the items' scores ``(*batch, n)``.
+            validate_args: as in ``torch.distributions``.
+            generator: the :class:`~gumbelrs.Generator` that ``sample`` draws from
+                (``None``: torch's default generator), unless ``sample`` gets one.
+
+        Raises:
+            ValueError: a NaN or ``+inf`` score (``-inf`` never gets drawn before the
+                others).
+            TypeError: integer or sparse ``scores``.
+        """
         _validate.logits("PlackettLuce", scores)
         self.scores = scores
         self.generator = generator

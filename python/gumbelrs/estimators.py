@@ -50,6 +50,7 @@ from ._reference import per_row
 
 __all__ = ["METHODS", "diagnose", "exact_gradient", "sample"]
 
+#: The names :func:`sample` takes as ``method``, in the order of the table above.
 METHODS = ("soft", "st", "gumbel_rao", "reinmax", "gst", "decoupled")
 
 _OPTIONS = {
@@ -85,7 +86,27 @@ def sample(
     **options,
 ) -> torch.Tensor:
     """A categorical sample along ``dim`` whose gradient is ``method``'s estimate
-    (see the module documentation for the methods and their options)."""
+    (see the module documentation for the methods and their options).
+
+    Args:
+        logits: ``(*batch, k)`` unnormalised log-probabilities (categories along
+            ``dim``).
+        method: one of :data:`METHODS`.
+        tau: the temperature (a positive float, or a tensor per row).
+        dim: the categories' dimension.
+        generator: the :class:`~gumbelrs.Generator` of the noise (``None``:
+            torch's default generator).
+        options: the method's options (``k``, ``gap``, ``tau_forward``,
+            ``tau_backward``, ``hard``).
+
+    Returns:
+        A tensor of the logits' shape and dtype.
+
+    Raises:
+        ValueError: an unknown ``method``, or bad logits or ``tau`` (as
+            :func:`gumbelrs.gumbel_softmax`).
+        TypeError: an option the method does not take.
+    """
     fn = "estimators.sample"
     if method not in METHODS:
         raise ValueError(f"{fn}: method must be one of {METHODS}, got {method!r}")
@@ -150,6 +171,10 @@ def exact_gradient(f: Callable[[torch.Tensor], torch.Tensor], logits: torch.Tens
 
     ``f`` maps a batch of one-hot vectors (shape of ``logits``) to values with
     the batch shape; the expectation of each batch element is differentiated.
+
+    Returns a tensor of the logits' shape. Errors are those ``f`` raises;
+    ``logits`` must be a floating-point tensor whose last dimension is small
+    enough to enumerate (one call of ``f`` per category).
     """
     leaf = logits.detach().clone().requires_grad_()
     p = torch.softmax(leaf, -1)
@@ -175,6 +200,11 @@ def diagnose(
     Returns ``exact``, ``mean`` (of the estimates), ``bias = mean - exact``,
     ``bias_norm`` (its L2 norm), ``variance`` (summed over the logits) and
     ``mse`` (mean squared distance of an estimate to the exact gradient).
+
+    ``logits``: ``(*batch, k)``; ``tau``, ``generator`` and ``options`` go to
+    :func:`sample`, which raises on a bad method, option or temperature (shapes:
+    ``exact``, ``mean`` and ``bias`` have the logits' shape; the rest are
+    floats).
     """
     exact = exact_gradient(f, logits)
     leaf = logits.detach().unsqueeze(0).expand(n, *logits.shape).clone().requires_grad_()

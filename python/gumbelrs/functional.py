@@ -70,6 +70,20 @@ def gumbel_softmax(
     a tensor ``tau`` that requires grad receives its gradient (a learned
     temperature). A ``-inf`` logit masks its category out: probability and
     gradient exactly 0.
+
+    Returns a tensor of the logits' shape and dtype.
+    ``generator``: a :class:`~gumbelrs.Generator`, or ``None`` for a seed drawn
+    from torch's default generator, which ``torch.manual_seed`` governs.
+
+    Raises:
+        ValueError: a NaN or ``+inf`` logit, a row of only ``-inf``, or a ``tau``
+            that is not a positive normal finite temperature or does not
+            broadcast against the batch shape; the message names the op, the
+            argument and the value.
+        IndexError: ``dim`` out of range.
+        TypeError: integer or sparse ``logits``, a ``hard`` that is not a bool, a
+            ``tau`` that is neither a float nor a tensor, or a ``generator`` that
+            is not a :class:`~gumbelrs.Generator`.
     """
     fn = "gumbel_softmax"
     _validate.logits(fn, logits)
@@ -97,6 +111,16 @@ def relaxed_bernoulli(
     with the gradient of the soft sample. ``tau`` broadcasts against ``logits``
     (and receives a gradient when it requires one).
     Logits of ``-inf``/``+inf`` are gates that are always closed/open (gradient 0).
+
+    Returns a tensor of the logits' shape and dtype (any shape, 0-d included).
+    ``generator``: a :class:`~gumbelrs.Generator`, or ``None`` for a seed drawn
+    from torch's default generator, which ``torch.manual_seed`` governs.
+
+    Raises:
+        ValueError: a NaN logit, or a ``tau`` that is not a positive normal
+            finite temperature or does not broadcast against ``logits``.
+        TypeError: integer or sparse ``logits``, a non-bool ``hard``, or a
+            ``generator`` that is not a :class:`~gumbelrs.Generator`.
     """
     fn = "relaxed_bernoulli"
     _validate.logits(fn, logits, min_dim=0)
@@ -121,6 +145,16 @@ def hard_concrete(
     Stretching to ``limits = (lo, hi)`` with ``lo < 0 < 1 < hi`` and clamping
     puts probability mass on exactly 0 and 1; the gradient is 0 where the
     sample was clamped.
+
+    Returns a tensor of the logits' shape and dtype (any shape, 0-d included).
+    ``generator``: a :class:`~gumbelrs.Generator`, or ``None`` for a seed drawn
+    from torch's default generator, which ``torch.manual_seed`` governs.
+
+    Raises:
+        ValueError: a NaN logit, a bad ``tau``, or ``limits`` that do not satisfy
+            ``lo < 0 < 1 < hi`` (finite, within half the dtype's largest value).
+        TypeError: integer or sparse ``logits``, or a ``generator`` that is not a
+            :class:`~gumbelrs.Generator`.
     """
     fn = "hard_concrete"
     _validate.logits(fn, logits, min_dim=0)
@@ -166,7 +200,18 @@ def gumbel_noise(
 ) -> torch.Tensor:
     """Standard Gumbel noise ``-log(-log(U))``: always finite; the upper tail is
     resolved to about 22 (float32) or 36 (float64). These are the values the
-    other ops add to the logits for the same generator state."""
+    other ops add to the logits for the same generator state.
+
+    ``shape``: an int or a sequence of non-negative ints, the result's shape;
+    ``dtype``: float16, bfloat16, float32 or float64; ``device``: where the
+    tensor is made (CPU by default; CUDA draws the same values).
+    ``generator``: a :class:`~gumbelrs.Generator`, or ``None`` for a seed drawn
+    from torch's default generator, which ``torch.manual_seed`` governs.
+
+    Raises:
+        TypeError: a ``shape`` that is not a sequence of non-negative ints, or
+            a ``dtype`` that is not one of the four above.
+    """
     return _noise("gumbel", shape, dtype=dtype, device=device, generator=generator)
 
 
@@ -180,7 +225,18 @@ def sample_categorical(
     """``num_samples`` independent draws from ``Categorical(logits=logits)`` along
     ``dim`` by Gumbel-max. Returns int64 indices of shape ``(*batch, num_samples)``
     (the logits' shape without ``dim``, then the draws). Draw ``s`` uses the noise
-    of a ``(num_samples, *logits.shape)`` tensor at ``[s]``."""
+    of a ``(num_samples, *logits.shape)`` tensor at ``[s]``.
+
+    ``generator``: a :class:`~gumbelrs.Generator`, or ``None`` for a seed drawn
+    from torch's default generator, which ``torch.manual_seed`` governs.
+
+    Raises:
+        ValueError: a NaN or ``+inf`` logit, a row of only ``-inf``, no category
+            along ``dim``, or ``num_samples`` below 1.
+        IndexError: ``dim`` out of range.
+        TypeError: integer or sparse ``logits``, a ``num_samples`` that is not an
+            int, or a bad ``generator``.
+    """
     fn = "sample_categorical"
     _validate.logits(fn, logits)
     d = _validate.dim(fn, dim, logits.dim())
@@ -202,7 +258,18 @@ def gumbel_topk(
     ``dim``, in the order drawn: the indices of the ``k`` largest ``logits + g``
     in decreasing order (Gumbel-top-k; Kool et al. 2019). int64, the logits'
     shape with size ``k`` at ``dim``. Every row needs ``k`` logits that are not
-    ``-inf``."""
+    ``-inf``.
+
+    ``generator``: a :class:`~gumbelrs.Generator`, or ``None`` for a seed drawn
+    from torch's default generator, which ``torch.manual_seed`` governs.
+
+    Raises:
+        ValueError: a NaN or ``+inf`` logit, ``k`` outside ``[0, size along dim]``,
+            or a row with fewer than ``k`` logits that are not ``-inf``.
+        IndexError: ``dim`` out of range.
+        TypeError: integer or sparse ``logits``, a ``k`` that is not an int, or
+            a bad ``generator``.
+    """
     fn = "gumbel_topk"
     _validate.logits(fn, logits)
     d = _validate.dim(fn, dim, logits.dim())
@@ -230,6 +297,17 @@ def gumbel_given_argmax(
     2020). ``index`` is int64 with the batch shape (the logits' shape without
     ``dim``); the result has shape ``(num_samples, *logits.shape)``. Subtract
     ``logits`` for the noise itself (where logits are finite).
+
+    ``generator``: a :class:`~gumbelrs.Generator`, or ``None`` for a seed drawn
+    from torch's default generator, which ``torch.manual_seed`` governs.
+
+    Raises:
+        ValueError: a NaN or ``+inf`` logit, a row of only ``-inf``, ``num_samples``
+            below 1, an ``index`` without the batch shape, or an index out of
+            range or pointing at a ``-inf`` logit.
+        IndexError: ``dim`` out of range.
+        TypeError: integer or sparse ``logits``, an ``index`` that is not int64,
+            or a bad ``generator``.
     """
     fn = "gumbel_given_argmax"
     _validate.logits(fn, logits)

@@ -2,10 +2,15 @@
 
 A schedule maps the training step to a temperature ``tau``:
 
+>>> import torch, gumbelrs
+>>> from gumbelrs.schedules import ExponentialDecay
 >>> sched = ExponentialDecay(tau0=1.0, rate=1e-4, tau_min=0.5, every=500)
->>> for batch in data:
+>>> logits = torch.zeros(8, 10)
+>>> for step in range(1000):
 ...     y = gumbelrs.gumbel_softmax(logits, tau=sched.tau)
-...     sched.step()
+...     tau = sched.step()              # the next step's temperature
+>>> round(sched.tau, 4)                  # exp(-1e-4 * 1000), updated every 500 steps
+0.9048
 
 ``value(step)`` is the temperature at any step (pure), ``tau`` the one at the
 current step, ``step()`` advances. ``state_dict()``/``load_state_dict()`` save
@@ -87,7 +92,11 @@ class Schedule:
 
 
 class Constant(Schedule):
-    """``tau`` at every step."""
+    """``tau`` at every step.
+
+    ``tau``: the temperature, a positive float; a bad one raises
+    ``ValueError``.
+    """
 
     def __init__(self, tau: float = 1.0) -> None:
         super().__init__()
@@ -288,6 +297,9 @@ class LearnableTemperature(nn.Module):
     ``forward()`` returns it as a 0-d tensor that requires grad; pass it as
     ``tau`` to :func:`gumbelrs.gumbel_softmax` or :func:`gumbelrs.relaxed_bernoulli`,
     which return its gradient. ``tau_min`` keeps it away from 0.
+
+    ``init``: the initial temperature (above ``tau_min``); a bad value raises
+    ``ValueError``.
     """
 
     def __init__(self, init: float = 1.0, tau_min: float = 0.05) -> None:

@@ -59,7 +59,10 @@ def source(name: str) -> str:
 def set_checks(mode: str) -> None:
     """``"async"`` (default): ops never wait for the GPU; a fault in the data
     gives NaN (or -1) in the faulty rows and is raised by :func:`check_faults`.
-    ``"sync"``: every op waits for its kernels and raises the fault at once."""
+    ``"sync"``: every op waits for its kernels and raises the fault at once.
+
+    ``mode``: ``"async"`` or ``"sync"``; any other raises ``ValueError``.
+    """
     global _mode
     if mode not in _MODES:
         raise ValueError(f"set_checks: mode must be 'async' or 'sync', got {mode!r}")
@@ -67,7 +70,11 @@ def set_checks(mode: str) -> None:
 
 
 def get_checks() -> str:
-    """The current mode of :func:`set_checks`."""
+    """The current mode of :func:`set_checks`.
+
+    The current mode of the fault checks, ``"async"`` or ``"sync"`` (see
+    :func:`set_checks`).
+    """
     return _mode
 
 

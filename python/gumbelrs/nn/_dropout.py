@@ -35,6 +35,9 @@ class ConcreteDropout(nn.Module):
     for ``N`` training points and prior length scale ``l`` is
     ``weight_regularizer = l^2 / N`` and ``dropout_regularizer = 2 / N``
     (for a Gaussian likelihood whose precision is learned).
+
+    ``generator``: the :class:`~gumbelrs.Generator` of its noise (``None``: torch's
+    default generator).
     """
 
     def __init__(self, layer: nn.Module | None = None, p: float = 0.1, tau: float = 0.1,
@@ -116,7 +119,11 @@ class ConcreteDropout(nn.Module):
 
 
 def concrete_dropout_regularization(model: nn.Module) -> torch.Tensor:
-    """The sum of :meth:`ConcreteDropout.regularization` over ``model``'s layers."""
+    """The sum of :meth:`ConcreteDropout.regularization` over ``model``'s layers.
+
+    A 0-d tensor (0 when ``model`` has no :class:`ConcreteDropout`); raises
+    nothing of its own.
+    """
     terms = [m.regularization() for m in model.modules() if isinstance(m, ConcreteDropout)]
     return torch.stack(terms).sum() if terms else torch.zeros(())
 
@@ -142,7 +149,10 @@ def _sampling(model: nn.Module) -> Iterator[None]:
 
 def mc_samples(model: nn.Module, x: torch.Tensor, n: int = 50) -> torch.Tensor:
     """``n`` stochastic forward passes of ``model`` on ``x`` with every dropout
-    layer sampling (MC dropout), stacked: ``(n, *model(x).shape)``."""
+    layer sampling (MC dropout), stacked: ``(n, *model(x).shape)``.
+
+    Errors are those of ``model(x)``; ``n`` below 1 raises ``ValueError``.
+    """
     _validate.count("mc_samples", "n", n, 1)
     with torch.no_grad(), _sampling(model):
         return torch.stack([model(x) for _ in range(n)])
@@ -150,6 +160,10 @@ def mc_samples(model: nn.Module, x: torch.Tensor, n: int = 50) -> torch.Tensor:
 
 def mc_predict(model: nn.Module, x: torch.Tensor, n: int = 50) -> tuple[torch.Tensor, torch.Tensor]:
     """The predictive mean and variance of ``model(x)`` over ``n`` MC dropout
-    passes (the variance of the sampled outputs, divisor ``n``)."""
+    passes (the variance of the sampled outputs, divisor ``n``).
+
+    Both have the shape of ``model(x)``. Errors are those of ``model(x)``; ``n``
+    below 1 raises ``ValueError``.
+    """
     s = mc_samples(model, x, n)
     return s.mean(0), s.var(0, correction=0)

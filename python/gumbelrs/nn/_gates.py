@@ -24,6 +24,11 @@ class ConcreteGate(Scheduled):
     :meth:`penalty` is the expected number of open gates,
     ``sum(sigmoid(logits))``, to add to the loss for sparsity. ``tau`` is a
     float or a :class:`gumbelrs.schedules.Schedule` advanced by :meth:`step`.
+
+    ``n_features``: the size of the last dimension of ``x``; ``init_open``:
+    the initial probability of an open gate.
+    ``generator``: the :class:`~gumbelrs.Generator` of its noise (``None``: torch's
+    default generator).
     """
 
     def __init__(self, n_features: int, tau: float | Schedule = 0.5, init_open: float = 0.9,
@@ -78,6 +83,11 @@ class HardConcreteGate(Scheduled):
     are the paper's deterministic estimate ``clamp(sigmoid(log_alpha) * (hi -
     lo) + lo, 0, 1)``. ``init_open`` sets the initial probability of a
     non-zero gate.
+
+    ``n_features``: the size of the last dimension of ``x``; ``forward``
+    returns ``x``'s shape.
+    ``generator``: the :class:`~gumbelrs.Generator` of its noise (``None``: torch's
+    default generator).
     """
 
     def __init__(self, n_features: int, tau: float = 2.0 / 3.0,
@@ -149,6 +159,9 @@ class ConcreteSelector(Scheduled):
     (the probability mass by which features are over-selected,
     ``sum(relu(sum_j softmax(logits)_j - 1))``) can be added to the loss to
     keep the selectors apart during training.
+
+    ``generator``: the :class:`~gumbelrs.Generator` of its noise (``None``: torch's
+    default generator).
     """
 
     def __init__(self, n_features: int, k: int, tau: float | Schedule = 1.0,

@@ -45,6 +45,11 @@ class SoftKMeans(nn.Module):
     k-means) or ``"learned"`` (a parameter initialised at ``beta_init``).
     In eval mode the assignments are the one-hot of the nearest centre.
     Initialise the centres from data with :meth:`init_kmeanspp`.
+
+    ``n_features``: the size of the inputs' last dimension, ``(*batch,
+    n_features)``.
+    ``generator``: the :class:`~gumbelrs.Generator` of its noise (``None``: torch's
+    default generator).
     """
 
     def __init__(self, n_clusters: int, n_features: int,

@@ -35,6 +35,9 @@ class MixedOp(Scheduled):
     default search space: convolutions with dilation rates 1 to 5 (its
     ``dilations`` attribute gives the rate of each candidate, ``None`` for
     candidates given directly).
+
+    ``generator``: the :class:`~gumbelrs.Generator` of its noise (``None``: torch's
+    default generator).
     """
 
     def __init__(self, candidates: Sequence[nn.Module], mode: str = "soft",

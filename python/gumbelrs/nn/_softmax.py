@@ -26,6 +26,9 @@ class GumbelSoftmax(Scheduled):
     In eval mode with ``eval_mode="argmax"`` (default) the layer is
     deterministic: the one-hot of ``argmax(logits)`` (``softmax(logits / tau)``
     for ``method="soft"``); ``eval_mode="sample"`` keeps sampling.
+
+    ``generator``: the :class:`~gumbelrs.Generator` of its noise (``None``: torch's
+    default generator).
     """
 
     def __init__(self, tau: float | Schedule | LearnableTemperature = 1.0, method: str = "st",

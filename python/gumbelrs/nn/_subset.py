@@ -26,6 +26,9 @@ class SubsetSelector(Scheduled):
     k-hot of the ``k`` largest logits, without noise (:meth:`selected`).
     ``tau`` is a float or a :class:`gumbelrs.schedules.Schedule` advanced by
     :meth:`step`. The layer has no parameters.
+
+    ``generator``: the :class:`~gumbelrs.Generator` of its noise (``None``: torch's
+    default generator).
     """
 
     def __init__(self, n_features: int, k: int, tau: float | Schedule = 0.5,

@@ -197,6 +197,11 @@ def sample_spanning_tree(
 
     Ties (among the perturbed weights), bad input, gradients and devices:
     as :func:`spanning_tree`.
+
+    Raises:
+        ValueError: an asymmetric matrix, a NaN or ``+inf`` weight, or a graph
+            whose finite edges do not connect every node (naming the matrix).
+        TypeError: integer or sparse ``weights``, or a bad ``generator``.
     """
     fn = "sample_spanning_tree"
     w = _square(fn, weights)

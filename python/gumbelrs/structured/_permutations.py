@@ -36,7 +36,15 @@ def sample_permutation(
     row the items in the order drawn, i.e. the indices of ``scores + g``
     sorted in decreasing order. Sample ``s`` uses the noise the Gumbel-top-k
     kernel gives row ``s`` of ``scores`` expanded to ``(*batch, n_samples, n)``.
-    Every score must be finite (a ranking places every item)."""
+    Every score must be finite (a ranking places every item).
+
+    ``generator``: the :class:`~gumbelrs.Generator` of its noise (``None``: torch's
+    default generator).
+
+    Raises:
+        ValueError: a NaN or infinite score, no item, or ``n_samples`` below 1.
+        TypeError: integer or sparse ``scores``, or a bad ``generator``.
+    """
     fn = "sample_permutation"
     _validate.logits(fn, scores, name="scores")
     _validate.count(fn, "n_samples", n_samples, 1, 2**31 - 1)
@@ -189,6 +197,11 @@ def soft_sort(
     order, with the gradient of the relaxed matrix. ``tau`` is a positive
     float; every score must be finite. float16/bfloat16 are computed in
     float32 and returned in their dtype.
+
+    Raises:
+        ValueError: a NaN or infinite score, no item, a bad ``tau`` or an
+            unknown ``method``.
+        TypeError: integer or sparse ``scores``, or a non-bool ``hard``.
     """
     fn = "soft_sort"
     scores, t, hard = _sort_args(fn, scores, tau, hard, method)
@@ -219,6 +232,15 @@ def stochastic_sort(
     perm[i]] = 1``), with the relaxed gradient (NeuralSort's stochastic
     variant; Grover et al. 2019). Subtracting the row maximum does not change
     the distribution or the relaxation, and keeps the noise's resolution.
+
+    ``tau`` and ``method`` as in :func:`soft_sort`.
+    ``generator``: the :class:`~gumbelrs.Generator` of its noise (``None``: torch's
+    default generator).
+
+    Raises:
+        ValueError: a NaN or infinite score, no item, a bad ``tau`` or an
+            unknown ``method``.
+        TypeError: integer or sparse ``scores``, or a non-bool ``hard``.
     """
     fn = "stochastic_sort"
     scores, t, hard = _sort_args(fn, scores, tau, hard, method)
@@ -296,6 +318,12 @@ def relaxed_topk(
     logits, with the relaxed gradient. A ``-inf`` logit masks its item out
     (never selected, relaxed mass and gradient exactly 0); each row needs at
     least ``k`` logits that are not ``-inf``.
+
+    Raises:
+        ValueError: a NaN or ``+inf`` logit, no category, ``k`` outside ``[1, n]``
+            or a bad ``tau``.
+        TypeError: integer or sparse ``logits``, a non-bool ``hard`` or a bad
+            ``generator``.
     """
     fn = "relaxed_topk"
     _validate.logits(fn, logits)
@@ -365,7 +393,13 @@ def kendall_tau(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     when ``pred`` and ``target`` order it the same way (tau-a; permutations have
     no ties, so it equals tau-b and ``scipy.stats.kendalltau(pred_row,
     target_row)``). Returns ``(*batch)`` in the default float dtype: 1 for
-    equal rows, -1 for reversed ones. Takes ``O(n^2)`` time per row."""
+    equal rows, -1 for reversed ones. Takes ``O(n^2)`` time per row.
+
+    Raises:
+        ValueError: ``pred`` and ``target`` of different shapes, or a row that is
+            not a permutation of ``0..n-1``, or fewer than 2 items.
+        TypeError: ``pred`` or ``target`` not an int64 tensor.
+    """
     fn = "kendall_tau"
     _permutations(fn, pred, target, 2)
     n = pred.shape[-1]
@@ -391,14 +425,30 @@ def _fraction(fn: str, pred: torch.Tensor, target: torch.Tensor) -> None:
 def proportion_all_correct(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     """The fraction of rows (permutations along the last dimension) where
     ``pred`` equals ``target`` at every position: a 0-dim tensor in the
-    default float dtype."""
+    default float dtype.
+
+    ``pred`` and ``target``: int64 ``(*batch, n)``; returns a 0-d tensor.
+
+    Raises:
+        ValueError: ``pred`` and ``target`` of different shapes, or a row that is
+            not a permutation of ``0..n-1``, or no row.
+        TypeError: ``pred`` or ``target`` not an int64 tensor.
+    """
     _fraction("proportion_all_correct", pred, target)
     return (pred == target).all(-1).to(torch.get_default_dtype()).mean()
 
 
 def proportion_wrong(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     """The fraction of positions, over all rows, where ``pred`` differs from
-    ``target``: a 0-dim tensor in the default float dtype."""
+    ``target``: a 0-dim tensor in the default float dtype.
+
+    ``pred`` and ``target``: int64 ``(*batch, n)``; returns a 0-d tensor.
+
+    Raises:
+        ValueError: ``pred`` and ``target`` of different shapes, or a row that is
+            not a permutation of ``0..n-1``, or no row.
+        TypeError: ``pred`` or ``target`` not an int64 tensor.
+    """
     _fraction("proportion_wrong", pred, target)
     return (pred != target).to(torch.get_default_dtype()).mean()
 

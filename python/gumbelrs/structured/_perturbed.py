@@ -120,7 +120,11 @@ class _Perturbed(torch.autograd.Function):
 
 
 class Perturbed:
-    """``theta -> y_eps(theta) = E[solver(theta + sigma Z)]``, see :func:`perturbed`."""
+    """``theta -> y_eps(theta) = E[solver(theta + sigma Z)]``, see :func:`perturbed`.
+
+    Built by :func:`perturbed` with the same ``solver``, ``n_samples``,
+    ``sigma``, ``noise`` and ``generator``.
+    """
 
     __slots__ = ("generator", "n_samples", "noise", "sigma", "solver")
 
@@ -270,6 +274,11 @@ def fenchel_young_loss(
     ``theta`` must be finite; ``y_true`` is a real tensor of ``theta``'s shape
     (converted to its dtype). Autograd keeps three tensors of ``theta``'s
     shape; the samples are not kept.
+
+    ``n_samples``, ``sigma``, ``noise`` and ``generator`` are those of
+    :func:`perturbed`, and raise its errors (``ValueError`` for a bad count, scale
+    or noise kind, a NaN in ``theta`` or ``y_true``, or a ``y_true`` whose shape
+    is not the solver's output's).
     """
     fn = "fenchel_young_loss"
     theta = _batched(fn, theta)
@@ -340,7 +349,10 @@ class _Blackbox(torch.autograd.Function):
 
 
 class Blackbox:
-    """``theta -> solver(theta)`` with the interpolation gradient, see :func:`blackbox`."""
+    """``theta -> solver(theta)`` with the interpolation gradient, see :func:`blackbox`.
+
+    Built by :func:`blackbox` with the same ``solver`` and ``lam``.
+    """
 
     __slots__ = ("lam", "solver")
 
