@@ -31,7 +31,8 @@ from docutils.statemachine import StringList
 from sphinx.application import Sphinx
 from sphinx.util.docutils import SphinxDirective, SphinxRole
 
-FIELD = re.compile(r"\{([A-Za-z0-9_.\-]+)(?::([^{}]*))?\}")
+FIELD = re.compile(r"\{([A-Za-z0-9_./\-]+)(?::([^{}]*))?\}")
+LEFT = re.compile(r"\{[^{}]*\}")
 
 
 class MetricError(Exception):
@@ -89,8 +90,14 @@ def render(data: Any, path: str, spec: str | None) -> str:
 
 
 def fill(data: Any, text: str) -> str:
-    """``text`` with every ``{PATH:FORMAT}`` field replaced by its value."""
-    return FIELD.sub(lambda m: render(data, m.group(1), m.group(2)), text)
+    """``text`` with every ``{PATH:FORMAT}`` field replaced by its value; a
+    braced word left over is a field the pattern did not read, an error."""
+    filled = FIELD.sub(lambda m: render(data, m.group(1), m.group(2)), text)
+    left = LEFT.search(filled)
+    if left:
+        raise MetricError(f"{left.group(0)} is not a field: a PATH of letters, digits and "
+                          f"'_./-', then an optional ':FORMAT'")
+    return filled
 
 
 class MetricRole(SphinxRole):
