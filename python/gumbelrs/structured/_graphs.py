@@ -47,7 +47,10 @@ def _grid(fn: str, costs: object) -> torch.Tensor:
 
 
 def _costs(fn: str, c: torch.Tensor) -> None:
-    """No cost negative or NaN (one vectorised pass; +inf is the kernel's to find)."""
+    """No cost negative or NaN: the first of them, in row-major order, is an
+    error. Run only after the kernel found a bad cost (it reports the first
+    negative, NaN or +inf one, negative and NaN costs under one fault kind),
+    so that negative and NaN costs are named before any +inf, by value."""
     if not bool(c.ge(0).all()):
         at = (~c.ge(0)).nonzero()[0].tolist()
         raise ValueError(f"{fn}: costs{_at(at)} is {_value(c[tuple(at)].item())}; {COSTS_RULE}")
@@ -119,9 +122,10 @@ def shortest_path_grid(costs: torch.Tensor) -> torch.Tensor:
       sum overflows (exact but for costs below 2**-958). float16 and
       bfloat16 costs are solved as their float32 values.
     - Bad input: a negative, NaN or +inf cost is an error naming the first
-      (negative and NaN costs are found first, in one vectorised pass); so
-      are integer dtypes (convert with ``costs.double()``) and grids without
-      cells.
+      (negative and NaN costs before +inf ones; the kernel finds them as it
+      reads the costs, and only then are they looked for again to name the
+      right one); so are integer dtypes (convert with ``costs.double()``)
+      and grids without cells.
     - No gradient (the path is piecewise constant in the costs): costs that
       require grad are read detached; :func:`gumbelrs.structured.perturbed`
       and ``blackbox`` make it differentiable. The costs are never written.
@@ -132,8 +136,14 @@ def shortest_path_grid(costs: torch.Tensor) -> torch.Tensor:
     fn = "shortest_path_grid"
     c = _grid(fn, costs)
     solver = _dispatch.solver(c.device)
+    try:
+        path = solver.shortest_path_grid(fn, c)
+    except ValueError as e:
+        bad = e
+    else:
+        return path.to(c.dtype)
     _costs(fn, c)
-    return solver.shortest_path_grid(fn, c).to(c.dtype)
+    raise bad
 
 
 def spanning_tree(weights: torch.Tensor) -> torch.Tensor:
