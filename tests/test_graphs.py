@@ -551,6 +551,28 @@ def test_bad_costs_anywhere_in_a_batch_are_named_as_before(dtype):
     assert torch.equal(shortest_path_grid(costs), want)
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_upper_reads_the_upper_triangle_alone(dtype):
+    g = torch.Generator().manual_seed(33)
+    w = torch.randn(20, 9, 9, generator=g, dtype=dtype)
+    u = w.triu(1)
+    want = spanning_tree(u + u.mT)
+    assert torch.equal(spanning_tree(w, upper=True), want)
+    w_bad = w.clone()
+    w_bad[3, 5, 2] = math.nan  # lower triangle: ignored
+    w_bad[4, 1, 1] = math.inf  # diagonal: ignored
+    assert torch.equal(spanning_tree(w_bad, upper=True), want)
+    w_bad[7, 2, 6] = math.inf
+    w_bad[9, 0, 3] = math.nan
+    with raises(ValueError, f"spanning_tree: weights[7, 2, 6] is +inf; {TREE_RULE}"):
+        spanning_tree(w_bad, upper=True)
+    w_bad[7, 2, 6] = 0.0
+    with raises(ValueError, f"spanning_tree: weights[9, 0, 3] is NaN; {TREE_RULE}"):
+        spanning_tree(w_bad, upper=True)
+    with raises(TypeError, "spanning_tree: upper must be True or False, got int 1"):
+        spanning_tree(w, upper=1)
+
+
 @pytest.mark.parametrize("fn", ["spanning_tree", "sample_spanning_tree"])
 def test_bad_weights_get_exact_messages(fn):
     op = {"spanning_tree": spanning_tree, "sample_spanning_tree": sample_spanning_tree}[fn]

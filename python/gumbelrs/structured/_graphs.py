@@ -146,7 +146,7 @@ def shortest_path_grid(costs: torch.Tensor) -> torch.Tensor:
     raise bad
 
 
-def spanning_tree(weights: torch.Tensor) -> torch.Tensor:
+def spanning_tree(weights: torch.Tensor, *, upper: bool = False) -> torch.Tensor:
     """The maximum-weight spanning tree of each graph of ``weights``
     (``(*batch, n, n)``, symmetric, ``weights[..., i, j]`` the weight of edge
     ``(i, j)``; the diagonal is ignored and a ``-inf`` weight forbids its
@@ -155,6 +155,14 @@ def spanning_tree(weights: torch.Tensor) -> torch.Tensor:
     all spanning trees (that of ``scipy.sparse.csgraph.minimum_spanning_tree``
     on the negated weights). A Rust kernel, batched and parallel across the
     batch.
+
+    - ``upper=True`` reads edge ``(i, j)``, ``i < j``, from
+      ``weights[..., i, j]`` alone: the lower triangle is ignored like the
+      diagonal, need not be symmetric and is not checked (no pass over the
+      weights before the kernel). The tree is that of the upper triangle
+      mirrored, ``spanning_tree(u + u.mT)`` for ``u = weights.triu(1)``,
+      without building it: the way to solve weights perturbed entry by
+      entry, e.g. ``perturbed(lambda x: spanning_tree(x, upper=True))``.
 
     - Ties between equal weights: of two edges ``(i, j)``, ``i < j``, of equal
       weight, the one that comes first in row-major order counts as the
@@ -167,10 +175,12 @@ def spanning_tree(weights: torch.Tensor) -> torch.Tensor:
     - Bad input: NaN and +inf weights off the diagonal, and matrices that are
       not symmetric off the diagonal (exact equality), are errors naming the
       first (NaN first, then asymmetry: found by one vectorised pass over
-      the weights; +inf by the kernel); so is a graph that its -inf edges
-      leave disconnected (no spanning tree), named by its batch index, and
-      ``n = 0``. ``n = 1`` gives the empty tree (a single 0). float16 and
-      bfloat16 weights are solved as their float32 values.
+      the weights; +inf by the kernel); with ``upper=True``, the first NaN
+      or +inf of the upper triangles, by position (found by the kernel). So
+      is a graph that its -inf edges leave disconnected (no spanning tree),
+      named by its batch index, and ``n = 0``. ``n = 1`` gives the empty
+      tree (a single 0). float16 and bfloat16 weights are solved as their
+      float32 values.
     - No gradient: weights that require grad are read detached;
       :func:`gumbelrs.structured.relaxed_spanning_tree` relaxes the tree. The
       weights are never written.
@@ -181,7 +191,8 @@ def spanning_tree(weights: torch.Tensor) -> torch.Tensor:
     fn = "spanning_tree"
     w = _square(fn, weights)
     solver = _dispatch.solver(w.device)
-    _symmetric(fn, w)
+    if not _validate.flag(fn, "upper", upper):
+        _symmetric(fn, w)
     return solver.spanning_tree(fn, w, None).to(w.dtype)
 
 
