@@ -551,6 +551,24 @@ def test_bad_costs_anywhere_in_a_batch_are_named_as_before(dtype):
     assert torch.equal(shortest_path_grid(costs), want)
 
 
+def test_kept_buffers_give_the_same_paths_across_shapes_and_errors():
+    """Each thread keeps its buffers for the next range or call: paths are
+    those of each grid solved alone, for any thread count, whatever shape
+    or bad grid the thread solved before."""
+    g = torch.Generator().manual_seed(32)
+    batches = [torch.randint(0, 4, (40, h, w), generator=g).double() for h, w in
+               [(6, 9), (12, 12), (6, 9), (1, 1), (12, 12)]]
+    alone = [torch.stack([shortest_path_grid(c) for c in b]) for b in batches]
+    bad = batches[1].clone()
+    bad[30, 4, 4] = math.nan
+    for threads in (1, 2):
+        gumbelrs.set_num_threads(threads)
+        for b, want in zip(batches, alone):
+            with pytest.raises(ValueError):
+                shortest_path_grid(bad)
+            assert torch.equal(shortest_path_grid(b), want)
+
+
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 def test_upper_reads_the_upper_triangle_alone(dtype):
     g = torch.Generator().manual_seed(33)

@@ -28,12 +28,14 @@
 //!   vectors of four (AVX2) or one at a time, which compare the same. The
 //!   queue is a ring of buckets by cost, each a small heap ([`Queue`]).
 //!   One thread's buffers (costs, labels and queue: about `(h + 2)(w + 2)`
-//!   cells) serve every grid it solves; each grid is solved by one thread,
-//!   so results do not depend on the number of threads.
+//!   cells) serve every grid it solves, and are kept for its next range or
+//!   call while grids are small; each grid is solved by one thread, so
+//!   results do not depend on the number of threads.
 
 use crate::kernels::{check_len, KernelError, SharedMut};
 use crate::math::Real;
 use crate::{isa, parallel};
+use std::cell::Cell;
 use std::ops::Range;
 
 /// The largest cost solved as given: 2^960. A path's cost is at most 2^31
@@ -445,22 +447,45 @@ struct Grids<'a, T> {
     out: SharedMut<T>,
 }
 
+/// Grids of at most this many cells, with their border, leave their
+/// thread's buffers (about 20 bytes a cell) for the next range or call.
+const KEPT_CELLS: usize = 1 << 16;
+
+thread_local! {
+    /// The buffers this thread last solved small grids with: a call cuts
+    /// its batch into several ranges per thread, and a training loop
+    /// solves grids of one shape call after call, so reusing them saves
+    /// allocating and first touching the arrays and the queue's buckets
+    /// each time.
+    static KEPT: Cell<Option<Solver>> = const { Cell::new(None) };
+}
+
 impl<T: Real> Grids<'_, T> {
     /// Solves the grids of `range` with one set of buffers; the first bad
     /// cost ends the range (every later one is at a later position).
     #[inline(always)]
     fn solve(&self, range: Range<usize>, level: isa::Level) -> Result<(), KernelError> {
         let size = self.h * self.w;
-        let mut solver = Solver::new(self.h, self.w);
+        let mut solver = match KEPT.take() {
+            Some(s) if (s.h, s.w) == (self.h, self.w) => s,
+            _ => Solver::new(self.h, self.w),
+        };
+        let mut result = Ok(());
         for b in range {
-            solver.load(&self.costs[b * size..(b + 1) * size], b * size)?;
+            result = solver.load(&self.costs[b * size..(b + 1) * size], b * size);
+            if result.is_err() {
+                break;
+            }
             let target = solver.search(level);
             // SAFETY: grid `b` belongs to this range alone, so no other
             // thread touches its outputs.
             let out = unsafe { self.out.slice(b * size, size) };
             solver.trace(target, out);
         }
-        Ok(())
+        if solver.dist.len() <= KEPT_CELLS {
+            KEPT.set(Some(solver));
+        }
+        result
     }
 }
 
