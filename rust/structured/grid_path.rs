@@ -38,6 +38,7 @@ use crate::math::Real;
 use crate::{isa, parallel};
 use std::cell::Cell;
 use std::ops::Range;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 /// The largest cost solved as given: 2^960. A path's cost is at most 2^31
 /// times the largest, so below this no sum overflows. A grid with a larger
@@ -602,7 +603,7 @@ fn shortest_path_grid_at<T: Real>(
     // A queue operation and three vector compares per cell: ~32 elements' work.
     let work = size.saturating_mul(32);
     let level = level.min(isa::detected());
-    parallel::map_ranges(batch, work, |range| match level {
+    let solve = |range: Range<usize>| match level {
         // SAFETY: `isa::detected` returns Avx512 only when the CPU has
         // AVX-512 F/BW/DQ/VL and FMA (detected at run time).
         #[cfg(target_arch = "x86_64")]
@@ -611,9 +612,45 @@ fn shortest_path_grid_at<T: Real>(
         #[cfg(target_arch = "x86_64")]
         isa::Level::Avx2 => unsafe { solve_avx2(&grids, range) },
         _ => grids.solve(range, isa::Level::Portable),
+    };
+    // The ranges of `map_ranges` only set how many threads run: each claims
+    // blocks of about `CLAIM` cells' grids until none is left, so the
+    // threads finish together whatever their start or speed. A bad grid
+    // ends its block; blocks past the first bad grid found are not
+    // claimed, and every block before it is (claims rise), so the least
+    // bad position found is the first of the batch.
+    let block = (CLAIM / size).max(1);
+    let (next, bad) = (AtomicUsize::new(0), AtomicUsize::new(usize::MAX));
+    parallel::map_ranges(batch, work, |_| {
+        let mut first = Ok(());
+        loop {
+            let start = next.fetch_add(block, Ordering::Relaxed);
+            if start >= batch || start > bad.load(Ordering::Relaxed) {
+                return first;
+            }
+            if let Err(e) = solve(start..(start + block).min(batch)) {
+                bad.fetch_min(position(&e) / size, Ordering::Relaxed);
+                first = first.and(Err(e));
+            }
+        }
     })
     .into_iter()
-    .collect()
+    .filter_map(Result::err)
+    .min_by_key(position)
+    .map_or(Ok(()), Err)
+}
+
+/// Cells of the grids a thread claims at a time (a grid at least).
+const CLAIM: usize = 1024;
+
+/// The position of a bad cost (`Grids::solve` reports no other error).
+fn position(e: &KernelError) -> usize {
+    match *e {
+        KernelError::NanWeight { index }
+        | KernelError::NegativeCost { index }
+        | KernelError::InfiniteWeight { index } => index,
+        _ => unreachable!("a grid's error is a bad cost"),
+    }
 }
 
 #[cfg(test)]
@@ -875,6 +912,33 @@ mod tests {
             shortest_path_grid(&c32, 1, 1, 2, &mut [0.0; 2]),
             Err(KernelError::NegativeCost { index: 1 })
         );
+    }
+
+    #[test]
+    fn the_first_bad_cost_wins_whichever_thread_claims_it() {
+        let (batch, h, w) = (400, 9, 7);
+        let size = h * w;
+        let mut rng = Rng(11);
+        for threads in [1, 2, 3] {
+            parallel::set_num_threads(threads);
+            for _ in 0..20 {
+                let mut c = vec![1.0f64; batch * size];
+                let picks: Vec<usize> = (0..1 + rng.below(4))
+                    .map(|_| rng.below((batch * size) as u64) as usize)
+                    .collect();
+                for (k, &p) in picks.iter().enumerate() {
+                    c[p] = [f64::NAN, -1.0, f64::INFINITY][k % 3];
+                }
+                let first = *picks.iter().min().unwrap();
+                let got = shortest_path_grid(&c, batch, h, w, &mut vec![0.0; batch * size]);
+                assert_eq!(
+                    got.map_err(|e| position(&e)),
+                    Err(first),
+                    "{threads} threads"
+                );
+            }
+        }
+        parallel::set_num_threads(0);
     }
 
     #[test]
