@@ -35,6 +35,7 @@
 
 use crate::kernels::{check_len, KernelError, SharedMut};
 use crate::math::Real;
+use crate::memory::prefer_huge_pages;
 use crate::{isa, parallel};
 use std::cell::Cell;
 use std::ops::Range;
@@ -594,6 +595,8 @@ fn shortest_path_grid_at<T: Real>(
     if cells >= 1 << 31 {
         return Err(KernelError::GridTooLarge { cells });
     }
+    // The paths of perturbed stacked samples fill MBs fresh.
+    prefer_huge_pages(out);
     let grids = Grids {
         costs,
         h,
