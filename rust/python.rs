@@ -311,6 +311,26 @@ fn noise(kind: Noise, out: &Bound<'_, PyAny>, stream: Stream) -> PyResult<()> {
     })
 }
 
+/// Fills `out` (a whole number of copies of `theta`) with `theta` plus
+/// `sigma` times the noise of `kind`: `out[j] = theta[j % len] + sigma z_j`.
+#[pyfunction]
+fn perturb(
+    kind: Noise,
+    theta: &Bound<'_, PyAny>,
+    sigma: f64,
+    out: &Bound<'_, PyAny>,
+    stream: Stream,
+) -> PyResult<()> {
+    with_float!(theta, |T| {
+        let (t, mut out) = (ro::<T>(theta)?, rw::<T>(out)?);
+        let (ts, os) = (t.as_slice()?, out.as_slice_mut()?);
+        let sigma = T::from_f64(sigma);
+        run(t.py(), || {
+            kernels::noise::perturb(kind, stream, ts, sigma, os)
+        })
+    })
+}
+
 /// Gumbel-Softmax forward over `x` viewed as `dims`: what `mode` asks for
 /// into `y`, and the soft sample into `soft` in mode "one_hot_with_soft".
 #[pyfunction]
@@ -708,6 +728,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(hard_concrete_backward, m)?)?;
     m.add_function(wrap_pyfunction!(linear_assignment, m)?)?;
     m.add_function(wrap_pyfunction!(shortest_path_grid, m)?)?;
+    m.add_function(wrap_pyfunction!(perturb, m)?)?;
     m.add_function(wrap_pyfunction!(spanning_tree, m)?)?;
     m.add_function(wrap_pyfunction!(gumbel_sinkhorn_forward, m)?)?;
     m.add_function(wrap_pyfunction!(gumbel_sinkhorn_backward, m)?)?;

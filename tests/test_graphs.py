@@ -512,6 +512,85 @@ def test_negative_and_non_finite_costs_name_the_first(dtype):
                        torch.ones(1, 1, dtype=dtype))
 
 
+def _first_bad_cost(c):
+    """The message of the first negative or NaN cost of ``c`` in row-major
+    order, else of its first +inf: a plain reference for the kernel's
+    checks."""
+    flat = c.reshape(-1)
+    bad = (flat < 0) | flat.isnan()
+    k = int(bad.nonzero()[0, 0]) if bad.any() else int((flat == math.inf).nonzero()[0, 0])
+    at = ", ".join(map(str, np.unravel_index(k, c.shape)))
+    v = flat[k].item()
+    value = ("NaN" if math.isnan(v) else "+inf" if v == math.inf else "-inf" if v == -math.inf
+             else repr(v))
+    return f"shortest_path_grid: costs[{at}] is {value}; {COSTS_RULE}"
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.float32, torch.float64])
+def test_bad_costs_anywhere_in_a_batch_are_named_as_before(dtype):
+    """The kernel finds negative, NaN and +inf costs as it loads the grids;
+    the message names the first negative or NaN cost of the whole batch
+    before any +inf (as a vectorised check would), for a bad grid anywhere
+    in a batch solved by several ranges and threads, whose good grids solve
+    as before once the bad one is fixed."""
+    g = torch.Generator().manual_seed(31)
+    costs = torch.rand(48, 5, 7, generator=g).to(dtype)
+    want = shortest_path_grid(costs)
+    tiny = -(2.0 ** -14) if dtype == torch.float16 else -1e-30
+    for trial in range(60):
+        c = costs.clone()
+        n_bad = 1 + trial % 3
+        picks = torch.randint(0, c.numel(), (n_bad,), generator=g)
+        values = [-0.5, -math.inf, math.nan, math.inf, tiny]
+        for k, pick in enumerate(picks.tolist()):
+            c.view(-1)[pick] = values[(trial + k) % len(values)]
+        for threads in (1, 2):
+            gumbelrs.set_num_threads(threads)
+            with raises(ValueError, _first_bad_cost(c)):
+                shortest_path_grid(c)
+    assert torch.equal(shortest_path_grid(costs), want)
+
+
+def test_kept_buffers_give_the_same_paths_across_shapes_and_errors():
+    """Each thread keeps its buffers for the next range or call: paths are
+    those of each grid solved alone, for any thread count, whatever shape
+    or bad grid the thread solved before."""
+    g = torch.Generator().manual_seed(32)
+    batches = [torch.randint(0, 4, (40, h, w), generator=g).double() for h, w in
+               [(6, 9), (12, 12), (6, 9), (1, 1), (12, 12)]]
+    alone = [torch.stack([shortest_path_grid(c) for c in b]) for b in batches]
+    bad = batches[1].clone()
+    bad[30, 4, 4] = math.nan
+    for threads in (1, 2):
+        gumbelrs.set_num_threads(threads)
+        for b, want in zip(batches, alone):
+            with pytest.raises(ValueError):
+                shortest_path_grid(bad)
+            assert torch.equal(shortest_path_grid(b), want)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_upper_reads_the_upper_triangle_alone(dtype):
+    g = torch.Generator().manual_seed(33)
+    w = torch.randn(20, 9, 9, generator=g, dtype=dtype)
+    u = w.triu(1)
+    want = spanning_tree(u + u.mT)
+    assert torch.equal(spanning_tree(w, upper=True), want)
+    w_bad = w.clone()
+    w_bad[3, 5, 2] = math.nan  # lower triangle: ignored
+    w_bad[4, 1, 1] = math.inf  # diagonal: ignored
+    assert torch.equal(spanning_tree(w_bad, upper=True), want)
+    w_bad[7, 2, 6] = math.inf
+    w_bad[9, 0, 3] = math.nan
+    with raises(ValueError, f"spanning_tree: weights[7, 2, 6] is +inf; {TREE_RULE}"):
+        spanning_tree(w_bad, upper=True)
+    w_bad[7, 2, 6] = 0.0
+    with raises(ValueError, f"spanning_tree: weights[9, 0, 3] is NaN; {TREE_RULE}"):
+        spanning_tree(w_bad, upper=True)
+    with raises(TypeError, "spanning_tree: upper must be True or False, got int 1"):
+        spanning_tree(w, upper=1)
+
+
 @pytest.mark.parametrize("fn", ["spanning_tree", "sample_spanning_tree"])
 def test_bad_weights_get_exact_messages(fn):
     op = {"spanning_tree": spanning_tree, "sample_spanning_tree": sample_spanning_tree}[fn]

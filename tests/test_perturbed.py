@@ -71,6 +71,29 @@ def test_solver_gets_the_stacked_perturbed_thetas_once(dtype, noise):
     assert y.dtype == dtype and torch.equal(y, onehot(calls[0]).view(4, 3, 2, 5).mean(0))
 
 
+@pytest.mark.parametrize("dtype", [torch.float16, torch.float32, torch.float64])
+def test_fused_perturbation_equals_noise_scaled_then_added(dtype):
+    """Gumbel noise on the CPU is drawn, scaled and added in one kernel pass:
+    bitwise the three separate operations, over several kernel chunks (an
+    instance size that divides neither them nor the pieces), for any
+    sigma and any thread count."""
+    theta = torch.randn(3, 7919, dtype=dtype, generator=torch.Generator().manual_seed(1))
+    compute = torch.float32 if dtype == torch.float16 else dtype
+    calls = []
+
+    def solver(x):
+        calls.append(x.clone())
+        return x
+
+    for sigma, threads in itertools.product((1.0, 0.3, 1e-3), (1, 2)):
+        gumbelrs.set_num_threads(threads)
+        calls.clear()
+        perturbed(solver, 11, sigma, generator=Generator(5))(theta)
+        z = _noise("gumbel", [11, 3, 7919], dtype=compute, generator=Generator(5))
+        want = z.mul_(sigma).add_(theta.to(compute)).to(dtype).view(33, 7919)
+        assert torch.equal(calls[0], want), (sigma, threads)
+
+
 def test_gumbel_argmax_mean_is_the_softmax():
     """With Gumbel noise the perturbed argmax is softmax(theta / sigma) exactly."""
     sigma, rows, s = 0.7, 3000, 8
@@ -232,6 +255,8 @@ def test_rust_solvers_wrapped_as_the_docstring_says():
     tree = perturbed(lambda x: spanning_tree(x.triu(1) + x.triu(1).mT), 5, 1e-7,
                      generator=Generator(23))
     assert torch.equal(tree(w), spanning_tree(w))
+    upper = perturbed(lambda x: spanning_tree(x, upper=True), 5, 1e-7, generator=Generator(23))
+    assert torch.equal(upper(w), spanning_tree(w))
 
 
 @pytest.mark.parametrize("noise", ["gumbel", "normal"])

@@ -50,6 +50,7 @@ __all__ = [
     "linear_assignment",
     "math",
     "noise",
+    "perturb",
     "philox4x32_10",
     "relaxed_bernoulli_backward",
     "relaxed_bernoulli_forward",
@@ -69,6 +70,9 @@ class KernelError(ValueError):
     gumbelrs._protocol.FaultKind (every kind of it)."""
 
 def noise(kind: _NoiseKind, out: _Float, stream: _Stream) -> None: ...
+def perturb(
+    kind: _NoiseKind, theta: _Float, sigma: float, out: _Float, stream: _Stream
+) -> None: ...
 def gumbel_softmax_forward(
     x: _Float, dims: _Dims, tau: _Tau, stream: _Stream, mode: _OutputMode, y: _Float,
     soft: _Float | None = None,

@@ -96,6 +96,16 @@ def noise(kind: str, shape, dtype: torch.dtype, device: torch.device, seed: int,
     return out
 
 
+def perturb(kind: str, theta: torch.Tensor, n_samples: int, sigma: float, seed: int,
+            offset: int) -> torch.Tensor:
+    """``theta + sigma z``, ``(n_samples, *theta.shape)``, ``z`` the noise of
+    ``kind`` that ``noise`` draws for that shape (float32 or float64 ``theta``)."""
+    x = theta.contiguous()
+    out = torch.empty((n_samples, *x.shape), dtype=x.dtype)
+    _core.perturb(kind, _np(x), sigma, _np(out), (seed, offset))
+    return out
+
+
 def gumbel_softmax(fn, x, dim, tau, tau_rows, seed, offset, hard, need_soft=True):
     """``(y, soft)``; ``soft`` is None unless ``hard`` and ``need_soft``."""
     mode = OutputMode.of(hard, need_soft)

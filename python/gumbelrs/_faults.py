@@ -173,8 +173,9 @@ def _bad_value(fn: str, code: int) -> str:
 
 def translate_costs(fn: str, err: BaseException, shape: torch.Size) -> ValueError:
     """The error for a cost the grid solver rejected in costs of ``shape``: NaN
-    (``NAN``) or +inf (``POSINF``) at element ``err.args[1]`` (negative costs
-    are rejected before the kernel runs)."""
+    (``NAN``) or +inf (``POSINF``) at element ``err.args[1]``. A negative cost
+    is a ``NAN`` fault too: the caller names negative and NaN costs itself
+    before it raises this one."""
     code, pos = err.args[:2]
     value = _bad_value(fn, code)
     return ValueError(f"{fn}: {_where(shape, pos, 'costs')} is {value}; {COSTS_RULE}")

@@ -259,12 +259,14 @@ pub struct Fault {
 
 impl KernelError {
     /// The fault in the caller's data, or None for a `Shape`,
-    /// `MoreRowsThanColumns`, `NegativeCost` or `GridTooLarge` error (the
-    /// Python layer checks shapes and signs first: there these are bugs of
-    /// its code, not of the data). A weight at an infinity its problem does
-    /// not allow is a `PosInf` fault, whatever its sign; a disconnected
-    /// graph is `Infeasible`, like an assignment problem without a
-    /// solution.
+    /// `MoreRowsThanColumns` or `GridTooLarge` error (the Python layer
+    /// checks shapes first: there these are bugs of its code, not of the
+    /// data). A weight at an infinity its problem does not allow is a
+    /// `PosInf` fault, whatever its sign; a disconnected graph is
+    /// `Infeasible`, like an assignment problem without a solution. A
+    /// negative grid cost shares the `Nan` kind with a NaN cost (the kinds'
+    /// codes are all taken): the Python layer looks at the costs again to
+    /// tell them apart.
     pub fn fault(&self) -> Option<Fault> {
         let at = |kind, position| Fault {
             kind,
@@ -287,14 +289,15 @@ impl KernelError {
             },
             KernelError::BadIndex { row } => at(FaultKind::Index, row),
             KernelError::BadTau { index } => at(FaultKind::Tau, index),
-            KernelError::NanWeight { index } => at(FaultKind::Nan, index),
+            KernelError::NanWeight { index } | KernelError::NegativeCost { index } => {
+                at(FaultKind::Nan, index)
+            }
             KernelError::InfiniteWeight { index } => at(FaultKind::PosInf, index),
             KernelError::Infeasible { problem } | KernelError::Disconnected { problem } => {
                 at(FaultKind::Infeasible, problem)
             }
             KernelError::Shape { .. }
             | KernelError::MoreRowsThanColumns { .. }
-            | KernelError::NegativeCost { .. }
             | KernelError::GridTooLarge { .. } => return None,
         })
     }

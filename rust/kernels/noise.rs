@@ -183,6 +183,85 @@ pub fn noise<T: Real>(kind: Noise, stream: Stream, out: &mut [T]) -> Result<(), 
     run_rows(&chunks(n), &kernel)
 }
 
+struct PerturbKernel<'a, T> {
+    kind: Noise,
+    stream: Stream,
+    theta: &'a [T],
+    sigma: T,
+    n: usize,
+    out: SharedMut<T>,
+}
+
+impl<T: Real> RowKernel for PerturbKernel<'_, T> {
+    type Scratch = ();
+    fn scratch(&self) {}
+    #[inline(always)]
+    fn row(&self, c: usize, _: &mut ()) -> Result<(), KernelError> {
+        let (start, len) = chunk_range(self.n, c);
+        // SAFETY: each chunk of elements is visited by one thread only.
+        let out = unsafe { self.out.slice(start, len) };
+        let (theta, sigma) = (self.theta, self.sigma);
+        let mut cache = GroupCache::new();
+        // The element of theta under the next output.
+        let mut i = start % theta.len();
+        for (p, piece) in out.chunks_mut(PIECE).enumerate() {
+            fill_strided(
+                self.kind,
+                &self.stream,
+                (start + p * PIECE) as u64,
+                1,
+                piece,
+                &mut cache,
+            );
+            // Runs of the piece under contiguous elements of theta.
+            let mut rest = piece;
+            while !rest.is_empty() {
+                let run = rest.len().min(theta.len() - i);
+                let (now, later) = rest.split_at_mut(run);
+                for (v, &t) in now.iter_mut().zip(&theta[i..i + run]) {
+                    *v = t + *v * sigma;
+                }
+                i = if i + run == theta.len() { 0 } else { i + run };
+                rest = later;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Fills `out`, a whole number of copies of `theta` long, with `theta`
+/// perturbed by `sigma` times the noise of `stream`: `out[j] = theta[j %
+/// theta.len()] + sigma * z_j`, `z_j` element `j` of the noise [`noise`]
+/// draws (the product rounded, then the sum: the values of drawing the
+/// noise, scaling it and adding theta as three operations). One pass over
+/// `out`: each piece of noise is scaled and added while in the cache.
+pub fn perturb<T: Real>(
+    kind: Noise,
+    stream: Stream,
+    theta: &[T],
+    sigma: T,
+    out: &mut [T],
+) -> Result<(), KernelError> {
+    let n = out.len();
+    if theta.is_empty() || !n.is_multiple_of(theta.len()) {
+        return Err(KernelError::Shape {
+            what: "out",
+            expected: theta.len() * n.div_ceil(theta.len().max(1)),
+            got: n,
+        });
+    }
+    prefer_huge_pages(out);
+    let kernel = PerturbKernel {
+        kind,
+        stream,
+        theta,
+        sigma,
+        n,
+        out: SharedMut::new(out),
+    };
+    run_rows(&chunks(n), &kernel)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -207,6 +286,35 @@ mod tests {
         for (t, &g) in strided.iter().enumerate() {
             assert_eq!(g, out[5 + 7 * t]);
         }
+    }
+
+    #[test]
+    fn perturb_adds_theta_to_the_scaled_noise_of_every_element() {
+        let s = Stream::new(5, 2);
+        // 3 copies of a theta whose length does not divide the pieces or chunks.
+        let theta: Vec<f64> = (0..40_009).map(|i| (i % 17) as f64 - 8.5).collect();
+        let mut z = vec![0f64; 3 * theta.len()];
+        noise(Noise::Gumbel, s, &mut z).unwrap();
+        for sigma in [1.0, 0.3] {
+            let mut out = vec![0f64; z.len()];
+            perturb(Noise::Gumbel, s, &theta, sigma, &mut out).unwrap();
+            for (j, (&o, &g)) in out.iter().zip(&z).enumerate() {
+                assert_eq!(o.to_bits(), (theta[j % theta.len()] + g * sigma).to_bits());
+            }
+        }
+        let mut out = vec![0f32; 7];
+        perturb(Noise::Uniform, s, &[0.5f32; 1], 2.0, &mut out).unwrap();
+        for (j, &o) in out.iter().enumerate() {
+            assert_eq!(o, 0.5 + f32::uniform(&s, j as u64) * 2.0);
+        }
+        assert_eq!(
+            perturb(Noise::Gumbel, s, &[0.0f32; 3], 1.0, &mut [0.0; 7]),
+            Err(KernelError::Shape {
+                what: "out",
+                expected: 9,
+                got: 7
+            })
+        );
     }
 
     #[test]

@@ -26,15 +26,20 @@
 //!   improved (cost -inf), so neighbours need no bounds checks: a settled
 //!   cell's 8 neighbours are three runs of three cells, read as three
 //!   vectors of four (AVX2) or one at a time, which compare the same. The
-//!   queue is a ring of buckets by cost, each a small heap ([`Queue`]).
+//!   queue is a ring of buckets by cost, each its least key and a heap of
+//!   the others ([`Queue`]).
 //!   One thread's buffers (costs, labels and queue: about `(h + 2)(w + 2)`
-//!   cells) serve every grid it solves; each grid is solved by one thread,
-//!   so results do not depend on the number of threads.
+//!   cells) serve every grid it solves, and are kept for its next range or
+//!   call while grids are small; each grid is solved by one thread, so
+//!   results do not depend on the number of threads.
 
 use crate::kernels::{check_len, KernelError, SharedMut};
 use crate::math::Real;
+use crate::memory::prefer_huge_pages;
 use crate::{isa, parallel};
+use std::cell::Cell;
 use std::ops::Range;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 /// The largest cost solved as given: 2^960. A path's cost is at most 2^31
 /// times the largest, so below this no sum overflows. A grid with a larger
@@ -67,77 +72,120 @@ fn steps_of(key: u128) -> u32 {
     (key >> 32) as u32
 }
 
-/// Buckets of the queue: a ring of 128, one bit each in a `u128`.
-const SLOTS: usize = 128;
+/// Buckets of the queue: a ring of 512, one bit each in eight words.
+const SLOTS: usize = 512;
+
+/// The words of the queue's bits.
+const WORDS: usize = SLOTS / 64;
 
 /// The queue of Dijkstra's keys (distinct, none pushed below the last one
-/// popped): a ring of `SLOTS` buckets by cost, each a binary heap of its
-/// keys. Bucket `floor(cost * scale)` holds the keys of that cost; with
-/// `scale = (SLOTS - 4) / c`, `c` the largest cost of the grid, every key
-/// waiting lies within `c` of the last one popped (it is a settled cell's
-/// cost plus a cell's), so they span fewer than `SLOTS` buckets and no two
-/// buckets share a slot. The index is monotone in the cost, so keys leave
-/// in exactly the order of a single heap; but the heaps hold a key or two
-/// each instead of the whole frontier, and a pop finds the next bucket by
-/// a bit scan. With every cost 0 (or `scale` not finite) every key goes to
+/// popped): a ring of `SLOTS` buckets by cost. Bucket `floor(cost * scale)`
+/// holds the keys of that cost; with `scale = (SLOTS - 4) / c`, `c` the
+/// largest cost of the grid, every key waiting lies within `c` of the last
+/// one popped (it is a settled cell's cost plus a cell's), so they span
+/// fewer than `SLOTS` buckets and no two buckets share a slot. The index is
+/// monotone in the cost, so keys leave in exactly the order of a single
+/// heap. But a bucket holds no key or one most of the time (the frontier is
+/// spread over 508 buckets): a slot keeps its least key inline, and only
+/// the others in a binary heap of its own, so most pushes and pops neither
+/// compare keys nor touch a heap, and a pop finds the next bucket by a bit
+/// scan. With every cost 0 (or `scale` not finite) every key goes to
 /// bucket 0: one heap.
 struct Queue {
     scale: f64,
-    heaps: Box<[Vec<u128>; SLOTS]>,
-    /// Bit `s` set when slot `s` holds keys.
-    full: u128,
+    /// The least key of each full slot.
+    first: Box<[u128; SLOTS]>,
+    /// The other keys of each slot: a binary min-heap, empty while the
+    /// slot holds one key.
+    more: Box<[Vec<u128>; SLOTS]>,
+    /// Bit `s % 64` of word `s / 64` set when slot `s` holds keys.
+    full: [u64; WORDS],
     /// The slot of the last key popped.
-    last: u32,
+    last: usize,
 }
 
 impl Queue {
     fn new() -> Self {
         Queue {
             scale: 0.0,
-            heaps: Box::new(std::array::from_fn(|_| Vec::new())),
-            full: 0,
+            first: Box::new([0; SLOTS]),
+            more: Box::new(std::array::from_fn(|_| Vec::new())),
+            full: [0; WORDS],
             last: 0,
         }
     }
 
     /// Empties the queue for a grid whose largest cost is `top`.
     fn reset(&mut self, top: f64) {
-        while self.full != 0 {
-            self.heaps[self.full.trailing_zeros() as usize].clear();
-            self.full &= self.full - 1;
+        for (w, word) in self.full.iter_mut().enumerate() {
+            while *word != 0 {
+                self.more[w * 64 + word.trailing_zeros() as usize].clear();
+                *word &= *word - 1;
+            }
         }
         let scale = (SLOTS - 4) as f64 / top;
         self.scale = if scale.is_finite() { scale } else { 0.0 };
         self.last = 0;
     }
 
-    /// The slot of a key: its bucket `floor(cost * scale)` (at most `2^39`:
+    /// The slot of a key: its bucket `floor(cost * scale)` (below `2^41`:
     /// a cost is at most `2^31` times the largest) modulo `SLOTS`. Through
-    /// i64, a single instruction (the value is non-negative and in range).
+    /// i64 without the saturating cast's checks, a single instruction (the
+    /// value is non-negative and in range).
     #[inline(always)]
-    fn slot(&self, key: u128) -> u32 {
-        ((cost_of(key) * self.scale) as i64 as usize % SLOTS) as u32
+    fn slot(&self, key: u128) -> usize {
+        let bucket = cost_of(key) * self.scale;
+        debug_assert!((0.0..=(1u64 << 42) as f64).contains(&bucket));
+        // SAFETY: the bucket is a finite number in [0, 2^42) (above).
+        unsafe { bucket.to_int_unchecked::<i64>() as usize % SLOTS }
     }
 
     #[inline(always)]
     fn push(&mut self, key: u128) {
         let s = self.slot(key);
-        self.full |= 1 << s;
-        heap_push(&mut self.heaps[s as usize], key);
+        let (word, bit) = (&mut self.full[s / 64], 1u64 << (s % 64));
+        if *word & bit == 0 {
+            *word |= bit;
+            self.first[s] = key;
+        } else {
+            let other = self.first[s];
+            let (least, rest) = if key < other {
+                (key, other)
+            } else {
+                (other, key)
+            };
+            self.first[s] = least;
+            heap_push(&mut self.more[s], rest);
+        }
+    }
+
+    /// The first full slot from the last key's on, around the ring.
+    #[inline(always)]
+    fn next(&self) -> Option<usize> {
+        let (w0, b0) = (self.last / 64, self.last % 64);
+        let here = self.full[w0] & (u64::MAX << b0);
+        if here != 0 {
+            return Some(w0 * 64 + here.trailing_zeros() as usize);
+        }
+        for k in 1..WORDS {
+            let w = (w0 + k) % WORDS;
+            if self.full[w] != 0 {
+                return Some(w * 64 + self.full[w].trailing_zeros() as usize);
+            }
+        }
+        let before = self.full[w0] & !(u64::MAX << b0);
+        (before != 0).then(|| w0 * 64 + before.trailing_zeros() as usize)
     }
 
     #[inline(always)]
     fn pop(&mut self) -> Option<u128> {
-        // The first full slot from the last key's on, around the ring.
-        let ahead = self.full.rotate_right(self.last);
-        if ahead == 0 {
-            return None;
-        }
-        let s = (self.last + ahead.trailing_zeros()) % SLOTS as u32;
-        let heap = &mut self.heaps[s as usize];
-        let key = heap_pop(heap);
-        if heap.is_empty() {
-            self.full &= !(1 << s);
+        let s = self.next()?;
+        let key = self.first[s];
+        let more = &mut self.more[s];
+        if more.is_empty() {
+            self.full[s / 64] &= !(1u64 << (s % 64));
+        } else {
+            self.first[s] = heap_pop(more);
         }
         self.last = s;
         Some(key)
@@ -445,22 +493,45 @@ struct Grids<'a, T> {
     out: SharedMut<T>,
 }
 
+/// Grids of at most this many cells, with their border, leave their
+/// thread's buffers (about 20 bytes a cell) for the next range or call.
+const KEPT_CELLS: usize = 1 << 16;
+
+thread_local! {
+    /// The buffers this thread last solved small grids with: a call cuts
+    /// its batch into several ranges per thread, and a training loop
+    /// solves grids of one shape call after call, so reusing them saves
+    /// allocating and first touching the arrays and the queue's buckets
+    /// each time.
+    static KEPT: Cell<Option<Solver>> = const { Cell::new(None) };
+}
+
 impl<T: Real> Grids<'_, T> {
     /// Solves the grids of `range` with one set of buffers; the first bad
     /// cost ends the range (every later one is at a later position).
     #[inline(always)]
     fn solve(&self, range: Range<usize>, level: isa::Level) -> Result<(), KernelError> {
         let size = self.h * self.w;
-        let mut solver = Solver::new(self.h, self.w);
+        let mut solver = match KEPT.take() {
+            Some(s) if (s.h, s.w) == (self.h, self.w) => s,
+            _ => Solver::new(self.h, self.w),
+        };
+        let mut result = Ok(());
         for b in range {
-            solver.load(&self.costs[b * size..(b + 1) * size], b * size)?;
+            result = solver.load(&self.costs[b * size..(b + 1) * size], b * size);
+            if result.is_err() {
+                break;
+            }
             let target = solver.search(level);
             // SAFETY: grid `b` belongs to this range alone, so no other
             // thread touches its outputs.
             let out = unsafe { self.out.slice(b * size, size) };
             solver.trace(target, out);
         }
-        Ok(())
+        if solver.dist.len() <= KEPT_CELLS {
+            KEPT.set(Some(solver));
+        }
+        result
     }
 }
 
@@ -524,6 +595,8 @@ fn shortest_path_grid_at<T: Real>(
     if cells >= 1 << 31 {
         return Err(KernelError::GridTooLarge { cells });
     }
+    // The paths of perturbed stacked samples fill MBs fresh.
+    prefer_huge_pages(out);
     let grids = Grids {
         costs,
         h,
@@ -533,7 +606,7 @@ fn shortest_path_grid_at<T: Real>(
     // A queue operation and three vector compares per cell: ~32 elements' work.
     let work = size.saturating_mul(32);
     let level = level.min(isa::detected());
-    parallel::map_ranges(batch, work, |range| match level {
+    let solve = |range: Range<usize>| match level {
         // SAFETY: `isa::detected` returns Avx512 only when the CPU has
         // AVX-512 F/BW/DQ/VL and FMA (detected at run time).
         #[cfg(target_arch = "x86_64")]
@@ -542,9 +615,45 @@ fn shortest_path_grid_at<T: Real>(
         #[cfg(target_arch = "x86_64")]
         isa::Level::Avx2 => unsafe { solve_avx2(&grids, range) },
         _ => grids.solve(range, isa::Level::Portable),
+    };
+    // The ranges of `map_ranges` only set how many threads run: each claims
+    // blocks of about `CLAIM` cells' grids until none is left, so the
+    // threads finish together whatever their start or speed. A bad grid
+    // ends its block; blocks past the first bad grid found are not
+    // claimed, and every block before it is (claims rise), so the least
+    // bad position found is the first of the batch.
+    let block = (CLAIM / size).max(1);
+    let (next, bad) = (AtomicUsize::new(0), AtomicUsize::new(usize::MAX));
+    parallel::map_ranges(batch, work, |_| {
+        let mut first = Ok(());
+        loop {
+            let start = next.fetch_add(block, Ordering::Relaxed);
+            if start >= batch || start > bad.load(Ordering::Relaxed) {
+                return first;
+            }
+            if let Err(e) = solve(start..(start + block).min(batch)) {
+                bad.fetch_min(position(&e) / size, Ordering::Relaxed);
+                first = first.and(Err(e));
+            }
+        }
     })
     .into_iter()
-    .collect()
+    .filter_map(Result::err)
+    .min_by_key(position)
+    .map_or(Ok(()), Err)
+}
+
+/// Cells of the grids a thread claims at a time (a grid at least).
+const CLAIM: usize = 1024;
+
+/// The position of a bad cost (`Grids::solve` reports no other error).
+fn position(e: &KernelError) -> usize {
+    match *e {
+        KernelError::NanWeight { index }
+        | KernelError::NegativeCost { index }
+        | KernelError::InfiniteWeight { index } => index,
+        _ => unreachable!("a grid's error is a bad cost"),
+    }
 }
 
 #[cfg(test)]
@@ -633,6 +742,83 @@ mod tests {
                 let got: Vec<u8> = o64.iter().map(|&x| x as u8).collect();
                 assert_eq!(got, want, "{a:?} {h}x{w} {level:?}");
                 assert!(o32.iter().zip(&o64).all(|(&x, &y)| f64::from(x) == y));
+            }
+        }
+    }
+
+    /// The documented path of a float grid (costs below 2^960) by a plain
+    /// Dijkstra over a binary heap of labels (cost, steps, cell): the
+    /// reference for the bucket queue, where sums round.
+    fn reference_float(c: &[f64], h: usize, w: usize) -> Vec<u8> {
+        use std::cmp::Reverse;
+        use std::collections::BinaryHeap;
+        let mut dist = vec![f64::INFINITY; h * w];
+        let mut steps = vec![u32::MAX; h * w];
+        let mut heap = BinaryHeap::new();
+        dist[0] = c[0] + 0.0;
+        steps[0] = 0;
+        heap.push(Reverse((dist[0].to_bits(), 0u32, 0usize)));
+        while let Some(Reverse((bits, s, v))) = heap.pop() {
+            if bits != dist[v].to_bits() || s != steps[v] {
+                continue;
+            }
+            if v == h * w - 1 {
+                break;
+            }
+            for u in neighbours(v, h, w) {
+                let new = f64::from_bits(bits) + (c[u] + 0.0);
+                if new < dist[u] || (new == dist[u] && s + 1 < steps[u]) {
+                    dist[u] = new;
+                    steps[u] = s + 1;
+                    heap.push(Reverse((new.to_bits(), s + 1, u)));
+                }
+            }
+        }
+        let mut path = vec![0; h * w];
+        let mut v = h * w - 1;
+        path[v] = 1;
+        while v != 0 {
+            let (d, s) = (dist[v], steps[v]);
+            v = neighbours(v, h, w)
+                .into_iter()
+                .find(|&u| steps[u] == s - 1 && (dist[u] + (c[v] + 0.0)).to_bits() == d.to_bits())
+                .unwrap();
+            path[v] = 1;
+        }
+        path
+    }
+
+    #[test]
+    fn float_grids_get_the_path_of_a_plain_heap_dijkstra() {
+        // Sums that round (tenths, mixed magnitudes), many zeros, and a few
+        // large costs that crowd the others into the first buckets.
+        let mut rng = Rng(0x51);
+        for trial in 0..400 {
+            let (h, w) = (1 + rng.below(40) as usize, 1 + rng.below(40) as usize);
+            let c: Vec<f64> = (0..h * w)
+                .map(|_| {
+                    let x = rng.below(1 << 20) as f64 / (1 << 20) as f64;
+                    match trial % 5 {
+                        0 => x,
+                        1 => (x * 30.0).floor() * 0.1,
+                        2 => (x - 0.6).max(0.0),
+                        3 => x * 10f64.powi(rng.below(12) as i32 - 6),
+                        _ => {
+                            if rng.below(50) == 0 {
+                                1e6 * x
+                            } else {
+                                x
+                            }
+                        }
+                    }
+                })
+                .collect();
+            let want = reference_float(&c, h, w);
+            for level in LEVELS {
+                let mut out = vec![9.0; h * w];
+                shortest_path_grid_at(level, &c, 1, h, w, &mut out).unwrap();
+                let got: Vec<u8> = out.iter().map(|&x| x as u8).collect();
+                assert_eq!(got, want, "trial {trial} {h}x{w} {level:?}");
             }
         }
     }
@@ -729,6 +915,33 @@ mod tests {
             shortest_path_grid(&c32, 1, 1, 2, &mut [0.0; 2]),
             Err(KernelError::NegativeCost { index: 1 })
         );
+    }
+
+    #[test]
+    fn the_first_bad_cost_wins_whichever_thread_claims_it() {
+        let (batch, h, w) = (400, 9, 7);
+        let size = h * w;
+        let mut rng = Rng(11);
+        for threads in [1, 2, 3] {
+            parallel::set_num_threads(threads);
+            for _ in 0..20 {
+                let mut c = vec![1.0f64; batch * size];
+                let picks: Vec<usize> = (0..1 + rng.below(4))
+                    .map(|_| rng.below((batch * size) as u64) as usize)
+                    .collect();
+                for (k, &p) in picks.iter().enumerate() {
+                    c[p] = [f64::NAN, -1.0, f64::INFINITY][k % 3];
+                }
+                let first = *picks.iter().min().unwrap();
+                let got = shortest_path_grid(&c, batch, h, w, &mut vec![0.0; batch * size]);
+                assert_eq!(
+                    got.map_err(|e| position(&e)),
+                    Err(first),
+                    "{threads} threads"
+                );
+            }
+        }
+        parallel::set_num_threads(0);
     }
 
     #[test]

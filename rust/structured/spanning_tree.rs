@@ -30,6 +30,7 @@
 use crate::kernels::noise::{fill_strided, Noise};
 use crate::kernels::{check_len, KernelError, SharedMut};
 use crate::math::{GroupCache, Real};
+use crate::memory::prefer_huge_pages;
 use crate::rng::Stream;
 use crate::{isa, parallel};
 use std::ops::Range;
@@ -263,6 +264,8 @@ fn run<T: Real>(
     if n == 0 {
         return Ok(());
     }
+    // The trees of perturbed stacked samples fill tens of MB fresh.
+    prefer_huge_pages(out);
     let graphs = Graphs {
         weights,
         n,

@@ -47,7 +47,10 @@ def _grid(fn: str, costs: object) -> torch.Tensor:
 
 
 def _costs(fn: str, c: torch.Tensor) -> None:
-    """No cost negative or NaN (one vectorised pass; +inf is the kernel's to find)."""
+    """No cost negative or NaN: the first of them, in row-major order, is an
+    error. Run only after the kernel found a bad cost (it reports the first
+    negative, NaN or +inf one, negative and NaN costs under one fault kind),
+    so that negative and NaN costs are named before any +inf, by value."""
     if not bool(c.ge(0).all()):
         at = (~c.ge(0)).nonzero()[0].tolist()
         raise ValueError(f"{fn}: costs{_at(at)} is {_value(c[tuple(at)].item())}; {COSTS_RULE}")
@@ -119,9 +122,10 @@ def shortest_path_grid(costs: torch.Tensor) -> torch.Tensor:
       sum overflows (exact but for costs below 2**-958). float16 and
       bfloat16 costs are solved as their float32 values.
     - Bad input: a negative, NaN or +inf cost is an error naming the first
-      (negative and NaN costs are found first, in one vectorised pass); so
-      are integer dtypes (convert with ``costs.double()``) and grids without
-      cells.
+      (negative and NaN costs before +inf ones; the kernel finds them as it
+      reads the costs, and only then are they looked for again to name the
+      right one); so are integer dtypes (convert with ``costs.double()``)
+      and grids without cells.
     - No gradient (the path is piecewise constant in the costs): costs that
       require grad are read detached; :func:`gumbelrs.structured.perturbed`
       and ``blackbox`` make it differentiable. The costs are never written.
@@ -132,11 +136,17 @@ def shortest_path_grid(costs: torch.Tensor) -> torch.Tensor:
     fn = "shortest_path_grid"
     c = _grid(fn, costs)
     solver = _dispatch.solver(c.device)
+    try:
+        path = solver.shortest_path_grid(fn, c)
+    except ValueError as e:
+        bad = e
+    else:
+        return path.to(c.dtype)
     _costs(fn, c)
-    return solver.shortest_path_grid(fn, c).to(c.dtype)
+    raise bad
 
 
-def spanning_tree(weights: torch.Tensor) -> torch.Tensor:
+def spanning_tree(weights: torch.Tensor, *, upper: bool = False) -> torch.Tensor:
     """The maximum-weight spanning tree of each graph of ``weights``
     (``(*batch, n, n)``, symmetric, ``weights[..., i, j]`` the weight of edge
     ``(i, j)``; the diagonal is ignored and a ``-inf`` weight forbids its
@@ -145,6 +155,14 @@ def spanning_tree(weights: torch.Tensor) -> torch.Tensor:
     all spanning trees (that of ``scipy.sparse.csgraph.minimum_spanning_tree``
     on the negated weights). A Rust kernel, batched and parallel across the
     batch.
+
+    - ``upper=True`` reads edge ``(i, j)``, ``i < j``, from
+      ``weights[..., i, j]`` alone: the lower triangle is ignored like the
+      diagonal, need not be symmetric and is not checked (no pass over the
+      weights before the kernel). The tree is that of the upper triangle
+      mirrored, ``spanning_tree(u + u.mT)`` for ``u = weights.triu(1)``,
+      without building it: the way to solve weights perturbed entry by
+      entry, e.g. ``perturbed(lambda x: spanning_tree(x, upper=True))``.
 
     - Ties between equal weights: of two edges ``(i, j)``, ``i < j``, of equal
       weight, the one that comes first in row-major order counts as the
@@ -157,10 +175,12 @@ def spanning_tree(weights: torch.Tensor) -> torch.Tensor:
     - Bad input: NaN and +inf weights off the diagonal, and matrices that are
       not symmetric off the diagonal (exact equality), are errors naming the
       first (NaN first, then asymmetry: found by one vectorised pass over
-      the weights; +inf by the kernel); so is a graph that its -inf edges
-      leave disconnected (no spanning tree), named by its batch index, and
-      ``n = 0``. ``n = 1`` gives the empty tree (a single 0). float16 and
-      bfloat16 weights are solved as their float32 values.
+      the weights; +inf by the kernel); with ``upper=True``, the first NaN
+      or +inf of the upper triangles, by position (found by the kernel). So
+      is a graph that its -inf edges leave disconnected (no spanning tree),
+      named by its batch index, and ``n = 0``. ``n = 1`` gives the empty
+      tree (a single 0). float16 and bfloat16 weights are solved as their
+      float32 values.
     - No gradient: weights that require grad are read detached;
       :func:`gumbelrs.structured.relaxed_spanning_tree` relaxes the tree. The
       weights are never written.
@@ -171,7 +191,8 @@ def spanning_tree(weights: torch.Tensor) -> torch.Tensor:
     fn = "spanning_tree"
     w = _square(fn, weights)
     solver = _dispatch.solver(w.device)
-    _symmetric(fn, w)
+    if not _validate.flag(fn, "upper", upper):
+        _symmetric(fn, w)
     return solver.spanning_tree(fn, w, None).to(w.dtype)
 
 

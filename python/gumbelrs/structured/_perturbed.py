@@ -9,7 +9,7 @@ from collections.abc import Callable
 import torch
 from torch.autograd.function import once_differentiable
 
-from .. import _ops, _validate
+from .. import _cpu, _ops, _validate
 from .._generator import Generator
 
 #: The noise distributions :func:`perturbed` and :func:`fenchel_young_loss` know.
@@ -71,6 +71,22 @@ def _draw(kind: str, shape: list[int], dtype: torch.dtype, device: torch.device,
     return torch.special.ndtri(u, out=u)
 
 
+def _perturb(kind: str, theta: torch.Tensor, n_samples: int, sigma: float,
+             stream: _ops.Stream) -> torch.Tensor:
+    """``theta + sigma z`` for ``n_samples`` draws ``z`` of standard noise of
+    ``kind`` (:func:`_draw` of ``(n_samples, *theta.shape)``), ``(n_samples,
+    *theta.shape)``: sample ``s`` of element ``i`` at ``[s, i]``; ``theta`` in
+    the compute dtype. The sum of ``theta`` and the rounded product ``sigma
+    z``, elementwise. Gumbel noise on the CPU is one kernel call that draws,
+    scales and adds in one pass over the output; otherwise three torch
+    passes."""
+    if (kind == "gumbel" and theta.device.type == "cpu" and theta.numel() > 0
+            and isinstance(stream, tuple) and not _ops._transformed()):
+        return _cpu.perturb(kind, theta, n_samples, sigma, *stream)
+    x = _draw(kind, [n_samples, *theta.shape], theta.dtype, theta.device, stream)
+    return x.mul_(sigma).add_(theta)
+
+
 def _score(kind: str, z: torch.Tensor) -> torch.Tensor:
     """``nu'(z)``, the derivative of the noise's negative log-density
     ``nu(z) = z + exp(-z)`` (Gumbel) or ``z**2 / 2`` (normal), in place."""
@@ -86,8 +102,8 @@ def _samples(fn: str, solver: Solver, theta: torch.Tensor, n_samples: int, sigma
     ``(n_samples * batch, *shape)``."""
     compute = _validate.compute_dtype(theta.dtype)
     shape = [n_samples, *theta.shape]
-    x = _draw(kind, shape, compute, theta.device, stream)  # (S, B, *shape)
-    x.mul_(sigma).add_(theta.detach())  # theta + sigma z, sample s of instance b at x[s, b]
+    # theta + sigma z, (S, B, *shape): sample s of instance b at x[s, b]
+    x = _perturb(kind, theta.detach().to(compute), n_samples, sigma, stream)
     flat = x.view(n_samples * theta.shape[0], *theta.shape[1:]).to(theta.dtype)
     return x, _solve(fn, solver, flat, compute).view(shape)
 
@@ -198,10 +214,13 @@ def perturbed(
     - With Gumbel noise and the argmax one-hot solver, ``y_eps(theta) =
       softmax(theta / sigma)`` exactly.
     - Every entry of theta gets its own noise: a solver whose input must
-      have structure imposes it itself, e.g. ``lambda x: spanning_tree(
-      x.triu(1) + x.triu(1).mT)`` (symmetric weights) or ``lambda x:
-      shortest_path_grid((-x).clamp_min(0))`` (perturbed costs can be
-      negative).
+      have structure imposes it itself, e.g. ``lambda x: spanning_tree(x,
+      upper=True)`` (the tree of the upper triangle: symmetric weights
+      without a symmetrising pass) or ``lambda x: shortest_path_grid(
+      (-x).clamp_min(0))`` (perturbed costs can be negative).
+    - Cost: Gumbel noise on the CPU is drawn, scaled and added to theta in
+      one kernel pass into the stacked ``(n_samples, *theta.shape)`` input;
+      the mean of the solutions is one reduction.
     - Memory: autograd keeps the samples' solutions ``(n_samples,
       *theta.shape)`` in the compute dtype; the backward redraws the noise
       from the call's stream instead of keeping it.
