@@ -116,6 +116,30 @@ def mean_std(values: Sequence[float]) -> tuple[float, float]:
     return m, s
 
 
+def seed_cell(runs: Sequence[dict], *keys: str, digits: int = 3) -> str:
+    """A table cell ``mean ± sd`` over the runs (seeds) of ``run[key][key2]...``;
+    the mean alone for one run."""
+    values = []
+    for run in runs:
+        for key in keys:
+            run = run[key]
+        values.append(run)
+    m, s = mean_std(values)
+    return f"{m:.{digits}f} ± {s:.{digits}f}" if len(runs) > 1 else f"{m:.{digits}f}"
+
+
+def seed_summary(runs: Sequence[dict]) -> dict:
+    """Mean and sd over the runs (seeds) of every float a run reports (as ``key``
+    and ``key_std``), and the same within each of its dict values."""
+    out: dict = {}
+    for key, v in runs[0].items():
+        if isinstance(v, float):
+            out[key], out[f"{key}_std"] = mean_std([r[key] for r in runs])
+        elif isinstance(v, dict):
+            out[key] = seed_summary([r[key] for r in runs])
+    return out
+
+
 class CheckpointError(ValueError):
     """A checkpoint that cannot be read, or was written with another configuration."""
 
