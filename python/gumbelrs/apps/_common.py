@@ -212,8 +212,8 @@ class Checkpoint:
 
     def _save(self) -> None:
         """Writes the whole checkpoint to ``path`` (atomically), then deletes the
-        unit files it now holds."""
-        if self.path is None:
+        unit files it now holds; only rank 0 writes."""
+        if self.path is None or _dist.rank_world()[0] != 0:
             return
         self.path.parent.mkdir(parents=True, exist_ok=True)
         tmp = self.path.with_suffix(".tmp")
