@@ -172,8 +172,11 @@ def main(argv: list[str] | None = None) -> int:
 def _run(parser: argparse.ArgumentParser, args: argparse.Namespace, module: Any, config: Any,
          out: Path, rank: int) -> int:
     handler = _log_to(out / "logs", rank)
+    _dist.log.info("rank %d of %d started", rank, _dist.rank_world()[1])
     try:
-        return _report_run(parser, args, module, config, out, rank)
+        status = _report_run(parser, args, module, config, out, rank)
+        _dist.log.info("rank %d finished", rank)
+        return status
     finally:
         _dist.log.removeHandler(handler)
         handler.close()

@@ -265,13 +265,13 @@ class Checkpoint:
                 key, fn, args = units[i]
                 t0 = time.perf_counter()
                 value = fn(*args)
-                _dist.log.info("rank %d computed %s in %.2f s", rank, key,
-                               time.perf_counter() - t0)
                 if world == 1:
                     self.put(key, value)
                 else:
                     self._save_unit(key, value)
                     computed[key] = value
+                _dist.log.info("rank %d computed %s in %.2f s", rank, key,
+                               time.perf_counter() - t0)
                 bar.finished()
         finally:
             bar.close()
