@@ -5,6 +5,12 @@ the job-wide progress bar of :meth:`Checkpoint.map <gumbelrs.apps._common.Checkp
 ``gumbelrs run APP --nproc N`` is ``torchrun --standalone --nproc-per-node N -m
 gumbelrs run APP``: every worker runs the same command, so the code is the same
 under a user's own ``torchrun`` on several machines.
+
+Which parallelism each application uses: units of work over the ranks
+(:meth:`Checkpoint.map <gumbelrs.apps._common.Checkpoint.map>`) in kmeans,
+dropout, feature_selection, nas, paths, sorting and trees; data-parallel
+training (``DistributedDataParallel``) in vae. The other applications run
+their work on every rank alike, and rank 0 writes their report.
 """
 
 from __future__ import annotations

@@ -170,9 +170,9 @@ def train(model: CategoricalVAE, x: torch.Tensor, method: str, config: Config,
     In a ``torch.distributed`` job the ranks train one model together
     (``DistributedDataParallel``): each takes its share of the rows of every
     batch, and the gradients are averaged over the ranks. Batches and noise
-    are those of a single-process run (rank ``r`` uses rows ``r``-th share of
-    the same global batch and the same noise for them), so the runs differ
-    only by the summation order of the gradients."""
+    are those of a single-process run (each rank draws the same global batch
+    and the noise of its rows is the noise a single process draws for them),
+    so the runs differ only by the summation order of the gradients."""
     rank, world = _dist.rank_world()
     tau = schedules.ExponentialDecay(config.tau0, config.anneal_rate, config.tau_min,
                                      every=config.anneal_every)
