@@ -74,9 +74,11 @@ class AppResult:
 
 
 def progress(iterable: Iterable, total: int | None, desc: str, enabled: bool) -> Iterable:
-    """``iterable`` with a progress bar on stderr when ``enabled`` (never in a
-    job of several ranks: there rank 0 shows the job's bar, see :meth:`Checkpoint.map`)."""
-    if not enabled or _dist.rank_world()[1] > 1:
+    """``iterable`` with a progress bar on stderr when ``enabled``; in a job of
+    several ranks only on rank 0 and not within the units of a map (the job's
+    bar, see :meth:`Checkpoint.map`, counts those)."""
+    rank, world = _dist.rank_world()
+    if not enabled or rank or (world > 1 and _dist.mapping):
         return iterable
     tqdm = require("tqdm", "_common").tqdm
     return tqdm(iterable, total=total, desc=desc, leave=False, dynamic_ncols=True)
@@ -260,6 +262,7 @@ class Checkpoint:
         bar = _dist.JobBar(len(units), len(units) - len(pending), desc, show,
                            f"map{self._maps}")
         computed: dict[str, Any] = {}
+        _dist.mapping = True
         try:
             for i in pending[rank::world]:
                 key, fn, args = units[i]
@@ -274,6 +277,7 @@ class Checkpoint:
                                time.perf_counter() - t0)
                 bar.finished()
         finally:
+            _dist.mapping = False
             bar.close()
         if world > 1:
             if rank == 0:

@@ -32,6 +32,10 @@ log = logging.getLogger("gumbelrs.apps")
 # a rank that dies does not leave it waiting: the elastic agent stops the whole group.
 _TIMEOUT = datetime.timedelta(days=7)
 
+#: Whether this process is computing the units of a Checkpoint.map (their own bars stay off
+#: in a job of several ranks).
+mapping = False
+
 
 def rank_world() -> tuple[int, int]:
     """``(rank, world size)`` of the default process group; ``(0, 1)`` without one."""
