@@ -67,7 +67,12 @@ def join() -> None:
     torch.set_num_threads(threads)
     gumbelrs.set_num_threads(threads)
     if int(os.environ["WORLD_SIZE"]) > 1:
-        dist.init_process_group("gloo", timeout=_TIMEOUT)
+        store, rank, world = next(dist.rendezvous("env://", timeout=_TIMEOUT))
+        # A restarted group may meet in the store of the one before (the elastic agent's):
+        # without a prefix per attempt, gloo can read the address of a killed rank.
+        attempt = os.environ.get("TORCHELASTIC_RESTART_COUNT", "0")
+        dist.init_process_group("gloo", store=dist.PrefixStore(f"gumbelrs/{attempt}", store),
+                                rank=rank, world_size=world, timeout=_TIMEOUT)
 
 
 def leave() -> None:
