@@ -56,13 +56,13 @@ wheel: | $(PY)
 # a path entry (not its .pth files, so the editable source tree stays out of
 # reach), run from a copy of the tests outside the checkout.
 WHEEL_ENV := target/wheel-env
-# Every test but the applications' and the command line's (they run the same
-# library calls through the apps, for minutes) and the documentation's (it
-# builds docs/ from the source tree): the ops, kernels, RNG,
-# distributions, estimators, layers, structures, stubs, CUDA emulation and
+# Every test but the applications', the command line's and the distributed
+# runs (they run the same library calls through the apps, for minutes) and the
+# documentation's (it builds docs/ from the source tree): the ops, kernels,
+# RNG, distributions, estimators, layers, structures, stubs, CUDA emulation and
 # the README's examples.
 WHEEL_TESTS := tests --ignore=tests/test_cli.py --ignore-glob='tests/test_apps_*' \
-               --ignore=tests/test_docs.py
+               --ignore=tests/test_distributed.py --ignore=tests/test_docs.py
 test-wheel: wheel build
 	rm -rf $(WHEEL_ENV) target/wheel-test
 	$(PY) -m venv --without-pip $(WHEEL_ENV)

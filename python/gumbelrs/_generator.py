@@ -115,6 +115,34 @@ class Generator:
         seed, offset = self._advance()
         return [Generator(s) for s in _core.fork_seeds(seed, offset, n)]
 
+    @classmethod
+    def for_rank(cls, seed: int, group=None) -> Generator:
+        """This process's stream in a ``torch.distributed`` job:
+        ``Generator(seed).fork(world_size)[rank]`` of ``group`` (default: the
+        default process group; rank 0 of 1 when there is none).
+
+        The ranks' streams are independent (their seeds, the Philox keys, are
+        distinct fork words), and child ``r`` of a fork does not depend on the
+        number of children, so a rank's stream is the same for any world size.
+        It does not touch torch's default generator, from which ops called with
+        ``generator=None`` draw: torchrun seeds no rank differently, so after
+        the same ``torch.manual_seed`` every rank draws the *same* noise there
+        (what data-parallel replicas may want); pass ``Generator.for_rank(seed)``
+        for noise that differs between ranks::
+
+            g = gumbelrs.Generator.for_rank(1234)
+            y = gumbelrs.gumbel_softmax(logits, 0.5, generator=g)
+        """
+        import torch.distributed as dist
+
+        if dist.is_available() and dist.is_initialized():
+            rank, world = dist.get_rank(group), dist.get_world_size(group)
+            if rank < 0:
+                raise ValueError("Generator.for_rank: this process is not a member of group")
+        else:
+            rank, world = 0, 1
+        return cls(seed).fork(world)[rank]
+
     def _advance(self) -> tuple[int, int]:
         """Returns ``(seed, offset)`` for one call and advances the offset."""
         with self._lock:

@@ -7,13 +7,17 @@ import argparse
 import dataclasses
 import importlib
 import json
+import logging
+import os
+import shutil
 import sys
 import time
 import typing
+from pathlib import Path
 from typing import Any
 
 from .. import _args
-from . import APPS, _report
+from . import APPS, _dist, _report
 from ._common import CheckpointError
 
 
@@ -81,37 +85,113 @@ def make_config(app: str, config_cls: type, loaded: dict[str, Any], options: lis
         raise ConfigError(f"gumbelrs run {e}") from e
 
 
+def _log_to(folder: Path, rank: int) -> logging.Handler:
+    """Sends the ``gumbelrs.apps`` log (which rank computed which unit) to
+    ``folder/rank{rank}.log``, appended to across restarts."""
+    folder.mkdir(parents=True, exist_ok=True)
+    handler = logging.FileHandler(folder / f"rank{rank}.log")
+    restart = os.environ.get("TORCHELASTIC_RESTART_COUNT", "0")
+    handler.setFormatter(logging.Formatter(
+        f"%(asctime)s pid {os.getpid()} restart {restart}: %(message)s"))
+    _dist.log.addHandler(handler)
+    _dist.log.setLevel(logging.INFO)
+    return handler
+
+
+def _fresh(checkpoint: Path) -> None:
+    checkpoint.unlink(missing_ok=True)
+    shutil.rmtree(checkpoint.with_name(checkpoint.name + ".units"), ignore_errors=True)
+
+
 def main(argv: list[str] | None = None) -> int:
+    launched = _dist.launched()
+    rank = int(os.environ.get("RANK", "0")) if launched else 0
     parser = argparse.ArgumentParser(
-        prog="gumbelrs run",
+        prog=f"gumbelrs run (rank {rank})" if launched else "gumbelrs run",
         description="Run one application at full size. Options after the app name set "
                     "fields of its Config (--steps 500, --datasets iris,wine).")
     parser.add_argument("app", choices=APPS)
-    parser.add_argument("--config", type=_args.json_object, default={},
-                        help="JSON object of Config fields")
+    parser.add_argument("--config", help="JSON file of an object of Config fields")
     parser.add_argument("--out", type=_args.run_folder,
                         help="output folder (default: gumbelrs-runs/APP); the report goes to "
-                             "OUT/report, the checkpoint to OUT/checkpoint.pt")
+                             "OUT/report, the checkpoint to OUT/checkpoint.pt, the log of "
+                             "each rank to OUT/logs")
     parser.add_argument("--fresh", action="store_true",
                         help="ignore and replace an existing checkpoint")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
     parser.add_argument("--show-config", action="store_true",
                         help="print the configuration and exit")
+    parser.add_argument("--nproc", type=_args.int_in(1, 1024),
+                        help="run on N local worker processes (torch.distributed, gloo) "
+                             "started by torch's elastic launcher; the cores are shared "
+                             "between them")
+    parser.add_argument("--max-restarts", type=_args.int_in(0, 1000), default=0,
+                        help="with --nproc: restart the workers up to this many times when one "
+                             "fails; they resume from the checkpoint (default: 0)")
     args, rest = parser.parse_known_args(argv)
+    loaded = _args.default(parser, "--config", _args.json_object, args.config) \
+        if args.config is not None else {}
+    out = args.out or _args.default(parser, "--out", _args.run_folder,
+                                    f"gumbelrs-runs/{args.app}")
+    checkpoint = out / "checkpoint.pt"
+    if args.nproc is not None and not args.show_config:
+        if launched:
+            parser.error("--nproc starts the workers from a shell; under torchrun, give "
+                         "torchrun --nproc-per-node instead")
+        if args.fresh:
+            _fresh(checkpoint)
+        worker = [args.app, "--out", str(out.absolute()), *rest]
+        if args.config is not None:
+            worker += ["--config", str(Path(args.config).absolute())]
+        if args.no_progress:
+            worker.append("--no-progress")
+        return _dist.launch(args.nproc, args.max_restarts, worker)
     module = importlib.import_module(f"gumbelrs.apps.{args.app}")
     try:
-        config = make_config(args.app, module.Config, args.config, rest)
+        config = make_config(args.app, module.Config, loaded, rest)
     except ConfigError as e:
         parser.error(str(e).removeprefix("gumbelrs run "))
     if args.show_config:
         print(json.dumps(dataclasses.asdict(config), indent=2))
         return 0
-    out = args.out or _args.default(parser, "--out", _args.run_folder,
-                                    f"gumbelrs-runs/{args.app}")
+    if launched:
+        # Under torchrun a restarted group gets the same command: only its first start is fresh.
+        if args.fresh and rank == 0 and os.environ.get("TORCHELASTIC_RESTART_COUNT", "0") == "0":
+            _fresh(checkpoint)
+        _dist.join()
+        if args.fresh:
+            _dist.all_gather(None)  # the others start after rank 0 has deleted the checkpoint
+    elif args.fresh:
+        _fresh(checkpoint)
+    try:
+        return _run(parser, args, module, config, out, rank)
+    finally:
+        _dist.leave()
+
+
+def _run(parser: argparse.ArgumentParser, args: argparse.Namespace, module: Any, config: Any,
+         out: Path, rank: int) -> int:
+    handler = _log_to(out / "logs", rank)
+    _dist.log.info("rank %d of %d started", rank, _dist.rank_world()[1])
+    try:
+        status = _report_run(parser, args, module, config, out, rank)
+        _dist.log.info("rank %d finished", rank)
+        return status
+    finally:
+        _dist.log.removeHandler(handler)
+        handler.close()
+
+
+def _report_run(parser: argparse.ArgumentParser, args: argparse.Namespace, module: Any,
+                config: Any, out: Path, rank: int) -> int:
     checkpoint = out / "checkpoint.pt"
-    if args.fresh:
-        checkpoint.unlink(missing_ok=True)
-    elif checkpoint.exists():
+    if rank:  # the other ranks compute their share of the units; rank 0 writes the report
+        try:
+            module.run(config, None, False, checkpoint)
+        except CheckpointError as e:
+            parser.error(f"{e}; or pass --fresh to start over")
+        return 0
+    if checkpoint.exists():
         print(f"resuming from {checkpoint}", file=sys.stderr)
     t0 = time.perf_counter()
     with _report.staged(out / "report") as folder:

@@ -3,11 +3,15 @@ tables and the optional dependencies of the ``apps`` extra."""
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import hashlib
 import html
 import importlib
 import math
-from collections.abc import Iterable, Sequence
+import os
+import time
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +19,8 @@ import torch
 
 import gumbelrs
 from gumbelrs import _validate
+
+from . import _dist
 
 
 def require(module: str, app: str) -> Any:
@@ -68,8 +74,11 @@ class AppResult:
 
 
 def progress(iterable: Iterable, total: int | None, desc: str, enabled: bool) -> Iterable:
-    """``iterable`` with a progress bar on stderr when ``enabled``."""
-    if not enabled:
+    """``iterable`` with a progress bar on stderr when ``enabled``; in a job of
+    several ranks only on rank 0 and not within the units of a map (the job's
+    bar, see :meth:`Checkpoint.map`, counts those)."""
+    rank, world = _dist.rank_world()
+    if not enabled or rank or (world > 1 and _dist.mapping):
         return iterable
     tqdm = require("tqdm", "_common").tqdm
     return tqdm(iterable, total=total, desc=desc, leave=False, dynamic_ncols=True)
@@ -109,8 +118,37 @@ def mean_std(values: Sequence[float]) -> tuple[float, float]:
     return m, s
 
 
+def seed_cell(runs: Sequence[dict], *keys: str, digits: int = 3) -> str:
+    """A table cell ``mean ± sd`` over the runs (seeds) of ``run[key][key2]...``;
+    the mean alone for one run."""
+    values = []
+    for run in runs:
+        for key in keys:
+            run = run[key]
+        values.append(run)
+    m, s = mean_std(values)
+    return f"{m:.{digits}f} ± {s:.{digits}f}" if len(runs) > 1 else f"{m:.{digits}f}"
+
+
+def seed_summary(runs: Sequence[dict]) -> dict:
+    """Mean and sd over the runs (seeds) of every float a run reports (as ``key``
+    and ``key_std``), and the same within each of its dict values."""
+    out: dict = {}
+    for key, v in runs[0].items():
+        if isinstance(v, float):
+            out[key], out[f"{key}_std"] = mean_std([r[key] for r in runs])
+        elif isinstance(v, dict):
+            out[key] = seed_summary([r[key] for r in runs])
+    return out
+
+
 class CheckpointError(ValueError):
     """A checkpoint that cannot be read, or was written with another configuration."""
+
+
+#: A unit of work: its key in the checkpoint, a module-level function and its
+#: (picklable) arguments; the result must be picklable too.
+Unit = tuple[str, Callable[..., Any], tuple]
 
 
 class Checkpoint:
@@ -119,26 +157,47 @@ class Checkpoint:
 
     ``path=None`` keeps nothing. A file written with another ``config`` is an
     error, not a silent mix of two runs.
+
+    In a ``torch.distributed`` job (see :meth:`map`) every rank saves the units
+    it computed as one file each in the folder ``PATH.units/`` (a temporary file
+    renamed into place, so a killed rank leaves whole files or none, and ranks
+    never write the same file); rank 0 alone writes ``PATH``, which takes them
+    in at the end of each map.
     """
 
     def __init__(self, path: Path | None, config: Any) -> None:
         self.path = path
         self.config = dataclasses.asdict(config)
         self.done: dict[str, Any] = {}
-        if path is not None and path.exists():
-            try:
-                saved = torch.load(path, weights_only=False)
-                config, done = saved["config"], saved["done"]
-            except Exception as e:  # any unpickling failure means the same thing here
-                raise CheckpointError(
-                    f"checkpoint {path} cannot be read ({type(e).__name__}: {e}); delete it or "
-                    f"use another output folder") from e
-            if config != self.config:
-                raise CheckpointError(
-                    f"checkpoint {path} was written by a run with another configuration; "
-                    f"delete it or use another output folder (saved: {config})"
-                )
-            self.done = done
+        self._maps = 0
+        if path is None:
+            return
+        if path.exists():
+            self.done = self._read(path)["done"]
+        for file in sorted(self.units.glob("*.pt")) if self.units.is_dir() else ():
+            saved = self._read(file)
+            self.done.setdefault(saved["key"], saved["value"])
+
+    @property
+    def units(self) -> Path:
+        """The folder of the units saved one per file (by the ranks of a job)."""
+        assert self.path is not None
+        return self.path.with_name(self.path.name + ".units")
+
+    def _read(self, path: Path) -> dict:
+        try:
+            saved = torch.load(path, weights_only=False)
+            config = saved["config"]
+        except Exception as e:  # any unpickling failure means the same thing here
+            raise CheckpointError(
+                f"checkpoint {path} cannot be read ({type(e).__name__}: {e}); delete it or "
+                f"use another output folder") from e
+        if config != self.config:
+            raise CheckpointError(
+                f"checkpoint {path} was written by a run with another configuration; "
+                f"delete it or use another output folder (saved: {config})"
+            )
+        return saved
 
     def get(self, key: str) -> Any:
         return self.done.get(key)
@@ -150,12 +209,85 @@ class Checkpoint:
 
     def put(self, key: str, value: Any) -> Any:
         self.done[key] = value
-        if self.path is not None:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = self.path.with_suffix(".tmp")
-            torch.save({"config": self.config, "done": self.done}, tmp)
-            tmp.replace(self.path)
+        self._save()
         return value
+
+    def _save(self) -> None:
+        """Writes the whole checkpoint to ``path`` (atomically), then deletes the
+        unit files it now holds; only rank 0 writes."""
+        if self.path is None or _dist.rank_world()[0] != 0:
+            return
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self.path.with_suffix(".tmp")
+        torch.save({"config": self.config, "done": self.done}, tmp)
+        tmp.replace(self.path)
+        if self.units.is_dir():
+            for key in self.done:
+                self._unit_file(key).unlink(missing_ok=True)
+            with contextlib.suppress(OSError):  # not empty: units of a rank still running
+                self.units.rmdir()
+
+    def _unit_file(self, key: str) -> Path:
+        return self.units / f"{hashlib.sha256(key.encode()).hexdigest()[:32]}.pt"
+
+    def _save_unit(self, key: str, value: Any) -> None:
+        if self.path is None:
+            return
+        self.units.mkdir(parents=True, exist_ok=True)
+        file = self._unit_file(key)
+        tmp = file.with_name(f".{file.stem}.{os.getpid()}.tmp")
+        torch.save({"config": self.config, "key": key, "value": value}, tmp)
+        tmp.replace(file)
+
+    def map(self, units: Sequence[Unit], show: bool = False, desc: str = "units") -> list[Any]:
+        """The results of ``units`` (``(key, fn, args)``: ``fn(*args)``), in order:
+        saved ones read from the checkpoint, the others computed once each.
+
+        In a ``torch.distributed`` job (``gumbelrs run APP --nproc N``, torchrun)
+        the units not yet done in rank 0's checkpoint are dealt out in turn
+        (the ``i``-th to rank ``i % world_size``), each rank saves what it
+        computed, and every rank returns all the results. A unit draws only from
+        generators seeded from its arguments, so its result is bitwise the same
+        for any number of ranks. Rank 0 shows one progress bar for the job
+        (when ``show``); the log ``gumbelrs.apps`` says which rank computed
+        which unit."""
+        keys = [key for key, _, _ in units]
+        if len(set(keys)) != len(keys):
+            raise ValueError(f"Checkpoint.map: unit keys must be distinct, got {keys}")
+        rank, world = _dist.rank_world()
+        self._maps += 1
+        pending = [i for i, key in enumerate(keys) if key not in self.done]
+        if world > 1:
+            pending = _dist.broadcast(pending)  # rank 0's checkpoint decides what is left
+        bar = _dist.JobBar(len(units), len(units) - len(pending), desc, show,
+                           f"map{self._maps}")
+        computed: dict[str, Any] = {}
+        _dist.mapping = True
+        try:
+            for i in pending[rank::world]:
+                key, fn, args = units[i]
+                t0 = time.perf_counter()
+                value = fn(*args)
+                if world == 1:
+                    self.put(key, value)
+                else:
+                    self._save_unit(key, value)
+                    computed[key] = value
+                _dist.log.info("rank %d computed %s in %.2f s", rank, key,
+                               time.perf_counter() - t0)
+                bar.finished()
+        finally:
+            _dist.mapping = False
+            bar.close()
+        if world > 1:
+            if rank == 0:
+                left = set(pending)
+                computed.update((k, self.done[k]) for i, k in enumerate(keys) if i not in left)
+            for part in _dist.all_gather(computed):
+                self.done.update(part)
+            if rank == 0:
+                self._save()
+        return [self.done[key] for key in keys]
 
 
 def check_config(app: str, config: Any, *, counts: Sequence[str] = (),

@@ -39,7 +39,6 @@ from ._common import (
     Checkpoint,
     Table,
     check_config,
-    progress,
     pyplot,
     require,
     save_figure,
@@ -191,11 +190,9 @@ def run(config: Config | None = None, out: Path | None = None, show: bool = True
     config = config or Config()
     ckpt = Checkpoint(checkpoint, config)
     splits: dict[str, list[dict]] = {name: [] for name in config.datasets}
-    units = [(name, i) for name in config.datasets for i in range(config.splits)]
-    for name, index in progress(units, len(units), "dropout splits", show):
-        done = ckpt.get(f"{name}/{index}")
-        if done is None:
-            done = ckpt.put(f"{name}/{index}", split(config, name, index))
+    units = [(f"{name}/{i}", split, (config, name, i)) for name in config.datasets
+             for i in range(config.splits)]
+    for (_, _, (_, name, _)), done in zip(units, ckpt.map(units, show, "dropout splits")):
         splits[name].append(done)
     return _report(config, splits, out)
 

@@ -42,7 +42,6 @@ from ._common import (
     check_config,
     exponential_anneal,
     mean_std,
-    progress,
     pyplot,
     require,
     save_figure,
@@ -214,12 +213,9 @@ def run(config: Config | None = None, out: Path | None = None, show: bool = True
     config = config or Config()
     ckpt = Checkpoint(checkpoint, config)
     trials: dict[tuple[str, int], list[dict]] = {}
-    units = [(d, n, s) for d in config.datasets for n in config.n_train
-             for s in range(config.seeds)]
-    for name, n, s in progress(units, len(units), "feature selection", show):
-        done = ckpt.get(f"{name}/{n}/{s}")
-        if done is None:
-            done = ckpt.put(f"{name}/{n}/{s}", trial(name, n, config, config.seed + s))
+    units = [(f"{d}/{n}/{s}", trial, (d, n, config, config.seed + s)) for d in config.datasets
+             for n in config.n_train for s in range(config.seeds)]
+    for (_, _, (name, n, _, _)), done in zip(units, ckpt.map(units, show, "feature selection")):
         trials.setdefault((name, n), []).append(done)
     return _report(config, trials, out)
 

@@ -29,6 +29,7 @@ from ._common import (
     AppResult,
     Checkpoint,
     Table,
+    Unit,
     check_config,
     mean_std,
     progress,
@@ -117,29 +118,37 @@ def _scores(y: torch.Tensor, labels) -> tuple[float, float]:
             float(metrics.normalized_mutual_info_score(y, labels)))
 
 
+def seed_unit(name: str, config: Config, s: int) -> tuple[tuple[float, float], ...]:
+    """ARI and NMI of SoftKMeans and of scikit-learn's KMeans (k-means++, its
+    default single initialisation) on ``name`` with seed ``config.seed + s``."""
+    cluster = require("sklearn.cluster", "kmeans")
+    x, y = load(name)
+    k = int(y.max()) + 1
+    g = seeded(config.seed + s)
+    km = fit(x, k, config, g)
+    labels = cluster.KMeans(k, random_state=config.seed + s).fit(x.numpy()).labels_
+    return _scores(y, km.predict(x)), _scores(y, labels)
+
+
+def _seed_units(name: str, config: Config) -> list[Unit]:
+    return [(f"{name}/{s}", seed_unit, (name, config, s)) for s in range(config.seeds)]
+
+
+def _summary(runs: list[tuple[tuple[float, float], ...]]) -> dict[str, float]:
+    out = {}
+    for j, who in enumerate(("soft", "kmeans")):
+        for i, metric in enumerate(("ari", "nmi")):
+            out[f"{who}_{metric}"], out[f"{who}_{metric}_std"] = mean_std(
+                [r[j][i] for r in runs])
+    return out
+
+
 def compare(name: str, config: Config, show: bool = False,
             checkpoint: Checkpoint | None = None) -> dict[str, float]:
     """Mean ARI and NMI over ``config.seeds`` seeds of SoftKMeans and of
     scikit-learn's KMeans (k-means++, its default single initialisation)."""
-    cluster = require("sklearn.cluster", "kmeans")
     checkpoint = checkpoint or Checkpoint(None, config)
-    x, y = load(name)
-    k = int(y.max()) + 1
-    soft, ref = [], []
-    for s in progress(range(config.seeds), config.seeds, f"kmeans {name}", show):
-        done = checkpoint.get(f"{name}/{s}")
-        if done is None:
-            g = seeded(config.seed + s)
-            km = fit(x, k, config, g)
-            labels = cluster.KMeans(k, random_state=config.seed + s).fit(x.numpy()).labels_
-            done = checkpoint.put(f"{name}/{s}", (_scores(y, km.predict(x)), _scores(y, labels)))
-        soft.append(done[0])
-        ref.append(done[1])
-    out = {}
-    for who, runs in (("soft", soft), ("kmeans", ref)):
-        for j, metric in enumerate(("ari", "nmi")):
-            out[f"{who}_{metric}"], out[f"{who}_{metric}_std"] = mean_std([r[j] for r in runs])
-    return out
+    return _summary(checkpoint.map(_seed_units(name, config), show, f"kmeans {name}"))
 
 
 class AutoEncoder(nn.Module):
@@ -158,9 +167,10 @@ def deep_clustering(config: Config, out: Path | None, show: bool = False,
     train encoder, decoder and centres together. Returns the metrics and the
     path of the embedding plot."""
     checkpoint = checkpoint or Checkpoint(None, config)
-    done = checkpoint.get("deep")
-    if done is None:
-        done = checkpoint.put("deep", _deep_clustering(config, show))
+    return _deep_figure(checkpoint.map([("deep", deep_unit, (config, show))], show)[0], out)
+
+
+def _deep_figure(done, out: Path | None):
     metrics, embeddings = done
     plt = pyplot("kmeans")
     fig, axes = plt.subplots(1, 2, figsize=(10, 4.4))
@@ -177,7 +187,8 @@ def deep_clustering(config: Config, out: Path | None, show: bool = False,
     return metrics, save_figure(fig, out, "kmeans_embedding.png")
 
 
-def _deep_clustering(config: Config, show: bool):
+def deep_unit(config: Config, show: bool):
+    """The deep clustering example's metrics and embeddings (before, after)."""
     x, y = load("digits")
     x = x / 16.0
     g = seeded(config.seed)
@@ -219,9 +230,13 @@ def run(config: Config | None = None, out: Path | None = None, show: bool = True
     config = config or Config()
     ckpt = Checkpoint(checkpoint, config)
     metrics: dict = {"config": dataclasses.asdict(config)}
+    units = [u for name in config.datasets for u in _seed_units(name, config)]
+    if config.deep:
+        units.append(("deep", deep_unit, (config, show)))
+    done = dict(zip([key for key, _, _ in units], ckpt.map(units, show, "kmeans")))
     rows = []
     for name in config.datasets:
-        m = compare(name, config, show, ckpt)
+        m = _summary([done[f"{name}/{s}"] for s in range(config.seeds)])
         metrics[name] = m
         rows.append((name, "standardised" if STANDARDISED[name] else "raw",
                      f"{m['soft_ari']:.3f} ± {m['soft_ari_std']:.3f}",
@@ -238,7 +253,7 @@ def run(config: Config | None = None, out: Path | None = None, show: bool = True
         Table(("data", "features", "SoftKMeans ARI", "KMeans ARI",
                         "SoftKMeans NMI", "KMeans NMI"), rows))
     if config.deep:
-        deep, figure = deep_clustering(config, out, show, ckpt)
+        deep, figure = _deep_figure(done["deep"], out)
         metrics["deep_clustering"] = deep
         result.tables["Deep clustering on digits (one seed)"] = Table(
             ("stage", "ARI", "NMI"),

@@ -38,6 +38,7 @@ from ._common import (
     AppResult,
     Checkpoint,
     Table,
+    Unit,
     check_config,
     exponential_anneal,
     progress,
@@ -277,26 +278,20 @@ def run(config: Config | None = None, out: Path | None = None, show: bool = True
     """Searches ``config.seeds`` times on each task; writes the entropy plot."""
     config = config or Config()
     ckpt = Checkpoint(checkpoint, config)
-    runs: dict[tuple[str, str, int], list[dict]] = {}
-    fixed: dict[str, list[dict[int, float]]] = {}
+    units: list[Unit] = []
     for task in config.tasks:
-        fixed[task] = []
-        for s in range(config.seeds):
-            done = ckpt.get(f"{task}/{s}/fixed")
-            if done is None:
-                done = ckpt.put(f"{task}/{s}/fixed", fixed_baselines(task, config,
-                                                                     config.seed + s))
-            fixed[task].append(done)
-        for mode in config.modes:
-            for order in config.orders:
-                runs[task, mode, order] = []
-                for s in range(config.seeds):
-                    key = f"{task}/{mode}/{order}/{s}"
-                    done = ckpt.get(key)
-                    if done is None:
-                        done = ckpt.put(key, search(task, mode, config, config.seed + s, show,
-                                                    order))
-                    runs[task, mode, order].append(done)
+        units += [(f"{task}/{s}/fixed", fixed_baselines, (task, config, config.seed + s))
+                  for s in range(config.seeds)]
+        units += [(f"{task}/{mode}/{order}/{s}", search,
+                   (task, mode, config, config.seed + s, show, order))
+                  for mode in config.modes for order in config.orders
+                  for s in range(config.seeds)]
+    done = dict(zip([key for key, _, _ in units], ckpt.map(units, show, "nas")))
+    fixed = {task: [done[f"{task}/{s}/fixed"] for s in range(config.seeds)]
+             for task in config.tasks}
+    runs = {(task, mode, order): [done[f"{task}/{mode}/{order}/{s}"]
+                                  for s in range(config.seeds)]
+            for task in config.tasks for mode in config.modes for order in config.orders}
     return _report(config, runs, fixed, out)
 
 

@@ -62,11 +62,13 @@ from ._common import (
     AppResult,
     Checkpoint,
     Table,
+    Unit,
     check_config,
-    mean_std,
     progress,
     pyplot,
     save_figure,
+    seed_cell,
+    seed_summary,
     seeded,
 )
 
@@ -283,28 +285,16 @@ def run(config: Config | None = None, out: Path | None = None, show: bool = True
     def split(seed: int):
         return _data.split_digits(*images(), config.test_fraction, seed)
 
-    runs = {}
+    units: list[Unit] = []
     for k in config.sizes:
-        runs[k, "uniform"] = [ckpt.unit(f"{k}/uniform/{s}", uniform_baseline, k, config,
-                                        split(s), s) for s in seeds]
+        units += [(f"{k}/uniform/{s}", uniform_baseline, (k, config, split(s), s)) for s in seeds]
         for method in config.methods:
-            runs[k, method] = [ckpt.unit(f"{k}/{method}/{s}", train, k, method, config,
-                                         split(s), s, show) for s in seeds]
+            units += [(f"{k}/{method}/{s}", train, (k, method, config, split(s), s, show))
+                      for s in seeds]
+    done = dict(zip([key for key, _, _ in units], ckpt.map(units, show, "paths")))
+    runs = {(k, method): [done[f"{k}/{method}/{s}"] for s in seeds]
+            for k in config.sizes for method in ("uniform", *config.methods)}
     return _report(config, runs, out)
-
-
-def _cell(runs: list[dict], key: str, digits: int = 3) -> str:
-    m, s = mean_std([r[key] for r in runs])
-    return f"{m:.{digits}f} ± {s:.{digits}f}" if len(runs) > 1 else f"{m:.{digits}f}"
-
-
-def _means(runs: list[dict]) -> dict:
-    """Mean and sd over the seeds of every number a unit reports."""
-    out = {}
-    for key, v in runs[0].items():
-        if isinstance(v, float):
-            out[key], out[f"{key}_std"] = mean_std([r[key] for r in runs])
-    return out
 
 
 def _centres(path: torch.Tensor):
@@ -315,7 +305,7 @@ def _centres(path: torch.Tensor):
 def _report(config: Config, runs: dict, out: Path | None) -> AppResult:
     metrics: dict = {"config": dataclasses.asdict(config)}
     for (k, method), r in runs.items():
-        metrics.setdefault(str(k), {})[method] = _means(r)
+        metrics.setdefault(str(k), {})[method] = seed_summary(r)
     result = AppResult("paths", metrics, heading="Shortest paths on digit terrains "
                                                  "(gumbelrs.structured)")
     over = f"mean ± sd over {config.seeds} seeds" if config.seeds > 1 else "one seed"
@@ -324,8 +314,8 @@ def _report(config: Config, runs: dict, out: Path | None) -> AppResult:
         trained = method != "uniform"
         pub = PUBLISHED.get(method) if k == 12 else None
         rows.append((f"{k}x{k}", LABELS.get(method, "no model (equal costs)"),
-                     _cell(r, "perfect"), _cell(r, "exact"), _cell(r, "regret"),
-                     _cell(r, "seconds", 1) if trained else "",
+                     seed_cell(r, "perfect"), seed_cell(r, "exact"), seed_cell(r, "regret"),
+                     seed_cell(r, "seconds", digits=1) if trained else "",
                      f"{pub:.3f}" if pub else ""))
     result.tables[f"Held-out digit terrains ({config.test_maps} maps per size and seed; "
                   f"{over})"] = Table(

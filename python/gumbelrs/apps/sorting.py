@@ -44,11 +44,14 @@ from ._common import (
     AppResult,
     Checkpoint,
     Table,
+    Unit,
     check_config,
     mean_std,
     progress,
     pyplot,
     save_figure,
+    seed_cell,
+    seed_summary,
     seeded,
 )
 
@@ -409,35 +412,24 @@ def run(config: Config | None = None, out: Path | None = None, show: bool = True
     def split(seed: int):
         return _data.split_digits(*images(), config.test_fraction, seed)
 
-    numbers, mnist, puzzles = {}, {}, {}
-    if "numbers" in config.experiments:
-        for n in config.lengths:
-            numbers[n] = [ckpt.unit(f"numbers/{n}/{s}", sort_numbers, n, config, s, show)
-                          for s in seeds]
-    if "mnist" in config.experiments:
-        for n in config.sizes:
-            for method in config.methods:
-                mnist[n, method] = [ckpt.unit(f"mnist/{n}/{method}/{s}", sort_mnist, n, method,
-                                              config, split(s), s, show) for s in seeds]
-    if "jigsaw" in config.experiments:
-        for k in config.grids:
-            puzzles[k] = [ckpt.unit(f"jigsaw/{k}/{s}", jigsaw, k, config, split(s), s, show)
-                          for s in seeds]
+    numbers_units = [(f"numbers/{n}/{s}", sort_numbers, (n, config, s, show))
+                     for n in config.lengths for s in seeds] \
+        if "numbers" in config.experiments else []
+    mnist_units = [(f"mnist/{n}/{method}/{s}", sort_mnist, (n, method, config, split(s), s, show))
+                   for n in config.sizes for method in config.methods for s in seeds] \
+        if "mnist" in config.experiments else []
+    jigsaw_units = [(f"jigsaw/{k}/{s}", jigsaw, (k, config, split(s), s, show))
+                    for k in config.grids for s in seeds] \
+        if "jigsaw" in config.experiments else []
+    units: list[Unit] = [*numbers_units, *mnist_units, *jigsaw_units]
+    done = dict(zip([key for key, _, _ in units], ckpt.map(units, show, "sorting")))
+    numbers = {n: [done[f"numbers/{n}/{s}"] for s in seeds] for n in config.lengths} \
+        if numbers_units else {}
+    mnist = {(n, method): [done[f"mnist/{n}/{method}/{s}"] for s in seeds]
+             for n in config.sizes for method in config.methods} if mnist_units else {}
+    puzzles = {k: [done[f"jigsaw/{k}/{s}"] for s in seeds] for k in config.grids} \
+        if jigsaw_units else {}
     return _report(config, numbers, mnist, puzzles, out)
-
-
-def _cell(runs: list[dict], key: str) -> str:
-    m, s = mean_std([r[key] for r in runs])
-    return f"{m:.3f} ± {s:.3f}" if len(runs) > 1 else f"{m:.3f}"
-
-
-def _summary(runs: list[dict]) -> dict:
-    """Mean and sd over the seeds of every number a unit reports."""
-    out = {}
-    for key, v in runs[0].items():
-        if isinstance(v, float):
-            out[key], out[f"{key}_std"] = mean_std([r[key] for r in runs])
-    return out
 
 
 def _report(config: Config, numbers: dict, mnist: dict, puzzles: dict,
@@ -447,7 +439,7 @@ def _report(config: Config, numbers: dict, mnist: dict, puzzles: dict,
     over = f"mean ± sd over {config.seeds} seeds" if config.seeds > 1 else "one seed"
     text = []
     if numbers:
-        metrics["numbers"] = {str(n): _summary(r) for n, r in numbers.items()}
+        metrics["numbers"] = {str(n): seed_summary(r) for n, r in numbers.items()}
         text.append(
             f"Number sorting (Mena et al. 2018): each of N numbers from U(0, 1) goes through "
             f"the same MLP (1 -> {config.number_hidden} -> N) that gives its row of log_alpha; "
@@ -458,10 +450,10 @@ def _report(config: Config, numbers: dict, mnist: dict, puzzles: dict,
             f"{config.number_test} new sequences.")
         result.tables[f"Number sorting, Hungarian decoding ({over})"] = Table(
             ("N", "prop. any wrong", "prop. wrong", "Kendall tau", "prop. wrong by chance"),
-            [(n, _cell(r, "prop_any_wrong"), _cell(r, "prop_wrong"), _cell(r, "kendall_tau"),
-              f"{1 - 1 / n:.3f}") for n, r in numbers.items()])
+            [(n, seed_cell(r, "prop_any_wrong"), seed_cell(r, "prop_wrong"),
+              seed_cell(r, "kendall_tau"), f"{1 - 1 / n:.3f}") for n, r in numbers.items()])
     if mnist:
-        metrics["mnist"] = {f"{n}/{m}": _summary(r) for (n, m), r in mnist.items()}
+        metrics["mnist"] = {f"{n}/{m}": seed_summary(r) for (n, m), r in mnist.items()}
         text.append(
             f"Sorting handwritten {DIGITS}-digit numbers (Grover et al. 2019's large-MNIST): "
             f"{config.test_fraction:.0%} of each digit's images are held out before any number "
@@ -484,16 +476,17 @@ def _report(config: Config, numbers: dict, mnist: dict, puzzles: dict,
         rows = []
         for (n, m), r in mnist.items():
             pub = PUBLISHED.get(n) if m == "neuralsort" else None
-            rows.append((n, LABELS[m], _cell(r, "prop_all_correct"), _cell(r, "prop_correct"),
+            rows.append((n, LABELS[m], seed_cell(r, "prop_all_correct"),
+                         seed_cell(r, "prop_correct"),
                          f"{pub[0]:.3f} ({pub[1]:.3f})" if pub else "",
                          f"{1 / math.factorial(n):.3f} ({1 / n:.3f})",
-                         _cell(r, "train_all_correct")))
+                         seed_cell(r, "train_all_correct")))
         result.tables[f"Sorting {DIGITS}-digit MNIST numbers ({over})"] = Table(
             ("n", "method", "all correct", "per element correct",
              "NeuralSort, Grover et al. Table 1", "chance", "all correct, training digits"),
             rows)
     if puzzles:
-        metrics["jigsaw"] = {f"{k}x{k}": _summary(r) for k, r in puzzles.items()}
+        metrics["jigsaw"] = {f"{k}x{k}": seed_summary(r) for k, r in puzzles.items()}
         text.append(
             f"Jigsaw puzzles (Mena et al. 2018): MNIST digits cut into k x k pieces (3 x 3: of "
             f"the first 27 x 27 pixels, MNIST's borders being blank) and scrambled; the same "
@@ -507,8 +500,8 @@ def _report(config: Config, numbers: dict, mnist: dict, puzzles: dict,
         result.tables[f"Jigsaw puzzles on held-out MNIST digits ({over})"] = Table(
             ("grid", "pieces placed right", "puzzles solved", "images exact", "Kendall tau",
              "pieces right by chance"),
-            [(f"{k}x{k}", _cell(r, "prop_correct"), _cell(r, "prop_all_correct"),
-              _cell(r, "images_exact"), _cell(r, "kendall_tau"), f"{1 / (k * k):.3f}")
+            [(f"{k}x{k}", seed_cell(r, "prop_correct"), seed_cell(r, "prop_all_correct"),
+              seed_cell(r, "images_exact"), seed_cell(r, "kendall_tau"), f"{1 / (k * k):.3f}")
              for k, r in puzzles.items()])
     result.text = " ".join(text)
     _figures(result, numbers, mnist, puzzles, out)

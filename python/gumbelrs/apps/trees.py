@@ -62,11 +62,14 @@ from ._common import (
     AppResult,
     Checkpoint,
     Table,
+    Unit,
     check_config,
     mean_std,
     progress,
     pyplot,
     save_figure,
+    seed_cell,
+    seed_summary,
     seeded,
 )
 
@@ -415,6 +418,23 @@ def classical(data: tuple[Instances, Instances]) -> dict:
     return {**out, "truth": test_set.truth[0].clone()}
 
 
+@functools.lru_cache(maxsize=1)  # the samples of every m, for one (n, seed) at a time
+def _problem(n: int, seed: int, fields: tuple) -> tuple[torch.Tensor, torch.Tensor]:
+    return problem(n, Config(*fields), seed)
+
+
+@functools.lru_cache(maxsize=1)  # one data set for every method
+def _data(n: int, m: int, seed: int, fields: tuple) -> tuple[Instances, Instances]:
+    return split(*_problem(n, seed, fields), m, Config(*fields))
+
+
+def unit(method: str, n: int, m: int, config: Config, seed: int, show: bool = False) -> dict:
+    """One unit of a run: ``method`` (or the classical trees) on the instances
+    of ``n`` variables and ``m`` samples of ``seed``."""
+    data = _data(n, m, seed, dataclasses.astuple(config))
+    return classical(data) if method == "classical" else learn(method, data, config, seed, show)
+
+
 def run(config: Config | None = None, out: Path | None = None, show: bool = True,
         checkpoint: Path | None = None) -> AppResult:
     """Runs every method for each tree size, samples per instance and seed;
@@ -424,55 +444,24 @@ def run(config: Config | None = None, out: Path | None = None, show: bool = True
     config = config or Config()
     ckpt = Checkpoint(checkpoint, config)
     seeds = [config.seed + s for s in range(config.seeds)]
-
-    @functools.lru_cache(maxsize=1)  # the samples of every m, for one (n, seed) at a time
-    def trees(n: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
-        return problem(n, config, seed)
-
-    @functools.lru_cache(maxsize=1)  # one data set for every method
-    def data(n: int, m: int, seed: int) -> tuple[Instances, Instances]:
-        return split(*trees(n, seed), m, config)
-
+    units: list[Unit] = [(f"{n}/{m}/{method}/{s}", unit, (method, n, m, config, s, show))
+                         for n in config.variables for s in seeds for m in config.samples
+                         for method in ("classical", *config.methods)]
     results: dict = {}
     truth: dict = {}  # the first test tree of each (n, m), for the figure
-    for n in config.variables:
-        for s in seeds:
-            for m in config.samples:
-                for method in ("classical", *config.methods):
-                    key = f"{n}/{m}/{method}/{s}"
-                    done = ckpt.get(key)
-                    if done is None:
-                        done = ckpt.put(key, classical(data(n, m, s)) if method == "classical"
-                                        else learn(method, data(n, m, s), config, s, show))
-                    if method == "classical":
-                        truth.setdefault((n, m), done["truth"])
-                        for name in CLASSICAL:
-                            results.setdefault((n, m, name), []).append(done[name])
-                    else:
-                        results.setdefault((n, m, method), []).append(done)
+    for (_, _, (method, n, m, _, _, _)), done in zip(units, ckpt.map(units, show, "trees")):
+        if method == "classical":
+            truth.setdefault((n, m), done["truth"])
+            for name in CLASSICAL:
+                results.setdefault((n, m, name), []).append(done[name])
+        else:
+            results.setdefault((n, m, method), []).append(done)
     return _report(config, results, truth, out)
-
-
-def _cell(runs: list[dict], decoding: str, key: str) -> str:
-    m, s = mean_std([r[decoding][key] for r in runs])
-    return f"{m:.3f} ± {s:.3f}" if len(runs) > 1 else f"{m:.3f}"
-
-
-def _summary(runs: list[dict]) -> dict:
-    """Mean and sd over the seeds of every score of every decoding."""
-    out: dict = {}
-    for decoding, scores in runs[0].items():
-        if isinstance(scores, dict):
-            out[decoding] = {}
-            for key in scores:
-                mean, sd = mean_std([r[decoding][key] for r in runs])
-                out[decoding][key], out[decoding][f"{key}_std"] = mean, sd
-    return out
 
 
 def _report(config: Config, results: dict, truth: dict, out: Path | None) -> AppResult:
     metrics: dict = {"config": dataclasses.asdict(config),
-                     **{f"{n}/{m}/{method}": _summary(r)
+                     **{f"{n}/{m}/{method}": seed_summary(r)
                         for (n, m, method), r in results.items()}}
     result = AppResult("trees", metrics,
                        heading="Recovering a latent tree (relaxed spanning trees)")
@@ -506,18 +495,18 @@ def _report(config: Config, results: dict, truth: dict, out: Path | None) -> App
     rows = []
     for (n, m, method), runs in results.items():
         own = "top_edges" in runs[0]
-        rows.append((n, m, LABELS[method], _cell(runs, "spanning_tree", "recall"),
-                     _cell(runs, "spanning_tree", "exact"),
-                     _cell(runs, "top_edges", "recall") if own else "",
-                     _cell(runs, "top_edges", "exact") if own else "", f"{2 / n:.3f}"))
+        rows.append((n, m, LABELS[method], seed_cell(runs, "spanning_tree", "recall"),
+                     seed_cell(runs, "spanning_tree", "exact"),
+                     seed_cell(runs, "top_edges", "recall") if own else "",
+                     seed_cell(runs, "top_edges", "exact") if own else "", f"{2 / n:.3f}"))
     result.tables[f"Held-out trees: edges found and trees recovered exactly ({over})"] = Table(
         ("n", "m", "method", "edges found, spanning tree", "exact trees, spanning tree",
          "edges found, n - 1 largest", "exact trees, n - 1 largest", "chance (edges)"), rows)
     if "concrete" in config.methods:
         result.tables[f"Binary Concrete edges: the edges of positive weight ({over})"] = Table(
             ("n", "m", "edge precision", "edge recall", "edges predicted (true: n - 1)"),
-            [(n, m, _cell(r, "positive", "precision"), _cell(r, "positive", "recall"),
-              _cell(r, "positive", "edges")) for (n, m, method), r in results.items()
+            [(n, m, seed_cell(r, "positive", "precision"), seed_cell(r, "positive", "recall"),
+              seed_cell(r, "positive", "edges")) for (n, m, method), r in results.items()
              if method == "concrete"])
     _figures(result, config, results, truth, out)
     return result

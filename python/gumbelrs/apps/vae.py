@@ -23,12 +23,13 @@ import math
 from pathlib import Path
 
 import torch
+import torch.distributed as dist
 from torch import nn
 
 import gumbelrs
 from gumbelrs import estimators, schedules
 
-from . import _data
+from . import _data, _dist
 from ._common import (
     AppResult,
     Checkpoint,
@@ -135,28 +136,74 @@ class CategoricalVAE(nn.Module):
         return kl_to_uniform(logits)
 
 
+class _Loss(nn.Module):
+    """The training loss of one step (DDP syncs the gradients of what its
+    forward ran): per-image negative ELBO of this rank's rows ``start:start +
+    len(x)`` of a global batch of ``batch`` images."""
+
+    def __init__(self, model: CategoricalVAE, method: str, generator: gumbelrs.Generator,
+                 options: dict) -> None:
+        super().__init__()
+        self.model, self.method, self.generator, self.options = model, method, generator, options
+
+    def forward(self, x: torch.Tensor, tau: float, start: int, batch: int) -> torch.Tensor:
+        logits = self.model.logits(x)
+        if len(x) < batch:
+            # The noise of image i is that of row i of the global batch, whatever the rank
+            # count: the rows of the other ranks are drawn too (zero logits) and dropped.
+            shape = logits.shape[1:]
+            full = torch.cat([logits.new_zeros(start, *shape), logits,
+                              logits.new_zeros(batch - start - len(x), *shape)])
+            z = estimators.sample(full, self.method, tau, -1, self.generator,
+                                  **self.options)[start:start + len(x)]
+        else:
+            z = estimators.sample(logits, self.method, tau, -1, self.generator, **self.options)
+        return self.model.kl(logits) - self.model.log_likelihood(x, z)
+
+
 def train(model: CategoricalVAE, x: torch.Tensor, method: str, config: Config,
           generator: gumbelrs.Generator, show: bool = False,
           desc: str = "") -> tuple[list[float], float]:
     """Trains ``model`` on ``x`` with ``method``; returns the training loss trace
-    and the temperature of the last step."""
+    and the temperature of the last step.
+
+    In a ``torch.distributed`` job the ranks train one model together
+    (``DistributedDataParallel``): each takes its share of the rows of every
+    batch, and the gradients are averaged over the ranks. Batches and noise
+    are those of a single-process run (each rank draws the same global batch
+    and the noise of its rows is the noise a single process draws for them),
+    so the runs differ only by the summation order of the gradients."""
+    rank, world = _dist.rank_world()
     tau = schedules.ExponentialDecay(config.tau0, config.anneal_rate, config.tau_min,
                                      every=config.anneal_every)
     opt = torch.optim.Adam(model.parameters(), lr=config.lr)
     options = {"k": config.gumbel_rao_k} if method == "gumbel_rao" else {}
+    loss_fn: nn.Module = _Loss(model, method, generator, options)
+    shares = torch.tensor_split(torch.arange(config.batch), world)
+    start, rows = int(shares[rank][0]) if len(shares[rank]) else 0, len(shares[rank])
+    if world > 1:
+        loss_fn = nn.parallel.DistributedDataParallel(loss_fn)
     g = torch.Generator().manual_seed(generator.seed)
-    losses, last = [], tau.tau
-    for _ in progress(range(config.steps), config.steps, desc, show):
-        xb = x[torch.randint(0, len(x), (config.batch,), generator=g)]
-        logits = model.logits(xb)
+    sums, last = torch.zeros(config.steps, dtype=torch.float64), tau.tau
+    losses = []
+    for step in progress(range(config.steps), config.steps, desc, show):
+        xb = x[torch.randint(0, len(x), (config.batch,), generator=g)[start:start + rows]]
         last = tau.tau
-        z = estimators.sample(logits, method, last, -1, generator, **options)
-        loss = (model.kl(logits) - model.log_likelihood(xb, z)).mean()
+        per_image = loss_fn(xb, last, start, config.batch)
+        # DDP averages the ranks' gradients: the sum over this rank's rows times world / batch
+        # makes that average the gradient of the batch mean.
+        loss = per_image.mean() if world == 1 else per_image.sum() * (world / config.batch)
         opt.zero_grad()
         loss.backward()
         opt.step()
         tau.step()
-        losses.append(float(loss.detach()))
+        if world == 1:
+            losses.append(float(loss.detach()))
+        else:
+            sums[step] = float(per_image.detach().sum())
+    if world > 1:
+        dist.all_reduce(sums)
+        losses = (sums / config.batch).tolist()
     return losses, last
 
 
