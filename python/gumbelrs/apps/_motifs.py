@@ -12,6 +12,7 @@ _ACGT = "acgt"
 BOX35 = "ttgaca"  # the -35 consensus
 BOX10 = "tataat"  # the -10 (Pribnow) consensus
 SPACINGS = range(15, 20)  # nucleotides between the end of the -35 box and the start of the -10 box
+SHARPNESS = 8.0  # of the soft box score: one mismatch scores 0.98, two 0.02
 
 
 def box_matches(x: torch.Tensor, box: str) -> torch.Tensor:
@@ -40,7 +41,7 @@ def has_boxes(x: torch.Tensor, mismatches: int = 1) -> torch.Tensor:
     return ((m35 >= len(BOX35) - mismatches) & (m10 >= len(BOX10) - mismatches)).flatten(1).any(1)
 
 
-def motif_score(x: torch.Tensor, sharpness: float = 4.0) -> torch.Tensor:
+def motif_score(x: torch.Tensor, sharpness: float = SHARPNESS) -> torch.Tensor:
     """``(n,)`` differentiable soft version of :func:`has_boxes` (one mismatch):
     the largest, over starts and spacings, of
     ``sigmoid(s (m35 - 4.5)) * sigmoid(s (m10 - 4.5))`` with ``m`` the match
