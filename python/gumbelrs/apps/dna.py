@@ -433,16 +433,20 @@ def _rna_report(result: AppResult, rna: dict, config: Config, out: Path | None) 
         return
     result.text += (
         f" RNA design against ViennaRNA (minimum free energy, default model, 37 C), length "
-        f"{config.rna_length}, {rna['budget']} oracle calls per method: a dilated CNN trained "
-        f"on the MFE of {config.rna_train - rna['held_out']} random sequences (correlation "
-        f"{rna['held_out_correlation']:.2f} on {rna['held_out']} held out) steers the GRU "
-        f"generator ({config.rna_generator_steps} steps minimising the predicted MFE of its "
-        f"straight-through samples minus {config.rna_entropy_weight} x per-step entropy); its "
-        f"{config.rna_designs} samples are then folded. Random sampling keeps the "
-        f"{config.rna_designs} lowest of as many random sequences; simulated annealing "
+        f"{config.rna_length}, {rna['budget']} oracle calls per method. Generator: a dilated "
+        f"CNN trained on the MFE of {config.rna_train - rna['held_out']} random sequences "
+        f"(correlation {rna['held_out_correlation']:.2f} on {rna['held_out']} held out) steers "
+        f"the GRU generator, which minimises the predicted MFE of its straight-through "
+        f"samples (in standard deviations of the training energies) minus "
+        f"{config.rna_entropy_weight} x per-step entropy for {config.rna_rounds} rounds of "
+        f"{config.rna_generator_steps} steps; after each round {config.rna_round_designs} of "
+        f"its samples are folded and the predictor retrained on all folded sequences; then "
+        f"{config.rna_designs} samples are folded (predicted {rna['predicted_mean']:.1f} "
+        f"kcal/mol on mean, correlation {rna['design_correlation']:.2f} with their folded "
+        f"MFE). Random sampling keeps the {config.rna_designs} lowest of {rna['budget']} random "
+        f"sequences (no selection: the first {config.rna_designs}); simulated annealing "
         f"({config.rna_chains} chains, single-letter moves, temperature 3 -> 0.1 kcal/mol) "
-        f"keeps the {config.rna_designs} lowest distinct sequences it evaluated. The "
-        f"generator's designs were predicted at {rna['predicted_mean']:.1f} kcal/mol on mean.")
+        f"keeps the {config.rna_designs} lowest distinct sequences it evaluated.")
     rows = []
     for k, e in rna["energies"].items():
         ranked = sorted(e)
