@@ -237,7 +237,8 @@ def test_demo_writes_a_complete_report(tiny_report):
 
     out = tiny_report
     assert sorted(p.name for p in out.iterdir()) == [
-        "dna_generator.png", "dropout_calibration.png", "kmeans_embedding.png", "metrics.json",
+        "dna_generator.png", "dna_rna_design.png", "dropout_calibration.png",
+        "kmeans_embedding.png", "metrics.json",
         "nas_entropy.png", "paths_maps.png", "report.html", "report.md", "sorting_jigsaw.png",
         "sorting_mnist.png", "sorting_numbers.png", "temperatures.png",
         "textgan_temperature.png", "trees_learning.png", "trees_recovered.png",
@@ -265,9 +266,9 @@ def test_demo_writes_a_complete_report(tiny_report):
     md = (out / "report.md").read_text()
     for name in ("temperatures.png", "kmeans_embedding.png", "dropout_calibration.png",
                  "nas_entropy.png", "vae_digits_soft.png", "dna_generator.png",
-                 "textgan_temperature.png", "sorting_numbers.png", "sorting_mnist.png",
-                 "sorting_jigsaw.png", "trees_recovered.png", "trees_learning.png",
-                 "paths_maps.png"):
+                 "dna_rna_design.png", "textgan_temperature.png", "sorting_numbers.png",
+                 "sorting_mnist.png", "sorting_jigsaw.png", "trees_recovered.png",
+                 "trees_learning.png", "paths_maps.png"):
         assert f"]({name})" in md
     assert list(out.parent.iterdir()) == [out]  # no staging folder left behind
 
