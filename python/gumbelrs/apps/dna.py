@@ -39,6 +39,7 @@ from torch import nn
 import gumbelrs
 from gumbelrs import estimators
 
+from . import _motifs, _rna
 from ._common import (
     AppResult,
     Checkpoint,
@@ -76,6 +77,18 @@ class Config:
     hard: bool = True
     gc_weight: float = 20.0
     entropy_weight: float = 0.3
+    motif_weight: float = 40.0
+    kmer_weight: float = 2.0
+    # RNA design against ViennaRNA: predictor data (10% held out), designs per method
+    rna_length: int = 50
+    rna_train: int = 4000
+    rna_designs: int = 500
+    rna_predictor_steps: int = 1500
+    rna_rounds: int = 3
+    rna_round_designs: int = 500
+    rna_generator_steps: int = 200
+    rna_entropy_weight: float = 2.0
+    rna_chains: int = 10
     batch: int = 64
     samples: int = 500
     lr: float = 3e-3
@@ -83,21 +96,29 @@ class Config:
 
     def __post_init__(self) -> None:
         check_config("dna", self, counts=("latents", "classes", "hidden", "vae_channels",
-                                          "generator_hidden", "batch", "samples"),
-                     maybe_zero=("vae_steps", "classifier_steps", "generator_steps", "seed"),
-                     positive=("tau", "lr"), non_negative=("gc_weight", "entropy_weight"),
+                                          "generator_hidden", "batch", "samples", "rna_length",
+                                          "rna_designs", "rna_round_designs", "rna_chains"),
+                     maybe_zero=("vae_steps", "classifier_steps", "generator_steps", "seed",
+                                 "rna_predictor_steps", "rna_generator_steps", "rna_rounds"),
+                     positive=("tau", "lr"), non_negative=("gc_weight", "entropy_weight",
+                                                                "motif_weight", "kmer_weight",
+                                                                "rna_entropy_weight"),
                      fractions=("kl_warmup",),
                      choices={"vae_method": estimators.METHODS})
 
     @classmethod
     def quick(cls) -> Config:
         """A run of about 15 seconds on two cores."""
-        return cls(vae_steps=800, generator_steps=400, samples=200)
+        return cls(vae_steps=800, generator_steps=400, samples=200, rna_length=40,
+                   rna_train=600, rna_designs=100, rna_predictor_steps=200,
+                   rna_round_designs=100, rna_generator_steps=40, rna_chains=5)
 
     @classmethod
     def tiny(cls) -> Config:
         """A smoke test of the pipeline (seconds)."""
-        return cls(vae_steps=10, classifier_steps=10, generator_steps=5, samples=20, batch=8)
+        return cls(vae_steps=10, classifier_steps=10, generator_steps=5, samples=20, batch=8,
+                   rna_length=40, rna_train=40, rna_designs=10, rna_predictor_steps=4,
+                   rna_rounds=1, rna_round_designs=10, rna_generator_steps=2, rna_chains=3)
 
 
 def load(name: str) -> tuple[list[str], list[str]]:
@@ -249,13 +270,33 @@ def train_classifier(x: torch.Tensor, y: torch.Tensor, steps: int, lr: float) ->
     return clf.eval().requires_grad_(False)
 
 
-def objective(seqs: torch.Tensor, logits: torch.Tensor, clf: Classifier, gc_target: float,
+@dataclasses.dataclass
+class Targets:
+    """Statistics of the real promoters that the generator's score matches."""
+
+    gc: float
+    motif: float  # mean soft box score (:func:`_motifs.motif_score`)
+    trimers: torch.Tensor  # the 64 3-mer frequencies
+
+    @classmethod
+    def of(cls, x: torch.Tensor) -> Targets:
+        return cls(float(gc_content(x).mean()), float(_motifs.motif_score(x).mean()),
+                   _motifs.soft_trimer_frequencies(x))
+
+
+def objective(seqs: torch.Tensor, logits: torch.Tensor, clf: Classifier, targets: Targets,
               config: Config) -> torch.Tensor:
-    """Per-sequence score to maximise: log p(promoter), GC penalty, entropy bonus."""
+    """Batch score to maximise: mean log p(promoter), a GC penalty and an entropy
+    bonus per sequence; two differentiable batch terms: the squared distance of
+    the mean soft box score (-35 and -10 boxes 15-19 nt apart) to the real
+    promoters' and the L1 distance of the batch's 3-mer frequencies to theirs."""
     log_p = nn.functional.logsigmoid(clf(seqs))
-    gc = (gc_content(seqs) - gc_target) ** 2
+    gc = (gc_content(seqs) - targets.gc) ** 2
     entropy = -(logits.softmax(-1) * logits.log_softmax(-1)).sum(-1).mean(-1)
-    return log_p - config.gc_weight * gc + config.entropy_weight * entropy
+    motif = (_motifs.motif_score(seqs).mean() - targets.motif) ** 2
+    trimers = (_motifs.soft_trimer_frequencies(seqs) - targets.trimers).abs().sum()
+    return ((log_p - config.gc_weight * gc + config.entropy_weight * entropy).mean()
+            - config.motif_weight * motif - config.kmer_weight * trimers)
 
 
 SPLICE_CLASSES = ("ei", "ie", "n")
@@ -483,6 +524,12 @@ def _random_sequences(seqs: list[str], seed: int) -> list[str]:
             for s in seqs]
 
 
+def box_rate(seqs: list[str]) -> float:
+    """Fraction of ``seqs`` with a -35 box (TTGACA) and a -10 box (TATAAT), at
+    most one mismatch each, 15-19 nt apart."""
+    return float(_motifs.has_boxes(one_hot(seqs)).double().mean())
+
+
 def _generator_part(config: Config, show: bool) -> dict:
     labels, seqs = load("promoters")
     x = one_hot(seqs)
@@ -495,14 +542,14 @@ def _generator_part(config: Config, show: bool) -> dict:
         held_accuracy = float(((probe(x[held]) > 0).float() == y[held]).double().mean())
     clf = train_classifier(x, y, config.classifier_steps, config.lr)
     real = [s for s, lab in zip(seqs, labels) if lab == "+"]
-    gc_target = float(gc_content(one_hot(real)).mean())
+    targets = Targets.of(one_hot(real))
     gen = Generator(x.shape[1], config.generator_hidden, config.tau, config.hard, g)
     opt = torch.optim.Adam(gen.parameters(), lr=config.lr)
     trace = []
     for _ in progress(range(config.generator_steps), config.generator_steps, "dna generator",
                       show):
         s, logits = gen(config.batch)
-        score = objective(s, logits, clf, gc_target, config).mean()
+        score = objective(s, logits, clf, targets, config)
         opt.zero_grad()
         (-score).backward()
         opt.step()
@@ -512,34 +559,140 @@ def _generator_part(config: Config, show: bool) -> dict:
         generated = decode(s)
         random_seqs = _random_sequences(real * (config.samples // len(real) + 1), config.seed)[
             :config.samples]
-
-        def prob(strings):
-            return float(torch.sigmoid(clf(one_hot(strings))).mean())
-
+        sets = {"generated": generated, "real promoters": real,
+                "non-promoters": [s for s, lab in zip(seqs, labels) if lab == "-"],
+                "random": random_seqs}
         return {"classifier_held_out_accuracy": held_accuracy,
                 "objective_first": sum(trace[:20]) / max(1, len(trace[:20])),
                 "objective_last": sum(trace[-20:]) / max(1, len(trace[-20:])),
                 "trace": trace,
-                "p_promoter": {"generated": prob(generated), "real promoters": prob(real),
-                               "random": prob(random_seqs)},
-                "gc": {"generated": float(gc_content(one_hot(generated)).mean()),
-                       "real promoters": gc_target,
-                       "random": float(gc_content(one_hot(random_seqs)).mean())},
-                "kmer_distance": {"generated": kmer_distance(generated, real),
-                                  "random": kmer_distance(random_seqs, real)},
+                "p_promoter": {k: float(torch.sigmoid(clf(one_hot(v))).mean())
+                               for k, v in sets.items()},
+                "gc": {k: float(gc_content(one_hot(v)).mean()) for k, v in sets.items()},
+                "kmer_distance": {k: kmer_distance(v, real) for k, v in sets.items()},
+                "box_rate": {k: box_rate(v) for k, v in sets.items()},
+                "sizes": {k: len(v) for k, v in sets.items()},
                 "diversity": diversity(generated),
                 "examples": generated[:5]}
 
 
+def _rna_part(config: Config, show: bool) -> dict:
+    """RNA design against ViennaRNA at equal oracle calls: generator steered by a
+    predictor trained on random sequences, random sampling, simulated annealing."""
+    rna = _rna.vienna()
+    if rna is None:
+        return {"skipped": _rna.MISSING}
+    g = seeded(config.seed)
+    data = torch.Generator().manual_seed(config.seed)
+    length, m = config.rna_length, config.rna_designs
+    oracle = _rna.Oracle(rna)
+    seqs = _rna.random_rna(config.rna_train, length, data)
+    energies = torch.tensor(oracle(seqs))
+    x, n = _rna.encode(seqs), len(seqs) * 9 // 10
+    held_x, held_e, x, energies = x[n:], energies[n:], x[:n], energies[:n]
+    predictor = _rna.train_predictor(x, energies, config.rna_predictor_steps, config.batch,
+                                     config.lr, data)
+    with torch.no_grad():
+        held = predictor(held_x).tolist()
+    gen = Generator(length, config.generator_hidden, config.tau, config.hard, g)
+    opt = torch.optim.Adam(gen.parameters(), lr=config.lr)
+    trace = []
+    for _ in progress(range(config.rna_rounds), config.rna_rounds, "rna design rounds", show):
+        trace += _rna.train_designer(gen, opt, predictor, config.rna_generator_steps,
+                                     config.batch, config.rna_entropy_weight)
+        with torch.no_grad():
+            s, _ = gen(config.rna_round_designs)
+        x, energies = torch.cat([x, s]), torch.cat([energies, torch.tensor(oracle(_rna.decode(s)))])
+        predictor = _rna.train_predictor(x, energies, config.rna_predictor_steps // 2,
+                                         config.batch, config.lr, data, predictor)
+    with torch.no_grad():
+        s, _ = gen(m)
+        predicted = predictor(s).tolist()
+    designs = _rna.decode(s)
+    sets = {"generator": list(zip(designs, oracle(designs)))}
+    budget = oracle.calls
+    pool = _rna.random_rna(budget, length, data)
+    random_oracle, annealing_oracle = _rna.Oracle(rna), _rna.Oracle(rna)
+    scored = list(zip(pool, random_oracle(pool)))
+    sets["random, best of the calls"] = _rna.lowest(scored, m)
+    sets["annealing, best of the calls"] = _rna.lowest(
+        _rna.anneal(annealing_oracle, length, budget, config.rna_chains, 3.0, 0.1, data), m)
+    sets["random, no selection"] = scored[:m]
+    oracles = {"generator": oracle, "random, best of the calls": random_oracle,
+               "annealing, best of the calls": annealing_oracle, "random, no selection": None}
+    best = {k: min(v, key=lambda p: p[1]) for k, v in sets.items()}
+    return {"budget": budget, "held_out": len(seqs) - n,
+            "oracle_calls": {k: o.calls if o else m for k, o in oracles.items()},
+            "held_out_correlation": _rna.correlation(held, held_e.tolist()),
+            "predicted_mean": sum(predicted) / m,
+            "design_correlation": _rna.correlation(predicted, [e for _, e in sets["generator"]]),
+            "trace": trace,
+            "energies": {k: [e for _, e in v] for k, v in sets.items()},
+            "diversity": {k: diversity([q.lower().replace("u", "t") for q, _ in v])
+                          for k, v in sets.items()},
+            "best": {k: (q, (o or random_oracle).structures[q], e)
+                     for (k, o), (q, e) in zip(oracles.items(), best.values())}}
+
+
+def _rna_report(result: AppResult, rna: dict, config: Config, out: Path | None) -> None:
+    """The RNA design part's paragraph, tables and figure."""
+    if "skipped" in rna:
+        result.text += f" {rna['skipped']}."
+        return
+    result.text += (
+        f" RNA design against ViennaRNA (minimum free energy, default model, 37 C), length "
+        f"{config.rna_length}, {rna['budget']} oracle calls per method. Generator: a dilated "
+        f"CNN trained on the MFE of {config.rna_train - rna['held_out']} random sequences "
+        f"(correlation {rna['held_out_correlation']:.2f} on {rna['held_out']} held out) steers "
+        f"the GRU generator, which minimises the predicted MFE of its straight-through "
+        f"samples (in standard deviations of the training energies) minus "
+        f"{config.rna_entropy_weight} x per-step entropy for {config.rna_rounds} rounds of "
+        f"{config.rna_generator_steps} steps; after each round {config.rna_round_designs} of "
+        f"its samples are folded and the predictor retrained on all folded sequences; then "
+        f"{config.rna_designs} samples are folded (predicted {rna['predicted_mean']:.1f} "
+        f"kcal/mol on mean, correlation {rna['design_correlation']:.2f} with their folded "
+        f"MFE). Random sampling keeps the {config.rna_designs} lowest of {rna['budget']} random "
+        f"sequences (no selection: the first {config.rna_designs}); simulated annealing "
+        f"({config.rna_chains} chains, single-letter moves, temperature 3 -> 0.1 kcal/mol) "
+        f"keeps the {config.rna_designs} lowest distinct sequences it evaluated.")
+    rows = []
+    for k, e in rna["energies"].items():
+        ranked = sorted(e)
+        rows.append((k, rna["oracle_calls"][k], len(e), sum(e) / len(e), ranked[len(e) // 2],
+                     ranked[0], rna["diversity"][k]["distinct"],
+                     rna["diversity"][k]["hamming"]))
+    result.tables["RNA design scored by ViennaRNA (MFE, kcal/mol; lower is more stable)"] = \
+        Table(("designer", "oracle calls", "designs", "mean MFE", "median MFE", "lowest MFE",
+               "distinct", "Hamming/site"), rows)
+    result.tables["Lowest-MFE design of each designer"] = Table(
+        ("designer", "sequence", "structure", "MFE"),
+        [(k, *best) for k, best in rna["best"].items()])
+    plt = pyplot("dna")
+    fig, ax = plt.subplots(figsize=(6, 3.4))
+    for k, e in rna["energies"].items():
+        ranked = sorted(e)
+        ax.step(ranked, [(i + 1) / len(e) for i in range(len(e))], where="post", label=k)
+    ax.set_xlabel("ViennaRNA minimum free energy (kcal/mol)")
+    ax.set_ylabel("fraction of designs at or below")
+    ax.set_title(f"RNA designs, {rna['budget']} oracle calls each")
+    ax.legend(fontsize=8)
+    path = save_figure(fig, out, "dna_rna_design.png")
+    if path is not None:
+        result.figures["ECDF of the designs' ViennaRNA energies"] = path
+
+
 def run(config: Config | None = None, out: Path | None = None, show: bool = True,
         checkpoint: Path | None = None) -> AppResult:
-    """The VAE on splice junctions and the generator of promoters."""
+    """The VAE on splice junctions, the generator of promoters and RNA design
+    against ViennaRNA."""
     config = config or Config()
     ckpt = Checkpoint(checkpoint, config)
     vae = ckpt.get("vae") or ckpt.put("vae", _vae_part(config, show))
     gen = ckpt.get("generator") or ckpt.put("generator", _generator_part(config, show))
+    rna = ckpt.unit("rna", _rna_part, config, show)
     metrics = {"config": dataclasses.asdict(config), "vae": vae,
-               "generator": {k: v for k, v in gen.items() if k != "trace"}}
+               "generator": {k: v for k, v in gen.items() if k != "trace"},
+               "rna": {k: v for k, v in rna.items() if k not in ("trace", "energies")}}
     result = AppResult("dna", metrics, heading="DNA: sequence VAE and autoregressive generator")
     result.text = (f"VAE: {config.latents} categorical latents of {config.classes} classes "
                    f"({config.vae_method}), convolutional encoder ({config.vae_channels} "
@@ -553,17 +706,23 @@ def run(config: Config | None = None, out: Path | None = None, show: bool = True
                    f"p(promoter) of a frozen CNN (held-out accuracy on 21 of the 106 real "
                    f"sequences: {gen['classifier_held_out_accuracy']:.2f}) minus "
                    f"{config.gc_weight} x (GC - GC of real promoters)^2 plus "
-                   f"{config.entropy_weight} x per-step entropy.")
+                   f"{config.entropy_weight} x per-step entropy, and two differentiable batch "
+                   f"terms computed from the one-hot samples: minus {config.motif_weight} x "
+                   f"(mean soft box score - real promoters')^2, where the soft score is the max "
+                   f"over starts and 15-19 nt spacings of sigmoid(s (matches of TTGACA - 4.5)) "
+                   f"x sigmoid(s (matches of TATAAT - 4.5)) with s = {_motifs.SHARPNESS:g}, and "
+                   f"minus {config.kmer_weight} x the L1 distance of the batch's 3-mer "
+                   f"frequencies to the real promoters' (the distance reported below, so it is "
+                   f"measured in-sample).")
     result.tables.update(_vae_tables(vae, config))
     vae_figure = _vae_figure(vae, out)
     if vae_figure is not None:
         result.figures["Sequence VAE: held-out reconstruction accuracy by position"] = vae_figure
-    rows = [(who, gen["p_promoter"][who], gen["gc"][who],
-             gen["kmer_distance"].get(who, 0.0) if who != "real promoters" else 0.0)
-            for who in ("generated", "real promoters", "random")]
     result.tables["Promoter generator against real sequences"] = Table(
-        ("sequences", "classifier p(promoter)", "GC content", "3-mer L1 to real promoters"),
-        rows)
+        ("sequences", "classifier p(promoter)", "GC content", "3-mer L1 to real promoters",
+         "-35 and -10 boxes 15-19 nt apart"),
+        [(f"{who} ({gen['sizes'][who]})", gen["p_promoter"][who], gen["gc"][who],
+          gen["kmer_distance"][who], gen["box_rate"][who]) for who in gen["sizes"]])
     result.tables["Generated promoters (first five) and diversity"] = Table(
         ("sequence",), [(s,) for s in gen["examples"]]
         + [(f"distinct {gen['diversity']['distinct']:.2f}, mean Hamming distance per site "
@@ -577,4 +736,5 @@ def run(config: Config | None = None, out: Path | None = None, show: bool = True
     path = save_figure(fig, out, "dna_generator.png")
     if path is not None:
         result.figures["Objective of the promoter generator over training"] = path
+    _rna_report(result, rna, config, out)
     return result
