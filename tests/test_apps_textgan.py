@@ -33,7 +33,7 @@ def test_soft_samples_sharpen_with_beta_to_the_one_hot_of_the_sampled_token():
     # The tokens (argmax(o + g)) and so the whole sequence do not depend on beta.
     assert all(torch.equal(t, seen[1.0][1]) for _, t in seen.values())
     # Entropy of what the discriminator sees (nats; log 32 = 3.47 is uniform): strictly
-    # falling with beta, 2.5 / 0.6 / 0.02 / 0.002 when this was written.
+    # falling with beta, 2.3 / 0.15 / 0.011 / 0.0005 when this was written.
     assert all(a > b for a, b in zip(entropies, entropies[1:])), entropies
     assert entropies[0] > 1.5 and entropies[-1] < 0.05, entropies
     y, tokens = seen[1000.0]
@@ -86,7 +86,7 @@ def test_reheater_fires_on_a_collapsed_generator_and_softens_what_the_discrimina
     assert m["distinct4"] < config.reheat_threshold and "reheat" in m, m
     assert "diversity" in m["reheat"] and "beta 31.62 -> 1.054" in m["reheat"], m["reheat"]
     # Same generator, same noise: only beta changed. Entropy of the discriminator's input
-    # (nats): 0.1 collapsed at beta 31.6, 1.5 after the reheat when this was written.
+    # (nats): 0.006 collapsed at beta 31.6, 0.70 after the reheat when this was written.
     after = seen_entropy()
     assert after > before + 0.5, (before, after)
     recovered = []
@@ -94,9 +94,10 @@ def test_reheater_fires_on_a_collapsed_generator_and_softens_what_the_discrimina
         gan.gan_step()
         gan.step += 1
         recovered.append(share_of_e())
-    # Share of 'e' in the samples: 0.99 collapsed, below 0.2 after 40 steps at the raised
-    # temperature when this was written.
+    # Share of 'e' in the samples: 0.93 collapsed, 0.05 to 0.21 over the last 10 of 40 steps
+    # at the raised temperature; distinct-4 0.06 -> 0.32 when this was written.
     assert max(recovered[-10:]) < 0.5, recovered
+    assert gan.monitor("gan")["distinct4"] > 3 * m["distinct4"]
     assert len(gan.tau.events) == 1  # the cooldown keeps it from firing again at once
 
 
@@ -142,6 +143,7 @@ def test_a_resumed_run_equals_an_uninterrupted_one(tmp_path, monkeypatch):
             super().put(key, value)
             if len(self.done) == 3:
                 raise KeyboardInterrupt
+            return value
 
     path = tmp_path / "ckpt.pt"
     monkeypatch.setattr(textgan, "Checkpoint", Interrupt)

@@ -84,7 +84,7 @@ class Config:
     embed: int = 32
     batch: int = 64
     pretrain_steps: int = 1000
-    gan_steps: int = 500
+    gan_steps: int = 400
     variants: tuple[str, ...] = ("soft", "soft_reheat", "hard_reheat")
     beta_max: float = 100.0  # RelGAN: tau = 1 / beta, beta from 1 to beta_max
     schedule: str = "exp"
