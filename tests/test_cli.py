@@ -240,7 +240,7 @@ def test_demo_writes_a_complete_report(tiny_report):
         "dna_generator.png", "dna_rna_design.png", "dna_vae_positions.png",
         "dropout_calibration.png", "kmeans_embedding.png", "metrics.json", "nas_entropy.png",
         "paths_maps.png", "report.html", "report.md", "sorting_jigsaw.png",
-        "sorting_mnist.png", "sorting_numbers.png", "temperatures.png",
+        "sorting_mnist.png", "sorting_numbers.png", "temperatures.png", "textgan_curves.png",
         "textgan_temperature.png", "trees_learning.png", "trees_recovered.png",
         "vae_digits_soft.png", "vae_digits_st.png"]
     metrics = json.loads((out / "metrics.json").read_text())
@@ -267,9 +267,9 @@ def test_demo_writes_a_complete_report(tiny_report):
     for name in ("temperatures.png", "kmeans_embedding.png", "dropout_calibration.png",
                  "nas_entropy.png", "vae_digits_soft.png", "dna_generator.png",
                  "dna_vae_positions.png", "dna_rna_design.png",
-                 "textgan_temperature.png", "sorting_numbers.png", "sorting_mnist.png",
-                 "sorting_jigsaw.png", "trees_recovered.png", "trees_learning.png",
-                 "paths_maps.png"):
+                 "textgan_temperature.png", "textgan_curves.png", "sorting_numbers.png",
+                 "sorting_mnist.png", "sorting_jigsaw.png", "trees_recovered.png",
+                 "trees_learning.png", "paths_maps.png"):
         assert f"]({name})" in md
     assert list(out.parent.iterdir()) == [out]  # no staging folder left behind
 

@@ -1,26 +1,36 @@
-"""A character-level text GAN trained through Gumbel-Softmax samples, with
-temperature annealing and reheating when diversity collapses (RelGAN-style).
+"""A character-level text GAN trained through Gumbel-Softmax samples as in
+RelGAN (Nie, Narodytska and Patel 2019), with temperature annealing and
+reheating when diversity collapses, evaluated by quality-diversity curves over
+sampling temperatures as in "Language GANs falling short" (Caccia et al. 2020).
 
-- Generator: a GRU that emits each character as a Gumbel-Softmax relaxed
-  one-hot (``hard=True``: exact one-hot with the straight-through gradient) and
-  reads it back as its next input; optional maximum-likelihood pre-training.
-- Discriminator: a CNN over one-hot sequences (real) or relaxed ones
-  (generated), so its gradient reaches every sampling step of the generator;
-  the relativistic standard GAN loss of RelGAN.
-- Temperature: any :mod:`gumbelrs.schedules` schedule (default RelGAN's
-  exponential inverse temperature ``beta_max ** (t / T)``), wrapped in a
-  :class:`gumbelrs.schedules.Reheater` that a diversity monitor (distinct
-  4-grams and character entropy of generated text, every ``monitor_every``
-  steps) drives: when distinct-4 falls below ``reheat_threshold`` the
-  temperature is raised for a while, then annealing resumes. Every change is
-  logged with its reason.
+- Generator: a GRU. At each step it draws the Gumbel perturbation ``g`` of its
+  logits ``o``; its next input is the one-hot of the argmax token
+  ``argmax(o + g)`` (an exact sample of ``softmax(o)``), and the discriminator
+  sees the soft sample ``softmax(beta * (o + g))`` (variant ``soft``, RelGAN's
+  default), or the straight-through one-hot of the same token, fed back with
+  its gradient (variant ``hard``). Maximum-likelihood pre-training first.
+- Discriminator: a CNN over one-hot sequences (real) or the generator's
+  samples (soft or one-hot), so its gradient reaches every sampling step of the
+  generator; the relativistic standard GAN loss of RelGAN.
+- Inverse temperature: ``beta`` rises from 1 to ``beta_max`` over the
+  adversarial steps along one of :class:`gumbelrs.schedules.RelGAN`'s schedules
+  (``exp``, ``linear``, ``sigmoid``, ...). With reheating (variants ``*_reheat``)
+  it is wrapped in a :class:`gumbelrs.schedules.Reheater` driven by a diversity
+  monitor (distinct 4-grams of ``samples`` generated texts, every
+  ``monitor_every`` steps): when distinct-4 falls below ``reheat_threshold`` the
+  temperature is multiplied by ``reheat_boost`` (beta divided by it: the soft
+  samples become flatter, exploratory) for ``reheat_hold`` steps, then anneals
+  back. Every reheat is logged with its reason.
+
+Evaluation: every model (MLE alone and each GAN variant, ``seeds`` seeds each)
+samples ``samples`` texts at every sampling temperature of ``temperatures``
+(logits divided by it); quality is the 4-gram precision against the held-out
+text (the last 10% of the corpus), diversity is distinct-4 (distinct 4-grams
+over all 4-grams of the samples). Means over seeds come with 95% t-intervals.
 
 Data: "The Devil's Dictionary" (Bierce, 1911; public domain, shipped in
 ``gumbelrs/apps/data``) or any UTF-8 text file (``Config.corpus``); lower-cased,
-characters outside the alphabet become spaces. Metrics against held-out text
-(the last 10%): Jensen-Shannon divergence of character-bigram distributions,
-4-gram precision (the fraction of generated 4-grams found in held-out text,
-quality) and distinct-4 (diversity).
+characters outside the alphabet become spaces.
 """
 
 from __future__ import annotations
@@ -28,7 +38,9 @@ from __future__ import annotations
 import dataclasses
 import functools
 import gzip
+import math
 from collections import Counter
+from collections.abc import Sequence
 from pathlib import Path
 
 import torch
@@ -44,14 +56,22 @@ from ._common import (
     check_config,
     progress,
     pyplot,
+    require,
     save_figure,
     seeded,
 )
 
 ALPHABET = " abcdefghijklmnopqrstuvwxyz.,;'-"
-#: Sampling temperatures (logits divided by them) of the samples in the report.
-SAMPLING = (1.0, 0.7, 0.4)
+#: The models of a run: a GAN variant name -> its label in the report.
+VARIANTS = {
+    "soft": "GAN, no reheating",
+    "soft_reheat": "GAN with reheating",
+    "hard": "GAN, hard ST, no reheating",
+    "hard_reheat": "GAN with reheating, hard ST",
+}
+MLE = "MLE only"
 _CORPUS = Path(__file__).parent / "data" / "devils_dictionary.txt.gz"
+_EVAL_SEED = 2**31  # evaluation samples draw from their own stream (training seeds are below)
 
 
 @dataclasses.dataclass
@@ -63,27 +83,34 @@ class Config:
     hidden: int = 128
     embed: int = 32
     batch: int = 64
-    pretrain_steps: int = 1500
-    gan_steps: int = 2000
-    hard: bool = True
-    beta_max: float = 100.0  # RelGAN: tau = 1 / beta, beta = beta_max ** (t / T)
+    pretrain_steps: int = 1000
+    gan_steps: int = 400
+    variants: tuple[str, ...] = ("soft", "soft_reheat", "hard_reheat")
+    beta_max: float = 100.0  # RelGAN: tau = 1 / beta, beta from 1 to beta_max
     schedule: str = "exp"
-    reheat: bool = True
     reheat_threshold: float = 0.55
-    reheat_boost: float = 4.0
+    reheat_boost: float = 10.0
     reheat_hold: int = 100
     monitor_every: int = 50
-    lr: float = 1e-3
+    lr: float = 1e-3  # pre-training
+    gan_lr: float = 1e-4  # adversarial training (RelGAN's)
     samples: int = 200
+    temperatures: tuple[float, ...] = (0.5, 0.7, 0.85, 1.0, 1.2, 1.5)
+    seeds: int = 5
     seed: int = 0
 
     def __post_init__(self) -> None:
         check_config("textgan", self, counts=("length", "hidden", "embed", "batch",
-                                              "monitor_every", "samples"),
+                                              "monitor_every", "samples", "seeds"),
                      maybe_zero=("pretrain_steps", "gan_steps", "reheat_hold", "seed"),
-                     positive=("beta_max", "reheat_boost", "lr"),
+                     positive=("beta_max", "reheat_boost", "lr", "gan_lr"),
                      fractions=("reheat_threshold",),
-                     choices={"schedule": schedules.RelGAN.KINDS})
+                     choices={"schedule": schedules.RelGAN.KINDS, "variants": tuple(VARIANTS)})
+        t = self.temperatures
+        if not (isinstance(t, tuple) and t and all(
+                isinstance(x, (int, float)) and math.isfinite(x) and x > 0 for x in t)):
+            raise ValueError(f"textgan: temperatures must be a non-empty tuple of finite "
+                             f"numbers > 0, got {t!r}")
         if self.beta_max < 1:
             raise ValueError(f"textgan: beta_max must be >= 1, got {self.beta_max!r}")
         if self.reheat_boost <= 1:
@@ -100,13 +127,15 @@ class Config:
 
     @classmethod
     def quick(cls) -> Config:
-        """A run of about a minute on two cores."""
-        return cls(pretrain_steps=500, gan_steps=600, samples=100)
+        """One seed of a shorter run (the demo)."""
+        return cls(pretrain_steps=500, gan_steps=400, samples=100, seeds=1,
+                   temperatures=(0.5, 0.75, 1.0, 1.5))
 
     @classmethod
     def tiny(cls) -> Config:
         """A smoke test of the pipeline (seconds)."""
-        return cls(pretrain_steps=5, gan_steps=10, monitor_every=5, samples=10, batch=8)
+        return cls(pretrain_steps=5, gan_steps=10, monitor_every=5, samples=10, batch=8, seeds=2,
+                   temperatures=(0.7, 1.0))
 
 
 @functools.lru_cache(maxsize=4)
@@ -177,36 +206,71 @@ def precision4(texts: list[str], reference: set[str]) -> float:
     return sum(c for g, c in grams.items() if g in reference) / max(1, sum(grams.values()))
 
 
+def soft_entropy(y: torch.Tensor) -> float:
+    """Mean entropy (nats) of the categorical vectors ``y`` ``(..., vocab)``:
+    0 for one-hots, ``log(vocab)`` for uniform ones."""
+    y = y.detach().double()
+    return float(-(y * y.clamp_min(1e-300).log()).sum(-1).mean())
+
+
+def t_interval(values: Sequence[float], level: float = 0.95) -> tuple[float, float | None]:
+    """Mean of ``values`` and the half-width of its ``level`` Student t
+    confidence interval (None for a single value)."""
+    n = len(values)
+    mean = sum(values) / n
+    if n < 2:
+        return mean, None
+    sd = math.sqrt(sum((v - mean) ** 2 for v in values) / (n - 1))
+    t = require("scipy.stats", "textgan").t.ppf((1 + level) / 2, n - 1)
+    return mean, float(t * sd / math.sqrt(n))
+
+
+def at_diversity(curve: Sequence[tuple[float, float]], diversity: float) -> float | None:
+    """The quality of a curve of ``(diversity, quality)`` points (any order) at
+    ``diversity``, linearly interpolated between the two nearest points on
+    either side; None when the curve does not reach it."""
+    pts = sorted(curve)
+    for (d0, q0), (d1, q1) in zip(pts, pts[1:]):
+        if d0 <= diversity <= d1:
+            return q0 if d1 == d0 else q0 + (q1 - q0) * (diversity - d0) / (d1 - d0)
+    return None
+
+
 # -- models ------------------------------------------------------------------
 
 class TextGenerator(nn.Module):
-    """A GRU that feeds back its own Gumbel-Softmax samples."""
+    """A GRU whose next input is its own sampled token."""
 
     def __init__(self, vocab: int, embed: int, hidden: int):
         super().__init__()
-        self.embed = nn.Linear(vocab, embed, bias=False)  # reads one-hot or relaxed input
+        self.embed = nn.Linear(vocab, embed, bias=False)  # reads one-hot input
         self.cell = nn.GRUCell(embed, hidden)
         self.out = nn.Linear(hidden, vocab)
         self.h0 = nn.Parameter(torch.zeros(hidden))
         self.vocab = vocab
 
     def forward(self, n: int, length: int, tau: float, hard: bool,
-                generator: gumbelrs.Generator, temperature: float = 1.0) -> torch.Tensor:
-        """``n`` sequences ``(n, length, vocab)``; the first character is sampled
-        from the learned initial state. ``tau`` is the Gumbel-Softmax temperature
-        (it shapes the relaxed sample and the gradient; the hard sample does not
-        depend on it); ``temperature`` divides the logits (sampling temperature:
-        below 1 sharper, above 1 flatter)."""
+                generator: gumbelrs.Generator,
+                temperature: float = 1.0) -> tuple[torch.Tensor, torch.Tensor]:
+        """``n`` sequences: the samples the discriminator sees ``(n, length,
+        vocab)`` and the tokens ``(n, length)``. Each token is ``argmax(o + g)``
+        (``o`` the logits divided by the sampling ``temperature``, ``g`` Gumbel
+        noise). ``hard=False``: the discriminator sees ``softmax((o + g) /
+        tau)`` and the next input is the token's one-hot (no gradient);
+        ``hard=True``: both are the straight-through one-hot (``tau`` shapes
+        only its gradient)."""
         h = self.h0.expand(n, -1)
         x = torch.zeros(n, self.vocab)
-        ys = []
+        ys, tokens = [], []
         for _ in range(length):
             h = self.cell(self.embed(x), h)
             y = gumbelrs.gumbel_softmax(self.out(h) / temperature, tau, hard=hard,
                                         generator=generator)
+            token = y.detach().argmax(-1)
             ys.append(y)
-            x = y
-        return torch.stack(ys, 1)
+            tokens.append(token)
+            x = y if hard else nn.functional.one_hot(token, self.vocab).to(y.dtype)
+        return torch.stack(ys, 1), torch.stack(tokens, 1)
 
     def nll(self, real: torch.Tensor) -> torch.Tensor:
         """Teacher-forced negative log-likelihood per character (MLE)."""
@@ -243,10 +307,10 @@ def rsgan_losses(d_real: torch.Tensor, d_fake: torch.Tensor):
     return bce(d_real - d_fake, ones), bce(d_fake - d_real, ones)
 
 
-def make_schedule(config: Config) -> schedules.Schedule:
-    """RelGAN's schedule, wrapped in a Reheater when ``config.reheat``."""
+def make_schedule(config: Config, reheat: bool) -> schedules.Schedule:
+    """RelGAN's schedule (temperature 1 / beta), wrapped in a Reheater when ``reheat``."""
     base = schedules.RelGAN(config.schedule, config.beta_max, max(1, config.gan_steps))
-    if not config.reheat:
+    if not reheat:
         return base
     return schedules.Reheater(base, threshold=config.reheat_threshold, boost=config.reheat_boost,
                               hold=config.reheat_hold, release=config.reheat_hold,
@@ -254,10 +318,13 @@ def make_schedule(config: Config) -> schedules.Schedule:
 
 
 class TextGAN:
-    """Models, optimizers, schedule and logs of one run (checkpointable)."""
+    """Models, optimizers, schedule and log of one run: one seed, one variant
+    (``"mle"`` for pre-training, or a key of :data:`VARIANTS`)."""
 
-    def __init__(self, config: Config):
+    def __init__(self, config: Config, seed: int | None = None, variant: str = "soft"):
         self.config = config
+        self.seed = config.seed if seed is None else seed
+        self.hard = variant.startswith("hard")
         self.text = load_text(config.corpus)
         ids = encode(self.text)
         cut = len(ids) * 9 // 10
@@ -265,38 +332,25 @@ class TextGAN:
         held = self.text[cut:]
         self.held_bigrams = ngrams([held], 2)
         self.held_4grams = set(ngrams([held], 4))
-        self.rng = seeded(config.seed)
-        self.batches = torch.Generator().manual_seed(config.seed)
+        self.rng = seeded(self.seed)
+        self.batches = torch.Generator().manual_seed(self.seed)
         v = len(ALPHABET)
         self.gen = TextGenerator(v, config.embed, config.hidden)
         self.dis = Discriminator(v, config.embed)
         self.g_opt = torch.optim.Adam(self.gen.parameters(), lr=config.lr, betas=(0.5, 0.999))
-        self.d_opt = torch.optim.Adam(self.dis.parameters(), lr=config.lr, betas=(0.5, 0.999))
-        self.tau = make_schedule(config)
-        self.step = 0  # pre-training steps, then GAN steps
+        self.d_opt = torch.optim.Adam(self.dis.parameters(), lr=config.gan_lr,
+                                      betas=(0.5, 0.999))
+        self.tau = make_schedule(config, variant.endswith("reheat"))
+        self.step = 0
         self.log: list[dict] = []
-        self.reference = self.measure_texts(decode(windows(
-            self.held_ids, config.samples, config.length, torch.Generator().manual_seed(1))))
 
-    # -- checkpoint
-    def state(self) -> dict:
-        return {"gen": self.gen.state_dict(), "dis": self.dis.state_dict(),
-                "g_opt": self.g_opt.state_dict(), "d_opt": self.d_opt.state_dict(),
-                "tau": self.tau.state_dict(), "rng": self.rng.get_state(),
-                "batches": self.batches.get_state(), "step": self.step, "log": self.log}
-
-    def load(self, s: dict, pretrained_only: bool = False) -> None:
-        """Restores a :meth:`state`; ``pretrained_only`` takes just the generator
-        after maximum-likelihood pre-training (a GAN run starts from it)."""
-        self.gen.load_state_dict(s["gen"])
-        self.g_opt.load_state_dict(s["g_opt"])
-        self.rng.set_state(s["rng"])
-        self.batches.set_state(s["batches"])
-        self.step, self.log = s["step"], list(s["log"])
-        if not pretrained_only:
-            self.dis.load_state_dict(s["dis"])
-            self.d_opt.load_state_dict(s["d_opt"])
-            self.tau.load_state_dict(s["tau"])
+    def start_adversarial(self, pretrained: dict | None) -> None:
+        """The generator from maximum-likelihood pre-training (if any), with a
+        fresh optimizer at the adversarial learning rate."""
+        if pretrained is not None:
+            self.gen.load_state_dict(pretrained)
+        self.g_opt = torch.optim.Adam(self.gen.parameters(), lr=self.config.gan_lr,
+                                      betas=(0.5, 0.999))
 
     # -- measuring
     def measure_texts(self, texts: list[str]) -> dict[str, float]:
@@ -304,21 +358,37 @@ class TextGAN:
                 "bigram_js": bigram_js(texts, self.held_bigrams),
                 "precision4": precision4(texts, self.held_4grams)}
 
-    def sample(self, n: int, tau: float, temperature: float = 1.0) -> list[str]:
+    def sample(self, n: int, temperature: float = 1.0,
+               generator: gumbelrs.Generator | None = None) -> list[str]:
+        """``n`` texts sampled at the sampling ``temperature``."""
         with torch.no_grad():
-            return decode(self.gen(n, self.config.length, tau, True, self.rng, temperature))
+            _, tokens = self.gen(n, self.config.length, 1.0, True, generator or self.rng,
+                                 temperature)
+        return ["".join(ALPHABET[i] for i in row) for row in tokens.tolist()]
 
-    def monitor(self, phase: str) -> dict:
-        """Diversity and quality of samples at the current temperature; in the
-        GAN phase it drives the reheater, and a reheat is logged with its reason."""
+    def curve(self) -> dict[str, dict[str, float]]:
+        """Quality and diversity of ``samples`` texts at each sampling
+        temperature and at 1 (each from the same random stream, the same for
+        every model of a seed)."""
+        return {f"{t:g}": self.measure_texts(self.sample(
+            self.config.samples, t, gumbelrs.Generator(_EVAL_SEED + self.seed)))
+            for t in sorted({*self.config.temperatures, 1.0})}
+
+    def monitor(self, phase: str, seen: torch.Tensor | None = None) -> dict:
+        """Diversity and quality of samples at sampling temperature 1, the
+        inverse temperature and the entropy of what the discriminator saw
+        (``seen``); in the GAN phase it drives the reheater, and a reheat is
+        logged with its reason."""
         tau = self.tau.tau if phase == "gan" else 1.0
-        m = {"step": self.step, "phase": phase, "tau": tau,
-             **self.measure_texts(self.sample(self.config.samples, tau))}
+        m = {"step": self.step, "phase": phase, "beta": 1.0 / tau,
+             **self.measure_texts(self.sample(self.config.samples))}
+        if seen is not None:
+            m["seen_entropy"] = soft_entropy(seen)
         if phase == "gan" and isinstance(self.tau, schedules.Reheater):
             if self.tau.observe(m["distinct4"]):
                 event = self.tau.events[-1]
-                m["reheat"] = (f"step {self.step}: {event['reason']}; tau "
-                               f"{event['tau_before']:.4g} -> {event['tau_after']:.4g}")
+                m["reheat"] = (f"step {self.step}: {event['reason']}; beta "
+                               f"{1 / event['tau_before']:.4g} -> {1 / event['tau_after']:.4g}")
         self.log.append(m)
         return m
 
@@ -331,11 +401,12 @@ class TextGAN:
         self.g_opt.step()
         return float(loss.detach())
 
-    def gan_step(self) -> tuple[float, float]:
+    def gan_step(self) -> tuple[float, float, torch.Tensor]:
+        """One discriminator and one generator update; returns both losses and
+        the samples the discriminator saw."""
         c = self.config
-        tau = self.tau.tau
         real = windows(self.train_ids, c.batch, c.length, self.batches)
-        fake = self.gen(c.batch, c.length, tau, c.hard, self.rng)
+        fake, _ = self.gen(c.batch, c.length, self.tau.tau, self.hard, self.rng)
         d_loss, _ = rsgan_losses(self.dis(real), self.dis(fake.detach()))
         self.d_opt.zero_grad()
         d_loss.backward()
@@ -345,132 +416,228 @@ class TextGAN:
         g_loss.backward()
         self.g_opt.step()
         self.tau.step()
-        return float(d_loss.detach()), float(g_loss.detach())
+        return float(d_loss.detach()), float(g_loss.detach()), fake.detach()
 
-    def train(self, show: bool, checkpoint: Checkpoint | None = None) -> None:
-        c = self.config
-        total = c.pretrain_steps + c.gan_steps
-        for _ in progress(range(self.step, total), total - self.step, "textgan", show):
-            phase = "pretrain" if self.step < c.pretrain_steps else "gan"
-            losses = (self.pretrain_step(),) if phase == "pretrain" else self.gan_step()
+    def train(self, phase: str, steps: int, show: bool) -> None:
+        """``steps`` steps of ``"pretrain"`` or ``"gan"``, monitored every
+        ``monitor_every`` steps and at the end."""
+        for i in progress(range(steps), steps, f"textgan {phase} seed {self.seed}", show):
+            seen = None
+            if phase == "pretrain":
+                losses: tuple = (self.pretrain_step(),)
+            else:
+                *losses, seen = self.gan_step()
             self.step += 1
-            if self.step % c.monitor_every == 0 or self.step in (c.pretrain_steps, total):
-                m = self.monitor(phase)
-                m["losses"] = losses
-                if checkpoint is not None:
-                    checkpoint.put("state", self.state())
+            if (i + 1) % self.config.monitor_every == 0 or i + 1 == steps:
+                self.monitor(phase, seen)["losses"] = tuple(losses)
+
+
+# -- units of a run (one seed x one model; picklable arguments and results) ---
+
+def pretrain_unit(config: Config, seed: int, show: bool) -> dict:
+    """Maximum-likelihood pre-training of seed ``seed``: the generator's
+    weights, its log and its quality-diversity curve."""
+    gan = TextGAN(config, seed, "mle")
+    gan.train("pretrain", config.pretrain_steps, show)
+    return {"gen": {k: v.clone() for k, v in gan.gen.state_dict().items()}, "log": gan.log,
+            "curve": gan.curve(), "samples": _samples(gan)}
+
+
+def gan_unit(config: Config, seed: int, variant: str, pretrained: dict | None,
+             show: bool) -> dict:
+    """Adversarial training of one variant from the pre-trained generator
+    (None: from scratch): its log, reheats and quality-diversity curve."""
+    gan = TextGAN(config, seed, variant)
+    gan.start_adversarial(pretrained)
+    gan.train("gan", config.gan_steps, show)
+    return {"log": gan.log, "curve": gan.curve(), "samples": _samples(gan),
+            "events": [f"GAN step {e['step']}: {e['reason']}; beta {1 / e['tau_before']:.3g}"
+                       f" -> {1 / e['tau_after']:.3g}" for e in getattr(gan.tau, "events", [])]}
+
+
+def _samples(gan: TextGAN) -> dict[str, list[str]]:
+    rng = gumbelrs.Generator(_EVAL_SEED + gan.seed)
+    return {f"{t:g}": gan.sample(3, t, rng) for t in (1.0, 0.7)}
+
+
+def _evaluate(ckpt: Checkpoint, units: list[tuple]) -> list:
+    return [ckpt.unit(key, fn, *args) for key, fn, args in units]
 
 
 def run(config: Config | None = None, out: Path | None = None, show: bool = True,
         checkpoint: Path | None = None) -> AppResult:
-    """Pre-trains, trains the GAN, and compares it with MLE alone and with a
-    run without reheating; writes the temperature/diversity plot."""
+    """Pre-trains ``config.seeds`` generators, trains every GAN variant from
+    each, and compares their quality-diversity curves with maximum likelihood
+    alone; writes the curves and the temperature/diversity plot."""
     config = config or Config()
     ckpt = Checkpoint(checkpoint, config)
-    start = ckpt.get("start")
-    if start is None:
-        untrained = TextGAN(config)
-        start = ckpt.put("start", {"reference": untrained.reference, "initial": (
-            untrained.measure_texts(untrained.sample(config.samples, 1.0)))})
-    variants = {}
+    seeds = [config.seed + s for s in range(config.seeds)]
+    pretrained = {s: None for s in seeds}
+    runs: dict[str, list[dict]] = {}
     if config.pretrain_steps:
-        variants["MLE only"] = dataclasses.replace(config, gan_steps=0)
+        runs[MLE] = _evaluate(ckpt, [(f"mle/{s}", pretrain_unit, (config, s, show))
+                                     for s in seeds])
+        pretrained = {s: r["gen"] for s, r in zip(seeds, runs[MLE])}
     if config.gan_steps:
-        variants["GAN, no reheating"] = dataclasses.replace(config, reheat=False)
-        if config.reheat:
-            variants["GAN with reheating"] = config
-    runs = {}
-    for name, cfg in variants.items():
-        done = ckpt.get(f"final/{name}")
-        if done is None:
-            gan = TextGAN(cfg)
-            sub = _Prefixed(ckpt, name)
-            saved = sub.get("state")
-            if saved is not None:
-                gan.load(saved)
-            elif name != "MLE only" and config.pretrain_steps:  # from the pre-trained generator
-                gan.load(ckpt.get("MLE only/state"), pretrained_only=True)
-            gan.train(show, sub)
-            done = ckpt.put(f"final/{name}", {
-                "final": gan.log[-1], "log": gan.log,
-                "samples": {f"{t:.3g}": gan.sample(4, gan.tau.tau, t) for t in SAMPLING},
-                "events": [f"GAN step {e['step']}: {e['reason']}; tau {e['tau_before']:.3g} -> "
-                           f"{e['tau_after']:.3g}" for e in getattr(gan.tau, "events", [])]})
-        runs[name] = done
-    return _report(config, start, runs, out)
+        variants = list(dict.fromkeys(config.variants))
+        done = _evaluate(ckpt, [(f"gan/{v}/{s}", gan_unit, (config, s, v, pretrained[s], show))
+                                for v in variants for s in seeds])
+        for i, v in enumerate(variants):
+            runs[VARIANTS[v]] = done[i * len(seeds):(i + 1) * len(seeds)]
+    return _report(config, seeds, runs, out)
 
 
-class _Prefixed:
-    """A view of a checkpoint whose keys get a prefix (one run of several)."""
+# -- report --------------------------------------------------------------------
 
-    def __init__(self, ckpt: Checkpoint, prefix: str):
-        self.ckpt, self.prefix = ckpt, prefix
-
-    def get(self, key: str):
-        return self.ckpt.get(f"{self.prefix}/{key}")
-
-    def put(self, key: str, value):
-        return self.ckpt.put(f"{self.prefix}/{key}", value)
+def _ci(values: Sequence[float]) -> dict:
+    mean, half = t_interval(values)
+    return {"mean": mean, "ci95": half, "values": list(values)}
 
 
-def _report(config: Config, start: dict, runs: dict[str, dict], out: Path | None) -> AppResult:
-    metrics: dict = {"config": dataclasses.asdict(config)}
-    result = AppResult("textgan", metrics, heading="Text GAN with temperature annealing and "
-                                                    "reheating")
+def _fmt(stat: dict) -> str:
+    return (f"{stat['mean']:.3f}" if stat["ci95"] is None
+            else f"{stat['mean']:.3f} ± {stat['ci95']:.3f}")
+
+
+def _reference(config: Config) -> dict[str, dict[str, float]]:
+    """Held-out and training windows measured like generated samples (the
+    held-out text's distinct-4 is the diversity of real text at this sample
+    size; the training text's 4-gram precision the quality of real text)."""
+    gan = TextGAN(config)
+    cut = torch.Generator().manual_seed(1)
+    return {name: gan.measure_texts(decode(windows(ids, config.samples, config.length, cut)))
+            for name, ids in (("held-out text", gan.held_ids), ("training text", gan.train_ids))}
+
+
+def _report(config: Config, seeds: list[int], runs: dict[str, list[dict]],
+            out: Path | None) -> AppResult:
+    ref = _reference(config)
+    held_d4 = ref["held-out text"]["distinct4"]
+    n = len(seeds)
+    metrics: dict = {"config": dataclasses.asdict(config), "reference": ref,
+                     "collapse_threshold": held_d4 / 2}
+    result = AppResult("textgan", metrics, heading="Text GAN: RelGAN's soft Gumbel-Softmax "
+                                                    "samples, annealing and reheating")
     corpus = config.corpus or "The Devil's Dictionary (Bierce, 1911)"
-    result.text = (f"Character GRU generator ({config.hidden}) feeding back its own "
-                   f"{'straight-through' if config.hard else 'soft'} Gumbel-Softmax samples, CNN "
-                   f"discriminator, RSGAN loss; {config.pretrain_steps} MLE pre-training steps, "
-                   f"then {config.gan_steps} GAN steps with RelGAN's '{config.schedule}' "
-                   f"schedule (beta_max {config.beta_max}); reheating when distinct-4 < "
-                   f"{config.reheat_threshold}. Corpus: {corpus}, last 10% held out. Metrics on "
-                   f"{config.samples} samples of {config.length} characters at the final "
-                   f"temperature (1 for MLE): bigram JS divergence to held-out text (lower is "
-                   f"closer), 4-gram precision against held-out text (quality), distinct-4 "
-                   f"(diversity).")
-    ref = start["reference"]
-    rows = [("held-out text", "", ref["bigram_js"], ref["precision4"], ref["distinct4"],
-             ref["entropy"])]
-    init = start["initial"]
-    rows.append(("untrained generator", 1.0, init["bigram_js"], init["precision4"],
-                 init["distinct4"], init["entropy"]))
-    for name, r in runs.items():
-        f = r["final"]
-        metrics[name] = {k: f[k] for k in ("tau", "bigram_js", "precision4", "distinct4",
-                                            "entropy")}
-        metrics[name]["reheats"] = r["events"]
-        rows.append((name, f["tau"], f["bigram_js"], f["precision4"], f["distinct4"],
-                     f["entropy"]))
-    metrics["untrained"] = init
-    metrics["held_out"] = ref
-    result.tables["Quality and diversity of generated text"] = Table(
-        ("model", "tau", "bigram JS", "4-gram precision", "distinct-4", "char entropy"), rows)
-    sample_rows = [(name, t, f"'{s}'") for name, r in runs.items()
-                   for t, ss in r["samples"].items() for s in ss[:2]]
-    result.tables["Samples at a few sampling temperatures (logits / T)"] = Table(
-        ("model", "T", "sample"), sample_rows)
-    events = [(name, e) for name, r in runs.items() for e in r["events"]]
+    result.text = (
+        f"Character GRU generator ({config.hidden}) and CNN discriminator with RelGAN's "
+        f"relativistic loss; {config.pretrain_steps} MLE pre-training steps, then "
+        f"{config.gan_steps} GAN steps (Adam, lr {config.gan_lr}) in which the discriminator "
+        f"sees soft samples softmax(beta (o + g)) (hard ST: straight-through one-hots) and the "
+        f"next input is the sampled token; beta rises from 1 to {config.beta_max:g} along "
+        f"RelGAN's '{config.schedule}' schedule; the reheater divides beta by "
+        f"{config.reheat_boost:g} for {config.reheat_hold} steps when distinct-4 of "
+        f"{config.samples} samples falls below {config.reheat_threshold}. Corpus: {corpus}, "
+        f"last 10% held out. Each model samples {config.samples} texts of {config.length} "
+        f"characters at every sampling temperature (logits / T); quality is 4-gram precision "
+        f"against the held-out text, diversity distinct-4; mean ± 95% t-interval over {n} "
+        f"seed{'s' if n > 1 else ''}. A seed counts as collapsed when its final distinct-4 (T = 1) "
+        f"is below half the held-out text's ({held_d4 / 2:.3f}).")
+    final_rows = [(name, "", f"{r['bigram_js']:.3f}", f"{r['precision4']:.3f}",
+                   f"{r['distinct4']:.3f}", "", "") for name, r in ref.items()]
+    curve_rows, matched_rows = [], []
+    temps = [f"{t:g}" for t in config.temperatures]
+    for name, rs in runs.items():
+        finals = [r["curve"]["1"] for r in rs]
+        stats = {k: _ci([f[k] for f in finals]) for k in ("bigram_js", "precision4",
+                                                          "distinct4", "entropy")}
+        collapsed = sum(f["distinct4"] < held_d4 / 2 for f in finals)
+        reheats = [len(r.get("events", [])) for r in rs]
+        curve = {t: {k: _ci([r["curve"][t][k] for r in rs]) for k in ("precision4", "distinct4")}
+                 for t in temps}
+        matched = [at_diversity([(c["distinct4"], c["precision4"]) for c in r["curve"].values()],
+                                held_d4) for r in rs]
+        reached = [q for q in matched if q is not None]
+        metrics[name] = {"final": stats, "collapsed_seeds": collapsed, "reheats": reheats,
+                         "curve": curve, "precision4_at_held_out_diversity": matched,
+                         "events": [r.get("events", []) for r in rs]}
+        final_rows.append((name, f"{n}", _fmt(stats["bigram_js"]), _fmt(stats["precision4"]),
+                           _fmt(stats["distinct4"]), f"{collapsed}/{n}",
+                           f"{sum(reheats) / n:.1f}" if "events" in rs[0] else ""))
+        curve_rows += [(name, t, _fmt(curve[t]["precision4"]), _fmt(curve[t]["distinct4"]))
+                       for t in temps]
+        matched_rows.append((name, f"{len(reached)}/{n}",
+                             _fmt(_ci(reached)) if reached else "not reached"))
+    result.tables[f"Final models at sampling temperature 1 (mean ± 95% CI over {n} seeds)"] = (
+        Table(("model", "seeds", "bigram JS (↓)", "4-gram precision", "distinct-4",
+               "collapsed seeds", "reheats per run"), final_rows))
+    result.tables["Quality-diversity curve: 4-gram precision and distinct-4 at each sampling "
+                  "temperature T"] = Table(("model", "T", "4-gram precision", "distinct-4"),
+                                           curve_rows)
+    result.tables[f"4-gram precision at the held-out text's diversity (distinct-4 "
+                  f"{held_d4:.3f}), interpolated on each seed's curve"] = Table(
+        ("model", "seeds whose curve reaches it", "4-gram precision"), matched_rows)
+    result.tables[f"Samples (seed {seeds[0]})"] = Table(
+        ("model", "T", "sample"), [(name, t, f"'{s}'") for name, rs in runs.items()
+                                   for t, ss in rs[0]["samples"].items() for s in ss[:2]])
+    events = [(name, seeds[i], e) for name, rs in runs.items() for i, r in enumerate(rs)
+              for e in r.get("events", [])[:3]]
     if events:
-        result.tables["Temperature changes made by the reheater"] = Table(("run", "event"),
-                                                                          events)
+        result.tables["Reheats (the first three of each run)"] = Table(("model", "seed",
+                                                                        "event"), events)
+    _plot_curves(result, config, ref, runs, out)
+    _plot_training(result, config, runs, out)
+    return result
+
+
+def _plot_curves(result: AppResult, config: Config, ref: dict, runs: dict[str, list[dict]],
+                 out: Path | None) -> None:
     plt = pyplot("textgan")
-    fig, (a1, a2) = plt.subplots(2, 1, figsize=(6.5, 5), sharex=True)
-    for name, r in runs.items():
-        gan = [m for m in r["log"] if m["phase"] == "gan"]
+    fig, (a1, a2, a3) = plt.subplots(1, 3, figsize=(13, 4))
+    temps = [f"{t:g}" for t in config.temperatures]
+    for name, rs in runs.items():
+        q = [_ci([r["curve"][t]["precision4"] for r in rs]) for t in temps]
+        d = [_ci([r["curve"][t]["distinct4"] for r in rs]) for t in temps]
+        for ax, stat in ((a1, q), (a2, d)):
+            mean = [s["mean"] for s in stat]
+            line, = ax.plot(config.temperatures, mean, marker="o", ms=3, label=name)
+            if len(rs) > 1:
+                ax.fill_between(config.temperatures, [m - s["ci95"] for m, s in zip(mean, stat)],
+                                [m + s["ci95"] for m, s in zip(mean, stat)],
+                                color=line.get_color(), alpha=0.2)
+        a3.errorbar([s["mean"] for s in d], [s["mean"] for s in q], marker="o", ms=3,
+                    xerr=[s["ci95"] or 0.0 for s in d], yerr=[s["ci95"] or 0.0 for s in q],
+                    capsize=2, label=name)
+    held, train = ref["held-out text"], ref["training text"]
+    a2.axhline(held["distinct4"], color="k", ls="--", lw=1, label="held-out text")
+    a2.axhline(held["distinct4"] / 2, color="grey", ls=":", lw=1, label="collapse (half)")
+    a1.axhline(train["precision4"], color="k", ls="--", lw=1, label="training text")
+    a3.plot([held["distinct4"]], [train["precision4"]], "k*", ms=10, label="real text")
+    a1.set(xlabel="sampling temperature T", ylabel="4-gram precision (quality)",
+           title="Quality")
+    a2.set(xlabel="sampling temperature T", ylabel="distinct-4 (diversity)", title="Diversity")
+    a3.set(xlabel="distinct-4 (diversity)", ylabel="4-gram precision (quality)",
+           title="Quality against diversity (T varies)")
+    for ax in (a1, a2, a3):
+        ax.legend(fontsize=7)
+    path = save_figure(fig, out, "textgan_curves.png")
+    if path is not None:
+        result.figures["Quality and diversity over sampling temperatures (mean over seeds, "
+                       "95% CI)"] = path
+
+
+def _plot_training(result: AppResult, config: Config, runs: dict[str, list[dict]],
+                   out: Path | None) -> None:
+    plt = pyplot("textgan")
+    fig, (a1, a2, a3) = plt.subplots(3, 1, figsize=(6.5, 7), sharex=True)
+    for name, rs in runs.items():
+        gan = [m for m in rs[0]["log"] if m["phase"] == "gan"]
         if not gan:
             continue
         steps = [m["step"] for m in gan]
-        a1.plot(steps, [m["tau"] for m in gan], label=name)
-        a2.plot(steps, [m["distinct4"] for m in gan], label=name)
-    a2.axhline(config.reheat_threshold, color="grey", ls=":", lw=1, label="reheat threshold")
+        a1.plot(steps, [m["beta"] for m in gan], label=name)
+        a2.plot(steps, [m["seen_entropy"] for m in gan], label=name)
+        a3.plot(steps, [m["distinct4"] for m in gan], label=name)
+    a3.axhline(config.reheat_threshold, color="grey", ls=":", lw=1, label="reheat threshold")
     a1.set_yscale("log")
-    a1.set_ylabel("temperature")
-    a2.set_ylabel("distinct-4 of samples")
-    a2.set_xlabel("training step (pre-training, then GAN)")
-    a1.legend(fontsize=8)
-    a2.legend(fontsize=8)
-    a1.set_title("Temperature and diversity during GAN training")
+    a1.set_ylabel("inverse temperature beta")
+    a2.set_ylabel("entropy of D's input (nats)")
+    a3.set_ylabel("distinct-4 of samples")
+    a3.set_xlabel("GAN step")
+    for ax in (a1, a2, a3):
+        ax.legend(fontsize=7)
+    a1.set_title(f"Annealing and reheating during GAN training (seed {config.seed})")
     path = save_figure(fig, out, "textgan_temperature.png")
     if path is not None:
-        result.figures["Temperature and diversity over GAN training"] = path
-    return result
+        result.figures["Inverse temperature, softness of the discriminator's input and "
+                       "diversity over GAN training"] = path
