@@ -460,10 +460,6 @@ def _samples(gan: TextGAN) -> dict[str, list[str]]:
     return {f"{t:g}": gan.sample(3, t, rng) for t in (1.0, 0.7)}
 
 
-def _evaluate(ckpt: Checkpoint, units: list[tuple]) -> list:
-    return [ckpt.unit(key, fn, *args) for key, fn, args in units]
-
-
 def run(config: Config | None = None, out: Path | None = None, show: bool = True,
         checkpoint: Path | None = None) -> AppResult:
     """Pre-trains ``config.seeds`` generators, trains every GAN variant from
@@ -475,13 +471,13 @@ def run(config: Config | None = None, out: Path | None = None, show: bool = True
     pretrained = {s: None for s in seeds}
     runs: dict[str, list[dict]] = {}
     if config.pretrain_steps:
-        runs[MLE] = _evaluate(ckpt, [(f"mle/{s}", pretrain_unit, (config, s, show))
-                                     for s in seeds])
+        runs[MLE] = ckpt.map([(f"mle/{s}", pretrain_unit, (config, s, show)) for s in seeds],
+                             show, "MLE pre-training")
         pretrained = {s: r["gen"] for s, r in zip(seeds, runs[MLE])}
     if config.gan_steps:
         variants = list(dict.fromkeys(config.variants))
-        done = _evaluate(ckpt, [(f"gan/{v}/{s}", gan_unit, (config, s, v, pretrained[s], show))
-                                for v in variants for s in seeds])
+        done = ckpt.map([(f"gan/{v}/{s}", gan_unit, (config, s, v, pretrained[s], show))
+                         for v in variants for s in seeds], show, "GAN training")
         for i, v in enumerate(variants):
             runs[VARIANTS[v]] = done[i * len(seeds):(i + 1) * len(seeds)]
     return _report(config, seeds, runs, out)
