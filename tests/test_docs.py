@@ -190,16 +190,18 @@ def test_metrics_fields_are_filled_from_the_run_or_stop_the_build():
     finally:
         sys.path.remove(str(DOCS / "_ext"))
     run = {"iris": {"ari": 0.72214, "p": [0.1, 0.25], "coverage": {"0.9": 0.945}},
-           "3/softsort": {"tau": 0.5}}
+           "3/softsort": {"tau": 0.5}, "GAN, no reheating": {"q": 0.25}}
     assert metrics.fill(run, "| {iris.ari:.3f} | {iris.p.1:.2f} | {iris.coverage.0.9} |") == \
         "| 0.722 | 0.25 | 0.945 |"
-    assert metrics.fill(run, "{3/softsort.tau:.2f}") == "0.50"
+    assert metrics.fill(run, "{3/softsort.tau:.2f} {GAN, no reheating.q}") == "0.50 0.25"
+    assert metrics.results_file("docs", "textgan") == Path("docs/results/textgan/metrics.json")
+    assert metrics.results_file("docs", "textgan/lr") == Path("docs/results/textgan/lr.json")
     for path, message in [("iris.nmi", "no key 'nmi' under iris; keys: ['ari', 'coverage', 'p']"),
                           ("iris.p.2", "iris.p is a list of 2; got index '2'"),
                           ("iris.ari.x", "iris.ari is the value 0.72214; cannot take 'x'"),
                           ("iris", "iris is a dict, not a number or text"),
-                          ("iris ari", "{iris ari} is not a field: a PATH of letters, digits "
-                                       "and '_./-', then an optional ':FORMAT'")]:
+                          ("iris+ari", "{iris+ari} is not a field: a PATH of letters, digits, "
+                                       "spaces and '_./-,', then an optional ':FORMAT'")]:
         with pytest.raises(metrics.MetricError) as e:
             metrics.fill(run, "{" + path + "}")
         assert str(e.value) == message

@@ -31,7 +31,7 @@ from docutils.statemachine import StringList
 from sphinx.application import Sphinx
 from sphinx.util.docutils import SphinxDirective, SphinxRole
 
-FIELD = re.compile(r"\{([A-Za-z0-9_./\-]+)(?::([^{}]*))?\}")
+FIELD = re.compile(r"\{([A-Za-z0-9_./\-, ]+)(?::([^{}]*))?\}")
 LEFT = re.compile(r"\{[^{}]*\}")
 
 
@@ -50,8 +50,10 @@ def _load(path: Path) -> dict:
 
 
 def results_file(srcdir: str | Path, app: str) -> Path:
-    """Where the documented full run of ``app`` keeps its metrics."""
-    return Path(srcdir) / "results" / app / "metrics.json"
+    """Where the documented full run of ``app`` keeps its metrics; ``APP/NAME``
+    names another run of APP, stored as ``results/APP/NAME.json``."""
+    app, _, name = app.partition("/")
+    return Path(srcdir) / "results" / app / f"{name or 'metrics'}.json"
 
 
 def lookup(data: Any, path: str) -> Any:
@@ -95,8 +97,8 @@ def fill(data: Any, text: str) -> str:
     filled = FIELD.sub(lambda m: render(data, m.group(1), m.group(2)), text)
     left = LEFT.search(filled)
     if left:
-        raise MetricError(f"{left.group(0)} is not a field: a PATH of letters, digits and "
-                          f"'_./-', then an optional ':FORMAT'")
+        raise MetricError(f"{left.group(0)} is not a field: a PATH of letters, digits, spaces "
+                          f"and '_./-,', then an optional ':FORMAT'")
     return filled
 
 
