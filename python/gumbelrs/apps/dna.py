@@ -634,6 +634,17 @@ def _rna_part(config: Config, show: bool) -> dict:
                      for (k, o), (q, e) in zip(oracles.items(), best.values())}}
 
 
+def _mfe_summary(energies: dict[str, list[float]]) -> dict[str, dict[str, float]]:
+    """Per designer: the number of designs and their mean, median (upper) and
+    lowest ViennaRNA energy."""
+    summary = {}
+    for k, e in energies.items():
+        ranked = sorted(e)
+        summary[k] = {"designs": len(e), "mean": sum(e) / len(e), "median": ranked[len(e) // 2],
+                      "lowest": ranked[0]}
+    return summary
+
+
 def _rna_report(result: AppResult, rna: dict, config: Config, out: Path | None) -> None:
     """The RNA design part's paragraph, tables and figure."""
     if "skipped" in rna:
@@ -655,12 +666,9 @@ def _rna_report(result: AppResult, rna: dict, config: Config, out: Path | None) 
         f"sequences (no selection: the first {config.rna_designs}); simulated annealing "
         f"({config.rna_chains} chains, single-letter moves, temperature 3 -> 0.1 kcal/mol) "
         f"keeps the {config.rna_designs} lowest distinct sequences it evaluated.")
-    rows = []
-    for k, e in rna["energies"].items():
-        ranked = sorted(e)
-        rows.append((k, rna["oracle_calls"][k], len(e), sum(e) / len(e), ranked[len(e) // 2],
-                     ranked[0], rna["diversity"][k]["distinct"],
-                     rna["diversity"][k]["hamming"]))
+    rows = [(k, rna["oracle_calls"][k], s["designs"], s["mean"], s["median"], s["lowest"],
+             rna["diversity"][k]["distinct"], rna["diversity"][k]["hamming"])
+            for k, s in _mfe_summary(rna["energies"]).items()]
     result.tables["RNA design scored by ViennaRNA (MFE, kcal/mol; lower is more stable)"] = \
         Table(("designer", "oracle calls", "designs", "mean MFE", "median MFE", "lowest MFE",
                "distinct", "Hamming/site"), rows)
@@ -692,7 +700,8 @@ def run(config: Config | None = None, out: Path | None = None, show: bool = True
     rna = ckpt.unit("rna", _rna_part, config, show)
     metrics = {"config": dataclasses.asdict(config), "vae": vae,
                "generator": {k: v for k, v in gen.items() if k != "trace"},
-               "rna": {k: v for k, v in rna.items() if k not in ("trace", "energies")}}
+               "rna": {**{k: v for k, v in rna.items() if k not in ("trace", "energies")},
+                       **({"mfe": _mfe_summary(rna["energies"])} if "energies" in rna else {})}}
     result = AppResult("dna", metrics, heading="DNA: sequence VAE and autoregressive generator")
     result.text = (f"VAE: {config.latents} categorical latents of {config.classes} classes "
                    f"({config.vae_method}), convolutional encoder ({config.vae_channels} "
