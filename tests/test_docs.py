@@ -201,7 +201,8 @@ def test_metrics_fields_are_filled_from_the_run_or_stop_the_build():
                           ("iris.ari.x", "iris.ari is the value 0.72214; cannot take 'x'"),
                           ("iris", "iris is a dict, not a number or text"),
                           ("iris+ari", "{iris+ari} is not a field: a PATH of letters, digits, "
-                                       "spaces and '_./-,', then an optional ':FORMAT'")]:
+                                       "spaces and the marks _./-,' then an optional "
+                                       "':FORMAT'")]:
         with pytest.raises(metrics.MetricError) as e:
             metrics.fill(run, "{" + path + "}")
         assert str(e.value) == message

@@ -31,7 +31,7 @@ from docutils.statemachine import StringList
 from sphinx.application import Sphinx
 from sphinx.util.docutils import SphinxDirective, SphinxRole
 
-FIELD = re.compile(r"\{([A-Za-z0-9_./\-, ]+)(?::([^{}]*))?\}")
+FIELD = re.compile(r"\{([A-Za-z0-9_./\-,' ]+)(?::([^{}]*))?\}")
 LEFT = re.compile(r"\{[^{}]*\}")
 
 
@@ -98,7 +98,7 @@ def fill(data: Any, text: str) -> str:
     left = LEFT.search(filled)
     if left:
         raise MetricError(f"{left.group(0)} is not a field: a PATH of letters, digits, spaces "
-                          f"and '_./-,', then an optional ':FORMAT'")
+                          f"and the marks _./-,' then an optional ':FORMAT'")
     return filled
 
 
