@@ -18,6 +18,7 @@ import gumbelrs
 from gumbelrs import Generator
 from gumbelrs.functional import _noise
 from gumbelrs.structured import (
+    _perturbed,
     blackbox,
     fenchel_young_loss,
     perturbed,
@@ -106,7 +107,7 @@ def _chunkings(theta, n):
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 @pytest.mark.parametrize("noise", ["gumbel", "normal"])
-def test_any_chunking_gives_the_same_bits(dtype, noise):
+def test_any_chunking_gives_the_same_bits(dtype, noise, monkeypatch):
     """Forward and backward of perturbed and fenchel_young_loss (loss and
     both gradients): bitwise the same for 1, 2, 3 and all 7 samples a
     solver call, for a solver whose solutions are not 0/1 (so the order of
@@ -133,6 +134,15 @@ def test_any_chunking_gives_the_same_bits(dtype, noise):
     for chunk in _chunkings(theta, 7)[:-1]:
         got = run(chunk)
         assert all(torch.equal(a, b) for a, b in zip(got, want)), chunk
+    # Above CHUNK_BYTES of samples perturbed's backward goes one sample at a
+    # time: the same bits for any chunking again, the same value up to rounding.
+    monkeypatch.setattr(_perturbed, "CHUNK_BYTES", 1)
+    big = run(None)
+    for chunk in _chunkings(theta, 7)[1:]:
+        got = run(chunk)
+        assert all(torch.equal(a, b) for a, b in zip(got, big)), chunk
+    assert all(torch.equal(a, b) for i, (a, b) in enumerate(zip(big, want)) if i != 1)
+    torch.testing.assert_close(big[1], want[1])
 
 
 @pytest.mark.parametrize("dtype", [torch.float16, torch.float32, torch.float64])

@@ -170,12 +170,23 @@ class _Perturbed(torch.autograd.Function):
     @once_differentiable
     def backward(ctx, grad):
         chunks = ctx.saved_tensors  # solutions (k, B, *shape), samples in order
-        ys = chunks[0] if len(chunks) == 1 else torch.cat(chunks)  # (S, B, *shape)
-        s = ys.shape[0]
-        nu = _score(ctx.kind, _draw(ctx.kind, list(ys.shape), ys.dtype, ys.device, ctx.stream))
-        ys, nu = ys.flatten(2), nu.flatten(2)  # (S, B, E)
-        inner = torch.einsum("sbe,be->sb", ys, grad.flatten(1).to(ys.dtype))  # (S, B)
-        g = torch.einsum("sb,sbe->be", inner, nu) / (s * ctx.sigma)
+        first = chunks[0]
+        s = sum(c.shape[0] for c in chunks)
+        shape = [s, *first.shape[1:]]
+        nu = _score(ctx.kind, _draw(ctx.kind, shape, first.dtype, first.device, ctx.stream))
+        nu = nu.flatten(2)  # (S, B, E)
+        gf = grad.flatten(1).to(first.dtype)  # (B, E)
+        if s * gf.numel() * gf.element_size() <= CHUNK_BYTES:
+            ys = first if len(chunks) == 1 else torch.cat(chunks)
+            inner = torch.einsum("sbe,be->sb", ys.flatten(2), gf)  # (S, B)
+            g = torch.einsum("sb,sbe->be", inner, nu)
+        else:
+            # one sample at a time, in order, each while in the caches
+            g = None
+            for y, z in zip((y for c in chunks for y in c), nu):
+                term = z.mul_(torch.linalg.vecdot(y.flatten(1), gf)[:, None])
+                g = _add(g, term)
+        g = g / (s * ctx.sigma)
         return (g.view(grad.shape), None, None, None, None, *([None] * len(chunks)))
 
 
@@ -291,7 +302,10 @@ def perturbed(
     - Memory: the perturbed thetas ``(n_samples, *theta.shape)`` are drawn
       at once; autograd keeps the samples' solutions (the same size, in the
       compute dtype); the backward redraws the noise from the call's stream
-      instead of keeping it.
+      instead of keeping it, and when the solutions take more than 4 MiB
+      it takes the samples one at a time in order (the same value up to
+      rounding as the stacked products it uses below that size; the same
+      bits for any chunking either way).
     - float16/bfloat16 thetas are perturbed in float32, passed to the solver in
       their dtype, and averaged in float32.
     """
@@ -366,8 +380,10 @@ def fenchel_young_loss(
 
     ``n_samples``, ``sigma``, ``noise``, ``generator`` and
     ``max_chunk_bytes`` are those of :func:`perturbed` (the same solver
-    calls; the per-sample terms are summed one sample at a time in order, so
-    any chunking gives the same bits), and raise its errors (``ValueError`` for a bad count, scale
+    calls; the elementwise products ``(theta + sigma Z_s) (y_s - y_true)``,
+    the solutions and the perturbed thetas are summed one sample at a time
+    in order, the loss then over the elements, so any chunking gives the
+    same bits), and raise its errors (``ValueError`` for a bad count, scale
     or noise kind, a NaN in ``theta`` or ``y_true``, or a ``y_true`` whose shape
     is not the solver's output's).
     """
@@ -389,14 +405,20 @@ def fenchel_young_loss(
     compute = _validate.compute_dtype(theta.dtype)
     stream = _ops.take(gen, fn)
     yt = y_true.detach().to(compute)
-    yt_flat = yt.flatten(1)
-    loss = y_sum = x_sum = None
+    # x_mean is y_true's gradient only: summed when that is asked for
+    want_x = torch.is_grad_enabled() and y_true.requires_grad
+    # products of x_s and y_s - y_true summed over the samples, then over the elements
+    prod_sum = y_sum = x_sum = None
     for xc, yc in _samples(fn, solver, theta, n_samples, sigma, noise, stream, chunk_bytes):
-        for x, y in zip(xc, yc):  # (B, *shape)
-            term = torch.einsum("be,be->b", x.flatten(1), y.flatten(1) - yt_flat)
-            loss, y_sum, x_sum = _add(loss, term), _add(y_sum, y), _add(x_sum, x)
-    assert loss is not None and y_sum is not None and x_sum is not None
-    loss, y_mean, x_mean = loss.div_(n_samples), y_sum.div_(n_samples), x_sum.div_(n_samples)
+        prod = (yc - yt).mul_(xc)
+        for s in range(xc.shape[0]):
+            prod_sum, y_sum = _add(prod_sum, prod[s]), _add(y_sum, yc[s])
+            if want_x:
+                x_sum = _add(x_sum, xc[s])
+    assert prod_sum is not None and y_sum is not None
+    loss = prod_sum.flatten(1).sum(1).div_(n_samples)
+    y_mean = y_sum.div_(n_samples)
+    x_mean = y_mean if x_sum is None else x_sum.div_(n_samples)
     out = _FenchelYoung.apply(theta, y_true.to(compute), loss, y_mean, x_mean)
     return out.to(theta.dtype)
 
