@@ -3,12 +3,15 @@ samples against 16 direct calls of the solver it wraps, in one process.
 
     python benches/structured_perturbed.py [--repeats 9] [--threads 2] [--samples 16]
                                            [--stat median|min] [--scale 1.0]
+                                           [--max-chunk-bytes N]
 
 Target (issue 22): ``perturbed`` adds at most 20% over ``--samples`` direct
 solver calls. The wrapper draws the ``(samples, *theta.shape)`` perturbed
 thetas (Gumbel noise on the CPU: drawn, scaled by sigma and added to theta
-in one kernel pass), calls the solver once on them stacked as
-``(samples * batch, *shape)`` and averages the solutions. Columns:
+in one kernel pass), calls the solver on chunks of them stacked as ``(k *
+batch, *shape)``, ``k`` samples of at most ``max_chunk_bytes`` in all
+(``--max-chunk-bytes``; default the wrapper's own, 4 MiB), and adds each
+chunk's solutions to a running sum. Columns:
 
 - ``direct``: the solver called ``--samples`` times on theta itself (no
   noise): the issue's baseline; "overhead" is perturbed / direct - 1.
@@ -87,8 +90,10 @@ def _times(fns: dict[str, Callable[[], object]], repeats: int,
 
 
 def _case(solver, theta: torch.Tensor, samples: int, repeats: int,
-          stat: Callable[[list[float]], float]) -> dict[str, float]:
-    p = perturbed(solver, samples, SIGMA, generator=gumbelrs.Generator(0))
+          stat: Callable[[list[float]], float], chunk: int | None) -> dict[str, float]:
+    # The keyword only when given: the script also times versions without it.
+    extra = {} if chunk is None else {"max_chunk_bytes": chunk}
+    p = perturbed(solver, samples, SIGMA, generator=gumbelrs.Generator(0), **extra)
     gen = gumbelrs.Generator(1)
     leaf = theta.clone().requires_grad_()
 
@@ -125,13 +130,16 @@ def main(argv: list[str] | None = None) -> None:
                     help="multiplies the batch sizes (e.g. 0.01 for a quick check)")
     ap.add_argument("--stat", choices=("median", "min"), default="median",
                     help="how the rounds of a column are summarised")
+    ap.add_argument("--max-chunk-bytes", type=int, default=None,
+                    help="perturbed's max_chunk_bytes (default: not passed, the automatic one)")
     args = ap.parse_args(argv)
     stat = {"median": statistics.median, "min": min}[args.stat]
     gumbelrs.set_num_threads(args.threads)
     torch.set_num_threads(args.threads)
     print(f"torch {torch.__version__}, gumbelrs {gumbelrs.__version__}, "
           f"{gumbelrs.get_num_threads()} threads (torch {torch.get_num_threads()}), SIMD "
-          f"{gumbelrs._core.simd_level()}, {args.samples} samples")
+          f"{gumbelrs._core.simd_level()}, {args.samples} samples, max_chunk_bytes "
+          f"{args.max_chunk_bytes or 'automatic'}")
     gen = torch.Generator().manual_seed(0)
 
     def batch(n: int) -> int:
@@ -154,7 +162,7 @@ def main(argv: list[str] | None = None) -> None:
         theta = torch.randn(*shape, generator=gen, dtype=dtype)
         if solver is path:
             theta = -theta.abs()  # costs >= 0
-        t = _case(solver, theta, args.samples, args.repeats, stat)
+        t = _case(solver, theta, args.samples, args.repeats, stat, args.max_chunk_bytes)
         name = str(dtype).removeprefix("torch.")
         print(f"| {title} | {tuple(shape)} {name} | {t['direct'] * 1e3:.3f} ms | "
               f"{t['ours'] * 1e3:.3f} ms | {t['ours'] / t['direct'] - 1:+.0%} | "

@@ -18,6 +18,7 @@ import gumbelrs
 from gumbelrs import Generator
 from gumbelrs.functional import _noise
 from gumbelrs.structured import (
+    _perturbed,
     blackbox,
     fenchel_young_loss,
     perturbed,
@@ -69,6 +70,79 @@ def test_solver_gets_the_stacked_perturbed_thetas_once(dtype, noise):
          else normal_noise([4, 3, 2, 5], dtype, Generator(7)))
     assert torch.equal(calls[0], (z * 0.5 + theta).reshape(12, 2, 5))  # row s * batch + b
     assert y.dtype == dtype and torch.equal(y, onehot(calls[0]).view(4, 3, 2, 5).mean(0))
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("noise", ["gumbel", "normal"])
+def test_solver_is_called_on_chunks_of_whole_samples(dtype, noise):
+    """``max_chunk_bytes`` of 2.5 samples: calls of 2, 2, 1 samples, the
+    rows of the one stacked call in order, the solutions summed in order."""
+    theta = torch.randn(3, 2, 5, dtype=dtype, generator=torch.Generator().manual_seed(0))
+    calls = []
+
+    def solver(x):
+        calls.append(x.clone())
+        return top2(x)
+
+    per_sample = theta.numel() * theta.element_size()
+    y = perturbed(solver, 5, 0.5, noise, generator=Generator(7),
+                  max_chunk_bytes=per_sample * 5 // 2)(theta)
+    assert [c.shape for c in calls] == [(6, 2, 5), (6, 2, 5), (3, 2, 5)]
+    z = (_noise("gumbel", [5, 3, 2, 5], dtype=dtype, generator=Generator(7)) if noise == "gumbel"
+         else normal_noise([5, 3, 2, 5], dtype, Generator(7)))
+    assert torch.equal(torch.cat(calls), (z * 0.5 + theta).reshape(15, 2, 5))
+    ys = top2(torch.cat(calls)).view(5, 3, 2, 5)
+    total = ys[0].clone()
+    for s in range(1, 5):
+        total += ys[s]
+    assert torch.equal(y, total / 5)
+
+
+def _chunkings(theta, n):
+    """``max_chunk_bytes`` for 1, 2, 3 and ``n`` samples a call, and the
+    automatic one."""
+    per_sample = theta.numel() * theta.element_size()
+    return [per_sample, 2 * per_sample + 1, 3 * per_sample, n * per_sample, None]
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("noise", ["gumbel", "normal"])
+def test_any_chunking_gives_the_same_bits(dtype, noise, monkeypatch):
+    """Forward and backward of perturbed and fenchel_young_loss (loss and
+    both gradients): bitwise the same for 1, 2, 3 and all 7 samples a
+    solver call, for a solver whose solutions are not 0/1 (so the order of
+    the sums shows)."""
+    gen = torch.Generator().manual_seed(2)
+    theta = torch.randn(4, 6, dtype=dtype, generator=gen)
+    y_true = torch.rand(4, 6, dtype=dtype, generator=gen)
+    g = torch.randn(4, 6, dtype=dtype, generator=gen)
+
+    def solver(x):
+        return torch.softmax(3 * x, -1)
+
+    def run(chunk):
+        t = theta.clone().requires_grad_()
+        y = perturbed(solver, 7, 0.7, noise, generator=Generator(5), max_chunk_bytes=chunk)(t)
+        (gt,) = torch.autograd.grad(y, t, g)
+        t2, yt = theta.clone().requires_grad_(), y_true.clone().requires_grad_()
+        loss = fenchel_young_loss(t2, yt, solver, n_samples=7, sigma=0.7, noise=noise,
+                                  generator=Generator(5), max_chunk_bytes=chunk)
+        g2, gy = torch.autograd.grad(loss, (t2, yt), g[:, 0])
+        return [y.detach(), gt, loss.detach(), g2, gy]
+
+    want = run(None)
+    for chunk in _chunkings(theta, 7)[:-1]:
+        got = run(chunk)
+        assert all(torch.equal(a, b) for a, b in zip(got, want)), chunk
+    # Above CHUNK_BYTES of samples perturbed's backward goes one sample at a
+    # time: the same bits for any chunking again, the same value up to rounding.
+    monkeypatch.setattr(_perturbed, "CHUNK_BYTES", 1)
+    big = run(None)
+    for chunk in _chunkings(theta, 7)[1:]:
+        got = run(chunk)
+        assert all(torch.equal(a, b) for a, b in zip(got, big)), chunk
+    assert all(torch.equal(a, b) for i, (a, b) in enumerate(zip(big, want)) if i != 1)
+    torch.testing.assert_close(big[1], want[1])
 
 
 @pytest.mark.parametrize("dtype", [torch.float16, torch.float32, torch.float64])
@@ -313,13 +387,18 @@ def test_repr():
     gen = Generator(3)
     assert repr(perturbed(onehot, 4, 0.5, "normal", generator=gen)) == (
         "gumbelrs.structured.perturbed(onehot, n_samples=4, sigma=0.5, noise='normal', "
-        "generator=gumbelrs.Generator(seed=3, offset=0))")
-    assert repr(perturbed(top2)) == ("gumbelrs.structured.perturbed(top2, n_samples=16, "
-                                     "sigma=1.0, noise='gumbel', generator=None)")
+        "generator=gumbelrs.Generator(seed=3, offset=0), max_chunk_bytes=None)")
+    assert repr(perturbed(top2, max_chunk_bytes=100)) == (
+        "gumbelrs.structured.perturbed(top2, n_samples=16, sigma=1.0, noise='gumbel', "
+        "generator=None, max_chunk_bytes=100)")
     assert repr(blackbox(onehot, 2)) == "gumbelrs.structured.blackbox(onehot, lam=2.0)"
 
 
 def test_bad_arguments():
+    with raises(ValueError, "perturbed: max_chunk_bytes must be an int >= 1, got -5"):
+        perturbed(onehot, max_chunk_bytes=-5)
+    with raises(TypeError, "perturbed: max_chunk_bytes must be an int >= 1, got str '4MB'"):
+        perturbed(onehot, max_chunk_bytes="4MB")
     with raises(ValueError, "perturbed: sigma must be a positive finite number, got 0"):
         perturbed(onehot, sigma=0)
     with raises(ValueError, "perturbed: sigma must be a positive finite number, got -1.0"):
@@ -381,6 +460,11 @@ def test_bad_fenchel_young_arguments():
     with raises(ValueError, "fenchel_young_loss: n_samples must be an int in [1, 2147483647], "
                             "got -1"):
         fy(theta, y, onehot, n_samples=-1)
+    with raises(ValueError, "fenchel_young_loss: max_chunk_bytes must be an int >= 1, got 0"):
+        fy(theta, y, onehot, max_chunk_bytes=0)
+    with raises(TypeError, "fenchel_young_loss: max_chunk_bytes must be an int >= 1, got float "
+                           "4096.0"):
+        fy(theta, y, onehot, max_chunk_bytes=4096.0)
     with raises(ValueError, "fenchel_young_loss: noise must be one of ('gumbel', 'normal'), got "
                             "'Gumbel'"):
         fy(theta, y, onehot, noise="Gumbel")

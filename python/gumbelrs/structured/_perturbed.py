@@ -4,7 +4,7 @@ Fenchel-Young loss (Berthet et al. 2020), and blackbox differentiation
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 import torch
 from torch.autograd.function import once_differentiable
@@ -72,18 +72,27 @@ def _draw(kind: str, shape: list[int], dtype: torch.dtype, device: torch.device,
 
 
 def _perturb(kind: str, theta: torch.Tensor, n_samples: int, sigma: float,
-             stream: _ops.Stream) -> torch.Tensor:
-    """``theta + sigma z`` for ``n_samples`` draws ``z`` of standard noise of
-    ``kind`` (:func:`_draw` of ``(n_samples, *theta.shape)``), ``(n_samples,
-    *theta.shape)``: sample ``s`` of element ``i`` at ``[s, i]``; ``theta`` in
-    the compute dtype. The sum of ``theta`` and the rounded product ``sigma
-    z``, elementwise. Gumbel noise on the CPU is one kernel call that draws,
-    scales and adds in one pass over the output; otherwise three torch
-    passes."""
+             stream: _ops.Stream) -> tuple[torch.Tensor, bool]:
+    """The ``(n_samples, *theta.shape)`` draws of standard noise ``z`` of
+    ``kind`` (:func:`_draw` of that shape; sample ``s`` of element ``i`` at
+    ``[s, i]``) and whether they are already ``theta + sigma z``: Gumbel noise
+    on the CPU is one kernel call that draws, scales and adds in one pass
+    over the output; otherwise :func:`_finish` does the rest chunk by chunk.
+    ``theta`` in the compute dtype."""
     if (kind == "gumbel" and theta.device.type == "cpu" and theta.numel() > 0
             and isinstance(stream, tuple) and not _ops._transformed()):
-        return _cpu.perturb(kind, theta, n_samples, sigma, *stream)
-    x = _draw(kind, [n_samples, *theta.shape], theta.dtype, theta.device, stream)
+        return _cpu.perturb(kind, theta, n_samples, sigma, *stream), True
+    raw = "gumbel" if kind == "gumbel" else "uniform"
+    return _ops.noise(raw, [n_samples, *theta.shape], theta.dtype, theta.device, stream), False
+
+
+def _finish(kind: str, x: torch.Tensor, theta: torch.Tensor, sigma: float) -> torch.Tensor:
+    """``theta + sigma z`` in place of the raw draws ``x`` of :func:`_perturb`
+    (a chunk of its samples): the sum of ``theta`` and the rounded product
+    ``sigma z``, elementwise, with ``z`` the normal quantiles of uniforms for
+    ``"normal"``, as :func:`_draw`."""
+    if kind == "normal":
+        torch.special.ndtri(x, out=x)
     return x.mul_(sigma).add_(theta)
 
 
@@ -95,17 +104,51 @@ def _score(kind: str, z: torch.Tensor) -> torch.Tensor:
     return z
 
 
+#: The automatic ``max_chunk_bytes``: the most bytes of perturbed thetas (in
+#: the compute dtype) per solver call, so that a chunk, its solutions and the
+#: running sums stay in the caches.
+CHUNK_BYTES = 4 << 20
+
+
+def _chunk_bytes(fn: str, max_chunk_bytes: object) -> int | None:
+    if max_chunk_bytes is None:
+        return None
+    return _validate.count(fn, "max_chunk_bytes", max_chunk_bytes, 1)
+
+
+def _per_call(theta: torch.Tensor, compute: torch.dtype, n_samples: int,
+              max_chunk_bytes: int | None) -> int:
+    """The samples per solver call: the most whose perturbed thetas fit in
+    ``max_chunk_bytes`` (:data:`CHUNK_BYTES` when None), at least 1."""
+    budget = CHUNK_BYTES if max_chunk_bytes is None else max_chunk_bytes
+    per_sample = max(1, theta.numel() * compute.itemsize)
+    return max(1, min(n_samples, budget // per_sample))
+
+
 def _samples(fn: str, solver: Solver, theta: torch.Tensor, n_samples: int, sigma: float,
-             kind: str, stream: _ops.Stream) -> tuple[torch.Tensor, torch.Tensor]:
-    """The perturbed thetas and their solutions, both ``(n_samples,
-    *theta.shape)`` in the compute dtype, from one solver call on
-    ``(n_samples * batch, *shape)``."""
+             kind: str, stream: _ops.Stream,
+             max_chunk_bytes: int | None) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """The perturbed thetas and their solutions, chunk by chunk: ``(k,
+    *theta.shape)`` each in the compute dtype, samples ``0 .. n_samples - 1``
+    in order, from one solver call per chunk on its ``(k * batch, *shape)``
+    thetas (``k`` from :func:`_per_call`, less in the last chunk)."""
     compute = _validate.compute_dtype(theta.dtype)
-    shape = [n_samples, *theta.shape]
-    # theta + sigma z, (S, B, *shape): sample s of instance b at x[s, b]
-    x = _perturb(kind, theta.detach().to(compute), n_samples, sigma, stream)
-    flat = x.view(n_samples * theta.shape[0], *theta.shape[1:]).to(theta.dtype)
-    return x, _solve(fn, solver, flat, compute).view(shape)
+    t = theta.detach().to(compute)
+    x, done = _perturb(kind, t, n_samples, sigma, stream)  # (S, B, *shape)
+    per_call = _per_call(theta, compute, n_samples, max_chunk_bytes)
+    for s0 in range(0, n_samples, per_call):
+        xc = x[s0:s0 + per_call]
+        if not done:
+            xc = _finish(kind, xc, t, sigma)
+        flat = xc.view(xc.shape[0] * theta.shape[0], *theta.shape[1:]).to(theta.dtype)
+        yield xc, _solve(fn, solver, flat, compute).view(xc.shape)
+
+
+def _add(total: torch.Tensor | None, x: torch.Tensor) -> torch.Tensor:
+    """``total + x``, in place in ``total`` (a copy of ``x`` when None): sums
+    of samples taken one at a time in order, so a sum is the same whatever
+    the chunks."""
+    return x.clone() if total is None else total.add_(x)
 
 
 class _Perturbed(torch.autograd.Function):
@@ -115,37 +158,50 @@ class _Perturbed(torch.autograd.Function):
     stream rather than kept."""
 
     @staticmethod
-    def forward(theta, ys, kind, sigma, stream):
-        return ys.mean(0)
+    def forward(theta, mean, kind, sigma, stream, *chunks):
+        return mean.clone()
 
     @staticmethod
     def setup_context(ctx, inputs, output):
-        _, ys, ctx.kind, ctx.sigma, ctx.stream = inputs
-        ctx.save_for_backward(ys)
+        _, _, ctx.kind, ctx.sigma, ctx.stream, *chunks = inputs
+        ctx.save_for_backward(*chunks)
 
     @staticmethod
     @once_differentiable
     def backward(ctx, grad):
-        (ys,) = ctx.saved_tensors  # (S, B, *shape)
-        s = ys.shape[0]
-        nu = _score(ctx.kind, _draw(ctx.kind, list(ys.shape), ys.dtype, ys.device, ctx.stream))
-        ys, nu = ys.flatten(2), nu.flatten(2)  # (S, B, E)
-        inner = torch.einsum("sbe,be->sb", ys, grad.flatten(1).to(ys.dtype))  # (S, B)
-        g = torch.einsum("sb,sbe->be", inner, nu) / (s * ctx.sigma)
-        return g.view(grad.shape), None, None, None, None
+        chunks = ctx.saved_tensors  # solutions (k, B, *shape), samples in order
+        first = chunks[0]
+        s = sum(c.shape[0] for c in chunks)
+        shape = [s, *first.shape[1:]]
+        nu = _score(ctx.kind, _draw(ctx.kind, shape, first.dtype, first.device, ctx.stream))
+        nu = nu.flatten(2)  # (S, B, E)
+        gf = grad.flatten(1).to(first.dtype)  # (B, E)
+        if s * gf.numel() * gf.element_size() <= CHUNK_BYTES:
+            ys = first if len(chunks) == 1 else torch.cat(chunks)
+            inner = torch.einsum("sbe,be->sb", ys.flatten(2), gf)  # (S, B)
+            g = torch.einsum("sb,sbe->be", inner, nu)
+        else:
+            # one sample at a time, in order, each while in the caches
+            g = None
+            for y, z in zip((y for c in chunks for y in c), nu):
+                term = z.mul_(torch.linalg.vecdot(y.flatten(1), gf)[:, None])
+                g = _add(g, term)
+        g = g / (s * ctx.sigma)
+        return (g.view(grad.shape), None, None, None, None, *([None] * len(chunks)))
 
 
 class Perturbed:
     """``theta -> y_eps(theta) = E[solver(theta + sigma Z)]``, see :func:`perturbed`.
 
     Built by :func:`perturbed` with the same ``solver``, ``n_samples``,
-    ``sigma``, ``noise`` and ``generator``.
+    ``sigma``, ``noise``, ``generator`` and ``max_chunk_bytes``.
     """
 
-    __slots__ = ("generator", "n_samples", "noise", "sigma", "solver")
+    __slots__ = ("generator", "max_chunk_bytes", "n_samples", "noise", "sigma", "solver")
 
     def __init__(self, solver: Solver, n_samples: int = 16, sigma: float = 1.0,
-                 noise: str = "gumbel", *, generator: Generator | None = None) -> None:
+                 noise: str = "gumbel", *, generator: Generator | None = None,
+                 max_chunk_bytes: int | None = None) -> None:
         fn = "perturbed"
         self.solver = _solver(fn, solver)
         self.n_samples = _validate.count(fn, "n_samples", n_samples, 1, 2**31 - 1)
@@ -154,22 +210,30 @@ class Perturbed:
             raise ValueError(_validate.message(fn, "noise", f"one of {NOISES}", noise))
         self.noise = noise
         self.generator = _validate.generator(fn, generator)
+        self.max_chunk_bytes = _chunk_bytes(fn, max_chunk_bytes)
 
     def __call__(self, theta: torch.Tensor) -> torch.Tensor:
         fn = "perturbed"
         theta = _batched(fn, theta)
         stream = _ops.take(self.generator, fn)
-        _, ys = _samples(fn, self.solver, theta, self.n_samples, self.sigma, self.noise, stream)
-        if torch.is_grad_enabled() and theta.requires_grad:
-            y = _Perturbed.apply(theta, ys, self.noise, self.sigma, stream)
-        else:
-            y = ys.mean(0)
-        return y.to(theta.dtype)
+        keep = torch.is_grad_enabled() and theta.requires_grad
+        total, chunks = None, []
+        for _, yc in _samples(fn, self.solver, theta, self.n_samples, self.sigma, self.noise,
+                              stream, self.max_chunk_bytes):
+            for y in yc:
+                total = _add(total, y)
+            if keep:
+                chunks.append(yc)
+        assert total is not None
+        mean = total.div_(self.n_samples)
+        if keep:
+            mean = _Perturbed.apply(theta, mean, self.noise, self.sigma, stream, *chunks)
+        return mean.to(theta.dtype)
 
     def __repr__(self) -> str:
         return (f"gumbelrs.structured.perturbed({_name(self.solver)}, "
                 f"n_samples={self.n_samples}, sigma={self.sigma}, noise={self.noise!r}, "
-                f"generator={self.generator!r})")
+                f"generator={self.generator!r}, max_chunk_bytes={self.max_chunk_bytes!r})")
 
 
 def perturbed(
@@ -179,6 +243,7 @@ def perturbed(
     noise: str = "gumbel",
     *,
     generator: Generator | None = None,
+    max_chunk_bytes: int | None = None,
 ) -> Perturbed:
     """A differentiable version of an argmax-type ``solver`` (Berthet, Blondel,
     Teboul, Cuturi, Vert and Bach 2020): the callable
@@ -191,9 +256,20 @@ def perturbed(
     ``<x[b], y>`` over its feasible set; to wrap a minimiser, such as
     ``shortest_path_grid(costs)``, pass ``theta = -costs``. ``theta`` is
     ``(batch, *shape)``, its first dimension the batch (``theta[None]`` for one
-    instance): the solver is called once per call, on the ``(n_samples *
-    batch, *shape)`` perturbed thetas, sample ``s`` of instance ``b`` at row
-    ``s * batch + b``, in ``theta``'s dtype; it runs without gradient.
+    instance). The solver runs without gradient, on chunks of whole samples
+    of the perturbed thetas, in ``theta``'s dtype: ``ceil(n_samples / k)``
+    calls, in the order of the samples, each on ``(k * batch, *shape)``
+    (sample ``s0 + j`` of instance ``b`` at row ``j * batch + b``; the last
+    call may have fewer samples), ``k`` the most samples whose perturbed
+    thetas take at most ``max_chunk_bytes`` bytes in the compute dtype (at
+    least 1, at most ``n_samples``). ``max_chunk_bytes=None`` (the default)
+    is 4 MiB: a cheap solver then works in the caches (stacking all samples
+    of a large theta into one call is slower than calling the solver once
+    per sample), while small thetas still get all their samples in one call.
+    The solver must accept any batch size and solve each row on its own.
+    Any chunking gives the same bits: the noise of every sample is the same,
+    and the solutions are summed one sample at a time in order ``0 ..
+    n_samples - 1``, then divided by ``n_samples``.
 
     The gradient is the Monte-Carlo estimate of Berthet et al. (Prop. 3.1)
     from the same samples: ``J^T g = mean_s <g, y_s> nu'(Z_s) / sigma``, with
@@ -219,15 +295,22 @@ def perturbed(
       without a symmetrising pass) or ``lambda x: shortest_path_grid(
       (-x).clamp_min(0))`` (perturbed costs can be negative).
     - Cost: Gumbel noise on the CPU is drawn, scaled and added to theta in
-      one kernel pass into the stacked ``(n_samples, *theta.shape)`` input;
-      the mean of the solutions is one reduction.
-    - Memory: autograd keeps the samples' solutions ``(n_samples,
-      *theta.shape)`` in the compute dtype; the backward redraws the noise
-      from the call's stream instead of keeping it.
+      one kernel pass into the stacked ``(n_samples, *theta.shape)`` input
+      (other noise: drawn in one call, then scaled and added chunk by chunk);
+      the solutions of a chunk are added to the running sum while in the
+      caches.
+    - Memory: the perturbed thetas ``(n_samples, *theta.shape)`` are drawn
+      at once; autograd keeps the samples' solutions (the same size, in the
+      compute dtype); the backward redraws the noise from the call's stream
+      instead of keeping it, and when the solutions take more than 4 MiB
+      it takes the samples one at a time in order (the same value up to
+      rounding as the stacked products it uses below that size; the same
+      bits for any chunking either way).
     - float16/bfloat16 thetas are perturbed in float32, passed to the solver in
       their dtype, and averaged in float32.
     """
-    return Perturbed(solver, n_samples, sigma, noise, generator=generator)
+    return Perturbed(solver, n_samples, sigma, noise, generator=generator,
+                     max_chunk_bytes=max_chunk_bytes)
 
 
 class _FenchelYoung(torch.autograd.Function):
@@ -265,6 +348,7 @@ def fenchel_young_loss(
     sigma: float = 1.0,
     noise: str = "gumbel",
     generator: Generator | None = None,
+    max_chunk_bytes: int | None = None,
 ) -> torch.Tensor:
     """The perturbed Fenchel-Young loss of each instance (Berthet et al. 2020,
     section 4): ``(batch,)``, for ``theta`` and ``y_true`` of shape ``(batch,
@@ -294,8 +378,12 @@ def fenchel_young_loss(
     (converted to its dtype). Autograd keeps three tensors of ``theta``'s
     shape; the samples are not kept.
 
-    ``n_samples``, ``sigma``, ``noise`` and ``generator`` are those of
-    :func:`perturbed`, and raise its errors (``ValueError`` for a bad count, scale
+    ``n_samples``, ``sigma``, ``noise``, ``generator`` and
+    ``max_chunk_bytes`` are those of :func:`perturbed` (the same solver
+    calls; the elementwise products ``(theta + sigma Z_s) (y_s - y_true)``,
+    the solutions and the perturbed thetas are summed one sample at a time
+    in order, the loss then over the elements, so any chunking gives the
+    same bits), and raise its errors (``ValueError`` for a bad count, scale
     or noise kind, a NaN in ``theta`` or ``y_true``, or a ``y_true`` whose shape
     is not the solver's output's).
     """
@@ -313,13 +401,24 @@ def fenchel_young_loss(
     if noise not in NOISES:
         raise ValueError(_validate.message(fn, "noise", f"one of {NOISES}", noise))
     gen = _validate.generator(fn, generator)
+    chunk_bytes = _chunk_bytes(fn, max_chunk_bytes)
     compute = _validate.compute_dtype(theta.dtype)
     stream = _ops.take(gen, fn)
-    x, ys = _samples(fn, solver, theta, n_samples, sigma, noise, stream)  # (S, B, *shape)
     yt = y_true.detach().to(compute)
-    loss = torch.einsum("sbe,sbe->b", x.flatten(2), (ys - yt).flatten(2)) / n_samples
-    y_mean = ys.mean(0)
-    x_mean = x.mean(0)
+    # x_mean is y_true's gradient only: summed when that is asked for
+    want_x = torch.is_grad_enabled() and y_true.requires_grad
+    # products of x_s and y_s - y_true summed over the samples, then over the elements
+    prod_sum = y_sum = x_sum = None
+    for xc, yc in _samples(fn, solver, theta, n_samples, sigma, noise, stream, chunk_bytes):
+        prod = (yc - yt).mul_(xc)
+        for s in range(xc.shape[0]):
+            prod_sum, y_sum = _add(prod_sum, prod[s]), _add(y_sum, yc[s])
+            if want_x:
+                x_sum = _add(x_sum, xc[s])
+    assert prod_sum is not None and y_sum is not None
+    loss = prod_sum.flatten(1).sum(1).div_(n_samples)
+    y_mean = y_sum.div_(n_samples)
+    x_mean = y_mean if x_sum is None else x_sum.div_(n_samples)
     out = _FenchelYoung.apply(theta, y_true.to(compute), loss, y_mean, x_mean)
     return out.to(theta.dtype)
 
