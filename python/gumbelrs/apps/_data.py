@@ -17,7 +17,9 @@ anything from them (numbers, maps), so that no test image is seen in training.
 
 from __future__ import annotations
 
+import functools
 import importlib.util
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -68,3 +70,15 @@ def split_digits(x: torch.Tensor, y: torch.Tensor, test_fraction: float,
     tr, te = torch.cat(train), torch.cat(test)
     tr, te = tr[torch.randperm(len(tr), generator=g)], te[torch.randperm(len(te), generator=g)]
     return (x[tr], y[tr]), (x[te], y[te])
+
+
+def digit_splits(app: str, test_fraction: float) -> Callable[[int], tuple]:
+    """``split(seed)``: :func:`split_digits` of the MNIST subset for ``seed``,
+    the images read once, when first needed, and each seed's split made once."""
+    images = functools.cache(lambda: mnist_subset(app))
+
+    @functools.cache
+    def split(seed: int) -> tuple:
+        return split_digits(*images(), test_fraction, seed)
+
+    return split

