@@ -32,13 +32,13 @@ import argparse
 import itertools
 import math
 import statistics
-import time
 from collections.abc import Callable
 
 import numpy as np
 import scipy
 import scipy.sparse as sp
 import torch
+from _timing import alternate
 from scipy.sparse.csgraph import dijkstra, minimum_spanning_tree
 
 import gumbelrs
@@ -46,20 +46,6 @@ from gumbelrs.structured import sample_spanning_tree, shortest_path_grid, spanni
 
 #: How the rounds of a case are summarised (``--stat``).
 STAT: Callable[[list[float]], float] = statistics.median
-
-
-def _median_times(fns: dict[str, Callable[[], object]], repeats: int) -> dict[str, float]:
-    """``STAT`` (the median unless ``--stat min``) of the seconds of each
-    function, timed alternately after one warm-up call each."""
-    for f in fns.values():
-        f()
-    times: dict[str, list[float]] = {name: [] for name in fns}
-    for _ in range(repeats):
-        for name, f in fns.items():
-            t0 = time.perf_counter()
-            f()
-            times[name].append(time.perf_counter() - t0)
-    return {name: STAT(t) for name, t in times.items()}
 
 
 def _edges(h: int, w: int) -> tuple[np.ndarray, np.ndarray]:
@@ -99,7 +85,7 @@ def _paths(grids: int, size: int, repeats: int) -> dict[str, float]:
     path = ours().numpy()
     for c, p, (d, _) in zip(costs, path, prebuilt()):
         assert math.isclose((c * p).sum(), d[-1] + c[0, 0], rel_tol=1e-12), "costs differ"
-    return _median_times({"ours": ours, "prebuilt": prebuilt, "built": built}, repeats)
+    return alternate({"ours": ours, "prebuilt": prebuilt, "built": built}, repeats, STAT)
 
 
 def _trees(graphs: int, n: int, repeats: int) -> dict[str, float]:
@@ -127,8 +113,8 @@ def _trees(graphs: int, n: int, repeats: int) -> dict[str, float]:
     for x, y, m in zip(w, tree, theirs()):
         assert math.isclose(-m.sum(), (np.triu(y, 1) * x).sum(), rel_tol=1e-12), "weights differ"
     assert torch.equal(sample(), unfused()), "samples differ"
-    return _median_times({"ours": ours, "scipy": theirs, "sample": sample,
-                          "unfused": unfused}, repeats)
+    return alternate({"ours": ours, "scipy": theirs, "sample": sample, "unfused": unfused},
+                     repeats, STAT)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -45,10 +45,10 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import time
 from collections.abc import Callable
 
 import torch
+from _timing import alternate
 
 import gumbelrs
 from gumbelrs.structured import perturbed, shortest_path_grid, spanning_tree
@@ -72,21 +72,6 @@ def path(x: torch.Tensor) -> torch.Tensor:
 
 
 SIGMA = 0.5
-
-
-def _times(fns: dict[str, Callable[[], object]], repeats: int,
-           stat: Callable[[list[float]], float]) -> dict[str, float]:
-    """``stat`` of the seconds of each function, timed alternately after one
-    warm-up call each."""
-    for f in fns.values():
-        f()
-    times: dict[str, list[float]] = {name: [] for name in fns}
-    for _ in range(repeats):
-        for name, f in fns.items():
-            t0 = time.perf_counter()
-            f()
-            times[name].append(time.perf_counter() - t0)
-    return {name: stat(t) for name, t in times.items()}
 
 
 def _case(solver, theta: torch.Tensor, samples: int, repeats: int,
@@ -117,8 +102,8 @@ def _case(solver, theta: torch.Tensor, samples: int, repeats: int,
     def backward():
         p(leaf).sum().backward()
 
-    return _times({"direct": direct, "ours": ours, "loop": loop, "noise": noise,
-                   "backward": backward}, repeats, stat)
+    return alternate({"direct": direct, "ours": ours, "loop": loop, "noise": noise,
+                      "backward": backward}, repeats, stat)
 
 
 def main(argv: list[str] | None = None) -> None:
