@@ -114,9 +114,27 @@ def test_a_killed_rank_is_restarted_and_no_unit_is_lost_or_redone(tmp_path):
     keys = [f"{d}/{s}" for d in ("iris", "wine") for s in range(4)]
     assert sorted(before + after) == sorted(keys)  # every unit once: none lost, none twice
     assert done(out) == kmeans_alone(tmp_path, options)
+    assert not (out / "checkpoint.pt.units").exists()  # merged, and no half-written file left
     started = [t for t, _, restart, msg in log_lines(out) if restart >= 1 and "started" in msg]
     print(f"killed rank 1 (pid {victim}) at {killed}; restarted at {min(started)}; "
           f"{len(before)} units done before, {len(after)} after, 0 redone")
+
+
+def test_a_resumed_run_deletes_the_half_written_files_of_a_killed_process(tmp_path):
+    ckpt = tmp_path / "checkpoint.pt"
+    kmeans.run(kmeans.Config(datasets=("iris",), seeds=1, steps=5, deep=False), None, False, ckpt)
+    units = tmp_path / "checkpoint.pt.units"
+    units.mkdir()
+    stale = [units / ".0123abcd.4242.tmp", tmp_path / "checkpoint.tmp"]
+    for file in stale:
+        file.write_bytes(b"cut short")
+    kmeans.run(kmeans.Config(datasets=("iris",), seeds=2, steps=5, deep=False), None, False,
+               tmp_path / "other.pt")  # another run's folder is left alone
+    assert all(file.exists() for file in stale)
+    kmeans.run(kmeans.Config(datasets=("iris",), seeds=1, steps=5, deep=False), None, False, ckpt)
+    assert not any(file.exists() for file in stale)
+    assert not units.exists()
+    assert list(done(tmp_path)) == ["iris/0"]
 
 
 def test_a_failing_rank_ends_the_job_with_its_message_and_status_2(tmp_path):

@@ -162,7 +162,8 @@ class Checkpoint:
     it computed as one file each in the folder ``PATH.units/`` (a temporary file
     renamed into place, so a killed rank leaves whole files or none, and ranks
     never write the same file); rank 0 alone writes ``PATH``, which takes them
-    in at the end of each map.
+    in at the end of each map. The temporary files a killed rank left are
+    deleted when the run resumes.
     """
 
     def __init__(self, path: Path | None, config: Any) -> None:
@@ -177,6 +178,13 @@ class Checkpoint:
         for file in sorted(self.units.glob("*.pt")) if self.units.is_dir() else ():
             saved = self._read(file)
             self.done.setdefault(saved["key"], saved["value"])
+        if _dist.rank_world()[0] == 0:
+            # Half-written files of a killed process. No rank of this run writes one before
+            # rank 0 has passed here: the others wait for its broadcast in map().
+            for tmp in [path.with_suffix(".tmp"), *self.units.glob(".*.tmp")]:
+                tmp.unlink(missing_ok=True)
+            with contextlib.suppress(OSError):  # absent, or holds units not yet merged
+                self.units.rmdir()
 
     @property
     def units(self) -> Path:
