@@ -11,6 +11,7 @@ import logging
 import os
 import shutil
 import sys
+import textwrap
 import time
 import typing
 from pathlib import Path
@@ -18,7 +19,7 @@ from typing import Any
 
 from .. import _args
 from . import APPS, _dist, _report
-from ._common import CheckpointError
+from ._common import CheckpointError, field_docs
 
 
 class ConfigError(ValueError):
@@ -85,6 +86,70 @@ def make_config(app: str, config_cls: type, loaded: dict[str, Any], options: lis
         raise ConfigError(f"gumbelrs run {e}") from e
 
 
+def cli_value(value: Any) -> str:
+    """``value`` as ``--key value`` writes it (a tuple: comma-separated)."""
+    if isinstance(value, tuple):
+        return ",".join(map(cli_value, value))
+    return str(value).lower() if isinstance(value, bool) else str(value)
+
+
+def _metavar(kind: Any) -> str:
+    if typing.get_origin(kind) is tuple:
+        return f"{_metavar(typing.get_args(kind)[0])},..."
+    return kind.__name__.upper()
+
+
+def show_config(app: str, config: Any) -> str:
+    """``--show-config``'s listing: each field as the option that sets it,
+    with its value, and its description below."""
+    docs = field_docs(type(config))
+    out = [f"gumbelrs run {app}: the configuration; --NAME VALUE sets a field,",
+           "--show-config=json prints it as the JSON object that --config reads.", ""]
+    for field in dataclasses.fields(config):
+        out.append(f"--{field.name} {cli_value(getattr(config, field.name))}")
+        out += textwrap.wrap(docs[field.name], 79, initial_indent="    ",
+                             subsequent_indent="    ")
+    return "\n".join(out)
+
+
+def _fields_help(app: str, prog: str) -> str:
+    """The fields of ``app``'s ``Config`` as a section of ``--help``: the
+    option, its default and its description."""
+    module = importlib.import_module(f"gumbelrs.apps.{app}")
+    hints = typing.get_type_hints(module.Config)
+    listing = argparse.ArgumentParser(prog=prog, usage=argparse.SUPPRESS, add_help=False)
+    group = listing.add_argument_group(
+        f"{app} options", f"The fields of gumbelrs.apps.{app}.Config (the defaults are the "
+                          f"documented run; --show-config shows a configuration).")
+    defaults = module.Config()
+    docs = field_docs(module.Config)
+    for field in dataclasses.fields(module.Config):
+        text = f"{docs[field.name]} (default: {cli_value(getattr(defaults, field.name))})"
+        text = text.strip()
+        group.add_argument(f"--{field.name}", metavar=_metavar(hints[field.name]),
+                           help=text.replace("%", "%%"))
+    return listing.format_help()
+
+
+class _Help(argparse.Action):
+    """``-h``/``--help``: the options and, after the app's name, the fields
+    of its ``Config`` with their descriptions."""
+
+    def __init__(self, option_strings: list[str], dest: str, **kwargs: Any) -> None:
+        super().__init__(option_strings, dest=argparse.SUPPRESS, default=argparse.SUPPRESS,
+                         nargs=0, help="show this help (after APP: with the options that set "
+                                       "APP's configuration) and exit")
+
+    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace,
+                 values: Any, option_string: str | None = None) -> None:
+        text = parser.format_help()
+        app = getattr(namespace, "app", None)
+        if app in APPS:
+            text += "\n" + _fields_help(app, parser.prog)
+        print(text, end="")
+        parser.exit()
+
+
 def _log_to(folder: Path, rank: int) -> logging.Handler:
     """Sends the ``gumbelrs.apps`` log (which rank computed which unit) to
     ``folder/rank{rank}.log``, appended to across restarts."""
@@ -109,7 +174,10 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog=f"gumbelrs run (rank {rank})" if launched else "gumbelrs run",
         description="Run one application at full size. Options after the app name set "
-                    "fields of its Config (--steps 500, --datasets iris,wine).")
+                    "fields of its Config (--steps 500, --datasets iris,wine); "
+                    "gumbelrs run APP --help lists them with their meaning.",
+        add_help=False)
+    parser.add_argument("-h", "--help", action=_Help)
     parser.add_argument("app", choices=APPS)
     parser.add_argument("--config", help="JSON file of an object of Config fields")
     parser.add_argument("--out", type=_args.run_folder,
@@ -119,8 +187,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--fresh", action="store_true",
                         help="ignore and replace an existing checkpoint")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
-    parser.add_argument("--show-config", action="store_true",
-                        help="print the configuration and exit")
+    parser.add_argument("--show-config", nargs="?", const="text", choices=("text", "json"),
+                        help="print the configuration and exit: each field with its value "
+                             "and its meaning, or (--show-config=json) the JSON object that "
+                             "--config reads")
     parser.add_argument("--nproc", type=_args.int_in(1, 1024),
                         help="run on N local worker processes (torch.distributed, gloo) "
                              "started by torch's elastic launcher; the cores are shared "
@@ -151,8 +221,11 @@ def main(argv: list[str] | None = None) -> int:
         config = make_config(args.app, module.Config, loaded, rest)
     except ConfigError as e:
         parser.error(str(e).removeprefix("gumbelrs run "))
-    if args.show_config:
+    if args.show_config == "json":
         print(json.dumps(dataclasses.asdict(config), indent=2))
+        return 0
+    if args.show_config:
+        print(show_config(args.app, config))
         return 0
     if launched:
         # Under torchrun a restarted group gets the same command: only its first start is fresh.

@@ -3,13 +3,17 @@ tables and the optional dependencies of the ``apps`` extra."""
 
 from __future__ import annotations
 
+import ast
 import contextlib
 import dataclasses
+import functools
 import hashlib
 import html
 import importlib
+import inspect
 import math
 import os
+import textwrap
 import time
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
@@ -60,6 +64,7 @@ class Table:
 class AppResult:
     """What an application's ``run`` returns.
 
+    ``name``: the application's name (one of :data:`gumbelrs.apps.APPS`);
     ``metrics``: JSON-ready numbers; ``tables``: title -> :class:`Table`;
     ``figures``: caption -> path of a PNG written under the output folder;
     ``heading`` and ``text``: the title and a paragraph for the report.
@@ -330,6 +335,32 @@ def check_config(app: str, config: Any, *, counts: Sequence[str] = (),
         if not values or any(x not in allowed for x in values):
             raise ValueError(f"{app}: {name} must be {'some' if isinstance(v, tuple) else 'one'}"
                              f" of {tuple(allowed)}, got {v!r}")
+
+
+@functools.cache
+def field_docs(config_cls: type) -> dict[str, str]:
+    """The description of each field of an application's ``Config``, by name
+    (in field order): the ``#:`` comment lines right above the field in the
+    source, joined into one paragraph. These are the attribute doc comments
+    that Sphinx's autodoc renders in the API reference, so the reference,
+    ``gumbelrs run APP --show-config`` and ``--help`` read the same text. A
+    field without such a comment (or a class whose source is not installed)
+    has ``""``."""
+    names = [f.name for f in dataclasses.fields(config_cls)]
+    try:
+        lines = textwrap.dedent(inspect.getsource(config_cls)).splitlines()
+    except (OSError, TypeError):
+        return dict.fromkeys(names, "")
+    docs = {}
+    for node in ast.iter_child_nodes(ast.parse("\n".join(lines)).body[0]):  # the class body
+        if isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name):
+            above = []
+            for line in reversed(lines[:node.lineno - 1]):
+                if not line.strip().startswith("#:"):
+                    break
+                above.append(line.strip()[2:].strip())
+            docs[node.target.id] = " ".join(reversed(above))
+    return {name: docs.get(name, "") for name in names}
 
 
 def exponential_anneal(start: float, end: float, steps: int):

@@ -57,17 +57,39 @@ LEVELS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95)
 class Config:
     """Everything a run depends on (the defaults are the documented run)."""
 
+    #: The regression data sets, some of boston (Boston housing, 506 tracts, 13 features) and
+    #: diabetes (scikit-learn's, 442 patients, 10 features).
     datasets: tuple[str, ...] = DATASETS
+    #: Random training/test splits per data set (split i uses the seed seed + i); the tables show
+    #: the mean and standard error over them. An int >= 1.
     splits: int = 20
+    #: Fraction of the data held out for testing in each split (at least one point).
+    #: A number in (0, 1).
     test_fraction: float = 0.1
+    #: Widths of the MLP's hidden layers (ReLU), such as 50,50. Ints >= 1, at least one.
     hidden: tuple[int, ...] = (50, 50)
-    steps: int = 800  # full-batch Adam steps
+    #: Full-batch Adam steps of training per model. An int >= 1.
+    steps: int = 800
+    #: Adam learning rate. A number > 0.
     lr: float = 1e-3
+    #: The mc model's fixed drop probability (torch.nn.Dropout before every layer); its weight decay
+    #: is divided by 1 - fixed_p. A number in (0, 1).
     fixed_p: float = 0.1
+    #: The concrete model's drop probability at the start, in every ConcreteDropout layer (learned
+    #: from there, one per layer). A number in (0, 1).
     p_init: float = 0.1
+    #: Temperature of the Binary Concrete relaxation of the concrete model's drop masks.
+    #: A number > 0.
     tau: float = 0.1
+    #: Prior length scale l of the weights, a weight decay of l^2 / N times the sum of squared
+    #: weights, N the training points (divided by 1 - p under dropout; Gal and Ghahramani's
+    #: regulariser). A number > 0.
     length_scale: float = 1e-2
+    #: Stochastic forward passes per test point that make the predictive distribution of the
+    #: concrete and mc models (the none model uses one). An int >= 1.
     mc_samples: int = 100
+    #: Base seed. Split i is drawn and trained with the seed seed + i (the split, initialisations
+    #: and dropout noise). An int in [0, 2^31).
     seed: int = 0
 
     def __post_init__(self) -> None:

@@ -61,19 +61,49 @@ PUBLISHED_CAE_MNIST = 0.906
 class Config:
     """Everything a run depends on (the defaults are the documented run)."""
 
+    #: The data sets, some of breast_cancer (k = 5 features selected), digits (k = 10), mnist (the
+    #: 5,000-image subset, k = 50) and madelon (synthetic, see madelon_features; k = 5); features
+    #: are standardised.
     datasets: tuple[str, ...] = DATASETS
+    #: The selection methods, some of selector (ConcreteSelector trained with an MLP classifier),
+    #: cae (Concrete Autoencoder, the selector trained without labels to reconstruct every feature),
+    #: gates (a ConcreteGate per feature, penalised by gate_penalty), mutual_info and anova_f
+    #: (scikit-learn's filter scores).
     methods: tuple[str, ...] = METHODS
+    #: Training set sizes. Each method picks its features from this many labelled samples and the
+    #: rest are the test set, one experiment per size. Ints >= 1, at least one.
     n_train: tuple[int, ...] = (50, 100, 200)
+    #: Random draws of the training samples per data set and size (draw s uses the seed seed + s);
+    #: the table shows the mean. An int >= 1.
     seeds: int = 5
-    steps: int = 1000  # full-batch Adam steps of the learned methods
+    #: Full-batch Adam steps of the learned methods (selector, cae, gates), over which their
+    #: temperature anneals. An int >= 1.
+    steps: int = 1000
+    #: Adam learning rate of the learned methods. A number > 0.
     lr: float = 1e-2
+    #: Width of the one hidden layer of the learned methods' MLP (the classifier, or the cae's
+    #: decoder). An int >= 1.
     hidden: int = 64
+    #: Temperature of the learned methods' relaxation at the first step, decaying geometrically to
+    #: tau_end at the last. A number > 0, above tau_end (a run with tau_start <= tau_end stops with
+    #: an ExponentialDecay error).
     tau_start: float = 10.0
+    #: Temperature of the learned methods' relaxation at the last step (see tau_start).
+    #: A number > 0.
     tau_end: float = 0.1
-    gate_penalty: float = 0.01  # loss per expected open gate
+    #: (gates) the loss per expected open gate, added to the classifier's cross-entropy.
+    #: A number > 0.
+    gate_penalty: float = 0.01
+    #: (madelon) features of the synthetic two-class data (2,000 samples from scikit-learn's
+    #: make_classification with the seed seed). An int >= 1, above informative.
     madelon_features: int = 50
+    #: (madelon) how many of its features (the first ones) carry the class, the others being noise;
+    #: the report counts how many of them each method selects. An int >= 1, below madelon_features.
     informative: int = 5
+    #: Trees of the extra-trees classifier that scores every selection by its held-out accuracy.
+    #: An int >= 1.
     trees: int = 200
+    #: Base seed. Draw s uses seed + s; also the seed of the madelon data. An int in [0, 2^31).
     seed: int = 0
 
     def __post_init__(self) -> None:

@@ -48,20 +48,50 @@ STANDARDISED = {"iris": False, "wine": True, "digits": False, "breast_cancer": T
 class Config:
     """Everything a run depends on (the defaults are the documented run)."""
 
+    #: The scikit-learn data sets to cluster, some of iris, wine, digits and breast_cancer (wine and
+    #: breast_cancer standardised, the others raw); k is the number of classes.
     datasets: tuple[str, ...] = DATASETS
+    #: Fits per data set. Fit s runs SoftKMeans and scikit-learn's KMeans with the seed seed + s;
+    #: the tables show the mean and sd over them. An int >= 1.
     seeds: int = 10
+    #: Full-batch Adam steps of each SoftKMeans fit, over which beta rises from beta_start to
+    #: beta_end (also the fit on the deep clustering embedding). An int >= 1.
     steps: int = 300
-    lr: float = 0.05  # Adam step, in units of the data's standard deviation
+    #: Adam step of the centres, in units of the data's standard deviation (the step is lr times the
+    #: standard deviation of all entries). A number > 0.
+    lr: float = 0.05
+    #: Inverse scale beta of the assignment logits (minus beta times the squared distance to each
+    #: centre) at the first step, in units of 1 / D, D the mean squared distance to the nearest
+    #: centre after k-means++ seeding; beta rises linearly to beta_end over the steps. A number > 0.
     beta_start: float = 0.3
+    #: beta at the last step, in the units of beta_start; large values make the assignments nearly
+    #: hard. A number > 0.
     beta_end: float = 30.0
+    #: Temperature of the Gumbel-Softmax assignments. A number > 0.
     tau: float = 1.0
+    #: How the assignments are sampled and differentiated, one of gumbelrs.estimators.METHODS, soft,
+    #: st, gumbel_rao, reinmax, gst or decoupled.
     method: str = "soft"
     # deep clustering on digits
+    #: Also run the deep clustering example on digits (one seed). An autoencoder pre-trained on
+    #: reconstruction, SoftKMeans fitted on its embedding, then both trained with the clustering
+    #: loss. true or false.
     deep: bool = True
+    #: (deep clustering) dimension of the autoencoder's embedding (64 -> 256 -> embed_dim).
+    #: An int >= 1.
     embed_dim: int = 10
+    #: (deep clustering) full-batch Adam steps (learning rate 1e-3) pre-training the autoencoder on
+    #: reconstruction. An int >= 0.
     pretrain_steps: int = 1500
+    #: (deep clustering) full-batch Adam steps (learning rate 1e-3) training encoder, decoder and
+    #: centres together on the reconstruction error plus cluster_weight times the clustering loss,
+    #: beta fixed at its last value. An int >= 0.
     finetune_steps: int = 500
+    #: (deep clustering) weight of the clustering loss (the relaxed distortion) beside the
+    #: reconstruction error while fine-tuning. A number > 0.
     cluster_weight: float = 3.0
+    #: Base seed. Fit s of every data set uses seed + s, the deep clustering example seed itself.
+    #: An int in [0, 2^31).
     seed: int = 0
 
     def __post_init__(self) -> None:

@@ -56,22 +56,54 @@ DILATIONS = (1, 2, 3, 4, 5)
 class Config:
     """Everything a run depends on (the defaults are the documented run)."""
 
+    #: The search tasks, some of signals (synthetic sequences whose class lives at one lag only; one
+    #: searched 1-D convolution; splits of n_signals) and digits (scikit-learn's 8x8 digits, split
+    #: 40/40/20; two searched 2-D convolutions).
     tasks: tuple[str, ...] = TASKS
+    #: Searches per task, mode and gradient order (search s uses the seed seed + s, as do its data
+    #: and the fixed-dilation baselines). An int >= 1.
     seeds: int = 5
+    #: The MixedOp modes, some of soft (SNAS, the weighted sum of every candidate) and hard (GDAS,
+    #: one sampled candidate).
     modes: tuple[str, ...] = ("soft", "hard")
-    orders: tuple[int, ...] = (1, 2)  # architecture gradient: first order, DARTS' unrolled
-    xi: float = 0.025  # the virtual SGD step of second order (DARTS' weight learning rate)
-    steps: int = 600  # search steps (one weight step and one architecture step each)
+    #: The architecture gradients, some of 1 (first order, the validation loss at the current
+    #: weights) and 2 (DARTS' unrolled gradient, through one virtual SGD step of xi).
+    orders: tuple[int, ...] = (1, 2)
+    #: (order 2 only) the virtual SGD step w - xi grad_w L_train(w, alpha) that the architecture
+    #: gradient is taken through (DARTS' weight learning rate). A number > 0.
+    xi: float = 0.025
+    #: Search steps, each one weight step on a training batch and one architecture step on a
+    #: validation batch; the temperature anneals over them. An int >= 1.
+    steps: int = 600
+    #: Adam steps training the chosen architecture, and every fixed-dilation network, from scratch
+    #: on the training split before testing. An int >= 0.
     retrain_steps: int = 600
+    #: Gumbel-Softmax temperature of the MixedOps at the first search step, decaying geometrically
+    #: to tau_end at the last. A number > 0, above tau_end (a run with tau_start <= tau_end stops
+    #: with an ExponentialDecay error).
     tau_start: float = 5.0
+    #: Gumbel-Softmax temperature at the last search step (see tau_start). A number > 0.
     tau_end: float = 0.1
+    #: Adam learning rate of the network weights (search, retraining and the fixed baselines).
+    #: A number > 0.
     lr: float = 3e-3
+    #: Adam learning rate of the architecture logits. A number > 0.
     arch_lr: float = 3e-2
+    #: Output channels of the searched convolutions, signals 1 -> channels; digits
+    #: 1 -> channels -> 2 channels. An int >= 1.
     channels: int = 8
+    #: Examples per step, drawn with replacement from the split (at most the split's size).
+    #: An int >= 1.
     batch: int = 128
+    #: (signals) the lag whose autocorrelation (+1/2 or -1/2) is the class; of the dilations 1 to 5
+    #: only dilation lag sees it. One of 1, 3 or 5.
     lag: int = 3
+    #: (signals) time steps per sequence. An int >= 1.
     length: int = 64
+    #: (signals) n, the training and validation sequences together (half each); the test split
+    #: has n / 2 more. An int >= 1.
     n_signals: int = 2048
+    #: Base seed. Search s uses seed + s. An int in [0, 2^31).
     seed: int = 0
 
     def __post_init__(self) -> None:

@@ -87,20 +87,46 @@ CHUNK = 100  # test maps composed and scored at a time
 class Config:
     """Everything a run depends on (the defaults are the documented run)."""
 
+    #: K, the side of the maps in cells (K x K digit images), one model per size and method.
+    #: Ints >= 2, at least one.
     sizes: tuple[int, ...] = (6, 8, 12)
+    #: The training methods, some of perturbed (Fenchel-Young loss of the perturbed optimizer),
+    #: blackbox (Hamming loss through structured.blackbox) and two_stage (regression on the cost
+    #: labels, then solving); the equal-cost baseline always runs.
     methods: tuple[str, ...] = METHODS
+    #: Runs per size and method (seed s uses the seed seed + s for its digit split and its
+    #: training). An int >= 1.
     seeds: int = 3
+    #: Adam steps per model. An int >= 1.
     steps: int = 1000
-    cells: int = 1152  # digit images per step: cells // K**2 maps of K x K (32 of 6 x 6)
+    #: Digit images per step whatever the map size; a batch is cells // K^2 maps of K x K (32 maps
+    #: of 6 x 6 by default). An int >= 4 and at least the square of the largest size.
+    cells: int = 1152
+    #: Adam learning rate at the first step, decaying to 0 along a cosine over the steps.
+    #: A number > 0.
     lr: float = 1e-2
+    #: Width of the CNN, whose three convolutions have channels, 2 channels and 4 channels.
+    #: An int >= 1.
     channels: int = 8
+    #: Units of the CNN's per-cell hidden layer. An int >= 1.
     hidden: int = 64
-    samples: int = 8  # perturbed: noise draws per map
-    sigma: float = 1.0  # perturbed: noise scale, in cost units
+    #: (perturbed) noise draws per map (also for the smoothed path of the figure). An int >= 1.
+    samples: int = 8
+    #: (perturbed) noise scale, in cost units. A number > 0.
+    sigma: float = 1.0
+    #: (perturbed) the noise distribution, one of normal (centred) or gumbel (not centred, it
+    #: favours paths of more cells).
     noise: str = "normal"
-    lam: float = 10.0  # blackbox: interpolation step, in units of the map's mean cost
-    test_maps: int = 1000  # per size and seed, as many as Warcraft's test set
-    test_fraction: float = 0.2  # of the MNIST images, held out before composing anything
+    #: (blackbox) the interpolation step lambda of the solver's second call, in units of the map's
+    #: mean cost. A number > 0.
+    lam: float = 10.0
+    #: Test maps per size and seed, composed from the held-out digits, the same for every method
+    #: (1000 is the size of Warcraft's test set). An int >= 1.
+    test_maps: int = 1000
+    #: Fraction of each digit's MNIST images held out for the test maps before any map is composed
+    #: (at least one image per digit). A number in (0, 1).
+    test_fraction: float = 0.2
+    #: Base seed. Seed s of the seeds uses seed + s. An int in [0, 2^31).
     seed: int = 0
 
     def __post_init__(self) -> None:

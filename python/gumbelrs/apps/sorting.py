@@ -69,34 +69,71 @@ SIDE = 28  # MNIST images are SIDE x SIDE
 class Config:
     """Everything a run depends on (the defaults are the documented run)."""
 
+    #: The experiments, some of numbers (sorting uniform numbers by Gumbel-Sinkhorn), mnist (sorting
+    #: images of 4-digit numbers through a relaxed sort) and jigsaw (reassembling scrambled MNIST
+    #: digits).
     experiments: tuple[str, ...] = EXPERIMENTS
+    #: Runs per setting (seed s uses the seed seed + s for its data, its digit split and its
+    #: training). An int >= 1.
     seeds: int = 3
+    #: Sinkhorn normalisation iterations of every Gumbel-Sinkhorn sample. An int >= 1.
     sinkhorn_iters: int = 20
-    samples: int = 5  # Gumbel samples per training example (Gumbel-Sinkhorn, stochastic sort)
+    #: Gumbel samples per training example for Gumbel-Sinkhorn (every experiment) and stochastic
+    #: NeuralSort. An int >= 1.
+    samples: int = 5
     # numbers
+    #: (numbers) the sequence lengths N to sort, one model each. Ints >= 2, at least one.
     lengths: tuple[int, ...] = (5, 10, 20, 50, 100)
+    #: (numbers) Adam steps per model. An int >= 1.
     number_steps: int = 1000
+    #: (numbers) sequences per step. An int >= 1.
     number_batch: int = 10
+    #: (numbers) hidden units of the MLP (1 -> number_hidden -> N) that each number goes through.
+    #: An int >= 1.
     number_hidden: int = 32
+    #: (numbers) Adam learning rate. A number > 0.
     number_lr: float = 0.01
+    #: (numbers) Gumbel-Sinkhorn temperature. A number > 0.
     number_tau: float = 1.0
+    #: (numbers) new test sequences per model, decoded by Hungarian matching. An int >= 1.
     number_test: int = 1000
     # mnist
+    #: (mnist) n, the images sorted together, one model per size and method. Ints >= 2, at least
+    #: one.
     sizes: tuple[int, ...] = (3, 5, 7)
+    #: (mnist) the relaxed sorts, some of gumbel_sinkhorn, neuralsort (deterministic NeuralSort),
+    #: stochastic_neuralsort and softsort.
     methods: tuple[str, ...] = METHODS
+    #: (mnist) Adam steps per model. An int >= 1.
     mnist_steps: int = 1500
-    mnist_batch: int = 10  # sequences per step
+    #: (mnist) sequences of n images per step. An int >= 1.
+    mnist_batch: int = 10
+    #: (mnist) Adam learning rate at the first step, decaying to 0 along a cosine over mnist_steps.
+    #: A number > 0.
     mnist_lr: float = 3e-3
+    #: (mnist) temperature of every relaxed sort. A number > 0.
     sort_tau: float = 1.0
+    #: CNN width. The mnist scoring CNN has channels, then 2 channels (Grover et al. use 32 and 64);
+    #: the jigsaw piece CNN has channels. An int >= 1.
     channels: int = 8
-    mnist_test: int = 1000  # test sequences
+    #: (mnist) test sequences composed from the held-out digits (and as many from the training
+    #: digits, which show overfitting). An int >= 1.
+    mnist_test: int = 1000
     # jigsaw
+    #: (jigsaw) k, puzzles of k x k pieces, one model each. Ints in [2, 14], at least one.
     grids: tuple[int, ...] = (2, 3)
+    #: (jigsaw) Adam steps per model. An int >= 1.
     jigsaw_steps: int = 1500
+    #: (jigsaw) puzzles per step. An int >= 1.
     jigsaw_batch: int = 32
+    #: (jigsaw) Adam learning rate. A number > 0.
     jigsaw_lr: float = 3e-3
+    #: (jigsaw) Gumbel-Sinkhorn temperature. A number > 0.
     jigsaw_tau: float = 1.0
-    test_fraction: float = 0.2  # of the MNIST images, held out before composing anything
+    #: (mnist and jigsaw) fraction of each digit's MNIST images held out for testing before any
+    #: number or puzzle is composed (at least one image per digit). A number in (0, 1).
+    test_fraction: float = 0.2
+    #: Base seed. Seed s of the seeds uses seed + s. An int in [0, 2^31).
     seed: int = 0
 
     def __post_init__(self) -> None:

@@ -87,21 +87,45 @@ SHORT = {"tree": "relaxed spanning tree", "concrete": "Binary Concrete edges",
 class Config:
     """Everything a run depends on (the defaults are the documented run)."""
 
-    variables: tuple[int, ...] = (15,)  # n, nodes of each tree
-    samples: tuple[int, ...] = (20, 100, 500)  # m, samples of each instance
+    #: n, the nodes of each random tree, one experiment per value. Ints >= 3, at least one.
+    variables: tuple[int, ...] = (15,)
+    #: m, the samples of each instance's tree model, one experiment per value (a smaller m takes the
+    #: first m samples of the largest). Ints >= 1, at least one.
+    samples: tuple[int, ...] = (20, 100, 500)
+    #: Values of each variable. An int >= 2.
     states: int = 3
+    #: Lower end of the uniform range of each edge's flip probability (a child copies its parent's
+    #: value with probability 1 - flip, else draws a uniform value). A number in (0, 1), at most
+    #: flip_max.
     flip_min: float = 0.2
+    #: Upper end of the range of the flip probabilities (see flip_min). A number in (0, 1).
     flip_max: float = 0.8
+    #: The relaxed structures trained, some of tree (relaxed spanning tree), concrete (independent
+    #: Binary Concrete edges) and topk (relaxed top-(n-1) edges); Chow-Liu and the agreement tree
+    #: always run.
     methods: tuple[str, ...] = METHODS
+    #: Runs per (n, m). Seed s uses the seed seed + s for its instances and its training.
+    #: An int >= 1.
     seeds: int = 3
+    #: Problem instances (a tree and its samples) to train on. An int >= 1.
     train_instances: int = 1000
+    #: Held-out instances whose trees are scored. An int >= 1.
     test_instances: int = 500
+    #: Adam steps per method. An int >= 1.
     steps: int = 400
-    batch: int = 32  # instances per step
+    #: Instances per step, drawn with replacement. An int >= 1.
+    batch: int = 32
+    #: Width of the two hidden layers of the pair encoder's MLP. An int >= 1.
     hidden: int = 32
+    #: Adam learning rate of the encoder and the decoder. A number > 0.
     lr: float = 0.01
+    #: Temperature of the relaxed structures. A number > 0.
     tau: float = 1.0
-    bound: float = 10.0  # |edge weight| < bound (see PairEncoder)
+    #: Edge weights are kept in (-bound, bound) by bound tanh(w / bound), which keeps the relaxed
+    #: spanning tree's matrix-tree marginals within float64 precision (see PairEncoder); every
+    #: method gets the same bound. A number > 0.
+    bound: float = 10.0
+    #: Base seed. Seed s of the seeds uses seed + s. An int in [0, 2^31).
     seed: int = 0
 
     def __post_init__(self) -> None:

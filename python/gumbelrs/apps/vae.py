@@ -53,20 +53,45 @@ PUBLISHED = {"soft": 101.5, "st": 107.8}
 class Config:
     """Everything a run depends on (the defaults are the documented run)."""
 
+    #: The data sets, some of digits (scikit-learn's 8x8 digits, binarized at half the grey range)
+    #: and mnist (the 5,000-image MNIST subset, binarized at 0.5); each is split 80/20 into training
+    #: and test images.
     datasets: tuple[str, ...] = DATASETS
+    #: The gradient estimators compared (gumbelrs.estimators.sample), one model each per data set,
+    #: some of soft (the decoder reads the relaxed sample), st, gumbel_rao and reinmax (the decoder
+    #: reads an exact one-hot).
     methods: tuple[str, ...] = METHODS
+    #: Number of categorical latent variables. An int >= 1.
     latents: int = 20
+    #: Categories of each latent variable. An int >= 1.
     classes: int = 10
+    #: Widths of the encoder's hidden layers, input side first (the decoder mirrors them), such as
+    #: 512,256. Ints >= 1, at least one.
     hidden: tuple[int, ...] = (512, 256)
+    #: Adam steps of training per model. An int >= 1.
     steps: int = 5000
+    #: Training images per step, drawn with replacement. An int >= 1.
     batch: int = 100
+    #: Adam learning rate. A number > 0.
     lr: float = 1e-3
+    #: Temperature at step 0; at step t the temperature is max(tau_min, tau0 exp(-anneal_rate t)), t
+    #: rounded down to a multiple of anneal_every. A number > 0.
     tau0: float = 1.0
+    #: Rate of the exponential temperature decay, per step (see tau0). A number > 0.
     anneal_rate: float = 3e-4
+    #: The temperature changes every this many steps (see tau0). An int >= 1.
     anneal_every: int = 100
+    #: Floor of the annealed temperature (see tau0); the held-out relaxed ELBO is taken at the last
+    #: step's temperature. A number > 0.
     tau_min: float = 0.5
+    #: (gumbel_rao only) Gumbel perturbations averaged per sample (the estimator's option k).
+    #: An int >= 1.
     gumbel_rao_k: int = 10
+    #: Discrete latent samples per test image for the importance-sampled negative log-likelihood
+    #: (the encoder is the proposal). An int >= 1.
     iw_samples: int = 100
+    #: Seeds torch (initialisation, training/test split, batches) and the gumbelrs generator of
+    #: every model, so that a run is reproducible from it. An int in [0, 2^31).
     seed: int = 0
 
     def __post_init__(self) -> None:
