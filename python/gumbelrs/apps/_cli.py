@@ -11,7 +11,6 @@ import logging
 import os
 import shutil
 import sys
-import textwrap
 import time
 import typing
 from pathlib import Path
@@ -99,19 +98,6 @@ def _metavar(kind: Any) -> str:
     return kind.__name__.upper()
 
 
-def show_config(app: str, config: Any) -> str:
-    """``--show-config``'s listing: each field as the option that sets it,
-    with its value, and its description below."""
-    docs = field_docs(type(config))
-    out = [f"gumbelrs run {app}: the configuration; --NAME VALUE sets a field,",
-           "--show-config=json prints it as the JSON object that --config reads.", ""]
-    for field in dataclasses.fields(config):
-        out.append(f"--{field.name} {cli_value(getattr(config, field.name))}")
-        out += textwrap.wrap(docs[field.name], 79, initial_indent="    ",
-                             subsequent_indent="    ")
-    return "\n".join(out)
-
-
 def _fields_help(app: str, prog: str) -> str:
     """The fields of ``app``'s ``Config`` as a section of ``--help``: the
     option, its default and its description."""
@@ -120,7 +106,7 @@ def _fields_help(app: str, prog: str) -> str:
     listing = argparse.ArgumentParser(prog=prog, usage=argparse.SUPPRESS, add_help=False)
     group = listing.add_argument_group(
         f"{app} options", f"The fields of gumbelrs.apps.{app}.Config (the defaults are the "
-                          f"documented run; --show-config shows a configuration).")
+                          f"documented run).")
     defaults = module.Config()
     docs = field_docs(module.Config)
     for field in dataclasses.fields(module.Config):
@@ -187,10 +173,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--fresh", action="store_true",
                         help="ignore and replace an existing checkpoint")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
-    parser.add_argument("--show-config", nargs="?", const="text", choices=("text", "json"),
-                        help="print the configuration and exit: each field with its value "
-                             "and its meaning, or (--show-config=json) the JSON object that "
-                             "--config reads")
+    parser.add_argument("--show-config", action="store_true",
+                        help="print the configuration (the JSON object that --config reads) "
+                             "and exit")
     parser.add_argument("--nproc", type=_args.int_in(1, 1024),
                         help="run on N local worker processes (torch.distributed, gloo) "
                              "started by torch's elastic launcher; the cores are shared "
@@ -221,11 +206,8 @@ def main(argv: list[str] | None = None) -> int:
         config = make_config(args.app, module.Config, loaded, rest)
     except ConfigError as e:
         parser.error(str(e).removeprefix("gumbelrs run "))
-    if args.show_config == "json":
-        print(json.dumps(dataclasses.asdict(config), indent=2))
-        return 0
     if args.show_config:
-        print(show_config(args.app, config))
+        print(json.dumps(dataclasses.asdict(config), indent=2))
         return 0
     if launched:
         # Under torchrun a restarted group gets the same command: only its first start is fresh.

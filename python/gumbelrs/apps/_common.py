@@ -342,8 +342,8 @@ def field_docs(config_cls: type) -> dict[str, str]:
     """The description of each field of an application's ``Config``, by name
     (in field order): the ``#:`` comment lines right above the field in the
     source, joined into one paragraph. These are the attribute doc comments
-    that Sphinx's autodoc renders in the API reference, so the reference,
-    ``gumbelrs run APP --show-config`` and ``--help`` read the same text. A
+    that Sphinx's autodoc renders in the API reference, so the reference and
+    ``gumbelrs run APP --help`` read the same text. A
     field without such a comment (or a class whose source is not installed)
     has ``""``."""
     names = [f.name for f in dataclasses.fields(config_cls)]
