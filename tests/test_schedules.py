@@ -63,6 +63,17 @@ def test_reheater_fires_on_collapse_and_hands_back():
     assert taus[80] == pytest.approx(base.value(80))
 
 
+def test_reheater_with_boost_below_one_cools_and_hands_back():
+    base = schedules.RelGAN("exp", 100.0, 400)  # temperature 1 / beta
+    r = schedules.Reheater(base, threshold=0.5, boost=0.1, hold=20, release=10, cooldown=100)
+    taus = _run(r, lambda t: 0.2 if t == 50 else 1.0, 200)
+    assert [e["step"] for e in r.events] == [50]
+    assert r.events[0]["tau_after"] == pytest.approx(0.1 * r.events[0]["tau_before"])
+    assert taus[60] == pytest.approx(0.1 * base.value(60))  # beta ten times the schedule's
+    assert taus[75] == pytest.approx(base.value(75) * (0.1 + 0.9 * 5 / 10))
+    assert taus[80] == pytest.approx(base.value(80))
+
+
 def test_reheater_does_not_fire_on_steady_diversity_and_respects_cooldown():
     r = schedules.Reheater(schedules.Constant(0.5), threshold=1.0, cooldown=50, hold=5, release=0)
     _run(r, lambda t: 1.5, 300)
@@ -125,7 +136,7 @@ def test_schedule_errors():
     with raises(ValueError, "RelGAN: kind must be one of ('constant', 'linear', 'exp', 'log', "
                 "'sigmoid', 'quad', 'sqrt'), got 'cubic'"):
         schedules.RelGAN("cubic")
-    with raises(ValueError, "Reheater: boost must be > 1, got 1.0"):
+    with raises(ValueError, "Reheater: boost must not be 1 (> 1 heats, < 1 cools), got 1.0"):
         schedules.Reheater(schedules.Constant(), threshold=1.0, boost=1.0)
     with raises(TypeError, "Reheater: base must be a Schedule, got float"):
         schedules.Reheater(0.5, threshold=1.0)

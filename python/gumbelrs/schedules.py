@@ -218,6 +218,10 @@ class Reheater(Schedule):
     most ``cap``) for ``hold`` steps, then goes back to the base schedule
     linearly over ``release`` steps. Every reheat is recorded in ``events``
     with its step, the diversity that caused it and the temperatures.
+
+    ``boost`` above 1 heats; below 1 it cools instead, for a temperature whose
+    *lower* values bring diversity back (RelGAN's ``1 / beta``: the text GAN
+    restores its generator's diversity by sharpening the discriminator's input).
     """
 
     def __init__(self, base: Schedule, threshold: float, boost: float = 2.0, hold: int = 100,
@@ -228,8 +232,8 @@ class Reheater(Schedule):
         self.base = base
         self.threshold = finite("Reheater", "threshold", threshold)
         self.boost = positive("Reheater", "boost", boost)
-        if self.boost <= 1:
-            raise ValueError(f"Reheater: boost must be > 1, got {boost!r}")
+        if self.boost == 1:
+            raise ValueError(f"Reheater: boost must not be 1 (> 1 heats, < 1 cools), got {boost!r}")
         self.hold = count("Reheater", "hold", hold, 0)
         self.release = count("Reheater", "release", release, 0)
         self.cooldown = count("Reheater", "cooldown", cooldown, 0)

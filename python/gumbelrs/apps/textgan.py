@@ -17,10 +17,15 @@ sampling temperatures as in "Language GANs falling short" (Caccia et al. 2020).
   (``exp``, ``linear``, ``sigmoid``, ...). With reheating (variants ``*_reheat``)
   it is wrapped in a :class:`gumbelrs.schedules.Reheater` driven by a diversity
   monitor (distinct 4-grams of ``samples`` generated texts, every
-  ``monitor_every`` steps): when distinct-4 falls below ``reheat_threshold`` the
-  temperature is multiplied by ``reheat_boost`` (beta divided by it: the soft
-  samples become flatter, exploratory) for ``reheat_hold`` steps, then anneals
-  back. Every reheat is logged with its reason.
+  ``monitor_every`` steps): when distinct-4 falls below ``reheat_threshold``,
+  beta is multiplied by ``reheat_beta_factor`` for ``reheat_hold`` steps, then
+  goes back to the schedule over as many steps. Every reheat is logged with its
+  reason. The default factor 10 *raises* beta: what brings the generator's
+  diversity back here is a sharper discriminator input, not a softer one. With
+  soft input the discriminator tells fake from real by softness alone and the
+  generator answers by sharpening its own distribution (collapse); a factor
+  below 1 (``0.1``: the temperature of the relaxed samples raised tenfold, the
+  literal reheat) makes such drops worse (see docs/apps/textgan.md).
 
 Evaluation: every model (MLE alone and each GAN variant, ``seeds`` seeds each)
 samples ``samples`` texts at every sampling temperature of ``temperatures``
@@ -89,11 +94,11 @@ class Config:
     beta_max: float = 100.0  # RelGAN: tau = 1 / beta, beta from 1 to beta_max
     schedule: str = "exp"
     reheat_threshold: float = 0.55
-    reheat_boost: float = 10.0
+    reheat_beta_factor: float = 10.0  # beta x this on a diversity drop (< 1: beta lowered)
     reheat_hold: int = 100
     monitor_every: int = 50
     lr: float = 1e-3  # pre-training
-    gan_lr: float = 1e-4  # adversarial training (RelGAN's)
+    gan_lr: float = 1e-3  # adversarial training (RelGAN's 1e-4 never collapses here)
     samples: int = 200
     temperatures: tuple[float, ...] = (0.5, 0.7, 0.85, 1.0, 1.2, 1.5)
     seeds: int = 5
@@ -103,7 +108,7 @@ class Config:
         check_config("textgan", self, counts=("length", "hidden", "embed", "batch",
                                               "monitor_every", "samples", "seeds"),
                      maybe_zero=("pretrain_steps", "gan_steps", "reheat_hold", "seed"),
-                     positive=("beta_max", "reheat_boost", "lr", "gan_lr"),
+                     positive=("beta_max", "reheat_beta_factor", "lr", "gan_lr"),
                      fractions=("reheat_threshold",),
                      choices={"schedule": schedules.RelGAN.KINDS, "variants": tuple(VARIANTS)})
         t = self.temperatures
@@ -113,8 +118,9 @@ class Config:
                              f"numbers > 0, got {t!r}")
         if self.beta_max < 1:
             raise ValueError(f"textgan: beta_max must be >= 1, got {self.beta_max!r}")
-        if self.reheat_boost <= 1:
-            raise ValueError(f"textgan: reheat_boost must be > 1, got {self.reheat_boost!r}")
+        if self.reheat_beta_factor == 1:
+            raise ValueError("textgan: reheat_beta_factor must not be 1 (beta would never "
+                             "change), got 1.0")
         if self.corpus and not Path(self.corpus).is_file():
             raise ValueError(f"textgan: corpus {self.corpus!r} is not a readable file")
         if self.pretrain_steps + self.gan_steps < 1:
@@ -308,13 +314,14 @@ def rsgan_losses(d_real: torch.Tensor, d_fake: torch.Tensor):
 
 
 def make_schedule(config: Config, reheat: bool) -> schedules.Schedule:
-    """RelGAN's schedule (temperature 1 / beta), wrapped in a Reheater when ``reheat``."""
+    """RelGAN's schedule (temperature 1 / beta), wrapped in a Reheater when
+    ``reheat`` (beta times ``reheat_beta_factor``: the temperature divided by it)."""
     base = schedules.RelGAN(config.schedule, config.beta_max, max(1, config.gan_steps))
     if not reheat:
         return base
-    return schedules.Reheater(base, threshold=config.reheat_threshold, boost=config.reheat_boost,
-                              hold=config.reheat_hold, release=config.reheat_hold,
-                              cooldown=2 * config.reheat_hold)
+    return schedules.Reheater(base, threshold=config.reheat_threshold,
+                              boost=1 / config.reheat_beta_factor, hold=config.reheat_hold,
+                              release=config.reheat_hold, cooldown=2 * config.reheat_hold)
 
 
 class TextGAN:
@@ -374,17 +381,18 @@ class TextGAN:
             self.config.samples, t, gumbelrs.Generator(_EVAL_SEED + self.seed)))
             for t in sorted({*self.config.temperatures, 1.0})}
 
-    def monitor(self, phase: str, seen: torch.Tensor | None = None) -> dict:
+    def monitor(self, phase: str, seen: torch.Tensor | None = None, last: bool = False) -> dict:
         """Diversity and quality of samples at sampling temperature 1, the
         inverse temperature and the entropy of what the discriminator saw
-        (``seen``); in the GAN phase it drives the reheater, and a reheat is
-        logged with its reason."""
+        (``seen``); in the GAN phase it drives the reheater (except after the
+        ``last`` step, when no step would use it), and a reheat is logged with
+        its reason."""
         tau = self.tau.tau if phase == "gan" else 1.0
         m = {"step": self.step, "phase": phase, "beta": 1.0 / tau,
              **self.measure_texts(self.sample(self.config.samples))}
         if seen is not None:
             m["seen_entropy"] = soft_entropy(seen)
-        if phase == "gan" and isinstance(self.tau, schedules.Reheater):
+        if phase == "gan" and isinstance(self.tau, schedules.Reheater) and not last:
             if self.tau.observe(m["distinct4"]):
                 event = self.tau.events[-1]
                 m["reheat"] = (f"step {self.step}: {event['reason']}; beta "
@@ -429,7 +437,7 @@ class TextGAN:
                 *losses, seen = self.gan_step()
             self.step += 1
             if (i + 1) % self.config.monitor_every == 0 or i + 1 == steps:
-                self.monitor(phase, seen)["losses"] = tuple(losses)
+                self.monitor(phase, seen, last=i + 1 == steps)["losses"] = tuple(losses)
 
 
 # -- units of a run (one seed x one model; picklable arguments and results) ---
@@ -521,8 +529,8 @@ def _report(config: Config, seeds: list[int], runs: dict[str, list[dict]],
         f"{config.gan_steps} GAN steps (Adam, lr {config.gan_lr}) in which the discriminator "
         f"sees soft samples softmax(beta (o + g)) (hard ST: straight-through one-hots) and the "
         f"next input is the sampled token; beta rises from 1 to {config.beta_max:g} along "
-        f"RelGAN's '{config.schedule}' schedule; the reheater divides beta by "
-        f"{config.reheat_boost:g} for {config.reheat_hold} steps when distinct-4 of "
+        f"RelGAN's '{config.schedule}' schedule; the reheater multiplies beta by "
+        f"{config.reheat_beta_factor:g} for {config.reheat_hold} steps when distinct-4 of "
         f"{config.samples} samples falls below {config.reheat_threshold}. Corpus: {corpus}, "
         f"last 10% held out. Each model samples {config.samples} texts of {config.length} "
         f"characters at every sampling temperature (logits / T); quality is 4-gram precision "
@@ -531,7 +539,7 @@ def _report(config: Config, seeds: list[int], runs: dict[str, list[dict]],
         f"is below half the held-out text's ({held_d4 / 2:.3f}).")
     final_rows = [(name, "", f"{r['bigram_js']:.3f}", f"{r['precision4']:.3f}",
                    f"{r['distinct4']:.3f}", "", "") for name, r in ref.items()]
-    curve_rows, matched_rows = [], []
+    curve_rows, matched_rows, during_rows = [], [], []
     temps = [f"{t:g}" for t in config.temperatures]
     for name, rs in runs.items():
         finals = [r["curve"]["1"] for r in rs]
@@ -544,9 +552,14 @@ def _report(config: Config, seeds: list[int], runs: dict[str, list[dict]],
         matched = [at_diversity([(c["distinct4"], c["precision4"]) for c in r["curve"].values()],
                                 held_d4) for r in rs]
         reached = [q for q in matched if q is not None]
+        during = {f"{m['step']}": _ci([r["log"][k]["distinct4"] for r in rs])
+                  for k, m in enumerate(rs[0]["log"]) if m["phase"] == "gan"}
         metrics[name] = {"final": stats, "collapsed_seeds": collapsed, "reheats": reheats,
                          "curve": curve, "precision4_at_held_out_diversity": matched,
                          "events": [r.get("events", []) for r in rs]}
+        if during:
+            metrics[name]["distinct4_during_gan"] = during
+            during_rows += [(name, step, _fmt(stat)) for step, stat in during.items()]
         final_rows.append((name, f"{n}", _fmt(stats["bigram_js"]), _fmt(stats["precision4"]),
                            _fmt(stats["distinct4"]), f"{collapsed}/{n}",
                            f"{sum(reheats) / n:.1f}" if "events" in rs[0] else ""))
@@ -563,6 +576,10 @@ def _report(config: Config, seeds: list[int], runs: dict[str, list[dict]],
     result.tables[f"4-gram precision at the held-out text's diversity (distinct-4 "
                   f"{held_d4:.3f}), interpolated on each seed's curve"] = Table(
         ("model", "seeds whose curve reaches it", "4-gram precision"), matched_rows)
+    if during_rows:
+        result.tables["Diversity during GAN training: distinct-4 of the monitor's samples "
+                      "(T = 1) at each GAN step"] = Table(("model", "GAN step", "distinct-4"),
+                                                          during_rows)
     result.tables[f"Samples (seed {seeds[0]})"] = Table(
         ("model", "T", "sample"), [(name, t, f"'{s}'") for name, rs in runs.items()
                                    for t, ss in rs[0]["samples"].items() for s in ss[:2]])
