@@ -24,6 +24,16 @@ Each case times both sides alternately (median of ``--repeats`` rounds after
 a warm-up; ``--stat min``: the minimum); a ratio is the other side's time
 over gumbelrs's. Each case first checks that both sides reach the same path
 cost or tree weight.
+
+The grid table's last column, "cores busy", is the process CPU time over the
+wall time of ``--repeats`` back-to-back shortest_path_grid calls: about the
+thread count when the machine gave the calls every core they asked for
+(threads of the process that spin while they wait, as OpenMP's do after a
+parallel call, count as busy: slightly above 1 is normal for 1 thread), well
+below it when other work held a core. Then the 2-thread times say more about
+the machine than about the kernel: a 2-thread call ends only when both
+threads have run (on OpenMP, torch's threads, the default, even a thread
+that found no grid left must be scheduled once before the call returns).
 """
 
 from __future__ import annotations
@@ -32,6 +42,7 @@ import argparse
 import itertools
 import math
 import statistics
+import time
 from collections.abc import Callable
 
 import numpy as np
@@ -85,7 +96,16 @@ def _paths(grids: int, size: int, repeats: int) -> dict[str, float]:
     path = ours().numpy()
     for c, p, (d, _) in zip(costs, path, prebuilt()):
         assert math.isclose((c * p).sum(), d[-1] + c[0, 0], rel_tol=1e-12), "costs differ"
-    return alternate({"ours": ours, "prebuilt": prebuilt, "built": built}, repeats, STAT)
+    times = alternate({"ours": ours, "prebuilt": prebuilt, "built": built}, repeats, STAT)
+    return {**times, "busy": _busy(ours, repeats)}
+
+
+def _busy(fn: Callable[[], object], calls: int) -> float:
+    """Process CPU seconds per wall second over ``calls`` back-to-back calls."""
+    cpu, wall = time.process_time(), time.perf_counter()
+    for _ in range(calls):
+        fn()
+    return (time.process_time() - cpu) / (time.perf_counter() - wall)
 
 
 def _trees(graphs: int, n: int, repeats: int) -> dict[str, float]:
@@ -134,13 +154,13 @@ def main(argv: list[str] | None = None) -> None:
           f"{gumbelrs.__version__}, SIMD {gumbelrs._core.simd_level()}")
     ms = 1e3
     print("\n| grids | threads | gumbelrs | scipy (prebuilt) | scipy / gumbelrs | scipy (with "
-          "construction) | scipy / gumbelrs |\n|---|---|---|---|---|---|---|")
+          "construction) | scipy / gumbelrs | cores busy |\n|---|---|---|---|---|---|---|---|")
     for threads, size in itertools.product(args.threads, (12, 32)):
         gumbelrs.set_num_threads(threads)
         r = _paths(args.grids, size, args.repeats)
         print(f"| {args.grids} x {size}x{size} | {threads} | {r['ours'] * ms:.2f} ms | "
               f"{r['prebuilt'] * ms:.2f} ms | {r['prebuilt'] / r['ours']:.1f} | "
-              f"{r['built'] * ms:.2f} ms | {r['built'] / r['ours']:.1f} |")
+              f"{r['built'] * ms:.2f} ms | {r['built'] / r['ours']:.1f} | {r['busy']:.2f} |")
     print("\n| graphs | threads | spanning_tree | scipy (loop) | scipy / gumbelrs | "
           "sample_spanning_tree | noise + spanning_tree (unfused) | unfused / fused |"
           "\n|---|---|---|---|---|---|---|---|")

@@ -6,12 +6,13 @@ samples against 16 direct calls of the solver it wraps, in one process.
                                            [--max-chunk-bytes N]
 
 Target (issue 22): ``perturbed`` adds at most 20% over ``--samples`` direct
-solver calls. The wrapper draws the ``(samples, *theta.shape)`` perturbed
-thetas (Gumbel noise on the CPU: drawn, scaled by sigma and added to theta
-in one kernel pass), calls the solver on chunks of them stacked as ``(k *
-batch, *shape)``, ``k`` samples of at most ``max_chunk_bytes`` in all
-(``--max-chunk-bytes``; default the wrapper's own, 4 MiB), and adds each
-chunk's solutions to a running sum. Columns:
+solver calls. The wrapper calls the solver on chunks of the perturbed
+thetas stacked as ``(k * batch, *shape)``, ``k`` samples of at most
+``max_chunk_bytes`` in all (``--max-chunk-bytes``; default the wrapper's
+own, 4 MiB); each chunk draws only its own samples' noise (Gumbel noise on
+the CPU: drawn, scaled by sigma and added to theta in one kernel pass from
+the stream element of the chunk's first sample), and its solutions are
+added to a running sum. Columns:
 
 - ``direct``: the solver called ``--samples`` times on theta itself (no
   noise): the issue's baseline; "overhead" is perturbed / direct - 1.

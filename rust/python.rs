@@ -300,33 +300,38 @@ fn rw<'py, T: Element>(a: &Bound<'py, PyAny>) -> PyResult<Rw<'py, T>> {
 
 // ---------------------------------------------------------------- kernels
 
-/// Fills `out` with noise of `kind`.
+/// Fills `out` with noise of `kind`: `out[j]` is element `start + j` of
+/// the stream.
 #[pyfunction]
-fn noise(kind: Noise, out: &Bound<'_, PyAny>, stream: Stream) -> PyResult<()> {
+#[pyo3(signature = (kind, out, stream, start=0))]
+fn noise(kind: Noise, out: &Bound<'_, PyAny>, stream: Stream, start: u64) -> PyResult<()> {
     with_float!(out, |T| {
         let py = out.py();
         let mut out = rw::<T>(out)?;
         let o = out.as_slice_mut()?;
-        run(py, || kernels::noise::noise(kind, stream, o))
+        run(py, || kernels::noise::noise_at(kind, stream, start, o))
     })
 }
 
 /// Fills `out` (a whole number of copies of `theta`) with `theta` plus
-/// `sigma` times the noise of `kind`: `out[j] = theta[j % len] + sigma z_j`.
+/// `sigma` times the noise of `kind` from stream element `start` on:
+/// `out[j] = theta[j % len] + sigma z_{start + j}`.
 #[pyfunction]
+#[pyo3(signature = (kind, theta, sigma, out, stream, start=0))]
 fn perturb(
     kind: Noise,
     theta: &Bound<'_, PyAny>,
     sigma: f64,
     out: &Bound<'_, PyAny>,
     stream: Stream,
+    start: u64,
 ) -> PyResult<()> {
     with_float!(theta, |T| {
         let (t, mut out) = (ro::<T>(theta)?, rw::<T>(out)?);
         let (ts, os) = (t.as_slice()?, out.as_slice_mut()?);
         let sigma = T::from_f64(sigma);
         run(t.py(), || {
-            kernels::noise::perturb(kind, stream, ts, sigma, os)
+            kernels::noise::perturb(kind, stream, start, ts, sigma, os)
         })
     })
 }

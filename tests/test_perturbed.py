@@ -15,7 +15,7 @@ import torch
 from scipy import integrate, stats
 
 import gumbelrs
-from gumbelrs import Generator
+from gumbelrs import Generator, _core
 from gumbelrs.functional import _noise
 from gumbelrs.structured import (
     _perturbed,
@@ -143,6 +143,71 @@ def test_any_chunking_gives_the_same_bits(dtype, noise, monkeypatch):
         assert all(torch.equal(a, b) for a, b in zip(got, big)), chunk
     assert all(torch.equal(a, b) for i, (a, b) in enumerate(zip(big, want)) if i != 1)
     torch.testing.assert_close(big[1], want[1])
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("noise", ["gumbel", "normal"])
+def test_each_chunk_draws_only_its_own_samples(dtype, noise, monkeypatch):
+    """On the CPU every solver call's samples are drawn alone, from the
+    stream element of their first sample on, forward and backward: no draw
+    holds more than one chunk (bounded memory), and forward, backward and
+    loss are bitwise those of one draw of all the samples (the path CUDA
+    and torch.func take), on 1 and 2 threads, with the backward's stacked
+    products and one sample at a time."""
+    gen = torch.Generator().manual_seed(3)
+    # instances that divide neither the kernels' parallel chunks nor their
+    # uniform groups; 2 samples (47,514 elements) a call: 2 threads split it
+    theta = torch.randn(3, 7919, dtype=dtype, generator=gen)
+    y_true = torch.rand(3, 7919, dtype=dtype, generator=gen)
+    g = torch.randn(3, 7919, dtype=dtype, generator=gen)
+    e, n, sizes = theta.numel(), 7, [2, 2, 2, 1]
+    chunk = e * theta.element_size() * 5 // 2
+    draws, calls = [], []
+
+    def spy(real, out_at):
+        def call(*args):
+            draws.append((args[-1], args[out_at].size))  # (start, elements)
+            return real(*args)
+        return call
+
+    monkeypatch.setattr(_core, "noise", spy(_core.noise, 1))
+    monkeypatch.setattr(_core, "perturb", spy(_core.perturb, 3))
+
+    def solver(x):
+        calls.append(x.clone())
+        return torch.softmax(3 * x, -1)  # not 0/1: the order of the sums shows
+
+    def run():
+        draws.clear()
+        calls.clear()
+        t = theta.clone().requires_grad_()
+        y = perturbed(solver, n, 0.7, noise, generator=Generator(5), max_chunk_bytes=chunk)(t)
+        (gt,) = torch.autograd.grad(y, t, g)
+        t2, yt = theta.clone().requires_grad_(), y_true.clone().requires_grad_()
+        loss = fenchel_young_loss(t2, yt, solver, n_samples=n, sigma=0.7, noise=noise,
+                                  generator=Generator(5), max_chunk_bytes=chunk)
+        g2, gy = torch.autograd.grad(loss, (t2, yt), g[:, 0])
+        return [y.detach(), gt, loss.detach(), g2, gy], list(draws)
+
+    z = (_noise("gumbel", [n, 3, 7919], dtype=dtype, generator=Generator(5)) if noise == "gumbel"
+         else normal_noise([n, 3, 7919], dtype, Generator(5)))
+    pieces = [(s0 * e, k * e) for s0, k in zip([0, 2, 4, 6], sizes)]
+    for stacked in (True, False):  # the backward's two ways
+        if not stacked:
+            monkeypatch.setattr(_perturbed, "CHUNK_BYTES", 1)
+        with monkeypatch.context() as m:
+            m.setattr(_perturbed, "_in_pieces", lambda *args: False)
+            want, whole = run()
+        # one draw of all samples from element 0 per forward and backward
+        assert whole == [(0, n * e)] * 3
+        assert torch.equal(torch.cat(calls[:4]), (z * 0.7 + theta).view(-1, 7919))
+        for threads in (1, 2):
+            gumbelrs.set_num_threads(threads)
+            got, drawn = run()
+            assert all(torch.equal(a, b) for a, b in zip(got, want)), (stacked, threads)
+            backward = [(0, n * e)] if stacked else pieces
+            assert drawn == pieces + backward + pieces, (stacked, threads)
+            assert torch.equal(torch.cat(calls[:4]), (z * 0.7 + theta).view(-1, 7919))
 
 
 @pytest.mark.parametrize("dtype", [torch.float16, torch.float32, torch.float64])

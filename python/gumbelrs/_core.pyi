@@ -69,9 +69,9 @@ class KernelError(ValueError):
     """args: (kind, position, available, requested); kind is the code of a
     gumbelrs._protocol.FaultKind (every kind of it)."""
 
-def noise(kind: _NoiseKind, out: _Float, stream: _Stream) -> None: ...
+def noise(kind: _NoiseKind, out: _Float, stream: _Stream, start: int = 0) -> None: ...
 def perturb(
-    kind: _NoiseKind, theta: _Float, sigma: float, out: _Float, stream: _Stream
+    kind: _NoiseKind, theta: _Float, sigma: float, out: _Float, stream: _Stream, start: int = 0
 ) -> None: ...
 def gumbel_softmax_forward(
     x: _Float, dims: _Dims, tau: _Tau, stream: _Stream, mode: _OutputMode, y: _Float,

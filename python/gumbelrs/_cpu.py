@@ -90,19 +90,23 @@ def prepare(x: torch.Tensor) -> torch.Tensor:
 
 
 def noise(kind: str, shape, dtype: torch.dtype, device: torch.device, seed: int,
-          offset: int) -> torch.Tensor:
+          offset: int, start: int = 0) -> torch.Tensor:
+    """Noise of ``kind`` of ``shape``: element ``j`` (in contiguous order) is
+    element ``start + j`` of the stream, so a draw can be made in pieces."""
     out = torch.empty(shape, dtype=dtype)
-    _core.noise(kind, _np(out), (seed, offset))
+    _core.noise(kind, _np(out), (seed, offset), start)
     return out
 
 
 def perturb(kind: str, theta: torch.Tensor, n_samples: int, sigma: float, seed: int,
-            offset: int) -> torch.Tensor:
+            offset: int, start: int = 0) -> torch.Tensor:
     """``theta + sigma z``, ``(n_samples, *theta.shape)``, ``z`` the noise of
-    ``kind`` that ``noise`` draws for that shape (float32 or float64 ``theta``)."""
+    ``kind`` that ``noise`` draws for that shape and ``start`` (float32 or
+    float64 ``theta``): ``start = s * theta.numel()`` gives samples ``s ..``
+    of a call from 0."""
     x = theta.contiguous()
     out = torch.empty((n_samples, *x.shape), dtype=x.dtype)
-    _core.perturb(kind, _np(x), sigma, _np(out), (seed, offset))
+    _core.perturb(kind, _np(x), sigma, _np(out), (seed, offset), start)
     return out
 
 

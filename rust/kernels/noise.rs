@@ -145,6 +145,8 @@ pub fn fill_strided<T: Real>(
 struct NoiseKernel<T> {
     kind: Noise,
     stream: Stream,
+    /// The stream element of `out[0]`.
+    first: u64,
     n: usize,
     out: SharedMut<T>,
 }
@@ -161,7 +163,7 @@ impl<T: Real> RowKernel for NoiseKernel<T> {
         fill_ahead(
             self.kind,
             &self.stream,
-            start as u64,
+            self.first + start as u64,
             out,
             &mut GroupCache::new(),
             &next,
@@ -172,11 +174,24 @@ impl<T: Real> RowKernel for NoiseKernel<T> {
 
 /// Fills `out` with noise of the given kind: `out[i]` is element `i` of `stream`.
 pub fn noise<T: Real>(kind: Noise, stream: Stream, out: &mut [T]) -> Result<(), KernelError> {
+    noise_at(kind, stream, 0, out)
+}
+
+/// Fills `out` with elements `start .. start + out.len()` of the noise
+/// [`noise`] draws: `out[j]` is element `start + j` of `stream`, so a long
+/// draw can be made piece by piece with the same values.
+pub fn noise_at<T: Real>(
+    kind: Noise,
+    stream: Stream,
+    start: u64,
+    out: &mut [T],
+) -> Result<(), KernelError> {
     let n = out.len();
     prefer_huge_pages(out);
     let kernel = NoiseKernel {
         kind,
         stream,
+        first: start,
         n,
         out: SharedMut::new(out),
     };
@@ -186,6 +201,8 @@ pub fn noise<T: Real>(kind: Noise, stream: Stream, out: &mut [T]) -> Result<(), 
 struct PerturbKernel<'a, T> {
     kind: Noise,
     stream: Stream,
+    /// The stream element of `out[0]`.
+    first: u64,
     theta: &'a [T],
     sigma: T,
     n: usize,
@@ -208,7 +225,7 @@ impl<T: Real> RowKernel for PerturbKernel<'_, T> {
             fill_strided(
                 self.kind,
                 &self.stream,
-                (start + p * PIECE) as u64,
+                self.first + (start + p * PIECE) as u64,
                 1,
                 piece,
                 &mut cache,
@@ -230,14 +247,17 @@ impl<T: Real> RowKernel for PerturbKernel<'_, T> {
 }
 
 /// Fills `out`, a whole number of copies of `theta` long, with `theta`
-/// perturbed by `sigma` times the noise of `stream`: `out[j] = theta[j %
-/// theta.len()] + sigma * z_j`, `z_j` element `j` of the noise [`noise`]
-/// draws (the product rounded, then the sum: the values of drawing the
-/// noise, scaling it and adding theta as three operations). One pass over
-/// `out`: each piece of noise is scaled and added while in the cache.
+/// perturbed by `sigma` times the noise of `stream` from element `start` on:
+/// `out[j] = theta[j % theta.len()] + sigma * z_{start + j}`, `z_i` element
+/// `i` of the noise [`noise`] draws (the product rounded, then the sum: the
+/// values of drawing the noise, scaling it and adding theta as three
+/// operations). So `start = c * theta.len()` gives copies `c ..` of a call
+/// with `start = 0` for more copies, bit for bit. One pass
+/// over `out`: each piece of noise is scaled and added while in the cache.
 pub fn perturb<T: Real>(
     kind: Noise,
     stream: Stream,
+    start: u64,
     theta: &[T],
     sigma: T,
     out: &mut [T],
@@ -254,6 +274,7 @@ pub fn perturb<T: Real>(
     let kernel = PerturbKernel {
         kind,
         stream,
+        first: start,
         theta,
         sigma,
         n,
@@ -297,24 +318,111 @@ mod tests {
         noise(Noise::Gumbel, s, &mut z).unwrap();
         for sigma in [1.0, 0.3] {
             let mut out = vec![0f64; z.len()];
-            perturb(Noise::Gumbel, s, &theta, sigma, &mut out).unwrap();
+            perturb(Noise::Gumbel, s, 0, &theta, sigma, &mut out).unwrap();
             for (j, (&o, &g)) in out.iter().zip(&z).enumerate() {
                 assert_eq!(o.to_bits(), (theta[j % theta.len()] + g * sigma).to_bits());
             }
         }
         let mut out = vec![0f32; 7];
-        perturb(Noise::Uniform, s, &[0.5f32; 1], 2.0, &mut out).unwrap();
+        perturb(Noise::Uniform, s, 0, &[0.5f32; 1], 2.0, &mut out).unwrap();
         for (j, &o) in out.iter().enumerate() {
             assert_eq!(o, 0.5 + f32::uniform(&s, j as u64) * 2.0);
         }
         assert_eq!(
-            perturb(Noise::Gumbel, s, &[0.0f32; 3], 1.0, &mut [0.0; 7]),
+            perturb(Noise::Gumbel, s, 0, &[0.0f32; 3], 1.0, &mut [0.0; 7]),
             Err(KernelError::Shape {
                 what: "out",
                 expected: 9,
                 got: 7
             })
         );
+    }
+
+    /// Runs `f` at every SIMD level this CPU has and on 1 and 2 threads,
+    /// then restores the defaults.
+    fn at_every_level_and_thread_count(mut f: impl FnMut()) {
+        use crate::isa::{detected, set_max_level, Level};
+        use crate::parallel::set_num_threads;
+        for level in [Level::Portable, Level::Avx2, Level::Avx512] {
+            if level > detected() {
+                continue;
+            }
+            set_max_level(level);
+            for threads in [1, 2] {
+                set_num_threads(threads);
+                f();
+            }
+        }
+        set_max_level(Level::Avx512);
+        set_num_threads(0);
+    }
+
+    /// Starts inside and at the ends of uniform groups (64 float32 or 32
+    /// float64 values), pieces and parallel chunks.
+    const STARTS: [usize; 6] = [1, 31, 64, 4095, 4096 + 129, 40_000];
+
+    fn noise_from_any_start_is_the_tail_of_a_whole_draw<T: Real>() {
+        // Longer than MIN_PARALLEL_WORK after every start: two threads split it.
+        let (s, n) = (Stream::new(17, 4), 80_003);
+        let mut whole = vec![T::ZERO; n];
+        for kind in [Noise::Uniform, Noise::Gumbel, Noise::Logistic] {
+            noise(kind, s, &mut whole).unwrap();
+            at_every_level_and_thread_count(|| {
+                for k in STARTS {
+                    let mut tail = vec![T::ZERO; n - k];
+                    noise_at(kind, s, k as u64, &mut tail).unwrap();
+                    assert!(tail == whole[k..], "{kind:?} start {k}");
+                }
+            });
+        }
+    }
+
+    #[test]
+    fn noise_from_any_start_is_the_tail_of_a_whole_draw_f32() {
+        noise_from_any_start_is_the_tail_of_a_whole_draw::<f32>();
+    }
+
+    #[test]
+    fn noise_from_any_start_is_the_tail_of_a_whole_draw_f64() {
+        noise_from_any_start_is_the_tail_of_a_whole_draw::<f64>();
+    }
+
+    fn perturb_from_a_copy_gives_the_rows_of_a_whole_call<T: Real>() {
+        let s = Stream::new(23, 6);
+        let theta: Vec<T> = (0..10_007)
+            .map(|i| T::from_f64((i % 13) as f64 * 0.7 - 4.0))
+            .collect();
+        let (len, copies, sigma) = (theta.len(), 9, T::from_f64(0.6));
+        for kind in [Noise::Gumbel, Noise::Uniform] {
+            let mut whole = vec![T::ZERO; copies * len];
+            perturb(kind, s, 0, &theta, sigma, &mut whole).unwrap();
+            let mut z = vec![T::ZERO; whole.len() + 5];
+            noise(kind, s, &mut z).unwrap();
+            at_every_level_and_thread_count(|| {
+                for c in [1, 4, 8] {
+                    let mut rows = vec![T::ZERO; (copies - c) * len];
+                    perturb(kind, s, (c * len) as u64, &theta, sigma, &mut rows).unwrap();
+                    assert!(rows == whole[c * len..], "{kind:?} copy {c}");
+                }
+                // A start that is not a whole copy: theta from its first
+                // element, the noise from the start.
+                let mut out = vec![T::ZERO; 4 * len];
+                perturb(kind, s, 5, &theta, sigma, &mut out).unwrap();
+                for (j, &o) in out.iter().enumerate() {
+                    assert!(o == theta[j % len] + z[5 + j] * sigma, "{kind:?} at {j}");
+                }
+            });
+        }
+    }
+
+    #[test]
+    fn perturb_from_a_copy_gives_the_rows_of_a_whole_call_f32() {
+        perturb_from_a_copy_gives_the_rows_of_a_whole_call::<f32>();
+    }
+
+    #[test]
+    fn perturb_from_a_copy_gives_the_rows_of_a_whole_call_f64() {
+        perturb_from_a_copy_gives_the_rows_of_a_whole_call::<f64>();
     }
 
     #[test]

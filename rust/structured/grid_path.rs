@@ -100,6 +100,10 @@ struct Queue {
     more: Box<[Vec<u128>; SLOTS]>,
     /// Bit `s % 64` of word `s / 64` set when slot `s` holds keys.
     full: [u64; WORDS],
+    /// The same bits, set when slot `s` holds more than one key: a pop
+    /// reads the slot's heap only then (the heaps' headers, 12 KB, stay
+    /// out of the caches while the buckets hold a key each).
+    heaped: [u64; WORDS],
     /// The slot of the last key popped.
     last: usize,
 }
@@ -111,18 +115,20 @@ impl Queue {
             first: Box::new([0; SLOTS]),
             more: Box::new(std::array::from_fn(|_| Vec::new())),
             full: [0; WORDS],
+            heaped: [0; WORDS],
             last: 0,
         }
     }
 
     /// Empties the queue for a grid whose largest cost is `top`.
     fn reset(&mut self, top: f64) {
-        for (w, word) in self.full.iter_mut().enumerate() {
+        for (w, word) in self.heaped.iter_mut().enumerate() {
             while *word != 0 {
                 self.more[w * 64 + word.trailing_zeros() as usize].clear();
                 *word &= *word - 1;
             }
         }
+        self.full = [0; WORDS];
         let scale = (SLOTS - 4) as f64 / top;
         self.scale = if scale.is_finite() { scale } else { 0.0 };
         self.last = 0;
@@ -156,6 +162,7 @@ impl Queue {
             };
             self.first[s] = least;
             heap_push(&mut self.more[s], rest);
+            self.heaped[s / 64] |= bit;
         }
     }
 
@@ -181,11 +188,15 @@ impl Queue {
     fn pop(&mut self) -> Option<u128> {
         let s = self.next()?;
         let key = self.first[s];
-        let more = &mut self.more[s];
-        if more.is_empty() {
-            self.full[s / 64] &= !(1u64 << (s % 64));
+        let (w, bit) = (s / 64, 1u64 << (s % 64));
+        if self.heaped[w] & bit == 0 {
+            self.full[w] &= !bit;
         } else {
+            let more = &mut self.more[s];
             self.first[s] = heap_pop(more);
+            if more.is_empty() {
+                self.heaped[w] &= !bit;
+            }
         }
         self.last = s;
         Some(key)

@@ -4,6 +4,7 @@ Fenchel-Young loss (Berthet et al. 2020), and blackbox differentiation
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Iterator
 
 import torch
@@ -61,39 +62,59 @@ def _solve(fn: str, solver: Solver, x: torch.Tensor, compute: torch.dtype) -> to
 
 
 def _draw(kind: str, shape: list[int], dtype: torch.dtype, device: torch.device,
-          stream: _ops.Stream) -> torch.Tensor:
+          stream: _ops.Stream, start: int | None = None) -> torch.Tensor:
     """Standard noise of ``kind``: the Gumbel kernel's values, or the normal
     quantiles of the uniforms it draws them from (the inverse CDF keeps the
-    draw a pure function of the stream)."""
-    if kind == "gumbel":
-        return _ops.noise("gumbel", shape, dtype, device, stream)
-    u = _ops.noise("uniform", shape, dtype, device, stream)
-    return torch.special.ndtri(u, out=u)
-
-
-def _perturb(kind: str, theta: torch.Tensor, n_samples: int, sigma: float,
-             stream: _ops.Stream) -> tuple[torch.Tensor, bool]:
-    """The ``(n_samples, *theta.shape)`` draws of standard noise ``z`` of
-    ``kind`` (:func:`_draw` of that shape; sample ``s`` of element ``i`` at
-    ``[s, i]``) and whether they are already ``theta + sigma z``: Gumbel noise
-    on the CPU is one kernel call that draws, scales and adds in one pass
-    over the output; otherwise :func:`_finish` does the rest chunk by chunk.
-    ``theta`` in the compute dtype."""
-    if (kind == "gumbel" and theta.device.type == "cpu" and theta.numel() > 0
-            and isinstance(stream, tuple) and not _ops._transformed()):
-        return _cpu.perturb(kind, theta, n_samples, sigma, *stream), True
+    draw a pure function of the stream). With ``start`` (CPU, a ``(seed,
+    offset)`` stream), element ``j`` is element ``start + j`` of the stream:
+    a piece of a longer draw."""
     raw = "gumbel" if kind == "gumbel" else "uniform"
-    return _ops.noise(raw, [n_samples, *theta.shape], theta.dtype, theta.device, stream), False
+    if start is None:
+        z = _ops.noise(raw, shape, dtype, device, stream)
+    else:
+        z = _cpu.noise(raw, shape, dtype, device, *stream, start=start)
+    return z if kind == "gumbel" else torch.special.ndtri(z, out=z)
 
 
-def _finish(kind: str, x: torch.Tensor, theta: torch.Tensor, sigma: float) -> torch.Tensor:
-    """``theta + sigma z`` in place of the raw draws ``x`` of :func:`_perturb`
-    (a chunk of its samples): the sum of ``theta`` and the rounded product
-    ``sigma z``, elementwise, with ``z`` the normal quantiles of uniforms for
-    ``"normal"``, as :func:`_draw`."""
-    if kind == "normal":
-        torch.special.ndtri(x, out=x)
-    return x.mul_(sigma).add_(theta)
+def _in_pieces(device: torch.device, numel: int, stream: _ops.Stream) -> bool:
+    """Whether each chunk of samples can draw only its own noise: the CPU
+    kernels start at any stream element. Elsewhere (CUDA, torch.func
+    transforms, a stream tensor while compiling) all samples are drawn at
+    once and sliced: the same values."""
+    return (device.type == "cpu" and numel > 0 and isinstance(stream, tuple)
+            and not _ops._transformed())
+
+
+def _noise_chunks(kind: str, sizes: list[int], shape: torch.Size, dtype: torch.dtype,
+                  device: torch.device, stream: _ops.Stream) -> Iterator[torch.Tensor]:
+    """The standard noise ``z`` of :func:`_draw` for ``(sum(sizes), *shape)``,
+    ``sizes[i]`` samples at a time, in order: on the CPU each chunk is drawn
+    alone, so only one chunk's noise is in memory."""
+    numel = math.prod(shape)
+    if not _in_pieces(device, numel, stream):
+        yield from _draw(kind, [sum(sizes), *shape], dtype, device, stream).split(sizes)
+        return
+    s0 = 0
+    for k in sizes:
+        yield _draw(kind, [k, *shape], dtype, device, stream, s0 * numel)
+        s0 += k
+
+
+def _perturbed_chunks(kind: str, theta: torch.Tensor, sizes: list[int], sigma: float,
+                      stream: _ops.Stream) -> Iterator[torch.Tensor]:
+    """``theta + sigma z`` for the samples of :func:`_noise_chunks`, chunk by
+    chunk (``(sizes[i], *theta.shape)``, ``theta`` in the compute dtype): the
+    sum of ``theta`` and the rounded product ``sigma z``, elementwise. Gumbel
+    noise on the CPU is one kernel call per chunk that draws, scales and adds
+    in one pass over its output."""
+    if kind == "gumbel" and _in_pieces(theta.device, theta.numel(), stream):
+        s0 = 0
+        for k in sizes:
+            yield _cpu.perturb(kind, theta, k, sigma, *stream, start=s0 * theta.numel())
+            s0 += k
+        return
+    for z in _noise_chunks(kind, sizes, theta.shape, theta.dtype, theta.device, stream):
+        yield z.mul_(sigma).add_(theta)
 
 
 def _score(kind: str, z: torch.Tensor) -> torch.Tensor:
@@ -134,12 +155,9 @@ def _samples(fn: str, solver: Solver, theta: torch.Tensor, n_samples: int, sigma
     thetas (``k`` from :func:`_per_call`, less in the last chunk)."""
     compute = _validate.compute_dtype(theta.dtype)
     t = theta.detach().to(compute)
-    x, done = _perturb(kind, t, n_samples, sigma, stream)  # (S, B, *shape)
     per_call = _per_call(theta, compute, n_samples, max_chunk_bytes)
-    for s0 in range(0, n_samples, per_call):
-        xc = x[s0:s0 + per_call]
-        if not done:
-            xc = _finish(kind, xc, t, sigma)
+    sizes = [min(per_call, n_samples - s0) for s0 in range(0, n_samples, per_call)]
+    for xc in _perturbed_chunks(kind, t, sizes, sigma, stream):
         flat = xc.view(xc.shape[0] * theta.shape[0], *theta.shape[1:]).to(theta.dtype)
         yield xc, _solve(fn, solver, flat, compute).view(xc.shape)
 
@@ -172,20 +190,22 @@ class _Perturbed(torch.autograd.Function):
         chunks = ctx.saved_tensors  # solutions (k, B, *shape), samples in order
         first = chunks[0]
         s = sum(c.shape[0] for c in chunks)
-        shape = [s, *first.shape[1:]]
-        nu = _score(ctx.kind, _draw(ctx.kind, shape, first.dtype, first.device, ctx.stream))
-        nu = nu.flatten(2)  # (S, B, E)
         gf = grad.flatten(1).to(first.dtype)  # (B, E)
         if s * gf.numel() * gf.element_size() <= CHUNK_BYTES:
+            shape = [s, *first.shape[1:]]
+            nu = _score(ctx.kind, _draw(ctx.kind, shape, first.dtype, first.device, ctx.stream))
             ys = first if len(chunks) == 1 else torch.cat(chunks)
             inner = torch.einsum("sbe,be->sb", ys.flatten(2), gf)  # (S, B)
-            g = torch.einsum("sb,sbe->be", inner, nu)
+            g = torch.einsum("sb,sbe->be", inner, nu.flatten(2))
         else:
-            # one sample at a time, in order, each while in the caches
+            # one sample at a time, in order, each while in the caches; the
+            # noise redrawn chunk by chunk
             g = None
-            for y, z in zip((y for c in chunks for y in c), nu):
-                term = z.mul_(torch.linalg.vecdot(y.flatten(1), gf)[:, None])
-                g = _add(g, term)
+            zs = _noise_chunks(ctx.kind, [c.shape[0] for c in chunks], first.shape[1:],
+                               first.dtype, first.device, ctx.stream)
+            for c, z in zip(chunks, zs):
+                for y, nu in zip(c, _score(ctx.kind, z).flatten(2)):  # (B, E) each
+                    g = _add(g, nu.mul_(torch.linalg.vecdot(y.flatten(1), gf)[:, None]))
         g = g / (s * ctx.sigma)
         return (g.view(grad.shape), None, None, None, None, *([None] * len(chunks)))
 
@@ -295,17 +315,21 @@ def perturbed(
       without a symmetrising pass) or ``lambda x: shortest_path_grid(
       (-x).clamp_min(0))`` (perturbed costs can be negative).
     - Cost: Gumbel noise on the CPU is drawn, scaled and added to theta in
-      one kernel pass into the stacked ``(n_samples, *theta.shape)`` input
-      (other noise: drawn in one call, then scaled and added chunk by chunk);
-      the solutions of a chunk are added to the running sum while in the
-      caches.
-    - Memory: the perturbed thetas ``(n_samples, *theta.shape)`` are drawn
-      at once; autograd keeps the samples' solutions (the same size, in the
-      compute dtype); the backward redraws the noise from the call's stream
-      instead of keeping it, and when the solutions take more than 4 MiB
-      it takes the samples one at a time in order (the same value up to
-      rounding as the stacked products it uses below that size; the same
-      bits for any chunking either way).
+      one kernel pass into each chunk's ``(k, *theta.shape)`` input (other
+      noise: drawn, then scaled and added, chunk by chunk); the solutions of
+      a chunk are added to the running sum while in the caches.
+    - Memory: on the CPU each chunk draws only its own samples' noise (the
+      stream's elements from its first sample on), so the perturbed thetas
+      of one chunk exist at a time; on CUDA, under ``torch.func``
+      transforms and while compiling, the noise of all samples
+      ``(n_samples, *theta.shape)`` is drawn at once and sliced (the same
+      values either way). Autograd keeps the samples' solutions (the size
+      of all samples, in the compute dtype); the backward redraws the noise
+      from the call's stream instead of keeping it, and when the solutions
+      take more than 4 MiB it takes the samples one at a time in order,
+      redrawing the noise one forward chunk at a time on the CPU (the same
+      value up to rounding as the stacked products it uses below that
+      size; the same bits for any chunking either way).
     - float16/bfloat16 thetas are perturbed in float32, passed to the solver in
       their dtype, and averaged in float32.
     """
