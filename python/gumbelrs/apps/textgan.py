@@ -83,25 +83,98 @@ _EVAL_SEED = 2**31  # evaluation samples draw from their own stream (training se
 class Config:
     """Everything a run depends on (the defaults are the documented run)."""
 
-    corpus: str = ""  # a text file; empty: the shipped Devil's Dictionary
+    #: Path of the UTF-8 text file to learn, or empty for the shipped "The Devil's Dictionary"
+    #: (Bierce, 1911). The text is lower-cased, characters outside the alphabet (space, the
+    #: letters a to z and the marks .,;'-) become spaces and runs of spaces one; its last 10% is
+    #: held out for evaluation. A readable file with at least 10 x (length + 1) characters after
+    #: this cleaning.
+    corpus: str = ""
+    #: Characters per text, of the generated texts and of the windows of real text (pre-training,
+    #: the discriminator's real input, the real-text reference). An int >= 1.
     length: int = 24
+    #: Units of the generator's GRU (the size of its hidden state). An int >= 1.
     hidden: int = 128
+    #: Width of the character embedding (a linear map of the one-hot characters) of the generator
+    #: and of the discriminator, whose convolutions have 64 filters of each width 2 to 5.
+    #: An int >= 1.
     embed: int = 32
+    #: Windows of real text per pre-training step; per GAN step, real windows and generated texts
+    #: each, for one discriminator and one generator update. An int >= 1.
     batch: int = 64
+    #: Adam steps of maximum-likelihood (teacher-forced) pre-training of each seed's generator at
+    #: learning rate lr; every GAN variant starts from its result, which the report also shows as
+    #: the model "MLE only". 0 skips it (no "MLE only", the GAN variants start from random
+    #: weights). An int >= 0; pretrain_steps + gan_steps must be at least 1.
     pretrain_steps: int = 1000
+    #: Adversarial steps of each GAN variant and seed, each one discriminator and one generator
+    #: Adam update at learning rate gan_lr, over which beta rises from 1 to beta_max. 0 trains no
+    #: GAN (only "MLE only"). An int >= 0.
     gan_steps: int = 400
+    #: The GAN variants trained from each seed's pre-trained generator, some of soft (the
+    #: discriminator sees the soft samples softmax(beta (o + g)), o the logits and g their Gumbel
+    #: noise, and the next input is the one-hot of the sampled token argmax(o + g); RelGAN's),
+    #: soft_reheat (soft with the reheater), hard (the discriminator sees the straight-through
+    #: one-hot of the sampled token, which is also the next input, fed back with its gradient) and
+    #: hard_reheat (hard with the reheater). A name given twice is trained once.
     variants: tuple[str, ...] = ("soft", "soft_reheat", "hard_reheat")
-    beta_max: float = 100.0  # RelGAN: tau = 1 / beta, beta from 1 to beta_max
+    #: Inverse temperature beta of the Gumbel-Softmax samples (temperature 1 / beta, as in RelGAN)
+    #: after the last GAN step; beta rises from 1 at the first GAN step along the schedule. In the
+    #: hard variants it shapes only the straight-through gradient. A number > 0 and at least 1;
+    #: with 1, beta stays 1.
+    beta_max: float = 100.0
+    #: How beta goes from 1 to beta_max over the GAN steps, a kind of gumbelrs.schedules.RelGAN,
+    #: with n the GAN step, N = gan_steps and f = n / N, one of constant (beta_max throughout),
+    #: linear (1 + (beta_max - 1) f), exp (beta_max to the power f), log (1 + (beta_max - 1)
+    #: log(1 + n) / log(1 + N)), sigmoid (1 + (beta_max - 1) / (1 + exp(10 - 20 f))), quad (1 +
+    #: (beta_max - 1) f^2) or sqrt (1 + (beta_max - 1) sqrt(f)).
     schedule: str = "exp"
+    #: (soft_reheat, hard_reheat) the reheater fires when distinct-4 (distinct 4-grams over all
+    #: 4-grams) of the monitor's texts (as many as samples, at sampling temperature 1) falls below
+    #: it, at a monitored GAN step (every monitor_every steps, not after the last) at least 2 x
+    #: reheat_hold steps after its previous reheat. Distinct-4 is lower for more texts; the
+    #: report's "held-out text" row gives real text's for as many. A number in (0, 1).
     reheat_threshold: float = 0.55
-    reheat_beta_factor: float = 10.0  # beta x this on a diversity drop (< 1: beta lowered)
+    #: (soft_reheat, hard_reheat) on a reheat, beta is multiplied by this factor for reheat_hold
+    #: GAN steps, then goes back to the schedule over as many steps (its temperature linearly).
+    #: Above 1 the discriminator's input gets sharper, which brings the generator's diversity back
+    #: here; below 1 it gets softer (0.1 raises the temperature tenfold, the literal reheat), which
+    #: makes such drops worse. A number > 0 other than 1.
+    reheat_beta_factor: float = 10.0
+    #: (soft_reheat, hard_reheat) GAN steps for which a reheat holds beta at reheat_beta_factor
+    #: times the schedule's; beta then goes back to the schedule over as many steps, and the next
+    #: reheat can come 2 x reheat_hold steps after this one. With 0 a reheat changes nothing (it
+    #: is still logged). An int >= 0.
     reheat_hold: int = 100
+    #: Steps between two measurements of the monitor in pre-training and in GAN training, also
+    #: taken after each phase's last step. Each generates as many texts as samples at sampling
+    #: temperature 1 and logs their distinct-4, 4-gram precision, character entropy and bigram
+    #: divergence with beta and the losses; in GAN training it drives the reheater, which can thus
+    #: fire only every monitor_every steps. An int >= 1.
     monitor_every: int = 50
-    lr: float = 1e-3  # pre-training
-    gan_lr: float = 1e-3  # adversarial training (RelGAN's 1e-4 never collapses here)
+    #: Adam learning rate of maximum-likelihood pre-training (Adam's betas 0.5 and 0.999).
+    #: A number > 0.
+    lr: float = 1e-3
+    #: Adam learning rate of the generator and the discriminator in GAN training (Adam's betas 0.5
+    #: and 0.999; the generator gets a fresh optimizer). At RelGAN's 1e-4 the generator never
+    #: collapses here. A number > 0.
+    gan_lr: float = 1e-3
+    #: Texts generated for each measurement of quality and diversity, the monitor's and each
+    #: point of the quality-diversity curves; the real-text reference measures as many windows of
+    #: held-out and of training text. An int >= 1.
     samples: int = 200
+    #: The sampling temperatures T of the quality-diversity curves (the generator's logits
+    #: divided by T, then sampled exactly); every model generates as many texts as samples at each
+    #: and at 1, from an evaluation stream that is the same for every model of a seed. A
+    #: non-empty tuple of finite numbers > 0.
     temperatures: tuple[float, ...] = (0.5, 0.7, 0.85, 1.0, 1.2, 1.5)
+    #: Seeds per model. Each seed pre-trains its own generator and trains every variant from it;
+    #: the tables give the mean with its 95% Student t-interval over seeds and count the seeds
+    #: that collapsed (final distinct-4 at sampling temperature 1 below half the held-out
+    #: text's). An int >= 1.
     seeds: int = 5
+    #: Base seed. Seed s of the seeds uses seed + s for the initial weights, the windows of real
+    #: text and the Gumbel noise (its evaluation samples use their own stream, 2^31 + seed + s).
+    #: An int in [0, 2^31).
     seed: int = 0
 
     def __post_init__(self) -> None:
