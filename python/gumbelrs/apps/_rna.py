@@ -116,6 +116,11 @@ def correlation(a: Sequence[float], b: Sequence[float]) -> float:
     return float(torch.corrcoef(torch.tensor([list(a), list(b)], dtype=torch.float64))[0, 1])
 
 
+def mean_absolute_error(a: Sequence[float], b: Sequence[float]) -> float:
+    """Mean absolute difference of two equally long sequences of numbers."""
+    return sum(abs(x - y) for x, y in zip(a, b)) / len(a)
+
+
 def train_designer(gen: nn.Module, opt: torch.optim.Optimizer, predictor: EnergyPredictor,
                    steps: int, batch: int, entropy_floor: float, weight: float,
                    rate: float) -> tuple[list[float], list[float], float]:

@@ -633,8 +633,10 @@ def _rna_part(config: Config, show: bool) -> dict:
     return {"budget": budget, "held_out": len(seqs) - n,
             "oracle_calls": {k: o.calls if o else m for k, o in oracles.items()},
             "held_out_correlation": _rna.correlation(held, held_e.tolist()),
+            "held_out_mae": _rna.mean_absolute_error(held, held_e.tolist()),
             "predicted_mean": sum(predicted) / m,
             "design_correlation": _rna.correlation(predicted, [e for _, e in sets["generator"]]),
+            "design_mae": _rna.mean_absolute_error(predicted, [e for _, e in sets["generator"]]),
             "trace": trace, "entropy": entropy, "entropy_weight": weight,
             "final_entropy": sum(entropy[-20:]) / max(1, len(entropy[-20:])),
             "energies": {k: [e for _, e in v] for k, v in sets.items()},
@@ -664,7 +666,8 @@ def _rna_report(result: AppResult, rna: dict, config: Config, out: Path | None) 
         f" RNA design against ViennaRNA (minimum free energy, default model, 37 C), length "
         f"{config.rna_length}, {rna['budget']} oracle calls per method. Generator: a dilated "
         f"CNN trained on the MFE of {config.rna_train - rna['held_out']} random sequences "
-        f"(correlation {rna['held_out_correlation']:.2f} on {rna['held_out']} held out) steers "
+        f"(correlation {rna['held_out_correlation']:.2f}, mean absolute error "
+        f"{rna['held_out_mae']:.1f} kcal/mol on {rna['held_out']} held out) steers "
         f"the GRU generator, which minimises the predicted MFE of its straight-through "
         f"samples (in standard deviations of the training energies) minus a weight x the mean "
         f"per-step entropy, the weight a Lagrange multiplier keeping that entropy at or above "
@@ -675,7 +678,8 @@ def _rna_report(result: AppResult, rna: dict, config: Config, out: Path | None) 
         f"{config.rna_round_designs} of "
         f"its samples are folded and the predictor retrained on all folded sequences; then "
         f"{config.rna_designs} samples are folded (predicted {rna['predicted_mean']:.1f} "
-        f"kcal/mol on mean, correlation {rna['design_correlation']:.2f} with their folded "
+        f"kcal/mol on mean, correlation {rna['design_correlation']:.2f} and mean absolute "
+        f"error {rna['design_mae']:.1f} kcal/mol against their folded "
         f"MFE). Random sampling keeps the {config.rna_designs} lowest of {rna['budget']} random "
         f"sequences (no selection: the first {config.rna_designs}); simulated annealing "
         f"({config.rna_chains} chains, single-letter moves, temperature 3 -> 0.1 kcal/mol) "
