@@ -126,7 +126,8 @@ def test_designers_spend_the_same_oracle_calls():
     result = dna._rna_part(config, show=False)
     budget = config.rna_train + config.rna_rounds * config.rna_round_designs + config.rna_designs
     assert result["budget"] == budget
-    assert result["oracle_calls"] == {"generator": budget, "random, best of the calls": budget,
+    assert result["oracle_calls"] == {"generator": budget, "generator, best of the calls": budget,
+                                      "random, best of the calls": budget,
                                       "annealing, best of the calls": budget,
                                       "random, no selection": config.rna_designs}
     assert all(len(e) == config.rna_designs for e in result["energies"].values())
