@@ -1,6 +1,7 @@
 """apps.dna's promoter boxes and RNA design: the box metric and the soft motif
 term on known inputs, the differentiable 3-mer frequencies, ViennaRNA on a
-known hairpin, and the oracle-call accounting of the designers."""
+known hairpin, the oracle-call accounting of the designers and the entropy
+floor that keeps the RNA generator from collapsing."""
 
 import pytest
 import torch
@@ -75,13 +76,58 @@ def test_vienna_folds_a_known_hairpin():
     assert oracle.calls == 3
 
 
+class _PolyG(torch.nn.Module):
+    """A predicted energy lowest for poly-G (the mean G fraction, negated): the
+    generator's objective alone collapses it onto one sequence."""
+
+    def __init__(self):
+        super().__init__()
+        self.register_buffer("mean", torch.tensor(0.0))
+        self.register_buffer("scale", torch.tensor(1.0))
+
+    def standardised(self, x):
+        return -4.0 * x[..., _rna.LETTERS.index("G")].mean(-1)
+
+
+def _design(floor, weight, rate, steps=120):
+    torch.manual_seed(0)
+    gen = dna.Generator(length=10, hidden=16, tau=1.0, hard=True, generator=gumbelrs.Generator(3))
+    opt = torch.optim.Adam(gen.parameters(), lr=0.01)
+    energies, entropies, weight = _rna.train_designer(gen, opt, _PolyG(), steps, 32, floor,
+                                                      weight, rate)
+    with torch.no_grad():
+        seqs = _rna.decode(gen(200)[0])
+    return energies, entropies, weight, dna.diversity([s.lower().replace("u", "t")
+                                                       for s in seqs])
+
+
+def test_entropy_floor_keeps_the_designer_from_collapsing():
+    energies, entropies, weight, free = _design(floor=0.0, weight=0.0, rate=0.0)
+    assert weight == 0.0 and entropies[-1] < 0.05 and free["distinct"] < 0.1
+    assert sum(energies[-10:]) / 10 < -3.9  # poly-G: -4
+    energies, entropies, weight, floored = _design(floor=0.8, weight=0.0, rate=1.0)
+    # the multiplier rose until the entropy held at the floor
+    assert weight > 1.0 and 0.7 < sum(entropies[-20:]) / 20 < 0.9
+    assert floored["distinct"] > 0.9 and floored["hamming"] > 0.5
+    # and the energy is traded, not given up: uniform sequences predict -1
+    assert sum(energies[-10:]) / 10 < -1.5
+
+
+def test_entropy_multiplier_moves_by_the_rate_times_the_gap_to_the_floor():
+    _, entropies, weight, _ = _design(floor=0.9, weight=2.0, rate=0.5, steps=1)
+    assert weight == pytest.approx(2.0 + 0.5 * (0.9 - entropies[0]))
+    _, entropies, weight, _ = _design(floor=0.0, weight=0.1, rate=10.0, steps=1)
+    assert weight == 0.0  # never below 0
+
+
 def test_designers_spend_the_same_oracle_calls():
     pytest.importorskip("RNA")
     config = dna.Config.tiny()
     result = dna._rna_part(config, show=False)
     budget = config.rna_train + config.rna_rounds * config.rna_round_designs + config.rna_designs
     assert result["budget"] == budget
-    assert result["oracle_calls"] == {"generator": budget, "random, best of the calls": budget,
+    assert result["oracle_calls"] == {"generator": budget, "generator, best of the calls": budget,
+                                      "random, best of the calls": budget,
                                       "annealing, best of the calls": budget,
                                       "random, no selection": config.rna_designs}
     assert all(len(e) == config.rna_designs for e in result["energies"].values())

@@ -116,24 +116,37 @@ def correlation(a: Sequence[float], b: Sequence[float]) -> float:
     return float(torch.corrcoef(torch.tensor([list(a), list(b)], dtype=torch.float64))[0, 1])
 
 
+def mean_absolute_error(a: Sequence[float], b: Sequence[float]) -> float:
+    """Mean absolute difference of two equally long sequences of numbers."""
+    return sum(abs(x - y) for x, y in zip(a, b)) / len(a)
+
+
 def train_designer(gen: nn.Module, opt: torch.optim.Optimizer, predictor: EnergyPredictor,
-                   steps: int, batch: int, entropy_weight: float) -> list[float]:
+                   steps: int, batch: int, entropy_floor: float, weight: float,
+                   rate: float) -> tuple[list[float], list[float], float]:
     """Trains the autoregressive generator ``gen`` (``gen(n)`` -> one-hot
     sequences and step logits) to minimise the predicted MFE of its samples (in
-    units of the training energies' standard deviation) minus
-    ``entropy_weight`` x the mean per-step entropy; the gradient reaches every
-    step through the fed-back samples. Returns the batch means of the predicted
-    MFE (kcal/mol)."""
-    trace = []
+    units of the training energies' standard deviation) minus ``weight`` x the
+    mean per-step entropy; the gradient reaches every step through the fed-back
+    samples. ``weight`` is the Lagrange multiplier of the constraint "mean
+    per-step entropy >= ``entropy_floor``" (nats): after each step it moves by
+    ``rate`` x (floor - entropy), never below 0, so it grows while the
+    generator's distributions are sharper than the floor allows, whatever the
+    scale of the energies. Returns the batch means of the predicted MFE
+    (kcal/mol), of the entropy, and the final weight."""
+    energies, entropies = [], []
     for _ in range(steps):
         seqs, logits = gen(batch)
         energy = predictor.standardised(seqs).mean()
         entropy = -(logits.softmax(-1) * logits.log_softmax(-1)).sum(-1).mean()
         opt.zero_grad()
-        (energy - entropy_weight * entropy).backward()
+        (energy - weight * entropy).backward()
         opt.step()
-        trace.append(float(energy.detach() * predictor.scale + predictor.mean))
-    return trace
+        h = float(entropy.detach())
+        weight = max(0.0, weight + rate * (entropy_floor - h))
+        energies.append(float(energy.detach() * predictor.scale + predictor.mean))
+        entropies.append(h)
+    return energies, entropies, weight
 
 
 def anneal(oracle: Oracle, length: int, evaluations: int, chains: int, t_start: float,

@@ -88,6 +88,8 @@ class Config:
     rna_round_designs: int = 500
     rna_generator_steps: int = 200
     rna_entropy_weight: float = 2.0
+    rna_entropy_floor: float = 0.4
+    rna_entropy_rate: float = 0.5
     rna_chains: int = 10
     batch: int = 64
     samples: int = 500
@@ -102,7 +104,9 @@ class Config:
                                  "rna_predictor_steps", "rna_generator_steps", "rna_rounds"),
                      positive=("tau", "lr"), non_negative=("gc_weight", "entropy_weight",
                                                                 "motif_weight", "kmer_weight",
-                                                                "rna_entropy_weight"),
+                                                                "rna_entropy_weight",
+                                                                "rna_entropy_floor",
+                                                                "rna_entropy_rate"),
                      fractions=("kl_warmup",),
                      choices={"vae_method": estimators.METHODS})
 
@@ -588,6 +592,7 @@ def _rna_part(config: Config, show: bool) -> dict:
     oracle = _rna.Oracle(rna)
     seqs = _rna.random_rna(config.rna_train, length, data)
     energies = torch.tensor(oracle(seqs))
+    folded = list(zip(seqs, energies.tolist()))  # every sequence the generator's calls folded
     x, n = _rna.encode(seqs), len(seqs) * 9 // 10
     held_x, held_e, x, energies = x[n:], energies[n:], x[:n], energies[:n]
     predictor = _rna.train_predictor(x, energies, config.rna_predictor_steps, config.batch,
@@ -596,13 +601,21 @@ def _rna_part(config: Config, show: bool) -> dict:
         held = predictor(held_x).tolist()
     gen = Generator(length, config.generator_hidden, config.tau, config.hard, g)
     opt = torch.optim.Adam(gen.parameters(), lr=config.lr)
-    trace = []
+    trace: list[float] = []
+    entropy: list[float] = []
+    weight = config.rna_entropy_weight
     for _ in progress(range(config.rna_rounds), config.rna_rounds, "rna design rounds", show):
-        trace += _rna.train_designer(gen, opt, predictor, config.rna_generator_steps,
-                                     config.batch, config.rna_entropy_weight)
+        energy, h, weight = _rna.train_designer(
+            gen, opt, predictor, config.rna_generator_steps, config.batch,
+            config.rna_entropy_floor, weight, config.rna_entropy_rate)
+        trace += energy
+        entropy += h
         with torch.no_grad():
             s, _ = gen(config.rna_round_designs)
-        x, energies = torch.cat([x, s]), torch.cat([energies, torch.tensor(oracle(_rna.decode(s)))])
+        round_designs = _rna.decode(s)
+        folded += zip(round_designs, oracle(round_designs))
+        x, energies = torch.cat([x, s]), torch.cat([energies, torch.tensor(
+            [e for _, e in folded[-len(round_designs):]])])
         predictor = _rna.train_predictor(x, energies, config.rna_predictor_steps // 2,
                                          config.batch, config.lr, data, predictor)
     with torch.no_grad():
@@ -610,6 +623,7 @@ def _rna_part(config: Config, show: bool) -> dict:
         predicted = predictor(s).tolist()
     designs = _rna.decode(s)
     sets = {"generator": list(zip(designs, oracle(designs)))}
+    sets["generator, best of the calls"] = _rna.lowest(folded + sets["generator"], m)
     budget = oracle.calls
     pool = _rna.random_rna(budget, length, data)
     random_oracle, annealing_oracle = _rna.Oracle(rna), _rna.Oracle(rna)
@@ -618,15 +632,19 @@ def _rna_part(config: Config, show: bool) -> dict:
     sets["annealing, best of the calls"] = _rna.lowest(
         _rna.anneal(annealing_oracle, length, budget, config.rna_chains, 3.0, 0.1, data), m)
     sets["random, no selection"] = scored[:m]
-    oracles = {"generator": oracle, "random, best of the calls": random_oracle,
+    oracles = {"generator": oracle, "generator, best of the calls": oracle,
+               "random, best of the calls": random_oracle,
                "annealing, best of the calls": annealing_oracle, "random, no selection": None}
     best = {k: min(v, key=lambda p: p[1]) for k, v in sets.items()}
     return {"budget": budget, "held_out": len(seqs) - n,
             "oracle_calls": {k: o.calls if o else m for k, o in oracles.items()},
             "held_out_correlation": _rna.correlation(held, held_e.tolist()),
+            "held_out_mae": _rna.mean_absolute_error(held, held_e.tolist()),
             "predicted_mean": sum(predicted) / m,
             "design_correlation": _rna.correlation(predicted, [e for _, e in sets["generator"]]),
-            "trace": trace,
+            "design_mae": _rna.mean_absolute_error(predicted, [e for _, e in sets["generator"]]),
+            "trace": trace, "entropy": entropy, "entropy_weight": weight,
+            "final_entropy": sum(entropy[-20:]) / max(1, len(entropy[-20:])),
             "energies": {k: [e for _, e in v] for k, v in sets.items()},
             "diversity": {k: diversity([q.lower().replace("u", "t") for q, _ in v])
                           for k, v in sets.items()},
@@ -654,15 +672,24 @@ def _rna_report(result: AppResult, rna: dict, config: Config, out: Path | None) 
         f" RNA design against ViennaRNA (minimum free energy, default model, 37 C), length "
         f"{config.rna_length}, {rna['budget']} oracle calls per method. Generator: a dilated "
         f"CNN trained on the MFE of {config.rna_train - rna['held_out']} random sequences "
-        f"(correlation {rna['held_out_correlation']:.2f} on {rna['held_out']} held out) steers "
+        f"(correlation {rna['held_out_correlation']:.2f}, mean absolute error "
+        f"{rna['held_out_mae']:.1f} kcal/mol on {rna['held_out']} held out) steers "
         f"the GRU generator, which minimises the predicted MFE of its straight-through "
-        f"samples (in standard deviations of the training energies) minus "
-        f"{config.rna_entropy_weight} x per-step entropy for {config.rna_rounds} rounds of "
-        f"{config.rna_generator_steps} steps; after each round {config.rna_round_designs} of "
+        f"samples (in standard deviations of the training energies) minus a weight x the mean "
+        f"per-step entropy, the weight a Lagrange multiplier keeping that entropy at or above "
+        f"{config.rna_entropy_floor} nats (it starts at {config.rna_entropy_weight} and moves by "
+        f"{config.rna_entropy_rate} x (floor - entropy) per step; it ends at "
+        f"{rna['entropy_weight']:.1f}, the entropy at {rna['final_entropy']:.2f}), for "
+        f"{config.rna_rounds} rounds of {config.rna_generator_steps} steps; after each round "
+        f"{config.rna_round_designs} of "
         f"its samples are folded and the predictor retrained on all folded sequences; then "
         f"{config.rna_designs} samples are folded (predicted {rna['predicted_mean']:.1f} "
-        f"kcal/mol on mean, correlation {rna['design_correlation']:.2f} with their folded "
-        f"MFE). Random sampling keeps the {config.rna_designs} lowest of {rna['budget']} random "
+        f"kcal/mol on mean, correlation {rna['design_correlation']:.2f} and mean absolute "
+        f"error {rna['design_mae']:.1f} kcal/mol against their folded "
+        f"MFE); \"generator, best of the calls\" keeps the {config.rna_designs} lowest "
+        f"distinct sequences of all those its calls folded (random training sequences, round "
+        f"and final samples). Random sampling keeps the {config.rna_designs} lowest of "
+        f"{rna['budget']} random "
         f"sequences (no selection: the first {config.rna_designs}); simulated annealing "
         f"({config.rna_chains} chains, single-letter moves, temperature 3 -> 0.1 kcal/mol) "
         f"keeps the {config.rna_designs} lowest distinct sequences it evaluated.")
@@ -676,7 +703,7 @@ def _rna_report(result: AppResult, rna: dict, config: Config, out: Path | None) 
         ("designer", "sequence", "structure", "MFE"),
         [(k, *best) for k, best in rna["best"].items()])
     plt = pyplot("dna")
-    fig, ax = plt.subplots(figsize=(6, 3.4))
+    fig, (ax, ax_h) = plt.subplots(1, 2, figsize=(10, 3.4), width_ratios=(3, 2))
     for k, e in rna["energies"].items():
         ranked = sorted(e)
         ax.step(ranked, [(i + 1) / len(e) for i in range(len(e))], where="post", label=k)
@@ -684,9 +711,16 @@ def _rna_report(result: AppResult, rna: dict, config: Config, out: Path | None) 
     ax.set_ylabel("fraction of designs at or below")
     ax.set_title(f"RNA designs, {rna['budget']} oracle calls each")
     ax.legend(fontsize=8)
+    ax_h.plot(rna["entropy"], lw=0.8, label="generator's mean per-step entropy")
+    ax_h.axhline(config.rna_entropy_floor, color="k", lw=0.8, ls="--", label="floor")
+    ax_h.set_xlabel("generator step (all rounds)")
+    ax_h.set_ylabel("nats")
+    ax_h.set_ylim(0, math.log(4))
+    ax_h.set_title("Generator's entropy during design")
+    ax_h.legend(fontsize=8)
     path = save_figure(fig, out, "dna_rna_design.png")
     if path is not None:
-        result.figures["ECDF of the designs' ViennaRNA energies"] = path
+        result.figures["ECDF of the designs' ViennaRNA energies; the generator's entropy"] = path
 
 
 def run(config: Config | None = None, out: Path | None = None, show: bool = True,
@@ -700,7 +734,8 @@ def run(config: Config | None = None, out: Path | None = None, show: bool = True
     rna = ckpt.unit("rna", _rna_part, config, show)
     metrics = {"config": dataclasses.asdict(config), "vae": vae,
                "generator": {k: v for k, v in gen.items() if k != "trace"},
-               "rna": {**{k: v for k, v in rna.items() if k not in ("trace", "energies")},
+               "rna": {**{k: v for k, v in rna.items()
+                          if k not in ("trace", "entropy", "energies")},
                        **({"mfe": _mfe_summary(rna["energies"])} if "energies" in rna else {})}}
     result = AppResult("dna", metrics, heading="DNA: sequence VAE and autoregressive generator")
     result.text = (f"VAE: {config.latents} categorical latents of {config.classes} classes "
