@@ -33,9 +33,6 @@ pytest.importorskip("sphinx", reason="needs the docs extra (make build installs 
 pytest.importorskip("myst_parser", reason="needs the docs extra (make build installs it)")
 
 SUBMODULES = ("distributions", "estimators", "schedules", "nn", "structured", "cuda")
-#: The applications whose ``Config`` fields have no ``#:`` description yet (their helpers were
-#: editing those modules); remove an app here when its fields are described.
-UNDESCRIBED_CONFIGS = ("dna",)
 
 
 def sphinx(builder: str, out: Path) -> subprocess.CompletedProcess:
@@ -123,9 +120,6 @@ def _doc(name: str, obj: object) -> str:
 
 
 def _parameters(obj: object) -> list[inspect.Parameter]:
-    if inspect.isclass(obj) and dataclasses.is_dataclass(obj) and \
-            obj.__module__.rsplit(".", 1)[-1] in UNDESCRIBED_CONFIGS:
-        return []
     try:
         sig = inspect.signature(obj)
     except (TypeError, ValueError):
@@ -171,10 +165,6 @@ def test_every_public_name_has_a_docstring_with_arguments_shapes_and_errors():
     assert problems == [], "\n".join(problems)
 
 
-def _described_apps() -> list[str]:
-    return [a for a in gumbelrs.apps.APPS if a not in UNDESCRIBED_CONFIGS]
-
-
 def _text(fragment: str) -> str:
     """An HTML fragment's text as the source wrote it: no tags, entities
     decoded, Sphinx's smart quotes straight, one space between words."""
@@ -186,14 +176,13 @@ def _text(fragment: str) -> str:
 
 
 def test_every_config_field_is_described_in_the_api_reference(site):
-    """Each field of a described application's ``Config`` has a description
-    of a sentence or more, and the API reference shows exactly that text
-    under the field (napoleon would take a first line's ``word:`` for a type,
-    hence no colon). The apps not yet described are listed, and are not
-    fully described (else remove them from the list)."""
+    """Each field of every application's ``Config`` has a description of a
+    sentence or more, and the API reference shows exactly that text under the
+    field (napoleon would take a first line's ``word:`` for a type, hence no
+    colon)."""
     page = (site / "html" / "api" / "apps.html").read_text()
     problems = []
-    for app in _described_apps():
+    for app in gumbelrs.apps.APPS:
         config = importlib.import_module(f"gumbelrs.apps.{app}").Config
         for field, text in field_docs(config).items():
             anchor = f"gumbelrs.apps.{app}.Config.{field}"
@@ -205,11 +194,6 @@ def test_every_config_field_is_described_in_the_api_reference(site):
             elif shown is None or _text(shown.group(1)) != text:
                 problems.append(f"{anchor}: the reference shows "
                                 f"{_text(shown.group(1)) if shown else None!r}, not {text!r}")
-    for app in UNDESCRIBED_CONFIGS:
-        config = importlib.import_module(f"gumbelrs.apps.{app}").Config
-        if all(field_docs(config).values()):
-            problems.append(f"{app}: every field is described; remove it from "
-                            f"UNDESCRIBED_CONFIGS")
     assert problems == [], "\n".join(problems)
 
 
@@ -218,7 +202,7 @@ RANGES = {"counts": r">= \d|Ints in \[\d+, \d+\]|One of \d", "maybe_zero": r">= 
           "positive": r"> 0", "non_negative": r">= 0", "fractions": r"in \(0, 1\)"}
 
 
-@pytest.mark.parametrize("app", _described_apps())
+@pytest.mark.parametrize("app", gumbelrs.apps.APPS)
 def test_config_descriptions_state_the_checked_ranges(app, monkeypatch):
     """The range each field's description states is the one ``__post_init__``
     checks (its ``check_config`` call, recorded here): counts ``>= 1`` (or

@@ -61,39 +61,121 @@ _DATA = Path(__file__).parent / "data"
 class Config:
     """Everything a run depends on (the defaults are the documented run)."""
 
-    # VAE on the splice-junction sequences
+    #: (VAE) Adam steps of the sequence VAE (learning rate 1e-3, not lr), each on batch sequences
+    #: drawn with replacement from the 80% training split of the 3,186 splice-junction sequences.
+    #: 0 leaves the VAE at its random initialisation. An int >= 0.
     vae_steps: int = 3000
+    #: (VAE) Gradient estimator of the categorical latent samples in training, at temperature 1
+    #: (gumbelrs.estimators.sample with its default options), one of soft (the decoder reads the
+    #: relaxed sample), st (straight-through Gumbel-Softmax), gumbel_rao, reinmax, gst or
+    #: decoupled (these read an exact one-hot). The held-out ELBO is taken with st samples
+    #: whatever the estimator.
     vae_method: str = "st"
+    #: (VAE) Number of categorical latent variables. An int >= 1.
     latents: int = 16
+    #: (VAE) Categories of each latent variable (the prior is uniform over them). An int >= 1.
     classes: int = 8
+    #: (VAE) Units of the hidden layer of the encoder's MLP (after its convolutions) and of the
+    #: decoder's MLP. An int >= 1.
     hidden: int = 256
+    #: (VAE) Channels of each of the encoder's two width-9 convolutions over the one-hot
+    #: sequence. An int >= 1.
     vae_channels: int = 32
+    #: (VAE) Fraction of vae_steps over which the weight of the KL term rises linearly from 0 to
+    #: 1 (it is 1 after). A number in (0, 1).
     kl_warmup: float = 0.5
-    # frozen classifier and generator on the promoters
+    #: (promoter generator) Full-batch Adam steps (learning rate lr, weight decay 1e-3) of the CNN
+    #: that scores promoter against non-promoter on the 106 sequences of the promoter set. It is
+    #: trained twice, on 85 sequences to report its accuracy on the other 21, and on all 106 to
+    #: score the generator (frozen). 0 leaves it at its random initialisation. An int >= 0.
     classifier_steps: int = 400
+    #: (promoter generator) Adam steps (learning rate lr) of the promoter generator, each on batch
+    #: sequences it samples. 0 leaves it untrained. An int >= 0.
     generator_steps: int = 1500
+    #: (promoter generator, RNA design) Units of the GRU of each autoregressive generator (the size
+    #: of its hidden state). An int >= 1.
     generator_hidden: int = 64
+    #: Temperature of the Gumbel-Softmax samples of both generators (promoter and RNA), and of the
+    #: hard Gumbel-Softmax samples that decode the VAE's nucleotide logits into sequences (not of
+    #: the VAE's latent samples in training, which use 1). A number > 0.
     tau: float = 1.0
+    #: (promoter generator, RNA design) True feeds back and scores each step's exact one-hot
+    #: sample with the straight-through gradient; False the relaxed Gumbel-Softmax sample. The
+    #: VAE's decoded sequences are hard either way.
     hard: bool = True
+    #: (promoter generator) Weight of the squared difference between a generated sequence's GC
+    #: content (its fraction of C and G) and the real promoters' mean, subtracted from the
+    #: generator's score. A number >= 0.
     gc_weight: float = 20.0
+    #: (promoter generator) Weight of the entropy bonus added to the generator's score, the mean
+    #: over the positions of the entropy (nats) of each step's distribution softmax(logits), which
+    #: keeps the samples diverse. A number >= 0.
     entropy_weight: float = 0.3
+    #: (promoter generator) Weight of the squared difference between the batch's mean soft box
+    #: score and the real promoters', subtracted from the generator's score. The soft score is
+    #: near 1 when a sequence holds the -35 box TTGACA and the -10 box TATAAT, each with at most
+    #: one mismatch, 15 to 19 nt apart (gumbelrs.apps._motifs.motif_score). A number >= 0.
     motif_weight: float = 40.0
+    #: (promoter generator) Weight of the L1 distance between the batch's 3-mer frequencies
+    #: (differentiable in the one-hot samples) and the real promoters', subtracted from the
+    #: generator's score. A number >= 0.
     kmer_weight: float = 2.0
-    # RNA design against ViennaRNA: predictor data (10% held out), designs per method
+    #: (RNA design) Nucleotides per RNA sequence, of the predictor's training sequences, the
+    #: designs and the annealing chains. An int >= 1.
     rna_length: int = 50
+    #: (RNA design) Uniformly random sequences folded by ViennaRNA (oracle calls, counted in the
+    #: budget every method gets) to train the energy predictor; the last 10% of them are held out
+    #: to report its correlation and mean absolute error.
     rna_train: int = 4000
+    #: (RNA design) Final samples of the generator folded and reported, and the number of designs
+    #: each other method keeps (the lowest distinct sequences among its oracle calls, or the first
+    #: random ones for random with no selection). An int >= 1.
     rna_designs: int = 500
+    #: (RNA design) Adam steps (learning rate lr, batch sequences drawn with replacement) of the
+    #: energy predictor on the random sequences; after each round it trains for half as many more
+    #: (rounded down) on all folded sequences. An int >= 0.
     rna_predictor_steps: int = 1500
+    #: (RNA design) Design rounds, each training the generator for rna_generator_steps steps
+    #: against the predictor, folding rna_round_designs of its samples and retraining the
+    #: predictor with them. 0 folds the untrained generator's samples. An int >= 0.
     rna_rounds: int = 3
+    #: (RNA design) Generator samples folded after each round (oracle calls) and added to the
+    #: predictor's training data. An int >= 1.
     rna_round_designs: int = 500
+    #: (RNA design) Adam steps (learning rate lr) of the generator per round, each on batch
+    #: samples, minimising their predicted MFE (in standard deviations of the training energies)
+    #: minus the entropy weight x their mean per-step entropy. An int >= 0.
     rna_generator_steps: int = 200
+    #: (RNA design) Starting value of the entropy weight, the Lagrange multiplier of the
+    #: constraint mean per-step entropy >= rna_entropy_floor. After each generator step it moves
+    #: by rna_entropy_rate x (floor - entropy), never below 0, and carries over to the next
+    #: round. A number >= 0.
     rna_entropy_weight: float = 2.0
+    #: (RNA design) The floor (nats) that the entropy weight keeps the generator's mean per-step
+    #: entropy at or above; uniform letters have ln 4 = 1.39, and a floor above that cannot be met
+    #: (with rna_entropy_rate above 0 the weight then grows every step). A number >= 0.
     rna_entropy_floor: float = 0.4
+    #: (RNA design) Step size of the entropy weight, its rise per generator step per nat of
+    #: entropy below the floor (it falls as much per nat above). 0 keeps the weight at
+    #: rna_entropy_weight, a fixed entropy bonus. A number >= 0.
     rna_entropy_rate: float = 0.5
+    #: (RNA design) Chains of the simulated annealing baseline (at most its budget), run side by
+    #: side within the same number of oracle calls as the generator's, with single-letter moves
+    #: at a temperature falling geometrically from 3 to 0.1 kcal/mol. An int >= 1.
     rna_chains: int = 10
+    #: Sequences per training step of the VAE, the promoter generator, the RNA energy predictor
+    #: and the RNA generator. An int >= 1.
     batch: int = 64
+    #: Sequences generated for the report by the VAE (decoded from latent codes of the prior)
+    #: and by the promoter generator, and of the references drawn with them (samples of one
+    #: position weight matrix of the splice set, uniformly random sequences as long as the
+    #: promoters). An int >= 1.
     samples: int = 500
+    #: Adam learning rate of the promoter classifier, the promoter generator, the RNA energy
+    #: predictor and the RNA generator (the VAE uses 1e-3). A number > 0.
     lr: float = 3e-3
+    #: Seed of everything random in the run (data splits, initialisations, batches, Gumbel
+    #: noise, the RNA sequences and annealing moves). An int in [0, 2^31).
     seed: int = 0
 
     def __post_init__(self) -> None:
