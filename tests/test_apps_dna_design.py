@@ -9,6 +9,8 @@ import torch
 import gumbelrs
 from gumbelrs.apps import _motifs, _rna, dna
 
+from .conftest import raises
+
 BACKGROUND = "gc" * 30  # holds at most 2 letters of either box in any window
 
 
@@ -149,3 +151,11 @@ def test_rna_part_without_vienna_is_skipped_with_a_message(monkeypatch):
     assert result == {"skipped": "RNA design skipped: ViennaRNA is not installed (its Python "
                                  "module RNA comes with the PyPI package viennarna: pip install "
                                  "'gumbelrs[apps]')"}
+
+
+def test_rna_train_must_leave_two_held_out_sequences():
+    with raises(ValueError, "dna: rna_train must be an int >= 20 (a tenth, at least 2, is held "
+                            "out to score the predictor), got 19"):
+        dna.Config(rna_train=19)
+    with raises(TypeError, "dna: rna_train must be an int >= 1, got float 20.0"):
+        dna.Config(rna_train=20.0)

@@ -28,3 +28,11 @@ def test_bad_configuration_is_refused():
     with raises(ValueError, "feature_selection: informative=50 must be below "
                             "madelon_features=50"):
         fs.Config(informative=50)
+    with raises(ValueError, "feature_selection: tau_end=2.0 must be at most tau_start=1.0 (the "
+                            "temperature anneals down)"):
+        fs.Config(tau_start=1.0, tau_end=2.0)
+
+
+def test_equal_end_temperatures_are_a_constant_schedule():
+    schedule = fs._anneal(fs.Config(tau_start=0.5, tau_end=0.5, steps=3))
+    assert [schedule.value(t) for t in range(4)] == [0.5] * 4

@@ -365,7 +365,10 @@ def field_docs(config_cls: type) -> dict[str, str]:
 
 def exponential_anneal(start: float, end: float, steps: int):
     """A temperature schedule from ``start`` at step 0 to ``end`` at step
-    ``steps - 1``, geometric in between (then ``end``)."""
+    ``steps - 1``, geometric in between (then ``end``); ``start == end`` is a
+    constant temperature."""
+    if start == end:
+        return gumbelrs.schedules.Constant(start)
     rate = math.log(start / end) / max(1, steps - 1)
     return gumbelrs.schedules.ExponentialDecay(start, rate, end)
 

@@ -125,7 +125,7 @@ class Config:
     rna_length: int = 50
     #: (RNA design) Uniformly random sequences folded by ViennaRNA (oracle calls, counted in the
     #: budget every method gets) to train the energy predictor; the last 10% of them are held out
-    #: to report its correlation and mean absolute error.
+    #: to report its correlation and mean absolute error. An int >= 20.
     rna_train: int = 4000
     #: (RNA design) Final samples of the generator folded and reported, and the number of designs
     #: each other method keeps (the lowest distinct sequences among its oracle calls, or the first
@@ -181,7 +181,8 @@ class Config:
     def __post_init__(self) -> None:
         check_config("dna", self, counts=("latents", "classes", "hidden", "vae_channels",
                                           "generator_hidden", "batch", "samples", "rna_length",
-                                          "rna_designs", "rna_round_designs", "rna_chains"),
+                                          "rna_designs", "rna_round_designs", "rna_chains",
+                                          "rna_train"),
                      maybe_zero=("vae_steps", "classifier_steps", "generator_steps", "seed",
                                  "rna_predictor_steps", "rna_generator_steps", "rna_rounds"),
                      positive=("tau", "lr"), non_negative=("gc_weight", "entropy_weight",
@@ -191,6 +192,9 @@ class Config:
                                                                 "rna_entropy_rate"),
                      fractions=("kl_warmup",),
                      choices={"vae_method": estimators.METHODS})
+        if self.rna_train < 20:
+            raise ValueError(f"dna: rna_train must be an int >= 20 (a tenth, at least 2, is held "
+                             f"out to score the predictor), got {self.rna_train!r}")
 
     @classmethod
     def quick(cls) -> Config:

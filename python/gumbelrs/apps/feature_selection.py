@@ -85,8 +85,8 @@ class Config:
     #: decoder). An int >= 1.
     hidden: int = 64
     #: Temperature of the learned methods' relaxation at the first step, decaying geometrically to
-    #: tau_end at the last. A number > 0, above tau_end (a run with tau_start <= tau_end stops with
-    #: an ExponentialDecay error).
+    #: tau_end at the last. A number > 0, at
+    #: least tau_end (equal gives a constant temperature).
     tau_start: float = 10.0
     #: Temperature of the learned methods' relaxation at the last step (see tau_start).
     #: A number > 0.
@@ -113,6 +113,9 @@ class Config:
                      maybe_zero=("seed",),
                      positive=("lr", "tau_start", "tau_end", "gate_penalty"),
                      choices={"datasets": DATASETS, "methods": METHODS})
+        if self.tau_end > self.tau_start:
+            raise ValueError(f"feature_selection: tau_end={self.tau_end!r} must be at most "
+                             f"tau_start={self.tau_start!r} (the temperature anneals down)")
         if self.informative >= self.madelon_features:
             raise ValueError(f"feature_selection: informative={self.informative} must be below "
                              f"madelon_features={self.madelon_features}")

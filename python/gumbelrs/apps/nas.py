@@ -79,8 +79,8 @@ class Config:
     #: on the training split before testing. An int >= 0.
     retrain_steps: int = 600
     #: Gumbel-Softmax temperature of the MixedOps at the first search step, decaying geometrically
-    #: to tau_end at the last. A number > 0, above tau_end (a run with tau_start <= tau_end stops
-    #: with an ExponentialDecay error).
+    #: to tau_end at the last. A number > 0, at
+    #: least tau_end (equal gives a constant temperature).
     tau_start: float = 5.0
     #: Gumbel-Softmax temperature at the last search step (see tau_start). A number > 0.
     tau_end: float = 0.1
@@ -112,6 +112,9 @@ class Config:
                      maybe_zero=("retrain_steps", "seed"),
                      positive=("tau_start", "tau_end", "lr", "arch_lr", "xi"),
                      choices={"tasks": TASKS, "modes": ("soft", "hard"), "orders": (1, 2)})
+        if self.tau_end > self.tau_start:
+            raise ValueError(f"nas: tau_end={self.tau_end!r} must be at most "
+                             f"tau_start={self.tau_start!r} (the temperature anneals down)")
         if self.lag not in (1, 3, 5):
             raise ValueError(f"nas: lag must be 1, 3 or 5 (the lags that exactly one dilation "
                              f"in {DILATIONS} sees), got {self.lag!r}")
