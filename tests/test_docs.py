@@ -238,13 +238,6 @@ def test_the_readme_links_resolve():
     assert missing == [], missing
 
 
-def _apps_with_results() -> list[str]:
-    return [a for a in gumbelrs.apps.APPS if (DOCS / "results" / a / "metrics.json").is_file()]
-
-
-EARLIER = "from an earlier run of the command"
-
-
 def test_metrics_fields_are_filled_from_the_run_or_stop_the_build():
     """docs/_ext/metrics.py: dotted paths (list indices, keys holding dots),
     Python formats, and an error naming the path for anything else."""
@@ -274,16 +267,13 @@ def test_metrics_fields_are_filled_from_the_run_or_stop_the_build():
 
 @pytest.mark.parametrize("app", gumbelrs.apps.APPS)
 def test_application_pages_show_their_stored_run(app):
-    """With a stored run, the page's tables are filled from its metrics.json
-    (no Markdown table outside a metrics-table block), the page does not say
-    its numbers are older, and the run is the documented one: its
+    """Every application has a stored run, docs/results/APP/metrics.json; the
+    page's tables are filled from it (no Markdown table outside a
+    metrics-table block), and the run is the documented one: its
     configuration is the code's default ``Config()``, so `gumbelrs run APP`
-    reproduces the page. Without a stored run, the page says so."""
+    reproduces the page."""
     page = (DOCS / "apps" / f"{app}.md").read_text()
-    if app not in _apps_with_results():
-        assert EARLIER in page
-        return
-    assert EARLIER not in page
+    assert (DOCS / "results" / app / "metrics.json").is_file(), f"{app} has no stored run"
     outside = re.sub(r"^```\{metrics-table\}.*?^```", "", page, flags=re.S | re.M)
     hand_tables = [line for line in outside.splitlines() if line.startswith("|")]
     assert hand_tables == [], hand_tables
