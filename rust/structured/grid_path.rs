@@ -140,15 +140,18 @@ impl Queue {
     /// value is non-negative and in range).
     #[inline(always)]
     fn slot(&self, key: u128) -> usize {
-        let bucket = cost_of(key) * self.scale;
-        debug_assert!((0.0..=(1u64 << 42) as f64).contains(&bucket));
-        // SAFETY: the bucket is a finite number in [0, 2^42) (above).
-        unsafe { bucket.to_int_unchecked::<i64>() as usize % SLOTS }
+        slot_of(cost_of(key), self.scale)
     }
 
     #[inline(always)]
     fn push(&mut self, key: u128) {
-        let s = self.slot(key);
+        self.push_at(key, self.slot(key));
+    }
+
+    /// Pushes `key`, whose slot is `s`.
+    #[inline(always)]
+    fn push_at(&mut self, key: u128, s: usize) {
+        debug_assert_eq!(s, self.slot(key));
         let (word, bit) = (&mut self.full[s / 64], 1u64 << (s % 64));
         if *word & bit == 0 {
             *word |= bit;
@@ -201,6 +204,15 @@ impl Queue {
         self.last = s;
         Some(key)
     }
+}
+
+/// The slot of a key of cost `cost` in a queue of `scale` (see `Queue::slot`).
+#[inline(always)]
+fn slot_of(cost: f64, scale: f64) -> usize {
+    let bucket = cost * scale;
+    debug_assert!((0.0..=(1u64 << 42) as f64).contains(&bucket));
+    // SAFETY: the bucket is a finite number in [0, 2^42) (above).
+    unsafe { bucket.to_int_unchecked::<i64>() as usize % SLOTS }
 }
 
 /// Pushes `key` onto the binary min-heap `h`.
@@ -261,8 +273,16 @@ const TAIL: usize = 2;
 /// and `a + 2 pw` (bit `4 r + j` for cell `a + r pw + j`) a path of cost
 /// `d + cost` and `s` steps improves: `cost_new < cost_old`, or equal with
 /// fewer steps, one cell at a time (the portable build).
+/// Writes each cell's new cost and its slot in a queue of `scale` into
+/// `next` (at the same bit).
 #[inline(always)]
-fn better_scalar(labels: &Labels<'_>, a: usize, pw: usize, d: f64, s: u32) -> u32 {
+fn better_scalar(
+    labels: &Labels<'_>,
+    (a, pw): (usize, usize),
+    (d, s): (f64, u32),
+    scale: f64,
+    next: &mut Next,
+) -> u32 {
     let mut bits = 0;
     for r in 0..3 {
         for j in 0..4 {
@@ -271,9 +291,17 @@ fn better_scalar(labels: &Labels<'_>, a: usize, pw: usize, d: f64, s: u32) -> u3
             let new = d + c;
             let better = new < old || (new == old && s < steps);
             bits |= u32::from(better) << (4 * r + j);
+            next.cost[4 * r + j] = new;
+            next.slot[4 * r + j] = slot_of(new, scale) as u32;
         }
     }
     bits
+}
+
+/// The new costs of the 12 cells of `better_scalar`, and their slots.
+struct Next {
+    cost: [f64; 12],
+    slot: [u32; 12],
 }
 
 /// `better_scalar` on vectors of four cells.
@@ -284,9 +312,17 @@ fn better_scalar(labels: &Labels<'_>, a: usize, pw: usize, d: f64, s: u32) -> u3
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
 #[inline]
-unsafe fn better_avx2(labels: &Labels<'_>, a: usize, pw: usize, d: f64, s: u32) -> u32 {
+unsafe fn better_avx2(
+    labels: &Labels<'_>,
+    (a, pw): (usize, usize),
+    (d, s): (f64, u32),
+    scale: f64,
+    next: &mut Next,
+) -> u32 {
     use std::arch::x86_64::*;
     let dv = _mm256_set1_pd(d);
+    let (scale, ring) = (_mm256_set1_pd(scale), _mm256_set1_pd(SLOTS as f64));
+    let lap = _mm256_set1_pd(1.0 / SLOTS as f64);
     // Steps compare as signed 32-bit integers: every count is below 2^31.
     let sv = _mm_set1_epi32(s as i32);
     let mut bits = 0;
@@ -301,6 +337,16 @@ unsafe fn better_avx2(labels: &Labels<'_>, a: usize, pw: usize, d: f64, s: u32) 
             )
         };
         let new = _mm256_add_pd(dv, c);
+        // The bucket modulo SLOTS, exactly (every step is exact: a bucket
+        // is below 2^42), in [0, SLOTS): its integer part is `slot_of`'s.
+        let bucket = _mm256_mul_pd(new, scale);
+        let laps = _mm256_floor_pd(_mm256_mul_pd(bucket, lap));
+        let slot = _mm256_cvttpd_epi32(_mm256_sub_pd(bucket, _mm256_mul_pd(laps, ring)));
+        // SAFETY: 4 r + 4 <= 12.
+        unsafe {
+            _mm256_storeu_pd(next.cost.as_mut_ptr().add(4 * r), new);
+            _mm_storeu_si128(next.slot.as_mut_ptr().add(4 * r).cast(), slot);
+        }
         let lower = _mm256_cmp_pd::<_CMP_LT_OQ>(new, old);
         let equal = _mm256_cmp_pd::<_CMP_EQ_OQ>(new, old);
         let fewer = _mm256_castsi256_pd(_mm256_cvtepi32_epi64(_mm_cmpgt_epi32(steps, sv)));
@@ -420,6 +466,10 @@ impl Solver {
         // long): the hot loop reads them unchecked.
         debug_assert!(dist.len() == (h + 2) * pw + TAIL && cost.len() == dist.len());
         debug_assert!(steps.len() == dist.len());
+        let mut next = Next {
+            cost: [0.0; 12],
+            slot: [0; 12],
+        };
         while let Some(k) = queue.pop() {
             let v = (k & CELL) as usize;
             let (d, s) = (cost_of(k), steps_of(k));
@@ -434,6 +484,7 @@ impl Solver {
             // The runs of neighbours start at the cell up-left of v.
             let a = v - pw - 1;
             let labels = Labels { cost, dist, steps };
+            let scale = queue.scale;
             let bits = match level {
                 // SAFETY: Avx512 and Avx2 only when the CPU has AVX2 and
                 // FMA; v is a cell of the grid (only they enter the queue),
@@ -441,9 +492,9 @@ impl Solver {
                 // the arrays.
                 #[cfg(target_arch = "x86_64")]
                 isa::Level::Avx512 | isa::Level::Avx2 => unsafe {
-                    better_avx2(&labels, a, pw, d, s + 1)
+                    better_avx2(&labels, (a, pw), (d, s + 1), scale, &mut next)
                 },
-                _ => better_scalar(&labels, a, pw, d, s + 1),
+                _ => better_scalar(&labels, (a, pw), (d, s + 1), scale, &mut next),
             };
             // The fourth cell of each run is not a neighbour; v itself
             // (bit 5) never improves (its label is settled), so it is left
@@ -453,13 +504,13 @@ impl Solver {
                 let b = bits.trailing_zeros() as usize;
                 bits &= bits - 1;
                 let u = a + (b / 4) * pw + b % 4;
+                let du = next.cost[b];
                 // SAFETY: u is a neighbour of v (see above).
-                let du = d + unsafe { *cost.get_unchecked(u) };
                 unsafe {
                     *dist.get_unchecked_mut(u) = du;
                     *steps.get_unchecked_mut(u) = s + 1;
                 }
-                queue.push(key(du, s + 1, u));
+                queue.push_at(key(du, s + 1, u), next.slot[b] as usize);
             }
         }
         target
