@@ -379,15 +379,15 @@ def test_no_binding_takes_an_address_to_call():
     """The core calls only the GOMP_parallel it looked up itself in the libgomp
     already loaded (set_openmp(address) let any int become a function
     pointer: set_openmp(12345) and a kernel call crashed the interpreter).
-    Every binding that takes an int takes it as a count, seed, offset, size
-    or flag, never as an address."""
+    Every binding that takes an int takes it as a count, seed, offset, stream
+    element index (start), size or flag, never as an address."""
     import inspect
     import re
 
     stub = (Path(_core.__file__).parent / "_core.pyi").read_text()
     assert not hasattr(_core, "set_openmp")
     params = re.findall(r"(\w+): int", stub)
-    assert set(params) <= {"seed", "offset", "num_samples", "k", "n"}, params
+    assert set(params) <= {"seed", "offset", "start", "num_samples", "k", "n"}, params
     assert inspect.signature(_core.use_openmp).parameters.keys() == {"on"}
     assert _core.use_openmp(True) == _cpu.ON_TORCHS_OPENMP
     assert _core.use_openmp(_cpu.ON_TORCHS_OPENMP) == _cpu.ON_TORCHS_OPENMP
