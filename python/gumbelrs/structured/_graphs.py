@@ -105,7 +105,9 @@ def shortest_path_grid(costs: torch.Tensor) -> torch.Tensor:
     ends included (Dijkstra's algorithm, a Rust kernel, batched and parallel
     across the batch; the cost of ``scipy.sparse.csgraph.dijkstra`` on the
     8-neighbour graph whose edges cost their target cell, plus the start
-    cell's cost).
+    cell's cost). A second search from the bottom-right cell bounds the
+    remaining cost of every cell, so cells off every cheapest path are
+    skipped; the path is the one the plain search gives.
 
     - Ties: of the cheapest paths, one with the fewest cells; of those, the
       one traced back from the bottom-right cell by stepping, each time, to
