@@ -40,9 +40,10 @@
 //!   queue is a ring of buckets by cost, each its least key and a heap of
 //!   the others ([`Queue`]).
 //!   One thread's buffers (costs, the labels and queue of each search:
-//!   about `(h + 2)(w + 2)` cells) serve every grid it solves, and are kept for its next range or
-//!   call while grids are small; each grid is solved by one thread, so
-//!   results do not depend on the number of threads.
+//!   about `(h + 2)(w + 2)` cells) serve every grid it solves, and are
+//!   kept for its next range or call while grids are small; each grid is
+//!   solved by one thread, so results do not depend on the number of
+//!   threads.
 
 use crate::kernels::{check_len, KernelError, SharedMut};
 use crate::math::Real;
